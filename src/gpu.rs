@@ -1,0 +1,148 @@
+//! The GPU device and queue, found once, and the one readback helper.
+
+use std::fmt;
+
+/// Why the GPU could not be used. Each message says what the user can do about it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum GpuError {
+    /// The browser has no `navigator.gpu`.
+    NoWebGpu,
+    /// WebGPU exists (or we are native) but no adapter was offered.
+    NoAdapter(String),
+    /// The adapter refused to create a device.
+    Device(String),
+    /// Copying results back to the CPU failed (often: the device was lost).
+    Readback(String),
+}
+
+impl fmt::Display for GpuError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GpuError::NoWebGpu => write!(
+                f,
+                "this browser does not expose WebGPU (navigator.gpu is missing); try a recent \
+                 Chrome, Edge or Firefox, or Safari 26+, with WebGPU enabled"
+            ),
+            GpuError::NoAdapter(why) => write!(f, "no GPU adapter was found ({why}); {}", NO_ADAPTER_HINT),
+            GpuError::Device(why) => write!(f, "the GPU adapter refused to create a device: {why}"),
+            GpuError::Readback(why) => write!(f, "reading results back from the GPU failed: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for GpuError {}
+
+#[cfg(not(target_arch = "wasm32"))]
+const NO_ADAPTER_HINT: &str = "install a Vulkan driver; with no GPU, Mesa's lavapipe runs on the \
+    CPU (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers`, or run `make setup`)";
+#[cfg(target_arch = "wasm32")]
+const NO_ADAPTER_HINT: &str = "the browser has WebGPU but offered no adapter: check that hardware \
+    acceleration is on, or in Chromium pass --enable-unsafe-webgpu (headless: also \
+    --enable-features=Vulkan for the SwiftShader adapter)";
+
+/// The device and queue every kernel runs on, and what we know of the adapter.
+#[derive(Debug)]
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+}
+
+impl Gpu {
+    /// Finds an adapter (a high-performance one if there is a choice) and opens a device with
+    /// the adapter's full limits, so that large configurations fit where the hardware allows;
+    /// configurations are checked against `device.limits()` before anything is allocated.
+    pub async fn new() -> Result<Gpu, GpuError> {
+        #[cfg(target_arch = "wasm32")]
+        if !browser_has_webgpu() {
+            return Err(GpuError::NoWebGpu);
+        }
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("webvae"),
+                required_limits: adapter.limits(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::Device(e.to_string()))?;
+        Ok(Gpu { device, queue, info: adapter.get_info() })
+    }
+
+    /// One line naming the adapter, e.g. "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)".
+    pub fn adapter_summary(&self) -> String {
+        let i = &self.info;
+        let mut name = i.name.clone();
+        if name.is_empty() {
+            // Browsers may hide the name; vendor/architecture/description are what they give.
+            name = [i.vendor.to_string(), i.driver.clone(), i.driver_info.clone()]
+                .into_iter()
+                .filter(|s| !s.is_empty() && s != "0")
+                .collect::<Vec<_>>()
+                .join(" ");
+        }
+        if name.is_empty() {
+            name = "unnamed adapter".into();
+        }
+        format!("{name} ({:?}, {:?})", i.backend, i.device_type)
+    }
+
+    /// Reads `len` f32 values starting at element `offset` of a buffer with COPY_SRC usage.
+    ///
+    /// The readback dance, written once: copy into a MAP_READ staging buffer, ask to map it,
+    /// wait for the GPU (natively by polling the device; in the browser the event loop does
+    /// it), then copy the mapped bytes out.
+    pub async fn read_f32(&self, src: &wgpu::Buffer, offset: usize, len: usize) -> Result<Vec<f32>, GpuError> {
+        let bytes = (len * 4) as u64;
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(src, (offset * 4) as u64, &staging, 0, bytes);
+        self.queue.submit([encoder.finish()]);
+
+        let (sender, receiver) = futures_channel::oneshot::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |result| {
+            let _ = sender.send(result);
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        receiver
+            .await
+            .map_err(|_| GpuError::Readback("the map request was dropped".into()))?
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        let data = staging
+            .get_mapped_range(..)
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        let values = bytemuck::cast_slice(&data).to_vec();
+        drop(data);
+        staging.unmap();
+        Ok(values)
+    }
+}
+
+/// Whether `navigator.gpu` exists (in a window or a worker).
+#[cfg(target_arch = "wasm32")]
+pub fn browser_has_webgpu() -> bool {
+    let global = js_sys::global();
+    let navigator = js_sys::Reflect::get(&global, &"navigator".into()).unwrap_or_default();
+    !navigator.is_undefined()
+        && js_sys::Reflect::get(&navigator, &"gpu".into())
+            .map(|gpu| !gpu.is_undefined() && !gpu.is_null())
+            .unwrap_or(false)
+}

@@ -1,0 +1,16 @@
+//! A variational autoencoder (Kingma & Welling, "Auto-Encoding Variational Bayes") whose
+//! forward and backward passes are hand-written WGSL compute shaders, run through `wgpu`
+//! natively (Vulkan, Metal, DX12) and in the browser (WebGPU).
+//!
+//! - [`reference`]: the plain-loop CPU version of every op: the oracle the GPU is checked against.
+//! - [`gpu`]: the device, its queue, and the one readback helper.
+//! - [`kernels`]: the WGSL pipelines, built once, and the uniforms that drive them.
+//! - `web` (wasm32 only): the surface the page calls through wasm-bindgen.
+
+pub mod gpu;
+pub mod kernels;
+pub mod reference;
+pub mod rng;
+
+#[cfg(target_arch = "wasm32")]
+pub mod web;
