@@ -46,6 +46,9 @@ pub struct Gpu {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
+    /// What the browser says of its adapter (vendor, architecture); empty natively, where
+    /// `info.name` says it all.
+    pub browser_description: String,
 }
 
 impl Gpu {
@@ -73,7 +76,11 @@ impl Gpu {
             })
             .await
             .map_err(|e| GpuError::Device(e.to_string()))?;
-        Ok(Gpu { device, queue, info: adapter.get_info() })
+        #[cfg(target_arch = "wasm32")]
+        let browser_description = browser_adapter_description().await;
+        #[cfg(not(target_arch = "wasm32"))]
+        let browser_description = String::new();
+        Ok(Gpu { device, queue, info: adapter.get_info(), browser_description })
     }
 
     /// One line naming the adapter, e.g. "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)".
@@ -81,12 +88,7 @@ impl Gpu {
         let i = &self.info;
         let mut name = i.name.clone();
         if name.is_empty() {
-            // Browsers may hide the name; vendor/architecture/description are what they give.
-            name = [i.vendor.to_string(), i.driver.clone(), i.driver_info.clone()]
-                .into_iter()
-                .filter(|s| !s.is_empty() && s != "0")
-                .collect::<Vec<_>>()
-                .join(" ");
+            name = self.browser_description.clone();
         }
         if name.is_empty() {
             name = "unnamed adapter".into();
@@ -145,4 +147,34 @@ pub fn browser_has_webgpu() -> bool {
         && js_sys::Reflect::get(&navigator, &"gpu".into())
             .map(|gpu| !gpu.is_undefined() && !gpu.is_null())
             .unwrap_or(false)
+}
+
+/// "vendor architecture" from `GPUAdapter.info`, which wgpu does not pass on (browsers leave
+/// `description` empty). Asks for the default adapter again; an empty string if anything fails.
+#[cfg(target_arch = "wasm32")]
+async fn browser_adapter_description() -> String {
+    use js_sys::{Function, Promise, Reflect};
+    use wasm_bindgen::JsCast;
+    let get = |obj: &wasm_bindgen::JsValue, key: &str| Reflect::get(obj, &key.into()).ok();
+    let Some(gpu) = get(&js_sys::global(), "navigator").and_then(|n| get(&n, "gpu")) else {
+        return String::new();
+    };
+    let Some(request) = get(&gpu, "requestAdapter").and_then(|f| f.dyn_into::<Function>().ok()) else {
+        return String::new();
+    };
+    let Ok(promise) = request.call0(&gpu).and_then(|p| p.dyn_into::<Promise>()) else {
+        return String::new();
+    };
+    let Ok(adapter) = wasm_bindgen_futures::JsFuture::from(promise).await else {
+        return String::new();
+    };
+    let Some(info) = get(&adapter, "info").filter(|i| i.is_object()) else {
+        return String::new();
+    };
+    ["vendor", "architecture", "device", "description"]
+        .iter()
+        .filter_map(|key| get(&info, key).and_then(|v| v.as_string()))
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }

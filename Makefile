@@ -1,0 +1,33 @@
+# The two commands: `make serve` (build and serve the page) and `make test` (every test).
+# Both run `make setup` first, which installs whatever is missing (see scripts/setup.sh).
+SHELL := /bin/bash
+WASM_ENV := . scripts/wasm-env.sh &&
+
+.PHONY: setup serve build test test-native test-browser test-e2e
+
+setup:
+	@bash scripts/setup.sh
+
+# Serves http://127.0.0.1:8080/ and rebuilds on change.
+serve: setup
+	$(WASM_ENV) trunk serve --release --offline
+
+# The static site, in dist/.
+build: setup
+	$(WASM_ENV) trunk build --release --offline
+
+test: setup
+	$(MAKE) --no-print-directory test-native test-browser test-e2e
+
+# CPU oracle, parsers, naga validation, and kernels on the native adapter (lavapipe here).
+test-native:
+	cargo test -- --nocapture
+
+# The same kernels in headless Chromium on WebGPU (SwiftShader here).
+test-browser:
+	$(WASM_ENV) wasm-pack test --headless --chrome --test browser -- --nocapture
+
+# The built page, served on localhost and driven in headless Chromium.
+test-e2e:
+	$(WASM_ENV) trunk build --release --offline
+	cd e2e && node e2e.mjs
