@@ -7,6 +7,7 @@
 //! - [`kernels`]: the WGSL pipelines, built once, and the uniforms that drive them.
 //! - `web` (wasm32 only): the surface the page calls through wasm-bindgen.
 
+pub mod data;
 pub mod gpu;
 pub mod kernels;
 pub mod reference;

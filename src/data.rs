@@ -1,0 +1,202 @@
+//! Datasets: the IDX format (MNIST's, raw or gzipped), image/label pairs, and batching order.
+//!
+//! Every malformed input is an `Err` naming what is wrong; sizes are checked against the bytes
+//! actually present before anything is allocated, so a header claiming billions of images costs
+//! nothing.
+
+use std::fmt;
+use std::io::Read;
+
+use crate::rng::Rng;
+
+/// The largest decompressed IDX file we accept (the official MNIST training images are 47 MB).
+pub const MAX_IDX_BYTES: usize = 512 << 20;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum DataError {
+    Empty,
+    Gzip(String),
+    TooLarge { limit: usize },
+    BadMagic { found: [u8; 4] },
+    NotBytes { type_code: u8 },
+    WrongRank { expected: u8, found: u8 },
+    TruncatedHeader { needed: usize, found: usize },
+    SizeMismatch { header_bytes: u64, found: usize },
+    ZeroSize,
+    CountMismatch { images: usize, labels: usize },
+}
+
+impl fmt::Display for DataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DataError::Empty => write!(f, "the file is empty"),
+            DataError::Gzip(e) => write!(f, "the file looks gzipped but does not decompress: {e}"),
+            DataError::TooLarge { limit } => write!(f, "the file decompresses to more than {} MB", limit >> 20),
+            DataError::BadMagic { found } => write!(
+                f,
+                "not an IDX file: it starts with bytes {found:02x?}, but IDX files start with 00 00 <type> <rank>"
+            ),
+            DataError::NotBytes { type_code } => {
+                write!(f, "IDX element type 0x{type_code:02x} is not supported (only unsigned bytes, 0x08)")
+            }
+            DataError::WrongRank { expected, found } => write!(
+                f,
+                "IDX file has {found} dimensions but {} need {expected}",
+                if *expected == 3 { "images" } else { "labels" }
+            ),
+            DataError::TruncatedHeader { needed, found } => {
+                write!(f, "the IDX header is cut short: it needs {needed} bytes, the file has {found}")
+            }
+            DataError::SizeMismatch { header_bytes, found } => write!(
+                f,
+                "the IDX header describes {header_bytes} bytes of data but the file holds {found} \
+                 (truncated, or not the file it claims to be)"
+            ),
+            DataError::ZeroSize => write!(f, "the IDX file holds no items (a dimension is zero)"),
+            DataError::CountMismatch { images, labels } => {
+                write!(f, "the images file holds {images} images but the labels file holds {labels} labels")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DataError {}
+
+/// The contents of an IDX file of unsigned bytes: its dimensions and its data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Idx {
+    pub dims: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+/// Decompresses if the bytes start with the gzip magic; passes raw bytes through.
+fn maybe_gunzip(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, DataError> {
+    if bytes.len() < 2 || bytes[..2] != [0x1f, 0x8b] {
+        return Ok(bytes.into());
+    }
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(bytes)
+        .take(MAX_IDX_BYTES as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| DataError::Gzip(e.to_string()))?;
+    if out.len() > MAX_IDX_BYTES {
+        return Err(DataError::TooLarge { limit: MAX_IDX_BYTES });
+    }
+    Ok(out.into())
+}
+
+/// Parses an IDX file (raw or gzipped) of unsigned bytes with the given rank.
+pub fn parse_idx(bytes: &[u8], rank: u8) -> Result<Idx, DataError> {
+    if bytes.is_empty() {
+        return Err(DataError::Empty);
+    }
+    let bytes = maybe_gunzip(bytes)?;
+    if bytes.len() < 4 {
+        return Err(DataError::TruncatedHeader { needed: 4, found: bytes.len() });
+    }
+    let magic = [bytes[0], bytes[1], bytes[2], bytes[3]];
+    if magic[0] != 0 || magic[1] != 0 || magic[3] == 0 || magic[3] > 4 {
+        return Err(DataError::BadMagic { found: magic });
+    }
+    if magic[2] != 0x08 {
+        return Err(DataError::NotBytes { type_code: magic[2] });
+    }
+    if magic[3] != rank {
+        return Err(DataError::WrongRank { expected: rank, found: magic[3] });
+    }
+    let header = 4 + 4 * rank as usize;
+    if bytes.len() < header {
+        return Err(DataError::TruncatedHeader { needed: header, found: bytes.len() });
+    }
+    let dims: Vec<usize> = bytes[4..header]
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
+        .collect();
+    // Checked in u64 so absurd headers cannot overflow; compared with what is really there.
+    let header_bytes = dims.iter().fold(1u64, |acc, &d| acc.saturating_mul(d as u64));
+    if header_bytes == 0 {
+        return Err(DataError::ZeroSize);
+    }
+    let found = bytes.len() - header;
+    if header_bytes != found as u64 {
+        return Err(DataError::SizeMismatch { header_bytes, found });
+    }
+    Ok(Idx { dims, data: bytes[header..].to_vec() })
+}
+
+/// Images with their labels, pixels as bytes (0 = background, 255 = ink).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset {
+    pub count: usize,
+    pub rows: usize,
+    pub cols: usize,
+    /// `count * rows * cols` bytes, image after image, row-major.
+    pub pixels: Vec<u8>,
+    pub labels: Vec<u8>,
+}
+
+impl Dataset {
+    /// Pairs an images file (rank 3) with a labels file (rank 1); each raw or gzipped.
+    pub fn from_idx(images: &[u8], labels: &[u8]) -> Result<Dataset, DataError> {
+        let images = parse_idx(images, 3)?;
+        let labels = parse_idx(labels, 1)?;
+        if images.dims[0] != labels.dims[0] {
+            return Err(DataError::CountMismatch { images: images.dims[0], labels: labels.dims[0] });
+        }
+        Ok(Dataset {
+            count: images.dims[0],
+            rows: images.dims[1],
+            cols: images.dims[2],
+            pixels: images.data,
+            labels: labels.data,
+        })
+    }
+
+    pub fn pixels_per_image(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    /// Image `i` as floats in [0, 1].
+    pub fn image(&self, i: usize) -> Vec<f32> {
+        let n = self.pixels_per_image();
+        self.pixels[i * n..(i + 1) * n].iter().map(|&p| p as f32 / 255.0).collect()
+    }
+
+    /// The first `n` items (for small tests).
+    pub fn take(&self, n: usize) -> Dataset {
+        let n = n.min(self.count);
+        Dataset {
+            count: n,
+            rows: self.rows,
+            cols: self.cols,
+            pixels: self.pixels[..n * self.pixels_per_image()].to_vec(),
+            labels: self.labels[..n].to_vec(),
+        }
+    }
+}
+
+/// The bundled MNIST subset (see `www/data/README.md`): (train, test).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn bundled_mnist() -> Result<(Dataset, Dataset), DataError> {
+    let train = Dataset::from_idx(
+        include_bytes!("../www/data/train-images-idx3-ubyte.gz"),
+        include_bytes!("../www/data/train-labels-idx1-ubyte.gz"),
+    )?;
+    let test = Dataset::from_idx(
+        include_bytes!("../www/data/t10k-images-idx3-ubyte.gz"),
+        include_bytes!("../www/data/t10k-labels-idx1-ubyte.gz"),
+    )?;
+    Ok((train, test))
+}
+
+/// The order in which an epoch visits the training set: a seeded Fisher-Yates shuffle, so the
+/// CPU oracle and the GPU trainer see the same batches.
+pub fn epoch_permutation(count: usize, seed: u32, epoch: u32) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..count as u32).collect();
+    let mut rng = Rng::new(seed ^ epoch.wrapping_mul(0x85EB_CA6B).wrapping_add(0x27D4_EB2F));
+    for i in (1..count).rev() {
+        let j = (rng.next_u32() as u64 * (i as u64 + 1) >> 32) as usize;
+        order.swap(i, j);
+    }
+    order
+}
