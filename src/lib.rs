@@ -10,6 +10,7 @@
 pub mod data;
 pub mod gpu;
 pub mod kernels;
+pub mod model;
 pub mod reference;
 pub mod rng;
 

@@ -41,3 +41,11 @@ impl Rng {
         (0..n).map(|_| self.range(lo, hi)).collect()
     }
 }
+
+/// The two 32-bit words behind eps for (seed, step, row, dim); `shaders/latent.wgsl` computes
+/// the same words. Each key component goes through the hash before the next is mixed in, so
+/// nearby keys give unrelated words.
+pub fn eps_bits(seed: u32, step: u32, row: u32, dim: u32) -> (u32, u32) {
+    let h = pcg_hash(pcg_hash(pcg_hash(pcg_hash(seed) ^ step) ^ row) ^ dim);
+    (h, pcg_hash(h ^ 0x68E3_1DA4))
+}

@@ -18,6 +18,14 @@ pub async fn gpu_or_fail(log: impl Fn(&str)) -> Gpu {
     }
 }
 
+pub fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+pub fn f32s(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
 /// Asserts |got - want| <= atol + rtol * |want| elementwise, naming the first offender.
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32) {
     assert_eq!(got.len(), want.len(), "{what}: length");
@@ -46,7 +54,7 @@ pub async fn linear_forward_parity(log: impl Fn(&str)) {
         let x = rng.vec(rows * inner, 0.0, 1.0);
         let w = rng.vec(cols * inner, -0.1, 0.1);
         let b = rng.vec(cols, -0.5, 0.5);
-        let want = linear_forward(&x, &w, &b, rows, inner, cols, act);
+        let want = f32s(&linear_forward(&f64s(&x), &f64s(&w), &f64s(&b), rows, inner, cols, act));
         let got = run_linear_forward(&gpu, &kernels, &x, &w, &b, (rows, inner, cols), act)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
