@@ -102,6 +102,18 @@ impl Gpu {
     /// wait for the GPU (natively by polling the device; in the browser the event loop does
     /// it), then copy the mapped bytes out.
     pub async fn read_f32(&self, src: &wgpu::Buffer, offset: usize, len: usize) -> Result<Vec<f32>, GpuError> {
+        self.read_f32_then(src, offset, len, |_| {}).await
+    }
+
+    /// As `read_f32`, with `then` recording more commands (e.g. clearing what was read) into the
+    /// same submission, right after the copy.
+    pub async fn read_f32_then(
+        &self,
+        src: &wgpu::Buffer,
+        offset: usize,
+        len: usize,
+        then: impl FnOnce(&mut wgpu::CommandEncoder),
+    ) -> Result<Vec<f32>, GpuError> {
         let bytes = (len * 4) as u64;
         if bytes == 0 {
             return Ok(Vec::new());
@@ -114,6 +126,7 @@ impl Gpu {
         });
         let mut encoder = self.device.create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(src, (offset * 4) as u64, &staging, 0, bytes);
+        then(&mut encoder);
         self.queue.submit([encoder.finish()]);
 
         let (sender, receiver) = futures_channel::oneshot::channel();

@@ -1,29 +1,91 @@
-//! The WGSL kernels as compute pipelines, built once per device, and the small uniform records
-//! that tell each dispatch where its tensors live.
+//! The WGSL kernels as compute pipelines, built once per device, and the uniform records that
+//! tell each dispatch where its tensors live.
 //!
-//! Every kernel shares one bind group layout:
-//!   0  uniform  the op's record (dims and offsets), selected per dispatch by a dynamic offset
-//!   2  storage  params: every weight and bias in one flat f32 buffer
-//!   4  storage  acts: every activation of the batch in one flat f32 buffer
-//! so one bind group serves every dispatch, and a training step is a list of (pipeline, record).
+//! Every kernel shares one bind group layout, so one bind group serves a whole training step:
+//!   0  uniform  the dispatch's record (dims, offsets), chosen by a dynamic offset
+//!   1  uniform  the step's record (Adam's t, the RNG step, the batch start), dynamic offset
+//!   2  params   every weight and bias, one flat f32 buffer (layout in `model::Layout`)
+//!   3  grads    the same layout, gradients of the last step
+//!   4  acts     activations and their gradients, one flat f32 buffer (`trainer::Acts`)
+//!   5  moments  Adam's m then v
+//!   6  data     the dataset's pixels, packed 4 bytes per u32 (read-only)
+//!   7  indices  the epoch's order of training images, then the test images (read-only)
+//!   8  metrics  losses accumulated on the GPU until the host asks
 
 use std::num::NonZeroU64;
 
 use bytemuck::{Pod, Zeroable};
-use wgpu::util::DeviceExt;
 
-use crate::gpu::{Gpu, GpuError};
-use crate::reference::Activation;
-
-pub const LINEAR_WGSL: &str = include_str!("../shaders/linear.wgsl");
-
-/// Every shader file, for validation and for building pipelines.
-pub const SHADERS: &[(&str, &str)] = &[("linear.wgsl", LINEAR_WGSL)];
+pub const SHADERS: &[(&str, &str)] = &[
+    ("data.wgsl", include_str!("../shaders/data.wgsl")),
+    ("latent.wgsl", include_str!("../shaders/latent.wgsl")),
+    ("linear.wgsl", include_str!("../shaders/linear.wgsl")),
+    ("loss.wgsl", include_str!("../shaders/loss.wgsl")),
+    ("optim.wgsl", include_str!("../shaders/optim.wgsl")),
+];
 
 /// Bytes between uniform records: WebGPU's largest allowed `minUniformBufferOffsetAlignment`.
 pub const UNIFORM_SLOT: u64 = 256;
 
-/// Uniform record of `shaders/linear.wgsl` (field for field).
+/// Every entry point, and the shader file it lives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    Gather,
+    LinearForward,
+    LinearBackwardInput,
+    LinearBackwardWeight,
+    Reparameterize,
+    LatentBackward,
+    ImportanceWeighted,
+    EpsBitsTest,
+    Reconstruction,
+    Accumulate,
+    Adam,
+}
+
+impl Kernel {
+    pub const ALL: [Kernel; 11] = [
+        Kernel::Gather,
+        Kernel::LinearForward,
+        Kernel::LinearBackwardInput,
+        Kernel::LinearBackwardWeight,
+        Kernel::Reparameterize,
+        Kernel::LatentBackward,
+        Kernel::ImportanceWeighted,
+        Kernel::EpsBitsTest,
+        Kernel::Reconstruction,
+        Kernel::Accumulate,
+        Kernel::Adam,
+    ];
+
+    /// (shader file, entry point).
+    pub fn source(self) -> (&'static str, &'static str) {
+        match self {
+            Kernel::Gather => ("data.wgsl", "gather"),
+            Kernel::LinearForward => ("linear.wgsl", "linear_forward"),
+            Kernel::LinearBackwardInput => ("linear.wgsl", "linear_backward_input"),
+            Kernel::LinearBackwardWeight => ("linear.wgsl", "linear_backward_weight"),
+            Kernel::Reparameterize => ("latent.wgsl", "reparameterize"),
+            Kernel::LatentBackward => ("latent.wgsl", "latent_backward"),
+            Kernel::ImportanceWeighted => ("latent.wgsl", "importance_weighted"),
+            Kernel::EpsBitsTest => ("latent.wgsl", "eps_bits_test"),
+            Kernel::Reconstruction => ("loss.wgsl", "reconstruction"),
+            Kernel::Accumulate => ("optim.wgsl", "accumulate"),
+            Kernel::Adam => ("optim.wgsl", "adam"),
+        }
+    }
+}
+
+/// Record of `shaders/data.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct GatherOp {
+    pub rows: u32,
+    pub pixels: u32,
+    pub x_off: u32,
+}
+
+/// Record of `shaders/linear.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
 pub struct LinearOp {
@@ -35,45 +97,118 @@ pub struct LinearOp {
     pub w_off: u32,
     pub b_off: u32,
     pub y_off: u32,
+    pub dy_off: u32,
+    pub dx_off: u32,
+    pub dw_off: u32,
+    pub db_off: u32,
+}
+
+/// Record of `shaders/latent.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct LatentOp {
+    pub batch: u32,
+    pub rows: u32,
+    pub latent: u32,
+    pub seed: u32,
+    pub ml_off: u32,
+    pub eps_off: u32,
+    pub z_off: u32,
+    pub dz_off: u32,
+    pub dml_off: u32,
+    pub kl_off: u32,
+    pub recon_off: u32,
+    pub out_off: u32,
+    pub kl_weight: f32,
+    pub use_mean: u32,
+}
+
+/// Record of `shaders/loss.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct LossOp {
+    pub rows: u32,
+    pub pixels: u32,
+    pub batch: u32,
+    pub likelihood: u32,
+    pub out_off: u32,
+    pub x_off: u32,
+    pub grad_off: u32,
+    pub recon_off: u32,
+    pub scale: f32,
+    pub inv_var: f32,
+    pub log_norm: f32,
+}
+
+/// Record of `shaders/optim.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct OptimOp {
+    pub batch: u32,
+    pub rows: u32,
+    pub recon_off: u32,
+    pub kl_off: u32,
+    pub metrics_off: u32,
+    pub count: u32,
+    pub lr: f32,
+    pub beta: f32,
+    pub check: u32,
+}
+
+/// The per-step record (binding 1), shared by every shader that reads it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct StepRecord {
+    /// Adam's step count, 1-based.
+    pub t: u32,
+    /// The step component of eps's key.
+    pub rng_step: u32,
+    /// First entry of this step's batch in the index buffer.
+    pub batch_start: u32,
+}
+
+/// One dispatch: which kernel, where its record is, and how many workgroups.
+#[derive(Clone, Copy, Debug)]
+pub struct Dispatch {
+    pub kernel: Kernel,
+    /// Byte offset of the record in the ops uniform buffer.
+    pub record: u32,
+    pub groups: (u32, u32, u32),
 }
 
 /// Pipelines and their shared bind group layout.
 #[derive(Debug)]
 pub struct Kernels {
     pub layout: wgpu::BindGroupLayout,
-    linear_forward: wgpu::ComputePipeline,
+    pipelines: Vec<(Kernel, wgpu::ComputePipeline)>,
 }
 
-fn storage_entry(binding: u32) -> wgpu::BindGroupLayoutEntry {
+fn entry(binding: u32, ty: wgpu::BufferBindingType, dynamic: bool, min: u64) -> wgpu::BindGroupLayoutEntry {
     wgpu::BindGroupLayoutEntry {
         binding,
         visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Storage { read_only: false },
-            has_dynamic_offset: false,
-            min_binding_size: NonZeroU64::new(4),
-        },
+        ty: wgpu::BindingType::Buffer { ty, has_dynamic_offset: dynamic, min_binding_size: NonZeroU64::new(min) },
         count: None,
     }
 }
 
 impl Kernels {
     pub fn new(device: &wgpu::Device) -> Kernels {
+        use wgpu::BufferBindingType::{Storage, Uniform};
+        let rw = Storage { read_only: false };
+        let ro = Storage { read_only: true };
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("vae"),
             entries: &[
-                wgpu::BindGroupLayoutEntry {
-                    binding: 0,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: true,
-                        min_binding_size: NonZeroU64::new(UNIFORM_SLOT),
-                    },
-                    count: None,
-                },
-                storage_entry(2),
-                storage_entry(4),
+                entry(0, Uniform, true, UNIFORM_SLOT),
+                entry(1, Uniform, true, UNIFORM_SLOT),
+                entry(2, rw, false, 4),
+                entry(3, rw, false, 4),
+                entry(4, rw, false, 4),
+                entry(5, rw, false, 4),
+                entry(6, ro, false, 4),
+                entry(7, ro, false, 4),
+                entry(8, rw, false, 4),
             ],
         });
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
@@ -81,97 +216,121 @@ impl Kernels {
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
-        let linear = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("linear.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(LINEAR_WGSL.into()),
-        });
-        let pipeline = |module: &wgpu::ShaderModule, entry: &str| {
-            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: Some(&pipeline_layout),
-                module,
-                entry_point: Some(entry),
-                compilation_options: Default::default(),
-                cache: None,
+        let modules: Vec<(&str, wgpu::ShaderModule)> = SHADERS
+            .iter()
+            .map(|&(name, source)| {
+                let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(name),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                });
+                (name, module)
             })
-        };
-        Kernels { linear_forward: pipeline(&linear, "linear_forward"), layout }
+            .collect();
+        let pipelines = Kernel::ALL
+            .iter()
+            .map(|&kernel| {
+                let (file, entry_point) = kernel.source();
+                let module = &modules.iter().find(|(name, _)| *name == file).expect("shader listed in SHADERS").1;
+                let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(entry_point),
+                    layout: Some(&pipeline_layout),
+                    module,
+                    entry_point: Some(entry_point),
+                    compilation_options: Default::default(),
+                    cache: None,
+                });
+                (kernel, pipeline)
+            })
+            .collect();
+        Kernels { layout, pipelines }
     }
 
-    /// Records y = act(x W^T + b); `uniform_offset` is where `op` was written.
-    pub fn linear_forward(&self, pass: &mut wgpu::ComputePass, bind_group: &wgpu::BindGroup, uniform_offset: u32, op: &LinearOp) {
-        pass.set_pipeline(&self.linear_forward);
-        pass.set_bind_group(0, bind_group, &[uniform_offset]);
-        // Each invocation computes a 4x4 block; workgroups are 8x8 invocations.
-        pass.dispatch_workgroups(op.cols.div_ceil(32), op.rows.div_ceil(32), 1);
+    fn pipeline(&self, kernel: Kernel) -> &wgpu::ComputePipeline {
+        &self.pipelines.iter().find(|(k, _)| *k == kernel).expect("every kernel is built").1
+    }
+
+    /// Records `dispatches` into `pass` for the step whose record is at `step_offset`.
+    pub fn record(&self, pass: &mut wgpu::ComputePass, bind_group: &wgpu::BindGroup, dispatches: &[Dispatch], step_offset: u32) {
+        for d in dispatches {
+            pass.set_pipeline(self.pipeline(d.kernel));
+            pass.set_bind_group(0, bind_group, &[d.record, step_offset]);
+            pass.dispatch_workgroups(d.groups.0, d.groups.1, d.groups.2);
+        }
     }
 }
 
-/// Runs one linear layer on the GPU in isolation and reads y back: the parity tests' and
-/// micro-benchmarks' entry point. x: [rows, inner], w: [cols, inner], b: [cols].
-pub async fn run_linear_forward(
-    gpu: &Gpu,
+/// Buffers for running one kernel in isolation (parity tests, micro-benchmarks).
+#[derive(Clone, Debug, Default)]
+pub struct Scratch {
+    pub params: Vec<f32>,
+    pub grads: Vec<f32>,
+    pub acts: Vec<f32>,
+}
+
+/// Runs one dispatch of `kernel` with `record` on `scratch`'s contents, `repeat` times in one
+/// submission, and returns the buffers as the kernel left them. Other bindings get small zeroed
+/// buffers; the step record is all zeros except `rng_step`.
+pub async fn run_single<T: Pod>(
+    gpu: &crate::gpu::Gpu,
     kernels: &Kernels,
-    x: &[f32],
-    w: &[f32],
-    b: &[f32],
-    (rows, inner, cols): (usize, usize, usize),
-    act: Activation,
-) -> Result<Vec<f32>, GpuError> {
-    assert_eq!((x.len(), w.len(), b.len()), (rows * inner, cols * inner, cols), "shape mismatch");
-    let params: Vec<f32> = [w, b].concat();
-    let mut acts = x.to_vec();
-    acts.resize(rows * inner + rows * cols, 0.0);
-    let op = LinearOp {
-        rows: rows as u32,
-        inner: inner as u32,
-        cols: cols as u32,
-        act: act.code(),
-        x_off: 0,
-        w_off: 0,
-        b_off: w.len() as u32,
-        y_off: x.len() as u32,
-    };
+    kernel: Kernel,
+    record: T,
+    groups: (u32, u32, u32),
+    scratch: &Scratch,
+    rng_step: u32,
+    repeat: u32,
+) -> Result<Scratch, crate::gpu::GpuError> {
+    use wgpu::util::DeviceExt;
     let device = &gpu.device;
-    let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
-    let params_buf = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some("params"),
-        contents: bytemuck::cast_slice(&params),
-        usage: storage,
-    });
-    let acts_buf = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some("acts"),
-        contents: bytemuck::cast_slice(&acts),
-        usage: storage,
-    });
-    let mut record = vec![0u8; UNIFORM_SLOT as usize];
-    record[..std::mem::size_of::<LinearOp>()].copy_from_slice(bytemuck::bytes_of(&op));
-    let uniform_buf = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some("ops"),
-        contents: &record,
-        usage: wgpu::BufferUsages::UNIFORM,
-    });
+    let storage = |label, data: &[f32]| {
+        let padded: Vec<f32> = if data.is_empty() { vec![0.0; 4] } else { data.to_vec() };
+        device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::cast_slice(&padded),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        })
+    };
+    let uniform = |label, bytes: &[u8]| {
+        let mut slot = vec![0u8; UNIFORM_SLOT as usize];
+        slot[..bytes.len()].copy_from_slice(bytes);
+        device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: &slot, usage: wgpu::BufferUsages::UNIFORM })
+    };
+    let params = storage("params", &scratch.params);
+    let grads = storage("grads", &scratch.grads);
+    let acts = storage("acts", &scratch.acts);
+    let moments = storage("unused moments", &[]);
+    let data = storage("unused data", &[]);
+    let indices = storage("unused indices", &[]);
+    let metrics = storage("metrics", &[0.0; 32]);
+    let ops = uniform("ops", bytemuck::bytes_of(&record));
+    let steps = uniform("steps", bytemuck::bytes_of(&StepRecord { t: 1, rng_step, batch_start: 0 }));
+    let slot = |buffer| wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer, offset: 0, size: NonZeroU64::new(UNIFORM_SLOT) });
     let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some("vae"),
+        label: Some("single"),
         layout: &kernels.layout,
         entries: &[
-            wgpu::BindGroupEntry {
-                binding: 0,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: &uniform_buf,
-                    offset: 0,
-                    size: NonZeroU64::new(UNIFORM_SLOT),
-                }),
-            },
-            wgpu::BindGroupEntry { binding: 2, resource: params_buf.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 4, resource: acts_buf.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 0, resource: slot(&ops) },
+            wgpu::BindGroupEntry { binding: 1, resource: slot(&steps) },
+            wgpu::BindGroupEntry { binding: 2, resource: params.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 3, resource: grads.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 4, resource: acts.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 5, resource: moments.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 6, resource: data.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 7, resource: indices.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 8, resource: metrics.as_entire_binding() },
         ],
     });
     let mut encoder = device.create_command_encoder(&Default::default());
     {
         let mut pass = encoder.begin_compute_pass(&Default::default());
-        kernels.linear_forward(&mut pass, &bind_group, 0, &op);
+        for _ in 0..repeat {
+            kernels.record(&mut pass, &bind_group, &[Dispatch { kernel, record: 0, groups }], 0);
+        }
     }
     gpu.queue.submit([encoder.finish()]);
-    gpu.read_f32(&acts_buf, x.len(), rows * cols).await
+    Ok(Scratch {
+        params: gpu.read_f32(&params, 0, scratch.params.len()).await?,
+        grads: gpu.read_f32(&grads, 0, scratch.grads.len()).await?,
+        acts: gpu.read_f32(&acts, 0, scratch.acts.len()).await?,
+    })
 }

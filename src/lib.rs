@@ -13,6 +13,7 @@ pub mod kernels;
 pub mod model;
 pub mod reference;
 pub mod rng;
+pub mod trainer;
 
 #[cfg(target_arch = "wasm32")]
 pub mod web;

@@ -12,6 +12,16 @@ fn log(s: &str) {
 }
 
 #[wasm_bindgen_test]
-async fn linear_forward_matches_reference() {
-    common::linear_forward_parity(log).await;
+async fn linear_kernels_match_reference() {
+    common::linear_parity(log).await;
+}
+
+#[wasm_bindgen_test]
+async fn rng_matches_reference_bit_for_bit() {
+    common::rng_parity(log).await;
+}
+
+#[wasm_bindgen_test]
+async fn training_steps_match_reference() {
+    common::training_parity(log).await;
 }

@@ -3,7 +3,21 @@
 
 mod common;
 
+fn log(s: &str) {
+    println!("{s}");
+}
+
 #[test]
-fn linear_forward_matches_reference() {
-    pollster::block_on(common::linear_forward_parity(|s| println!("{s}")));
+fn linear_kernels_match_reference() {
+    pollster::block_on(common::linear_parity(log));
+}
+
+#[test]
+fn rng_matches_reference_bit_for_bit() {
+    pollster::block_on(common::rng_parity(log));
+}
+
+#[test]
+fn training_steps_match_reference() {
+    pollster::block_on(common::training_parity(log));
 }

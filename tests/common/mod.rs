@@ -2,8 +2,8 @@
 //! (headless Chromium on WebGPU): each runs a WGSL kernel and checks it against the CPU oracle.
 
 use webvae::gpu::Gpu;
-use webvae::kernels::{run_linear_forward, Kernels};
-use webvae::reference::{linear_forward, Activation};
+use webvae::kernels::{run_single, Kernel, Kernels, LatentOp, LinearOp, Scratch};
+use webvae::reference::{linear_backward_input, linear_backward_weight, linear_forward, Activation};
 use webvae::rng::Rng;
 
 /// Opens the GPU or fails the test with the reason and how to get an adapter: a GPU test must
@@ -37,9 +37,10 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32)
     }
 }
 
-/// The linear layer with fused bias and activation, on shapes that exercise the 4x4 blocks'
-/// edges (sizes not multiples of 4 or 32) and the reference model's largest layer.
-pub async fn linear_forward_parity(log: impl Fn(&str)) {
+/// The linear layer's three kernels (forward with fused bias and activation, dX, dW/db) on
+/// shapes that exercise the 4x4 blocks' edges (sizes not multiples of 4 or 32) and the reference
+/// model's largest layer.
+pub async fn linear_parity(log: impl Fn(&str)) {
     let gpu = gpu_or_fail(&log).await;
     let kernels = Kernels::new(&gpu.device);
     let mut rng = Rng::new(7);
@@ -54,13 +55,146 @@ pub async fn linear_forward_parity(log: impl Fn(&str)) {
         let x = rng.vec(rows * inner, 0.0, 1.0);
         let w = rng.vec(cols * inner, -0.1, 0.1);
         let b = rng.vec(cols, -0.5, 0.5);
-        let want = f32s(&linear_forward(&f64s(&x), &f64s(&w), &f64s(&b), rows, inner, cols, act));
-        let got = run_linear_forward(&gpu, &kernels, &x, &w, &b, (rows, inner, cols), act)
+        let dy = rng.vec(rows * cols, -1.0, 1.0);
+        // acts: x | y | dy | dx ; params: W | b ; grads: dW | db
+        let (y_off, dy_off, dx_off) = (x.len(), x.len() + rows * cols, x.len() + 2 * rows * cols);
+        let scratch = Scratch {
+            params: [w.clone(), b.clone()].concat(),
+            grads: vec![0.0; w.len() + b.len()],
+            acts: [x.clone(), vec![0.0; rows * cols], dy.clone(), vec![0.0; rows * inner]].concat(),
+        };
+        let op = LinearOp {
+            rows: rows as u32,
+            inner: inner as u32,
+            cols: cols as u32,
+            act: act.code(),
+            x_off: 0,
+            w_off: 0,
+            b_off: w.len() as u32,
+            y_off: y_off as u32,
+            dy_off: dy_off as u32,
+            dx_off: dx_off as u32,
+            dw_off: 0,
+            db_off: w.len() as u32,
+        };
+        let what = format!("{rows}x{inner}x{cols} {act:?}");
+        let run = |kernel, groups| run_single(&gpu, &kernels, kernel, op, groups, &scratch, 0, 1);
+        let blocks = |n: usize| (n as u32).div_ceil(32);
+
+        let out = run(Kernel::LinearForward, (blocks(cols), blocks(rows), 1)).await.unwrap();
+        let want = linear_forward(&f64s(&x), &f64s(&w), &f64s(&b), rows, inner, cols, act);
+        assert_close(&format!("linear_forward {what}"), &out.acts[y_off..dy_off], &f32s(&want), 1e-4, 1e-5);
+        assert!(want.iter().any(|&v| v != 0.0), "a kernel that wrote nothing must fail this check");
+
+        // Backward, with x standing for the activation's output (x = act(previous z)).
+        let out = run(Kernel::LinearBackwardInput, (blocks(inner), blocks(rows), 1)).await.unwrap();
+        let want = linear_backward_input(&f64s(&dy), &f64s(&w), &f64s(&x), rows, inner, cols, act);
+        assert_close(&format!("linear_backward_input {what}"), &out.acts[dx_off..], &f32s(&want), 1e-4, 1e-5);
+
+        let out = run(Kernel::LinearBackwardWeight, (blocks(inner), blocks(cols), 1)).await.unwrap();
+        let (dw, db) = linear_backward_weight(&f64s(&x), &f64s(&dy), rows, inner, cols);
+        assert_close(&format!("linear_backward_weight dW {what}"), &out.grads[..w.len()], &f32s(&dw), 1e-4, 1e-4);
+        assert_close(&format!("linear_backward_weight db {what}"), &out.grads[w.len()..], &f32s(&db), 1e-4, 1e-4);
+        log(&format!("linear forward, dX, dW/db {what}: match the CPU reference"));
+    }
+}
+
+/// The counter-based RNG: the GPU's hash words equal the CPU's bit for bit.
+pub async fn rng_parity(log: impl Fn(&str)) {
+    let gpu = gpu_or_fail(&log).await;
+    let kernels = Kernels::new(&gpu.device);
+    let (rows, latent) = (37u32, 11u32);
+    for (seed, step) in [(0u32, 0u32), (1, 17), (0xDEAD_BEEF, u32::MAX)] {
+        let op = LatentOp { rows, latent, seed, eps_off: 0, ..Default::default() };
+        let scratch = Scratch { acts: vec![0.0; (rows * latent * 4) as usize], ..Default::default() };
+        let out = run_single(&gpu, &kernels, Kernel::EpsBitsTest, op, (latent.div_ceil(16), rows.div_ceil(4), 1), &scratch, step, 1)
             .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_close(&format!("linear_forward {rows}x{inner}x{cols} {act:?}"), &got, &want, 1e-4, 1e-5);
-        // A kernel that wrote nothing would leave zeros: make sure the check could fail.
-        assert!(want.iter().any(|&v| v != 0.0));
-        log(&format!("linear_forward {rows}x{inner}x{cols} {act:?}: matches the CPU reference"));
+            .unwrap();
+        for r in 0..rows {
+            for j in 0..latent {
+                let o = ((r * latent + j) * 4) as usize;
+                let word = |i: usize| ((out.acts[o + i] as u32) << 16) | out.acts[o + i + 1] as u32;
+                let want = webvae::rng::eps_bits(seed, step, r, j);
+                assert_eq!((word(0), word(2)), want, "hash words for seed {seed} step {step} row {r} dim {j}");
+            }
+        }
+    }
+    log("eps hash words: GPU equals CPU bit for bit");
+}
+
+use webvae::data::Dataset;
+use webvae::model::{Config, Likelihood};
+use webvae::reference;
+use webvae::trainer::Trainer;
+
+/// A small slice of the bundled digits, parsed from the same files the page loads.
+pub fn small_mnist(n: usize) -> (Dataset, Dataset) {
+    let train = Dataset::from_idx(
+        include_bytes!("../../www/data/train-images-idx3-ubyte.gz"),
+        include_bytes!("../../www/data/train-labels-idx1-ubyte.gz"),
+    )
+    .unwrap();
+    let test = Dataset::from_idx(
+        include_bytes!("../../www/data/t10k-images-idx3-ubyte.gz"),
+        include_bytes!("../../www/data/t10k-labels-idx1-ubyte.gz"),
+    )
+    .unwrap();
+    (train.take(n), test.take(n / 4))
+}
+
+/// Configurations for the whole-step parity test: between them, both activations, both
+/// likelihoods, L = 1 and 2, beta != 1, one and two hidden layers, and sizes that are not
+/// multiples of 4 (batch 13, latent 5, hidden 18) so every kernel's edges are exercised.
+pub fn parity_configs() -> Vec<Config> {
+    vec![
+        Config { hidden: vec![32], latent: 5, batch_size: 13, seed: 5, ..Config::default() },
+        Config {
+            hidden: vec![24, 18],
+            latent: 3,
+            activation: reference::Activation::Tanh,
+            likelihood: Likelihood::Gaussian { sigma: 0.5 },
+            beta: 0.5,
+            samples: 2,
+            batch_size: 16,
+            learning_rate: 3e-3,
+            seed: 9,
+            ..Config::default()
+        },
+    ]
+}
+
+/// 20 training steps on the GPU and on the CPU oracle, from the same initial weights, with the
+/// same batches and the same eps: every step's losses agree, and so do the final weights.
+pub async fn training_parity(log: impl Fn(&str)) {
+    let gpu_probe = gpu_or_fail(&log).await;
+    drop(gpu_probe);
+    let (train, test) = small_mnist(208);
+    for config in parity_configs() {
+        let gpu = webvae::gpu::Gpu::new().await.unwrap();
+        let mut trainer = Trainer::new(gpu, config.clone(), &train, &test).unwrap_or_else(|e| panic!("{e}"));
+        let initial = trainer.parameters().await.unwrap();
+        let mut cpu = reference::Trainer::new(config.clone(), &initial);
+        for step in 0..20u32 {
+            let indices = Trainer::batch_indices(&config, train.count, step);
+            let x: Vec<f64> = indices.iter().flat_map(|&i| train.image(i as usize)).map(|p| p as f64).collect();
+            let want = cpu.step(&x);
+            trainer.train(1).unwrap();
+            let got = trainer.metrics().await.unwrap_or_else(|e| panic!("{e}"));
+            let what = format!("{:?}/{:?} step {step}", config.activation, config.likelihood);
+            assert_close(&format!("{what} loss"), &[got.loss as f32], &[want.loss as f32], 2e-4, 1e-3);
+            assert_close(&format!("{what} reconstruction"), &[got.reconstruction as f32], &[want.reconstruction as f32], 2e-4, 1e-3);
+            assert_close(&format!("{what} KL"), &[got.kl as f32], &[want.kl as f32], 2e-3, 1e-3);
+        }
+        let got = trainer.parameters().await.unwrap();
+        // Adam's steps are about lr each whatever the gradient's size, so compare to a fraction
+        // of the 20 * lr the weights can have moved.
+        let moved = 20.0 * config.learning_rate;
+        assert_close("parameters after 20 steps", &got, &f32s(&cpu.params), 1e-3, 0.05 * moved);
+        let changed = got.iter().zip(&initial).filter(|(a, b)| a != b).count();
+        assert!(changed > got.len() / 2, "only {changed} of {} parameters changed", got.len());
+        log(&format!(
+            "training parity {:?}/{:?}/L={}: 20 steps match the CPU oracle",
+            config.activation, config.likelihood, config.samples
+        ));
     }
 }

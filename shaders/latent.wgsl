@@ -1,0 +1,157 @@
+// The latent layer: reparameterisation z = mu + exp(0.5 logvar) * eps, the analytic KL to the
+// N(0, I) prior, their gradients, and the importance-weighted bound. Forward and backward side
+// by side.
+//   ml   [batch, 2 * latent]  mu then logvar, per datapoint (the encoder heads' output)
+//   eps  [rows, latent], z [rows, latent], with rows = samples * batch ordered l * batch + b
+// eps comes from a counter-based hash of (seed, step, row, dim): no RNG state, and the CPU
+// oracle (src/rng.rs, src/reference.rs) computes the same words bit for bit.
+
+struct Latent {
+    batch: u32,
+    rows: u32,
+    latent: u32,
+    seed: u32,
+    ml_off: u32,
+    eps_off: u32,
+    z_off: u32,
+    dz_off: u32,
+    dml_off: u32,
+    kl_off: u32,      // KL per datapoint [batch]
+    recon_off: u32,   // -log p(x|z) per row [rows] (for the importance-weighted bound)
+    out_off: u32,     // importance_weighted: where in `metrics` to accumulate
+    kl_weight: f32,   // beta / batch
+    use_mean: u32,    // 1: z = mu (reconstructions), 0: sample
+}
+
+struct Step {
+    t: u32,
+    rng_step: u32,
+    batch_start: u32,
+}
+
+@group(0) @binding(0) var<uniform> op: Latent;
+@group(0) @binding(1) var<uniform> step: Step;
+@group(0) @binding(4) var<storage, read_write> acts: array<f32>;
+@group(0) @binding(8) var<storage, read_write> metrics: array<f32>;
+
+// PCG-style permutation hash (Jarzynski & Olano 2020); the same as rng::pcg_hash.
+fn pcg_hash(input: u32) -> u32 {
+    let state = input * 747796405u + 2891336453u;
+    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+    return (word >> 22u) ^ word;
+}
+
+// rng::eps_bits
+fn eps_bits(row: u32, dim: u32) -> vec2<u32> {
+    let h = pcg_hash(pcg_hash(pcg_hash(pcg_hash(op.seed) ^ step.rng_step) ^ row) ^ dim);
+    return vec2<u32>(h, pcg_hash(h ^ 0x68E31DA4u));
+}
+
+const TAU: f32 = 6.283185307179586;
+
+// Box-Muller on the top 24 bits of each word; u1 in (0, 1] so the log is finite.
+fn standard_normal(row: u32, dim: u32) -> f32 {
+    let h = eps_bits(row, dim);
+    let u1 = f32((h.x >> 8u) + 1u) / 16777216.0;
+    let u2 = f32(h.y >> 8u) / 16777216.0;
+    return sqrt(-2.0 * log(u1)) * cos(TAU * u2);
+}
+
+fn mu(b: u32, j: u32) -> f32 { return acts[op.ml_off + b * 2u * op.latent + j]; }
+fn logvar(b: u32, j: u32) -> f32 { return acts[op.ml_off + b * 2u * op.latent + op.latent + j]; }
+
+// ---- forward: z = mu + exp(0.5 logvar) * eps. Grid: x over latent dims, y over rows.
+@compute @workgroup_size(16, 4)
+fn reparameterize(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let j = gid.x;
+    let r = gid.y;
+    if j >= op.latent || r >= op.rows { return; }
+    let b = r % op.batch;
+    var e = 0.0;
+    if op.use_mean == 0u { e = standard_normal(r, j); }
+    acts[op.eps_off + r * op.latent + j] = e;
+    acts[op.z_off + r * op.latent + j] = mu(b, j) + exp(0.5 * logvar(b, j)) * e;
+}
+
+// ---- backward through z and kl_weight * KL; also KL per datapoint. Grid: one per datapoint.
+//   dmu     = sum_l dz + kl_weight * mu
+//   dlogvar = sum_l dz * eps * 0.5 * exp(0.5 logvar) + kl_weight * 0.5 * (exp(logvar) - 1)
+@compute @workgroup_size(64)
+fn latent_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let b = gid.x;
+    if b >= op.batch { return; }
+    var kl = 0.0;
+    for (var j = 0u; j < op.latent; j++) {
+        let m = mu(b, j);
+        let lv = logvar(b, j);
+        let sigma = exp(0.5 * lv);
+        kl += -0.5 * (1.0 + lv - m * m - sigma * sigma);
+        var dmu = op.kl_weight * m;
+        var dlv = op.kl_weight * 0.5 * (sigma * sigma - 1.0);
+        for (var r = b; r < op.rows; r += op.batch) {
+            let g = acts[op.dz_off + r * op.latent + j];
+            dmu += g;
+            dlv += g * acts[op.eps_off + r * op.latent + j] * 0.5 * sigma;
+        }
+        acts[op.dml_off + b * 2u * op.latent + j] = dmu;
+        acts[op.dml_off + b * 2u * op.latent + op.latent + j] = dlv;
+    }
+    acts[op.kl_off + b] = kl;
+}
+
+// ---- importance-weighted estimate of -log p(x) with k = rows / batch samples (Burda et al.):
+//   log w_l = log p(x|z_l) + log p(z_l) - log q(z_l|x)
+//           = -recon_l + sum_j (-0.5 z^2 + 0.5 eps^2 + 0.5 logvar)     (the 2 pi terms cancel)
+//   -log p(x) ~ -(logsumexp_l log w_l - log k)
+// One workgroup: each invocation takes every 64th datapoint, then a tree sum, added to
+// metrics[out_off] (sum of -log p(x)) and metrics[out_off + 2] (datapoints).
+const WG: u32 = 64u;
+var<workgroup> partial: array<f32, WG>;
+
+@compute @workgroup_size(64)
+fn importance_weighted(@builtin(local_invocation_index) lid: u32) {
+    var sum = 0.0;
+    for (var b = lid; b < op.batch; b += WG) {
+        var best = -3.0e38;
+        for (var r = b; r < op.rows; r += op.batch) { best = max(best, log_weight(b, r)); }
+        var total = 0.0;
+        for (var r = b; r < op.rows; r += op.batch) { total += exp(log_weight(b, r) - best); }
+        let k = f32(op.rows / op.batch);
+        sum += -(best + log(total) - log(k));
+    }
+    partial[lid] = sum;
+    workgroupBarrier();
+    for (var half = WG / 2u; half > 0u; half /= 2u) {
+        if lid < half { partial[lid] += partial[lid + half]; }
+        workgroupBarrier();
+    }
+    if lid == 0u {
+        metrics[op.out_off] += partial[0];
+        metrics[op.out_off + 2u] += f32(op.batch);
+    }
+}
+
+fn log_weight(b: u32, r: u32) -> f32 {
+    var lw = -acts[op.recon_off + r];
+    for (var j = 0u; j < op.latent; j++) {
+        let z = acts[op.z_off + r * op.latent + j];
+        let e = acts[op.eps_off + r * op.latent + j];
+        lw += -0.5 * z * z + 0.5 * e * e + 0.5 * logvar(b, j);
+    }
+    return lw;
+}
+
+// ---- test hook: the raw hash words for (seed, step, row, dim), as 16-bit halves (exact in f32),
+// so the CPU can check them bit for bit. Writes [rows, latent, 4] floats at eps_off.
+@compute @workgroup_size(16, 4)
+fn eps_bits_test(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let j = gid.x;
+    let r = gid.y;
+    if j >= op.latent || r >= op.rows { return; }
+    let h = eps_bits(r, j);
+    let o = op.eps_off + (r * op.latent + j) * 4u;
+    acts[o] = f32(h.x >> 16u);
+    acts[o + 1u] = f32(h.x & 0xffffu);
+    acts[o + 2u] = f32(h.y >> 16u);
+    acts[o + 3u] = f32(h.y & 0xffffu);
+}

@@ -1,0 +1,60 @@
+// Reconstruction loss -log p(x|z) per decoder row, and its gradient w.r.t. the decoder's outputs.
+//   out [rows, pixels]  decoder outputs (logits, or Gaussian means)
+//   x   [batch, pixels] the batch; row r of `out` decodes datapoint r % batch
+//   grad [rows, pixels] = scale * d(-log p)/d out, scale = 1 / rows (the mean over rows)
+//   recon [rows]        -log p(x|z) per row, summed over pixels
+// Bernoulli: BCE with logits in its stable form softplus(o) - x o, gradient sigmoid(o) - x.
+// Gaussian (fixed sigma): (o - x)^2 / (2 sigma^2) + log(sigma sqrt(2 pi)), gradient (o - x) / sigma^2.
+
+struct Loss {
+    rows: u32,
+    pixels: u32,
+    batch: u32,
+    likelihood: u32,  // 0 = Bernoulli, 1 = Gaussian
+    out_off: u32,
+    x_off: u32,
+    grad_off: u32,
+    recon_off: u32,
+    scale: f32,
+    inv_var: f32,     // Gaussian: 1 / sigma^2
+    log_norm: f32,    // Gaussian: pixels * log(sigma sqrt(2 pi))
+}
+
+@group(0) @binding(0) var<uniform> op: Loss;
+@group(0) @binding(4) var<storage, read_write> acts: array<f32>;
+
+const WG: u32 = 64u;
+var<workgroup> partial: array<f32, WG>;
+
+// One workgroup per row: each invocation takes every 64th pixel, then a tree sum.
+@compute @workgroup_size(64)
+fn reconstruction(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let r = wid.x;  // the grid is exactly `rows` workgroups: uniform control flow for barriers
+    let o_base = op.out_off + r * op.pixels;
+    let x_base = op.x_off + (r % op.batch) * op.pixels;
+    let g_base = op.grad_off + r * op.pixels;
+    var sum = 0.0;
+    for (var p = lid; p < op.pixels; p += WG) {
+        let o = acts[o_base + p];
+        let x = acts[x_base + p];
+        if op.likelihood == 0u {
+            sum += max(o, 0.0) + log(1.0 + exp(-abs(o))) - x * o;
+            acts[g_base + p] = op.scale * (1.0 / (1.0 + exp(-o)) - x);
+        } else {
+            let d = o - x;
+            sum += 0.5 * d * d * op.inv_var;
+            acts[g_base + p] = op.scale * d * op.inv_var;
+        }
+    }
+    partial[lid] = sum;
+    workgroupBarrier();
+    for (var half = WG / 2u; half > 0u; half /= 2u) {
+        if lid < half { partial[lid] += partial[lid + half]; }
+        workgroupBarrier();
+    }
+    if lid == 0u {
+        var total = partial[0];
+        if op.likelihood != 0u { total += op.log_norm; }
+        acts[op.recon_off + r] = total;
+    }
+}

@@ -1,0 +1,97 @@
+// Metrics and the optimiser: the last two dispatches of a training step.
+//
+// accumulate: adds the batch's reconstruction and KL (nats, summed over datapoints) into the
+//   metrics buffer, and raises the `diverged` flag if the loss is not finite. Read back only when
+//   the host asks; the host clears it after reading.
+// adam: one update of every parameter in the flat buffer (PyTorch's Adam), skipped once
+//   `diverged` is raised so that the last good weights are kept.
+
+struct Optim {
+    batch: u32,       // accumulate: datapoints in the batch
+    rows: u32,        // accumulate: decoder rows (samples * batch)
+    recon_off: u32,   // accumulate: -log p(x|z) per row, in acts
+    kl_off: u32,      // accumulate: KL per datapoint, in acts
+    metrics_off: u32, // accumulate: where this kind of step accumulates
+    count: u32,       // adam: number of parameters
+    lr: f32,
+    beta: f32,        // accumulate: weight of KL in the loss (for the divergence check)
+    check: u32,       // accumulate: 1 = raise the divergence flag on a non-finite loss
+}
+
+struct Step {
+    t: u32,
+    rng_step: u32,
+    batch_start: u32,
+}
+
+// Layout of the metrics buffer (f32), mirrored in src/trainer.rs.
+const DIVERGED: u32 = 0u;   // nonzero once a non-finite loss was seen
+// at metrics_off: [sum of reconstruction, sum of KL, datapoints, batches, sum of per-batch loss]
+
+@group(0) @binding(0) var<uniform> op: Optim;
+@group(0) @binding(1) var<uniform> step: Step;
+@group(0) @binding(2) var<storage, read_write> params: array<f32>;
+@group(0) @binding(3) var<storage, read_write> grads: array<f32>;
+@group(0) @binding(4) var<storage, read_write> acts: array<f32>;
+@group(0) @binding(5) var<storage, read_write> moments: array<f32>;  // m then v, each `count` long
+@group(0) @binding(8) var<storage, read_write> metrics: array<f32>;
+
+const WG: u32 = 64u;
+var<workgroup> recon_part: array<f32, WG>;
+var<workgroup> kl_part: array<f32, WG>;
+
+// A single workgroup.
+@compute @workgroup_size(64)
+fn accumulate(@builtin(local_invocation_index) lid: u32) {
+    let samples = op.rows / op.batch;
+    var recon = 0.0;
+    var kl = 0.0;
+    for (var b = lid; b < op.batch; b += WG) {
+        for (var r = b; r < op.rows; r += op.batch) { recon += acts[op.recon_off + r]; }
+        kl += acts[op.kl_off + b];
+    }
+    recon_part[lid] = recon / f32(samples);
+    kl_part[lid] = kl;
+    workgroupBarrier();
+    for (var half = WG / 2u; half > 0u; half /= 2u) {
+        if lid < half {
+            recon_part[lid] += recon_part[lid + half];
+            kl_part[lid] += kl_part[lid + half];
+        }
+        workgroupBarrier();
+    }
+    if lid == 0u {
+        let n = f32(op.batch);
+        let loss = (recon_part[0] + op.beta * kl_part[0]) / n;
+        // NaN compares false with everything, so this also catches NaN.
+        if op.check != 0u && !(abs(loss) < 3.0e38) { metrics[DIVERGED] = 1.0; }
+        let m = op.metrics_off;
+        metrics[m] += recon_part[0];
+        metrics[m + 1u] += kl_part[0];
+        metrics[m + 2u] += n;
+        metrics[m + 3u] += 1.0;
+        metrics[m + 4u] += loss;
+    }
+}
+
+const BETA1: f32 = 0.9;
+const BETA2: f32 = 0.999;
+const EPSILON: f32 = 1e-8;
+
+// Grid: any number of workgroups; each invocation strides over the buffer.
+@compute @workgroup_size(256)
+fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    if metrics[DIVERGED] != 0.0 { return; }
+    let t = f32(step.t);
+    let c1 = 1.0 - pow(BETA1, t);
+    let c2 = 1.0 - pow(BETA2, t);
+    let stride = groups.x * 256u;
+    for (var i = gid.x; i < op.count; i += stride) {
+        let g = grads[i];
+        let m = BETA1 * moments[i] + (1.0 - BETA1) * g;
+        let v = BETA2 * moments[op.count + i] + (1.0 - BETA2) * g * g;
+        moments[i] = m;
+        moments[op.count + i] = v;
+        params[i] -= op.lr * (m / c1) / (sqrt(v / c2) + EPSILON);
+    }
+}

@@ -1,0 +1,801 @@
+//! The GPU trainer: the one owner of GPU state. It holds the dataset, the parameters, Adam's
+//! moments and every activation on the device, and drives a training step as one list of
+//! dispatches recorded many times into one command buffer. Nothing crosses to the CPU while
+//! training; metrics accumulate on the GPU and are read back when asked for.
+
+use std::fmt;
+
+use wgpu::util::DeviceExt;
+
+use crate::data::{epoch_permutation, Dataset};
+use crate::gpu::{Gpu, GpuError};
+use crate::kernels::{
+    Dispatch, GatherOp, Kernel, Kernels, LatentOp, LinearOp, LossOp, OptimOp, StepRecord, UNIFORM_SLOT,
+};
+use crate::model::{initial_parameters, Config, ConfigError, Layout, Likelihood, LinearLayout};
+use crate::reference::{self, Activation};
+
+/// Steps whose records fit in the step ring: the most steps one submission can hold.
+pub const STEP_SLOTS: u32 = 256;
+/// Record slots in the ops buffer (plans are cached; the cache is rebuilt when full).
+const OP_SLOTS: u32 = 1024;
+/// The RNG "step" of evaluation noise, never reached by training, so evaluation is repeatable.
+pub const EVAL_RNG_STEP: u32 = u32::MAX;
+pub const IWAE_RNG_STEP: u32 = u32::MAX - 1;
+pub const PRIOR_RNG_STEP: u32 = u32::MAX - 2;
+/// Decoder rows per importance-weighted batch (datapoints x k).
+const IWAE_ROWS: usize = 2048;
+
+// The metrics buffer (f32): a flag, then three accumulators of 5 values:
+// [sum of reconstruction, sum of KL, datapoints, batches, sum of per-batch loss].
+const DIVERGED: usize = 0;
+const TRAIN_METRICS: u32 = 4;
+const EVAL_METRICS: u32 = 12;
+const IWAE_METRICS: u32 = 20;
+const METRICS_LEN: usize = 28;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum TrainError {
+    Config(ConfigError),
+    Gpu(GpuError),
+    /// The dataset does not fit the model (e.g. image size differs from `config.input`).
+    Data(String),
+    /// A non-finite loss was seen at or before `step`; the weights are those before it.
+    Diverged { step: u32 },
+}
+
+impl fmt::Display for TrainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrainError::Config(e) => write!(f, "invalid configuration: {e}"),
+            TrainError::Gpu(e) => write!(f, "{e}"),
+            TrainError::Data(e) => write!(f, "{e}"),
+            TrainError::Diverged { step } => write!(
+                f,
+                "training diverged (the loss became infinite or NaN by step {step}); the last good \
+                 weights were kept. Lower the learning rate or beta, then reset"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TrainError {}
+
+impl From<GpuError> for TrainError {
+    fn from(e: GpuError) -> Self {
+        TrainError::Gpu(e)
+    }
+}
+
+impl From<ConfigError> for TrainError {
+    fn from(e: ConfigError) -> Self {
+        TrainError::Config(e)
+    }
+}
+
+/// Training progress since the last read, in nats per datapoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Metrics {
+    /// Steps the losses were averaged over.
+    pub steps: u32,
+    pub reconstruction: f64,
+    pub kl: f64,
+    /// reconstruction + beta * kl.
+    pub loss: f64,
+    /// Totals so far.
+    pub total_steps: u32,
+    pub epoch: u32,
+}
+
+/// The test set's negative ELBO (beta = 1) and its parts, in nats per datapoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Evaluation {
+    pub reconstruction: f64,
+    pub kl: f64,
+    pub nelbo: f64,
+}
+
+/// Where each tensor of one pass lives in `acts`, for `batch` datapoints and `rows` decoder rows.
+#[derive(Clone, Debug, PartialEq)]
+struct Acts {
+    x: usize,
+    /// Outputs of the encoder trunk's layers.
+    enc: Vec<usize>,
+    ml: usize,
+    eps: usize,
+    z: usize,
+    /// Outputs of the decoder's layers; the last is the decoder's output.
+    dec: Vec<usize>,
+    recon: usize,
+    kl: usize,
+    /// Gradients (w.r.t. pre-activations) of the decoder outputs, of z, of ml, of the trunk.
+    d_dec: Vec<usize>,
+    dz: usize,
+    dml: usize,
+    d_enc: Vec<usize>,
+    len: usize,
+}
+
+impl Acts {
+    fn new(config: &Config, batch: usize, rows: usize) -> Acts {
+        let mut len = 0;
+        let mut take = |n: usize| {
+            len += n;
+            len - n
+        };
+        let x = take(batch * config.input);
+        let enc = config.hidden.iter().map(|&h| take(batch * h)).collect();
+        let ml = take(batch * 2 * config.latent);
+        let eps = take(rows * config.latent);
+        let z = take(rows * config.latent);
+        let widths = config.decoder_widths();
+        let dec = widths[1..].iter().map(|&w| take(rows * w)).collect();
+        let recon = take(rows);
+        let kl = take(batch);
+        let d_dec = widths[1..].iter().map(|&w| take(rows * w)).collect();
+        let dz = take(rows * config.latent);
+        let dml = take(batch * 2 * config.latent);
+        let d_enc = config.hidden.iter().map(|&h| take(batch * h)).collect();
+        Acts { x, enc, ml, eps, z, dec, recon, kl, d_dec, dz, dml, d_enc, len }
+    }
+}
+
+/// What a plan computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    /// Forward, backward, metrics, Adam.
+    Train,
+    /// Forward with sampled z, accumulating reconstruction and KL (beta = 1).
+    Evaluate,
+    /// Forward with k samples per datapoint, accumulating the importance-weighted bound.
+    ImportanceWeighted,
+    /// x (uploaded) -> mu, logvar.
+    Encode,
+    /// z (uploaded) -> decoder outputs.
+    Decode,
+    /// x (uploaded) -> decoder outputs at z = mu.
+    Reconstruct,
+}
+
+#[derive(Clone, Debug)]
+struct Plan {
+    pass: Pass,
+    batch: usize,
+    rows: usize,
+    acts: Acts,
+    dispatches: Vec<Dispatch>,
+}
+
+struct Buffers {
+    params: wgpu::Buffer,
+    grads: wgpu::Buffer,
+    acts: wgpu::Buffer,
+    moments: wgpu::Buffer,
+    data: wgpu::Buffer,
+    indices: wgpu::Buffer,
+    metrics: wgpu::Buffer,
+    ops: wgpu::Buffer,
+    steps: wgpu::Buffer,
+}
+
+/// A VAE training on the GPU.
+pub struct Trainer {
+    gpu: Gpu,
+    kernels: Kernels,
+    config: Config,
+    layout: Layout,
+    buffers: Buffers,
+    bind_group: wgpu::BindGroup,
+    /// Floats the acts buffer holds.
+    acts_capacity: usize,
+    plans: Vec<Plan>,
+    ops_used: u32,
+    train_count: usize,
+    test_count: usize,
+    steps_per_epoch: u32,
+    step: u32,
+    epoch: u32,
+    /// Steps taken at the time of the last metrics read.
+    steps_at_read: u32,
+    diverged: Option<u32>,
+}
+
+impl fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Trainer").field("config", &self.config).field("step", &self.step).finish_non_exhaustive()
+    }
+}
+
+fn storage(device: &wgpu::Device, label: &str, contents: &[u8]) -> wgpu::Buffer {
+    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some(label),
+        contents,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+    })
+}
+
+fn uniform(device: &wgpu::Device, label: &str, slots: u32) -> wgpu::Buffer {
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: slots as u64 * UNIFORM_SLOT,
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
+fn bind_group(device: &wgpu::Device, kernels: &Kernels, b: &Buffers) -> wgpu::BindGroup {
+    let slot = |buffer| wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer, offset: 0, size: wgpu::BufferSize::new(UNIFORM_SLOT) });
+    device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some("vae"),
+        layout: &kernels.layout,
+        entries: &[
+            wgpu::BindGroupEntry { binding: 0, resource: slot(&b.ops) },
+            wgpu::BindGroupEntry { binding: 1, resource: slot(&b.steps) },
+            wgpu::BindGroupEntry { binding: 2, resource: b.params.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 3, resource: b.grads.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 4, resource: b.acts.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 5, resource: b.moments.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 6, resource: b.data.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 7, resource: b.indices.as_entire_binding() },
+            wgpu::BindGroupEntry { binding: 8, resource: b.metrics.as_entire_binding() },
+        ],
+    })
+}
+
+/// Packs bytes 4 to a u32 (little-endian), padding with zeros.
+fn pack_bytes(bytes: &[u8]) -> Vec<u32> {
+    bytes.chunks(4).map(|c| c.iter().enumerate().fold(0u32, |acc, (i, &b)| acc | (b as u32) << (8 * i))).collect()
+}
+
+fn bytes_of_f32(v: &[f32]) -> &[u8] {
+    bytemuck::cast_slice(v)
+}
+
+impl Trainer {
+    /// Uploads the datasets and freshly initialised parameters. The configuration is checked
+    /// on its own terms and against the device's limits before anything is allocated.
+    pub fn new(gpu: Gpu, config: Config, train: &Dataset, test: &Dataset) -> Result<Trainer, TrainError> {
+        config.validate()?;
+        for (name, d) in [("training", train), ("test", test)] {
+            if d.pixels_per_image() != config.input {
+                return Err(TrainError::Data(format!(
+                    "the {name} images have {} pixels ({}x{}) but the model expects {}",
+                    d.pixels_per_image(), d.rows, d.cols, config.input
+                )));
+            }
+        }
+        if train.count < config.batch_size {
+            return Err(ConfigError { field: "batch_size", message: format!("is larger than the {} training images", train.count) }.into());
+        }
+        let layout = Layout::new(&config);
+        let acts = Acts::new(&config, config.batch_size, config.batch_size * config.samples);
+        check_limits(&gpu.device.limits(), &config, &layout, &acts, train, test)?;
+
+        let mean_pixel: Vec<f32> = (0..config.input)
+            .map(|p| (0..train.count).map(|i| train.pixels[i * config.input + p] as f32).sum::<f32>() / (255.0 * train.count as f32))
+            .collect();
+        let params = initial_parameters(&config, &layout, Some(&mean_pixel));
+        let device = &gpu.device;
+        let zeros = vec![0f32; layout.len];
+        let pixels: Vec<u8> = [&train.pixels[..], &test.pixels[..]].concat();
+        let mut indices = epoch_permutation(train.count, config.seed, 0);
+        indices.extend(train.count as u32..(train.count + test.count) as u32);
+        let buffers = Buffers {
+            params: storage(device, "params", bytes_of_f32(&params)),
+            grads: storage(device, "grads", bytes_of_f32(&zeros)),
+            acts: storage(device, "acts", bytes_of_f32(&vec![0f32; acts.len])),
+            moments: storage(device, "moments", bytes_of_f32(&vec![0f32; 2 * layout.len])),
+            data: storage(device, "data", bytemuck::cast_slice(&pack_bytes(&pixels))),
+            indices: storage(device, "indices", bytemuck::cast_slice(&indices)),
+            metrics: storage(device, "metrics", bytes_of_f32(&[0f32; METRICS_LEN])),
+            ops: uniform(device, "ops", OP_SLOTS),
+            steps: uniform(device, "steps", STEP_SLOTS),
+        };
+        let kernels = Kernels::new(device);
+        let bind_group = bind_group(device, &kernels, &buffers);
+        Ok(Trainer {
+            kernels,
+            bind_group,
+            acts_capacity: acts.len,
+            buffers,
+            plans: Vec::new(),
+            ops_used: 0,
+            train_count: train.count,
+            test_count: test.count,
+            steps_per_epoch: (train.count / config.batch_size) as u32,
+            step: 0,
+            epoch: 0,
+            steps_at_read: 0,
+            diverged: None,
+            config,
+            layout,
+            gpu,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// Steps taken so far.
+    pub fn step(&self) -> u32 {
+        self.step
+    }
+
+    /// Completed epochs (plus a fraction: step / steps per epoch).
+    pub fn epoch(&self) -> f64 {
+        self.step as f64 / self.steps_per_epoch as f64
+    }
+
+    pub fn steps_per_epoch(&self) -> u32 {
+        self.steps_per_epoch
+    }
+
+    pub fn test_count(&self) -> usize {
+        self.test_count
+    }
+
+    /// Dispatches in one training step.
+    pub fn dispatches_per_step(&mut self) -> usize {
+        let (b, l) = (self.config.batch_size, self.config.samples);
+        self.plan(Pass::Train, b, b * l).dispatches.len()
+    }
+
+    /// The image indices of training step `step`'s batch (what the GPU gathers).
+    pub fn batch_indices(config: &Config, train_count: usize, step: u32) -> Vec<u32> {
+        let per_epoch = (train_count / config.batch_size) as u32;
+        let order = epoch_permutation(train_count, config.seed, step / per_epoch);
+        let start = (step % per_epoch) as usize * config.batch_size;
+        order[start..start + config.batch_size].to_vec()
+    }
+
+    /// Encodes and submits `n` training steps without waiting for them. Many steps go into one
+    /// command buffer; the epoch's order is uploaded when an epoch begins.
+    pub fn train(&mut self, n: u32) -> Result<(), TrainError> {
+        if let Some(step) = self.diverged {
+            return Err(TrainError::Diverged { step });
+        }
+        let (b, l) = (self.config.batch_size, self.config.samples);
+        let plan = self.plan(Pass::Train, b, b * l).dispatches.clone();
+        let mut remaining = n;
+        while remaining > 0 {
+            let in_epoch = self.step % self.steps_per_epoch;
+            let epoch = self.step / self.steps_per_epoch;
+            if epoch != self.epoch {
+                self.epoch = epoch;
+                let order = epoch_permutation(self.train_count, self.config.seed, epoch);
+                self.gpu.queue.write_buffer(&self.buffers.indices, 0, bytemuck::cast_slice(&order));
+            }
+            let chunk = remaining.min(STEP_SLOTS).min(self.steps_per_epoch - in_epoch);
+            let records: Vec<StepRecord> = (0..chunk)
+                .map(|i| StepRecord { t: self.step + i + 1, rng_step: self.step + i, batch_start: (in_epoch + i) * b as u32 })
+                .collect();
+            self.submit(&plan, &records);
+            self.step += chunk;
+            remaining -= chunk;
+        }
+        Ok(())
+    }
+
+    /// Writes the step records and records `plan` once per step, in one submission.
+    fn submit(&self, plan: &[Dispatch], steps: &[StepRecord]) {
+        let mut ring = vec![0u8; steps.len() * UNIFORM_SLOT as usize];
+        for (i, s) in steps.iter().enumerate() {
+            let at = i * UNIFORM_SLOT as usize;
+            ring[at..at + std::mem::size_of::<StepRecord>()].copy_from_slice(bytemuck::bytes_of(s));
+        }
+        self.gpu.queue.write_buffer(&self.buffers.steps, 0, &ring);
+        let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for i in 0..steps.len() {
+                self.kernels.record(&mut pass, &self.bind_group, plan, i as u32 * UNIFORM_SLOT as u32);
+            }
+        }
+        self.gpu.queue.submit([encoder.finish()]);
+    }
+
+    /// Averages of the training losses since the last call (waits for the GPU to get there).
+    /// A non-finite loss puts the trainer in the diverged state and returns `Diverged`.
+    pub async fn metrics(&mut self) -> Result<Metrics, TrainError> {
+        let m = self.read_metrics_region(TRAIN_METRICS as usize, true).await?;
+        if m[DIVERGED] != 0.0 {
+            self.diverged = Some(self.step);
+        }
+        if let Some(step) = self.diverged {
+            return Err(TrainError::Diverged { step });
+        }
+        let t = &m[TRAIN_METRICS as usize..];
+        let (points, batches) = (t[2].max(1.0) as f64, t[3] as f64);
+        let steps = self.step - self.steps_at_read;
+        self.steps_at_read = self.step;
+        Ok(Metrics {
+            steps,
+            reconstruction: t[0] as f64 / points,
+            kl: t[1] as f64 / points,
+            loss: t[4] as f64 / batches.max(1.0),
+            total_steps: self.step,
+            epoch: self.step / self.steps_per_epoch,
+        })
+    }
+
+    /// Reads the whole metrics buffer, then zeroes the accumulators at `region` (5 values) and,
+    /// with `clear_flag`, the divergence flag, in the same submission.
+    async fn read_metrics_region(&self, region: usize, clear_flag: bool) -> Result<Vec<f32>, GpuError> {
+        let buffer = &self.buffers.metrics;
+        self.gpu
+            .read_f32_then(buffer, 0, METRICS_LEN, |encoder| {
+                encoder.clear_buffer(buffer, region as u64 * 4, Some(20));
+                if clear_flag {
+                    encoder.clear_buffer(buffer, 0, Some(4));
+                }
+            })
+            .await
+    }
+
+    /// The test set's negative ELBO (beta = 1), one sample of z per datapoint with fixed noise.
+    pub async fn evaluate(&mut self) -> Result<Evaluation, TrainError> {
+        self.run_over_test_set(Pass::Evaluate, 1).await?;
+        let m = self.read_metrics_region(EVAL_METRICS as usize, false).await?;
+        let e = &m[EVAL_METRICS as usize..];
+        let n = e[2].max(1.0) as f64;
+        let (reconstruction, kl) = (e[0] as f64 / n, e[1] as f64 / n);
+        Ok(Evaluation { reconstruction, kl, nelbo: reconstruction + kl })
+    }
+
+    /// The importance-weighted estimate of -log p(x) on the test set, with k samples per
+    /// datapoint (Burda et al.); k = 1 is the ELBO, and larger k gives a tighter bound.
+    pub async fn importance_weighted_nll(&mut self, k: usize) -> Result<f64, TrainError> {
+        if !(1..=IWAE_ROWS).contains(&k) {
+            return Err(ConfigError { field: "k", message: format!("must be 1..={IWAE_ROWS}, got {k}") }.into());
+        }
+        self.run_over_test_set(Pass::ImportanceWeighted, k).await?;
+        let m = self.read_metrics_region(IWAE_METRICS as usize, false).await?;
+        let e = &m[IWAE_METRICS as usize..];
+        Ok(e[0] as f64 / e[2].max(1.0) as f64)
+    }
+
+    /// Runs an evaluation pass over the test set in batches, `k` samples per datapoint.
+    async fn run_over_test_set(&mut self, pass: Pass, k: usize) -> Result<(), TrainError> {
+        let batch = if k == 1 { self.config.batch_size } else { (IWAE_ROWS / k).max(1) };
+        let rng_step = if pass == Pass::Evaluate { EVAL_RNG_STEP } else { IWAE_RNG_STEP };
+        let mut start = 0;
+        while start < self.test_count {
+            let n = batch.min(self.test_count - start);
+            let plan = self.plan(pass, n, n * k).dispatches.clone();
+            // Each batch is a "step" with its own record; keep to the ring's size per submission.
+            let base = self.train_count + start;
+            let steps: Vec<StepRecord> = (0..STEP_SLOTS as usize)
+                .map(|i| base + i * n)
+                .take_while(|&s| s + n <= self.train_count + self.test_count)
+                .map(|s| StepRecord { t: 0, rng_step, batch_start: s as u32 })
+                .collect();
+            self.submit(&plan, &steps);
+            start += steps.len() * n;
+        }
+        Ok(())
+    }
+
+    /// mu and log-variance of q(z|x) for images x [n, input] in [0, 1]: ([n, Z], [n, Z]).
+    pub async fn encode(&mut self, x: &[f32]) -> Result<(Vec<f32>, Vec<f32>), TrainError> {
+        let n = self.rows_of(x, self.config.input)?;
+        let plan = self.plan(Pass::Encode, n, n).clone();
+        self.gpu.queue.write_buffer(&self.buffers.acts, plan.acts.x as u64 * 4, bytes_of_f32(x));
+        self.submit(&plan.dispatches, &[StepRecord::default()]);
+        let z = self.config.latent;
+        let ml = self.gpu.read_f32(&self.buffers.acts, plan.acts.ml, n * 2 * z).await?;
+        let (mu, logvar) = ml.chunks(2 * z).map(|r| (&r[..z], &r[z..])).fold((vec![], vec![]), |(mut m, mut v), (a, b)| {
+            m.extend_from_slice(a);
+            v.extend_from_slice(b);
+            (m, v)
+        });
+        Ok((mu, logvar))
+    }
+
+    /// Images (pixel intensities in [0, 1]) decoded from latent codes z [n, Z]: the Bernoulli
+    /// means sigmoid(logits), or the Gaussian means clamped to [0, 1].
+    pub async fn decode(&mut self, z: &[f32]) -> Result<Vec<f32>, TrainError> {
+        let n = self.rows_of(z, self.config.latent)?;
+        let plan = self.plan(Pass::Decode, n, n).clone();
+        self.gpu.queue.write_buffer(&self.buffers.acts, plan.acts.z as u64 * 4, bytes_of_f32(z));
+        self.submit(&plan.dispatches, &[StepRecord::default()]);
+        let out = self.gpu.read_f32(&self.buffers.acts, *plan.acts.dec.last().unwrap(), n * self.config.input).await?;
+        Ok(self.to_pixels(out))
+    }
+
+    /// Reconstructions of images x [n, input]: decoded at z = mu(x).
+    pub async fn reconstruct(&mut self, x: &[f32]) -> Result<Vec<f32>, TrainError> {
+        let n = self.rows_of(x, self.config.input)?;
+        let plan = self.plan(Pass::Reconstruct, n, n).clone();
+        self.gpu.queue.write_buffer(&self.buffers.acts, plan.acts.x as u64 * 4, bytes_of_f32(x));
+        self.submit(&plan.dispatches, &[StepRecord::default()]);
+        let out = self.gpu.read_f32(&self.buffers.acts, *plan.acts.dec.last().unwrap(), n * self.config.input).await?;
+        Ok(self.to_pixels(out))
+    }
+
+    /// `n` images decoded from z ~ N(0, I); the same `seed` gives the same z.
+    pub async fn sample_prior(&mut self, n: usize, seed: u32) -> Result<Vec<f32>, TrainError> {
+        let z = prior_codes(n, self.config.latent, seed);
+        self.decode(&z).await
+    }
+
+    /// The parameters, in the flat layout of `layout()`.
+    pub async fn parameters(&self) -> Result<Vec<f32>, TrainError> {
+        Ok(self.gpu.read_f32(&self.buffers.params, 0, self.layout.len).await?)
+    }
+
+    /// Replaces the parameters (and restarts Adam's moments), e.g. from a checkpoint.
+    pub fn set_parameters(&mut self, params: &[f32]) -> Result<(), TrainError> {
+        if params.len() != self.layout.len {
+            return Err(TrainError::Data(format!("expected {} parameters, got {}", self.layout.len, params.len())));
+        }
+        self.gpu.queue.write_buffer(&self.buffers.params, 0, bytes_of_f32(params));
+        self.gpu.queue.write_buffer(&self.buffers.moments, 0, bytes_of_f32(&vec![0f32; 2 * self.layout.len]));
+        self.diverged = None;
+        Ok(())
+    }
+
+    fn rows_of(&self, v: &[f32], width: usize) -> Result<usize, TrainError> {
+        let max_rows = self.config.batch_size.max(256);
+        if v.is_empty() || v.len() % width != 0 || v.len() / width > max_rows {
+            return Err(TrainError::Data(format!(
+                "expected 1..={max_rows} rows of {width} values, got {} values",
+                v.len()
+            )));
+        }
+        Ok(v.len() / width)
+    }
+
+    fn to_pixels(&self, out: Vec<f32>) -> Vec<f32> {
+        match self.config.likelihood {
+            Likelihood::Bernoulli => out.into_iter().map(|o| 1.0 / (1.0 + (-o).exp())).collect(),
+            Likelihood::Gaussian { .. } => out.into_iter().map(|o| o.clamp(0.0, 1.0)).collect(),
+        }
+    }
+
+    /// The cached plan for (pass, batch, rows), built (and its records written) if new.
+    fn plan(&mut self, pass: Pass, batch: usize, rows: usize) -> &Plan {
+        if let Some(i) = self.plans.iter().position(|p| p.pass == pass && p.batch == batch && p.rows == rows) {
+            return &self.plans[i];
+        }
+        let acts = Acts::new(&self.config, batch, rows);
+        if acts.len > self.acts_capacity {
+            // Plans hold offsets only, so a bigger scratch buffer invalidates nothing.
+            self.buffers.acts = storage(&self.gpu.device, "acts", bytes_of_f32(&vec![0f32; acts.len]));
+            self.acts_capacity = acts.len;
+            self.bind_group = bind_group(&self.gpu.device, &self.kernels, &self.buffers);
+        }
+        let mut records = Records::default();
+        build_plan(&mut records, &self.config, &self.layout, &acts, pass, batch, rows);
+        if self.ops_used + records.dispatches.len() as u32 > OP_SLOTS {
+            self.plans.clear();
+            self.ops_used = 0;
+        }
+        let base = self.ops_used;
+        let mut bytes = vec![0u8; records.bytes.len() * UNIFORM_SLOT as usize];
+        for (i, r) in records.bytes.iter().enumerate() {
+            bytes[i * UNIFORM_SLOT as usize..][..r.len()].copy_from_slice(r);
+        }
+        self.gpu.queue.write_buffer(&self.buffers.ops, base as u64 * UNIFORM_SLOT, &bytes);
+        self.ops_used += records.dispatches.len() as u32;
+        let dispatches = records
+            .dispatches
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut d)| {
+                d.record = (base + i as u32) * UNIFORM_SLOT as u32;
+                d
+            })
+            .collect();
+        self.plans.push(Plan { pass, batch, rows, acts, dispatches });
+        self.plans.last().unwrap()
+    }
+}
+
+/// The prior codes z ~ N(0, I) [n, Z] for `seed`, from the same hash as the GPU's eps.
+pub fn prior_codes(n: usize, latent: usize, seed: u32) -> Vec<f32> {
+    (0..n * latent).map(|i| reference::eps(seed, PRIOR_RNG_STEP, (i / latent) as u32, (i % latent) as u32) as f32).collect()
+}
+
+/// `steps` codes from `a` to `b` inclusive: linear, or spherical (slerp, which keeps codes at
+/// the typical radius of a Gaussian prior instead of cutting through its low-density centre).
+pub fn interpolate(a: &[f32], b: &[f32], steps: usize, spherical: bool) -> Vec<Vec<f32>> {
+    assert_eq!(a.len(), b.len());
+    let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
+    let (na, nb) = (a.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt(), b.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt());
+    let omega = (dot / (na * nb).max(1e-12)).clamp(-1.0, 1.0).acos();
+    (0..steps)
+        .map(|i| {
+            let t = if steps == 1 { 0.0 } else { i as f64 / (steps - 1) as f64 };
+            // Nearly parallel codes: slerp degenerates to lerp.
+            let (wa, wb) = if spherical && omega.sin() > 1e-6 {
+                (((1.0 - t) * omega).sin() / omega.sin(), (t * omega).sin() / omega.sin())
+            } else {
+                (1.0 - t, t)
+            };
+            a.iter().zip(b).map(|(&x, &y)| (wa * x as f64 + wb * y as f64) as f32).collect()
+        })
+        .collect()
+}
+
+/// Refuses configurations the device cannot hold, naming the field to change.
+fn check_limits(limits: &wgpu::Limits, config: &Config, layout: &Layout, acts: &Acts, train: &Dataset, test: &Dataset) -> Result<(), ConfigError> {
+    let max = limits.max_storage_buffer_binding_size as u64;
+    let mb = |b: u64| b as f64 / (1 << 20) as f64;
+    let params = layout.len as u64 * 4;
+    if 2 * params > max {
+        let message = format!("the model's parameters need {:.0} MB but this GPU allows {:.0} MB per buffer", mb(2 * params), mb(max));
+        return Err(ConfigError { field: "hidden", message });
+    }
+    let activations = acts.len as u64 * 4;
+    if activations > max {
+        let message = format!("one batch's activations need {:.0} MB but this GPU allows {:.0} MB per buffer; use a smaller batch", mb(activations), mb(max));
+        return Err(ConfigError { field: "batch_size", message });
+    }
+    let data = (train.pixels.len() + test.pixels.len()) as u64;
+    if data > max {
+        let message = format!("the images need {:.0} MB but this GPU allows {:.0} MB per buffer", mb(data), mb(max));
+        return Err(ConfigError { field: "data", message });
+    }
+    let rows = (config.batch_size * config.samples) as u32;
+    if rows > limits.max_compute_workgroups_per_dimension {
+        return Err(ConfigError { field: "samples", message: "batch_size x samples exceeds this GPU's dispatch size".into() });
+    }
+    Ok(())
+}
+
+/// Records of one plan before they are placed in the ops buffer.
+#[derive(Default)]
+struct Records {
+    bytes: Vec<Vec<u8>>,
+    dispatches: Vec<Dispatch>,
+}
+
+impl Records {
+    fn push<T: bytemuck::Pod>(&mut self, kernel: Kernel, record: T, groups: (u32, u32, u32)) {
+        self.bytes.push(bytemuck::bytes_of(&record).to_vec());
+        self.dispatches.push(Dispatch { kernel, record: 0, groups });
+    }
+
+    fn linear_forward(&mut self, l: &LinearLayout, rows: usize, act: Activation, x: usize, y: usize) {
+        let op = LinearOp { w_off: l.weight as u32, b_off: l.bias as u32, x_off: x as u32, y_off: y as u32, act: act.code(), ..linear_dims(l, rows) };
+        self.push(Kernel::LinearForward, op, ((l.outputs as u32).div_ceil(32), (rows as u32).div_ceil(32), 1));
+    }
+
+    /// dW, db from dy and x; then, if `dx` is given, dx = (dy W) * act'(x).
+    fn linear_backward(&mut self, l: &LinearLayout, rows: usize, x: usize, dy: usize, dx: Option<(usize, Activation)>) {
+        let dims = linear_dims(l, rows);
+        let op = LinearOp { x_off: x as u32, dy_off: dy as u32, dw_off: l.weight as u32, db_off: l.bias as u32, ..dims };
+        self.push(Kernel::LinearBackwardWeight, op, ((l.inputs as u32).div_ceil(32), (l.outputs as u32).div_ceil(32), 1));
+        if let Some((dx, act)) = dx {
+            let op = LinearOp { x_off: x as u32, dy_off: dy as u32, w_off: l.weight as u32, dx_off: dx as u32, act: act.code(), ..dims };
+            self.push(Kernel::LinearBackwardInput, op, ((l.inputs as u32).div_ceil(32), (rows as u32).div_ceil(32), 1));
+        }
+    }
+}
+
+fn linear_dims(l: &LinearLayout, rows: usize) -> LinearOp {
+    LinearOp { rows: rows as u32, inner: l.inputs as u32, cols: l.outputs as u32, ..Default::default() }
+}
+
+/// The dispatches of one pass, in order. Forward: gather, encoder, heads, reparameterise,
+/// decoder, loss. Backward (training): decoder layers in reverse, latent, heads, encoder. Then
+/// metrics and Adam.
+fn build_plan(rec: &mut Records, config: &Config, layout: &Layout, a: &Acts, pass: Pass, batch: usize, rows: usize) {
+    let (z, d) = (config.latent as u32, config.input as u32);
+    let latent = LatentOp {
+        batch: batch as u32,
+        rows: rows as u32,
+        latent: z,
+        seed: config.seed,
+        ml_off: a.ml as u32,
+        eps_off: a.eps as u32,
+        z_off: a.z as u32,
+        dz_off: a.dz as u32,
+        dml_off: a.dml as u32,
+        kl_off: a.kl as u32,
+        recon_off: a.recon as u32,
+        out_off: 0,
+        kl_weight: if pass == Pass::Train { config.beta / batch as f32 } else { 0.0 },
+        use_mean: (pass == Pass::Reconstruct) as u32,
+    };
+    let latent_groups = (z.div_ceil(16), (rows as u32).div_ceil(4), 1);
+    let per_datapoint = ((batch as u32).div_ceil(64), 1, 1);
+
+    // Forward.
+    if matches!(pass, Pass::Train | Pass::Evaluate | Pass::ImportanceWeighted) {
+        let op = GatherOp { rows: batch as u32, pixels: d, x_off: a.x as u32 };
+        rec.push(Kernel::Gather, op, (d.div_ceil(64), batch as u32, 1));
+    }
+    if pass != Pass::Decode {
+        let mut x = a.x;
+        for (l, &h) in layout.encoder.iter().zip(&a.enc) {
+            rec.linear_forward(l, batch, config.activation, x, h);
+            x = h;
+        }
+        rec.linear_forward(&layout.head, batch, Activation::Identity, x, a.ml);
+        if pass == Pass::Encode {
+            return;
+        }
+        rec.push(Kernel::Reparameterize, latent, latent_groups);
+    }
+    let mut x = a.z;
+    for (i, (l, &y)) in layout.decoder.iter().zip(&a.dec).enumerate() {
+        let act = if i + 1 == layout.decoder.len() { Activation::Identity } else { config.activation };
+        rec.linear_forward(l, rows, act, x, y);
+        x = y;
+    }
+    if matches!(pass, Pass::Decode | Pass::Reconstruct) {
+        return;
+    }
+    let (inv_var, log_norm) = match config.likelihood {
+        Likelihood::Bernoulli => (0.0, 0.0),
+        Likelihood::Gaussian { sigma } => (1.0 / (sigma * sigma), d as f32 * (sigma * (2.0 * std::f32::consts::PI).sqrt()).ln()),
+    };
+    let loss = LossOp {
+        rows: rows as u32,
+        pixels: d,
+        batch: batch as u32,
+        likelihood: matches!(config.likelihood, Likelihood::Gaussian { .. }) as u32,
+        out_off: *a.dec.last().unwrap() as u32,
+        x_off: a.x as u32,
+        grad_off: *a.d_dec.last().unwrap() as u32,
+        recon_off: a.recon as u32,
+        scale: 1.0 / rows as f32,
+        inv_var,
+        log_norm,
+    };
+    rec.push(Kernel::Reconstruction, loss, (rows as u32, 1, 1));
+
+    let accumulate = |metrics_off: u32, check: u32, beta: f32| OptimOp {
+        batch: batch as u32,
+        rows: rows as u32,
+        recon_off: a.recon as u32,
+        kl_off: a.kl as u32,
+        metrics_off,
+        beta,
+        check,
+        ..Default::default()
+    };
+    match pass {
+        Pass::Evaluate => {
+            // latent_backward also yields KL per datapoint; with kl_weight 0 its gradients are
+            // unused scratch.
+            rec.push(Kernel::LatentBackward, latent, per_datapoint);
+            rec.push(Kernel::Accumulate, accumulate(EVAL_METRICS, 0, 1.0), (1, 1, 1));
+            return;
+        }
+        Pass::ImportanceWeighted => {
+            rec.push(Kernel::ImportanceWeighted, LatentOp { out_off: IWAE_METRICS, ..latent }, (1, 1, 1));
+            return;
+        }
+        _ => {}
+    }
+
+    // Backward: decoder, output layer first.
+    let n = layout.decoder.len();
+    for i in (0..n).rev() {
+        let (input, dx) = if i == 0 { (a.z, (a.dz, Activation::Identity)) } else { (a.dec[i - 1], (a.d_dec[i - 1], config.activation)) };
+        rec.linear_backward(&layout.decoder[i], rows, input, a.d_dec[i], Some(dx));
+    }
+    rec.push(Kernel::LatentBackward, latent, per_datapoint);
+    let m = layout.encoder.len();
+    let trunk_out = if m == 0 { a.x } else { a.enc[m - 1] };
+    let dx = (m > 0).then(|| (a.d_enc[m - 1], config.activation));
+    rec.linear_backward(&layout.head, batch, trunk_out, a.dml, dx);
+    for i in (0..m).rev() {
+        let (input, dx) = if i == 0 { (a.x, None) } else { (a.enc[i - 1], Some((a.d_enc[i - 1], config.activation))) };
+        rec.linear_backward(&layout.encoder[i], batch, input, a.d_enc[i], dx);
+    }
+    rec.push(Kernel::Accumulate, accumulate(TRAIN_METRICS, 1, config.beta), (1, 1, 1));
+    let adam = OptimOp { count: layout.len as u32, lr: config.learning_rate, ..Default::default() };
+    rec.push(Kernel::Adam, adam, ((layout.len as u32).div_ceil(256).min(1024), 1, 1));
+}
