@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 WASM_ENV := . scripts/wasm-env.sh &&
 
-.PHONY: setup serve build test test-native test-browser test-e2e
+.PHONY: setup serve build test test-native test-browser test-e2e quality
 
 setup:
 	@bash scripts/setup.sh
@@ -31,3 +31,7 @@ test-browser:
 test-e2e:
 	$(WASM_ENV) trunk build --release --offline
 	cd e2e && node e2e.mjs
+
+# Reference model, 10 epochs on the bundled digits, natively; last line: test_nelbo <nats>.
+quality:
+	cargo run --example quality
