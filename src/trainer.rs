@@ -532,6 +532,11 @@ impl Trainer {
         Ok(self.gpu.read_f32(&self.buffers.params, 0, self.layout.len).await?)
     }
 
+    /// The gradients of the last training step, in the flat layout of `layout()`.
+    pub async fn gradients(&self) -> Result<Vec<f32>, TrainError> {
+        Ok(self.gpu.read_f32(&self.buffers.grads, 0, self.layout.len).await?)
+    }
+
     /// Replaces the parameters (and restarts Adam's moments), e.g. from a checkpoint.
     pub fn set_parameters(&mut self, params: &[f32]) -> Result<(), TrainError> {
         if params.len() != self.layout.len {

@@ -177,8 +177,19 @@ pub async fn training_parity(log: impl Fn(&str)) {
         for step in 0..20u32 {
             let indices = Trainer::batch_indices(&config, train.count, step);
             let x: Vec<f64> = indices.iter().flat_map(|&i| train.image(i as usize)).map(|p| p as f64).collect();
+            if step == 0 {
+                // The first step's gradients, before Adam's normalisation can amplify rounding.
+                let eps = reference::step_eps(&config, 0, config.batch_size);
+                let fwd = reference::forward(&cpu.config, &cpu.layout, &cpu.params, &x, &eps);
+                let (want, _) = reference::backward(&cpu.config, &cpu.layout, &cpu.params, &x, &fwd);
+                trainer.train(1).unwrap();
+                let got = trainer.gradients().await.unwrap();
+                // Sums with cancellation make small gradients' relative error large: absolute slack.
+                assert_close("gradients of step 0", &got, &f32s(&want), 2e-3, 1e-6);
+            } else {
+                trainer.train(1).unwrap();
+            }
             let want = cpu.step(&x);
-            trainer.train(1).unwrap();
             let got = trainer.metrics().await.unwrap_or_else(|e| panic!("{e}"));
             let what = format!("{:?}/{:?} step {step}", config.activation, config.likelihood);
             assert_close(&format!("{what} loss"), &[got.loss as f32], &[want.loss as f32], 2e-4, 1e-3);
@@ -186,10 +197,15 @@ pub async fn training_parity(log: impl Fn(&str)) {
             assert_close(&format!("{what} KL"), &[got.kl as f32], &[want.kl as f32], 2e-3, 1e-3);
         }
         let got = trainer.parameters().await.unwrap();
-        // Adam's steps are about lr each whatever the gradient's size, so compare to a fraction
-        // of the 20 * lr the weights can have moved.
+        let want = f32s(&cpu.params);
+        // Adam moves each weight by about lr per step whatever the gradient's size, so a weight
+        // whose gradient is within rounding of zero (e.g. from an almost-always-blank pixel) can
+        // step either way on CPU and GPU alike. Nearly all weights must agree closely; none may
+        // differ by more than its 20 steps could account for.
         let moved = 20.0 * config.learning_rate;
-        assert_close("parameters after 20 steps", &got, &f32s(&cpu.params), 1e-3, 0.05 * moved);
+        let close = got.iter().zip(&want).filter(|(g, w)| (*g - *w).abs() <= 0.05 * moved).count();
+        assert!(close as f64 >= 0.995 * got.len() as f64, "only {close} of {} weights agree after 20 steps", got.len());
+        assert_close("parameters after 20 steps", &got, &want, 0.0, 2.0 * moved);
         let changed = got.iter().zip(&initial).filter(|(a, b)| a != b).count();
         assert!(changed > got.len() / 2, "only {changed} of {} parameters changed", got.len());
         log(&format!(
