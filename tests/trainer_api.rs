@@ -1,0 +1,117 @@
+//! The trainer's API natively: evaluation and the importance-weighted bound, encode, decode,
+//! reconstruct, prior samples, interpolation, configuration errors and divergence.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+use webvae::gpu::Gpu;
+use webvae::model::Config;
+use webvae::trainer::{interpolate, TrainError, Trainer};
+
+fn trainer(config: Config) -> Trainer {
+    let (train, test) = common::small_mnist(512);
+    let gpu = pollster::block_on(common::gpu_or_fail(|s| println!("{s}")));
+    Trainer::new(gpu, config, &train, &test).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn small() -> Config {
+    Config { hidden: vec![64], latent: 4, batch_size: 32, learning_rate: 3e-3, ..Config::default() }
+}
+
+#[test]
+fn training_improves_the_test_elbo_and_iwae_is_tighter() {
+    let mut t = trainer(small());
+    pollster::block_on(async {
+        let before = t.evaluate().await.unwrap();
+        t.train(4 * t.steps_per_epoch()).unwrap();
+        let m = t.metrics().await.unwrap();
+        let after = t.evaluate().await.unwrap();
+        let again = t.evaluate().await.unwrap();
+        let iwae = t.importance_weighted_nll(50).await.unwrap();
+        println!("test nelbo {:.2} -> {:.2}; iwae(50) {:.2}; train loss {:.2}", before.nelbo, after.nelbo, iwae, m.loss);
+        assert_eq!(m.steps, 4 * t.steps_per_epoch());
+        assert!(after.nelbo < before.nelbo - 20.0, "{before:?} -> {after:?}");
+        assert!((after.nelbo - after.reconstruction - after.kl).abs() < 1e-6);
+        assert_eq!(after, again, "evaluation uses fixed noise");
+        assert!(iwae < after.nelbo && iwae > after.nelbo - 30.0, "iwae {iwae} vs nelbo {}", after.nelbo);
+    });
+}
+
+#[test]
+fn encode_decode_reconstruct_sample_and_interpolate() {
+    let mut t = trainer(small());
+    let (_, test) = common::small_mnist(512);
+    pollster::block_on(async {
+        t.train(2 * t.steps_per_epoch()).unwrap();
+        let x: Vec<f32> = (0..3).flat_map(|i| test.image(i)).collect();
+        let (mu, logvar) = t.encode(&x).await.unwrap();
+        assert_eq!((mu.len(), logvar.len()), (12, 12));
+        let recon = t.reconstruct(&x).await.unwrap();
+        let decoded = t.decode(&mu).await.unwrap();
+        assert_eq!(recon.len(), 3 * 784);
+        common::assert_close("reconstruct = decode(mu)", &recon, &decoded, 1e-5, 1e-6);
+        assert!(recon.iter().all(|&p| (0.0..=1.0).contains(&p)));
+        // A reconstruction is closer to its own digit than to another one.
+        let dist = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f32>();
+        assert!(dist(&recon[..784], &x[..784]) < dist(&recon[..784], &x[784..1568]));
+
+        let s1 = t.sample_prior(8, 42).await.unwrap();
+        let s2 = t.sample_prior(8, 42).await.unwrap();
+        let s3 = t.sample_prior(8, 43).await.unwrap();
+        assert_eq!(s1, s2);
+        assert_ne!(s1, s3);
+
+        let path = interpolate(&mu[..4], &mu[4..8], 5, false);
+        assert_eq!(path.len(), 5);
+        common::assert_close("lerp starts at a", &path[0], &mu[..4], 0.0, 1e-6);
+        common::assert_close("lerp ends at b", &path[4], &mu[4..8], 0.0, 1e-6);
+        let arc = interpolate(&mu[..4], &mu[4..8], 5, true);
+        common::assert_close("slerp ends at b", &arc[4], &mu[4..8], 1e-5, 1e-5);
+        let strip = t.decode(&path.concat()).await.unwrap();
+        common::assert_close("strip endpoints are reconstructions", &strip[..784], &recon[..784], 1e-5, 1e-6);
+
+        assert!(matches!(t.decode(&[0.0; 5]).await, Err(TrainError::Data(_))));
+    });
+}
+
+#[test]
+fn bad_configurations_name_the_field() {
+    let (train, test) = common::small_mnist(64);
+    for (config, field) in [
+        (Config { latent: 0, ..small() }, "latent"),
+        (Config { latent: 65, ..small() }, "latent"),
+        (Config { hidden: vec![64, 0], ..small() }, "hidden"),
+        (Config { learning_rate: f32::NAN, ..small() }, "learning_rate"),
+        (Config { beta: -1.0, ..small() }, "beta"),
+        (Config { samples: 0, ..small() }, "samples"),
+        (Config { batch_size: 100, ..small() }, "batch_size"), // more than the 64 images
+    ] {
+        let gpu = pollster::block_on(Gpu::new()).unwrap();
+        match Trainer::new(gpu, config.clone(), &train, &test) {
+            Err(TrainError::Config(e)) => assert_eq!(e.field, field, "{config:?}: {e}"),
+            other => panic!("{config:?}: expected a config error naming {field}, got {:?}", other.map(|_| ())),
+        }
+    }
+    let gpu = pollster::block_on(Gpu::new()).unwrap();
+    let wrong_size = Config { input: 100, ..small() };
+    assert!(matches!(Trainer::new(gpu, wrong_size, &train, &test), Err(TrainError::Data(_))));
+}
+
+#[test]
+fn a_non_finite_loss_stops_training_and_keeps_the_weights() {
+    let mut t = trainer(small());
+    pollster::block_on(async {
+        let mut huge = t.parameters().await.unwrap();
+        let out = t.layout().tensor("encoder.logvar.bias").unwrap().range();
+        for v in &mut huge[out] {
+            *v = 1e6; // exp(logvar) overflows: KL is infinite
+        }
+        t.set_parameters(&huge).unwrap();
+        t.train(5).unwrap();
+        let err = t.metrics().await.unwrap_err();
+        assert!(matches!(err, TrainError::Diverged { .. }), "{err}");
+        assert!(err.to_string().contains("diverged"));
+        assert_eq!(t.parameters().await.unwrap(), huge, "no update was applied after divergence");
+        assert!(matches!(t.train(1), Err(TrainError::Diverged { .. })));
+    });
+}
