@@ -21,7 +21,8 @@ test: setup
 
 # CPU oracle, parsers, naga validation, and kernels on the native adapter (lavapipe here).
 test-native:
-	cargo test -- --nocapture
+	@# lavapipe complains on every start when XDG_RUNTIME_DIR is unset (as under CI): give it one.
+	XDG_RUNTIME_DIR="$${XDG_RUNTIME_DIR:-$$(mktemp -d)}" cargo test -- --nocapture
 
 # The same kernels in headless Chromium on WebGPU (SwiftShader here).
 test-browser:
@@ -34,4 +35,4 @@ test-e2e:
 
 # Reference model, 10 epochs on the bundled digits, natively; last line: test_nelbo <nats>.
 quality:
-	cargo run --example quality
+	XDG_RUNTIME_DIR="$${XDG_RUNTIME_DIR:-$$(mktemp -d)}" cargo run --example quality

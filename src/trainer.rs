@@ -486,39 +486,35 @@ impl Trainer {
 
     /// mu and log-variance of q(z|x) for images x [n, input] in [0, 1]: ([n, Z], [n, Z]).
     pub async fn encode(&mut self, x: &[f32]) -> Result<(Vec<f32>, Vec<f32>), TrainError> {
-        let n = self.rows_of(x, self.config.input)?;
-        let plan = self.plan(Pass::Encode, n, n).clone();
-        self.gpu.queue.write_buffer(&self.buffers.acts, plan.acts.x as u64 * 4, bytes_of_f32(x));
-        self.submit(&plan.dispatches, &[StepRecord::default()]);
         let z = self.config.latent;
-        let ml = self.gpu.read_f32(&self.buffers.acts, plan.acts.ml, n * 2 * z).await?;
-        let (mu, logvar) = ml.chunks(2 * z).map(|r| (&r[..z], &r[z..])).fold((vec![], vec![]), |(mut m, mut v), (a, b)| {
-            m.extend_from_slice(a);
-            v.extend_from_slice(b);
-            (m, v)
-        });
+        let ml = self.run_pass(Pass::Encode, x, self.config.input, |a| a.ml, 2 * z).await?;
+        let mu = ml.chunks(2 * z).flat_map(|r| &r[..z]).copied().collect();
+        let logvar = ml.chunks(2 * z).flat_map(|r| &r[z..]).copied().collect();
         Ok((mu, logvar))
     }
 
     /// Images (pixel intensities in [0, 1]) decoded from latent codes z [n, Z]: the Bernoulli
     /// means sigmoid(logits), or the Gaussian means clamped to [0, 1].
     pub async fn decode(&mut self, z: &[f32]) -> Result<Vec<f32>, TrainError> {
-        let n = self.rows_of(z, self.config.latent)?;
-        let plan = self.plan(Pass::Decode, n, n).clone();
-        self.gpu.queue.write_buffer(&self.buffers.acts, plan.acts.z as u64 * 4, bytes_of_f32(z));
-        self.submit(&plan.dispatches, &[StepRecord::default()]);
-        let out = self.gpu.read_f32(&self.buffers.acts, *plan.acts.dec.last().unwrap(), n * self.config.input).await?;
+        let out = self.run_pass(Pass::Decode, z, self.config.latent, |a| *a.dec.last().unwrap(), self.config.input).await?;
         Ok(self.to_pixels(out))
     }
 
     /// Reconstructions of images x [n, input]: decoded at z = mu(x).
     pub async fn reconstruct(&mut self, x: &[f32]) -> Result<Vec<f32>, TrainError> {
-        let n = self.rows_of(x, self.config.input)?;
-        let plan = self.plan(Pass::Reconstruct, n, n).clone();
-        self.gpu.queue.write_buffer(&self.buffers.acts, plan.acts.x as u64 * 4, bytes_of_f32(x));
-        self.submit(&plan.dispatches, &[StepRecord::default()]);
-        let out = self.gpu.read_f32(&self.buffers.acts, *plan.acts.dec.last().unwrap(), n * self.config.input).await?;
+        let out = self.run_pass(Pass::Reconstruct, x, self.config.input, |a| *a.dec.last().unwrap(), self.config.input).await?;
         Ok(self.to_pixels(out))
+    }
+
+    /// Uploads `input` (rows of `width`) as the pass's x (z for Decode), runs the pass once, and
+    /// reads back `out_width` values per row from the tensor `output` picks.
+    async fn run_pass(&mut self, pass: Pass, input: &[f32], width: usize, output: fn(&Acts) -> usize, out_width: usize) -> Result<Vec<f32>, TrainError> {
+        let n = self.rows_of(input, width)?;
+        let plan = self.plan(pass, n, n).clone();
+        let at = if pass == Pass::Decode { plan.acts.z } else { plan.acts.x };
+        self.gpu.queue.write_buffer(&self.buffers.acts, at as u64 * 4, bytes_of_f32(input));
+        self.submit(&plan.dispatches, &[StepRecord::default()]);
+        Ok(self.gpu.read_f32(&self.buffers.acts, output(&plan.acts), n * out_width).await?)
     }
 
     /// `n` images decoded from z ~ N(0, I); the same `seed` gives the same z.
