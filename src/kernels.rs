@@ -265,11 +265,12 @@ pub struct Scratch {
     pub params: Vec<f32>,
     pub grads: Vec<f32>,
     pub acts: Vec<f32>,
+    pub moments: Vec<f32>,
 }
 
 /// Runs one dispatch of `kernel` with `record` on `scratch`'s contents, `repeat` times in one
 /// submission, and returns the buffers as the kernel left them. Other bindings get small zeroed
-/// buffers; the step record is all zeros except `rng_step`.
+/// buffers; the step record has t = 1 and the given `rng_step`.
 pub async fn run_single<T: Pod>(
     gpu: &crate::gpu::Gpu,
     kernels: &Kernels,
@@ -298,7 +299,7 @@ pub async fn run_single<T: Pod>(
     let params = storage("params", &scratch.params);
     let grads = storage("grads", &scratch.grads);
     let acts = storage("acts", &scratch.acts);
-    let moments = storage("unused moments", &[]);
+    let moments = storage("moments", &scratch.moments);
     let data = storage("unused data", &[]);
     let indices = storage("unused indices", &[]);
     let metrics = storage("metrics", &[0.0; 32]);
@@ -332,5 +333,6 @@ pub async fn run_single<T: Pod>(
         params: gpu.read_f32(&params, 0, scratch.params.len()).await?,
         grads: gpu.read_f32(&grads, 0, scratch.grads.len()).await?,
         acts: gpu.read_f32(&acts, 0, scratch.acts.len()).await?,
+        moments: gpu.read_f32(&moments, 0, scratch.moments.len()).await?,
     })
 }

@@ -17,6 +17,11 @@ async fn linear_kernels_match_reference() {
 }
 
 #[wasm_bindgen_test]
+async fn loss_latent_and_adam_kernels_match_reference() {
+    common::small_kernels_parity(log).await;
+}
+
+#[wasm_bindgen_test]
 async fn rng_matches_reference_bit_for_bit() {
     common::rng_parity(log).await;
 }

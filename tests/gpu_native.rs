@@ -13,6 +13,11 @@ fn linear_kernels_match_reference() {
 }
 
 #[test]
+fn loss_latent_and_adam_kernels_match_reference() {
+    pollster::block_on(common::small_kernels_parity(log));
+}
+
+#[test]
 fn rng_matches_reference_bit_for_bit() {
     pollster::block_on(common::rng_parity(log));
 }

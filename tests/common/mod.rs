@@ -2,7 +2,7 @@
 //! (headless Chromium on WebGPU): each runs a WGSL kernel and checks it against the CPU oracle.
 
 use webvae::gpu::Gpu;
-use webvae::kernels::{run_single, Kernel, Kernels, LatentOp, LinearOp, Scratch};
+use webvae::kernels::{run_single, Kernel, Kernels, LatentOp, LinearOp, LossOp, OptimOp, Scratch};
 use webvae::reference::{linear_backward_input, linear_backward_weight, linear_forward, Activation};
 use webvae::rng::Rng;
 
@@ -62,6 +62,7 @@ pub async fn linear_parity(log: impl Fn(&str)) {
             params: [w.clone(), b.clone()].concat(),
             grads: vec![0.0; w.len() + b.len()],
             acts: [x.clone(), vec![0.0; rows * cols], dy.clone(), vec![0.0; rows * inner]].concat(),
+            ..Default::default()
         };
         let op = LinearOp {
             rows: rows as u32,
@@ -97,6 +98,72 @@ pub async fn linear_parity(log: impl Fn(&str)) {
         assert_close(&format!("linear_backward_weight db {what}"), &out.grads[w.len()..], &f32s(&db), 1e-4, 1e-4);
         log(&format!("linear forward, dX, dW/db {what}: match the CPU reference"));
     }
+}
+
+/// The loss, latent and Adam kernels, each alone, against the oracle on random inputs.
+pub async fn small_kernels_parity(log: impl Fn(&str)) {
+    let gpu = gpu_or_fail(&log).await;
+    let kernels = Kernels::new(&gpu.device);
+    let mut rng = Rng::new(21);
+    let (b, l, z, d) = (7usize, 3usize, 5usize, 70usize);
+    let r = b * l;
+
+    // Reconstruction loss and its gradient, both likelihoods. acts: out | x | grad | recon
+    for (code, lik) in [(0u32, Likelihood::Bernoulli), (1, Likelihood::Gaussian { sigma: 0.4 })] {
+        let out = rng.vec(r * d, -6.0, 6.0);
+        let x = rng.vec(b * d, 0.0, 1.0);
+        let sigma = 0.4f32;
+        let op = LossOp {
+            rows: r as u32, pixels: d as u32, batch: b as u32, likelihood: code,
+            out_off: 0, x_off: (r * d) as u32, grad_off: (r * d + b * d) as u32, recon_off: (2 * r * d + b * d) as u32,
+            scale: 1.0 / r as f32, inv_var: 1.0 / (sigma * sigma),
+            log_norm: d as f32 * (sigma * (2.0 * std::f32::consts::PI).sqrt()).ln(),
+        };
+        let scratch = Scratch { acts: [out.clone(), x.clone(), vec![0.0; r * d + r]].concat(), ..Default::default() };
+        let got = run_single(&gpu, &kernels, Kernel::Reconstruction, op, (r as u32, 1, 1), &scratch, 0, 1).await.unwrap();
+        let (recon, grad) = reference::reconstruction(&f64s(&out), &f64s(&x), b, d, lik, 1.0 / r as f64);
+        let g0 = r * d + b * d;
+        assert_close(&format!("reconstruction {lik:?}"), &got.acts[g0 + r * d..], &f32s(&recon), 1e-5, 1e-4);
+        assert_close(&format!("reconstruction gradient {lik:?}"), &got.acts[g0..g0 + r * d], &f32s(&grad), 1e-4, 1e-7);
+    }
+
+    // Reparameterisation, then its backward with KL. acts: ml | eps | z | dz | dml | kl
+    let mut ml = vec![0.0f32; b * 2 * z];
+    for (i, v) in ml.iter_mut().enumerate() {
+        *v = if i % (2 * z) < z { rng.range(-1.5, 1.5) } else { rng.range(-2.0, 1.0) };
+    }
+    let dz = rng.vec(r * z, -0.5, 0.5);
+    let (eps_off, z_off, dz_off, dml_off, kl_off) = (b * 2 * z, b * 2 * z + r * z, b * 2 * z + 2 * r * z, b * 2 * z + 3 * r * z, 2 * b * 2 * z + 3 * r * z);
+    let op = LatentOp {
+        batch: b as u32, rows: r as u32, latent: z as u32, seed: 77,
+        ml_off: 0, eps_off: eps_off as u32, z_off: z_off as u32, dz_off: dz_off as u32, dml_off: dml_off as u32, kl_off: kl_off as u32,
+        kl_weight: 0.3, ..Default::default()
+    };
+    let scratch = Scratch { acts: [ml.clone(), vec![0.0; 2 * r * z], dz.clone(), vec![0.0; b * 2 * z + b]].concat(), ..Default::default() };
+    let step = 12;
+    let got = run_single(&gpu, &kernels, Kernel::Reparameterize, op, ((z as u32).div_ceil(16), (r as u32).div_ceil(4), 1), &scratch, step, 1).await.unwrap();
+    let eps: Vec<f64> = (0..r * z).map(|i| reference::eps(77, step, (i / z) as u32, (i % z) as u32)).collect();
+    assert_close("reparameterize eps", &got.acts[eps_off..z_off], &f32s(&eps), 1e-5, 1e-6);
+    let want_z = reference::reparameterize(&f64s(&ml), &eps, b, z);
+    assert_close("reparameterize z", &got.acts[z_off..dz_off], &f32s(&want_z), 1e-5, 1e-6);
+    let got = run_single(&gpu, &kernels, Kernel::LatentBackward, op, (1, 1, 1), &got, step, 1).await.unwrap();
+    let want = reference::latent_backward(&f64s(&ml), &f64s(&got.acts[eps_off..z_off]), &f64s(&dz), b, z, 0.3);
+    assert_close("latent_backward d(mu, logvar)", &got.acts[dml_off..kl_off], &f32s(&want), 1e-5, 1e-6);
+    assert_close("latent_backward KL", &got.acts[kl_off..], &f32s(&reference::kl(&f64s(&ml), b, z)), 1e-5, 1e-6);
+
+    // Adam: one step (t = 1) from nonzero moments over a flat buffer.
+    let n = 1000;
+    let (params, grads) = (rng.vec(n, -1.0, 1.0), rng.vec(n, -0.01, 0.01));
+    let (m, v) = (rng.vec(n, -0.01, 0.01), rng.vec(n, 0.0, 1e-4));
+    let op = OptimOp { count: n as u32, lr: 0.01, ..Default::default() };
+    let scratch = Scratch { params: params.clone(), grads: grads.clone(), moments: [m.clone(), v.clone()].concat(), ..Default::default() };
+    let got = run_single(&gpu, &kernels, Kernel::Adam, op, (2, 1, 1), &scratch, 0, 1).await.unwrap();
+    let (mut p, mut mm, mut vv) = (f64s(&params), f64s(&m), f64s(&v));
+    reference::adam(&mut p, &f64s(&grads), &mut mm, &mut vv, 1, 0.01);
+    // Updates are about lr = 0.01; f32 bias corrections (1 - 0.999^t) hold them to ~1e-3 relative.
+    assert_close("adam parameters", &got.params, &f32s(&p), 1e-6, 1e-5);
+    assert_close("adam moments", &got.moments, &f32s(&[mm, vv].concat()), 1e-5, 1e-9);
+    log("reconstruction, reparameterize, latent_backward and adam kernels: match the CPU reference");
 }
 
 /// The counter-based RNG: the GPU's hash words equal the CPU's bit for bit.
