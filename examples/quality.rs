@@ -5,52 +5,43 @@
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() {
-    use std::time::Instant;
+    if let Err(e) = pollster::block_on(run()) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     use webvae::{data, gpu::Gpu, model::Config, trainer::Trainer};
 
     let epochs: u32 = std::env::var("EPOCHS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
-    let (train, test) = data::bundled_mnist().expect("bundled data");
-    let gpu = pollster::block_on(Gpu::new()).unwrap_or_else(|e| {
-        eprintln!("error: {e}");
-        std::process::exit(1)
-    });
+    let (train, test) = data::bundled_mnist()?;
+    let gpu = Gpu::new().await?;
     println!("adapter {}", gpu.adapter_summary());
     let config = Config::default();
-    println!("config {}", serde_json::to_string(&config).unwrap());
-    let mut trainer = Trainer::new(gpu, config, &train, &test).unwrap_or_else(|e| {
-        eprintln!("error: {e}");
-        std::process::exit(1)
-    });
-    println!("train {} test {} steps_per_epoch {} dispatches_per_step {}", train.count, test.count, trainer.steps_per_epoch(), trainer.dispatches_per_step());
-    let start = Instant::now();
+    println!("config {}", serde_json::to_string(&config)?);
+    let mut trainer = Trainer::new(gpu, config, &train, &test)?;
+    println!(
+        "train {} test {} steps_per_epoch {} dispatches_per_step {}",
+        train.count, test.count, trainer.steps_per_epoch(), trainer.dispatches_per_step()
+    );
+    let start = std::time::Instant::now();
+    let mut test_elbo = trainer.evaluate().await?;
     for epoch in 1..=epochs {
-        let result = pollster::block_on(async {
-            trainer.train(trainer.steps_per_epoch())?;
-            let m = trainer.metrics().await?;
-            let e = trainer.evaluate().await?;
-            Ok::<_, webvae::trainer::TrainError>((m, e))
-        });
-        let (m, e) = result.unwrap_or_else(|e| {
-            eprintln!("error: {e}");
-            std::process::exit(1)
-        });
+        trainer.train(trainer.steps_per_epoch())?;
+        let m = trainer.metrics().await?;
+        test_elbo = trainer.evaluate().await?;
         println!(
             "epoch {epoch:2} train_loss {:.2} (recon {:.2} kl {:.2}) test_nelbo {:.2} elapsed {:.1}s",
-            m.loss, m.reconstruction, m.kl, e.nelbo, start.elapsed().as_secs_f64()
+            m.loss, m.reconstruction, m.kl, test_elbo.nelbo, start.elapsed().as_secs_f64()
         );
     }
-    let (nelbo, iwae) = pollster::block_on(async {
-        let e = trainer.evaluate().await?;
-        let iwae = trainer.importance_weighted_nll(100).await?;
-        Ok::<_, webvae::trainer::TrainError>((e, iwae))
-    })
-    .unwrap_or_else(|e| {
-        eprintln!("error: {e}");
-        std::process::exit(1)
-    });
-    println!("test_recon {:.2} test_kl {:.2}", nelbo.reconstruction, nelbo.kl);
+    let iwae = trainer.importance_weighted_nll(100).await?;
+    println!("test_recon {:.2} test_kl {:.2}", test_elbo.reconstruction, test_elbo.kl);
     println!("test_iwae_nll_k100 {iwae:.2}");
-    println!("test_nelbo {:.2}", nelbo.nelbo);
+    println!("test_nelbo {:.2}", test_elbo.nelbo);
+    Ok(())
 }
 
 #[cfg(target_arch = "wasm32")]

@@ -33,7 +33,7 @@ struct Linear {
 @group(0) @binding(3) var<storage, read_write> grads: array<f32>;
 @group(0) @binding(4) var<storage, read_write> acts: array<f32>;
 
-const IDENTITY: u32 = 0u;
+// Activation codes (reference::Activation::code); 0, identity, is every switch's default.
 const RELU: u32 = 1u;
 const TANH: u32 = 2u;
 

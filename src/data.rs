@@ -162,6 +162,18 @@ impl Dataset {
         self.pixels[i * n..(i + 1) * n].iter().map(|&p| p as f32 / 255.0).collect()
     }
 
+    /// The average image, as floats in [0, 1].
+    pub fn mean_image(&self) -> Vec<f32> {
+        let n = self.pixels_per_image();
+        let mut sum = vec![0u64; n];
+        for image in self.pixels.chunks_exact(n) {
+            for (s, &p) in sum.iter_mut().zip(image) {
+                *s += p as u64;
+            }
+        }
+        sum.into_iter().map(|s| s as f32 / (255.0 * self.count as f32)).collect()
+    }
+
     /// The first `n` items (for small tests).
     pub fn take(&self, n: usize) -> Dataset {
         let n = n.min(self.count);

@@ -176,6 +176,31 @@ pub struct Dispatch {
     pub groups: (u32, u32, u32),
 }
 
+/// The buffers behind the shared layout's bindings, in binding order (see the module docs).
+#[derive(Debug)]
+pub struct Buffers {
+    pub ops: wgpu::Buffer,
+    pub steps: wgpu::Buffer,
+    pub params: wgpu::Buffer,
+    pub grads: wgpu::Buffer,
+    pub acts: wgpu::Buffer,
+    pub moments: wgpu::Buffer,
+    pub data: wgpu::Buffer,
+    pub indices: wgpu::Buffer,
+    pub metrics: wgpu::Buffer,
+}
+
+/// Lays records out one per `UNIFORM_SLOT` bytes, as dynamic offsets require.
+pub fn pack_slots<'a>(records: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for r in records {
+        let at = bytes.len();
+        bytes.resize(at + UNIFORM_SLOT as usize, 0);
+        bytes[at..at + r.len()].copy_from_slice(r);
+    }
+    bytes
+}
+
 /// Pipelines and their shared bind group layout.
 #[derive(Debug)]
 pub struct Kernels {
@@ -245,6 +270,29 @@ impl Kernels {
         Kernels { layout, pipelines }
     }
 
+    /// The one bind group every dispatch uses; the two uniforms are bound one slot wide and
+    /// moved by dynamic offsets.
+    pub fn bind_group(&self, device: &wgpu::Device, b: &Buffers) -> wgpu::BindGroup {
+        let slot = |buffer| wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer, offset: 0, size: NonZeroU64::new(UNIFORM_SLOT) });
+        let resources = [
+            slot(&b.ops),
+            slot(&b.steps),
+            b.params.as_entire_binding(),
+            b.grads.as_entire_binding(),
+            b.acts.as_entire_binding(),
+            b.moments.as_entire_binding(),
+            b.data.as_entire_binding(),
+            b.indices.as_entire_binding(),
+            b.metrics.as_entire_binding(),
+        ];
+        let entries: Vec<_> = resources
+            .into_iter()
+            .enumerate()
+            .map(|(binding, resource)| wgpu::BindGroupEntry { binding: binding as u32, resource })
+            .collect();
+        device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some("vae"), layout: &self.layout, entries: &entries })
+    }
+
     fn pipeline(&self, kernel: Kernel) -> &wgpu::ComputePipeline {
         &self.pipelines.iter().find(|(k, _)| *k == kernel).expect("every kernel is built").1
     }
@@ -268,9 +316,9 @@ pub struct Scratch {
     pub moments: Vec<f32>,
 }
 
-/// Runs one dispatch of `kernel` with `record` on `scratch`'s contents, `repeat` times in one
-/// submission, and returns the buffers as the kernel left them. Other bindings get small zeroed
-/// buffers; the step record has t = 1 and the given `rng_step`.
+/// Runs one dispatch of `kernel` with `record` on `scratch`'s contents and returns the buffers
+/// as the kernel left them. Other bindings get small zeroed buffers; the step record has t = 1
+/// and the given `rng_step`.
 pub async fn run_single<T: Pod>(
     gpu: &crate::gpu::Gpu,
     kernels: &Kernels,
@@ -279,60 +327,38 @@ pub async fn run_single<T: Pod>(
     groups: (u32, u32, u32),
     scratch: &Scratch,
     rng_step: u32,
-    repeat: u32,
 ) -> Result<Scratch, crate::gpu::GpuError> {
     use wgpu::util::DeviceExt;
     let device = &gpu.device;
+    let init = |label, contents: &[u8], usage| device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents, usage });
     let storage = |label, data: &[f32]| {
-        let padded: Vec<f32> = if data.is_empty() { vec![0.0; 4] } else { data.to_vec() };
-        device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytemuck::cast_slice(&padded),
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-        })
+        let padded: &[f32] = if data.is_empty() { &[0.0; 4] } else { data };
+        init(label, bytemuck::cast_slice(padded), wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC)
     };
-    let uniform = |label, bytes: &[u8]| {
-        let mut slot = vec![0u8; UNIFORM_SLOT as usize];
-        slot[..bytes.len()].copy_from_slice(bytes);
-        device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: &slot, usage: wgpu::BufferUsages::UNIFORM })
+    let uniform = |label, record: &[u8]| init(label, &pack_slots([record]), wgpu::BufferUsages::UNIFORM);
+    let step = StepRecord { t: 1, rng_step, batch_start: 0 };
+    let b = Buffers {
+        ops: uniform("ops", bytemuck::bytes_of(&record)),
+        steps: uniform("steps", bytemuck::bytes_of(&step)),
+        params: storage("params", &scratch.params),
+        grads: storage("grads", &scratch.grads),
+        acts: storage("acts", &scratch.acts),
+        moments: storage("moments", &scratch.moments),
+        data: storage("unused data", &[]),
+        indices: storage("unused indices", &[]),
+        metrics: storage("metrics", &[0.0; 32]),
     };
-    let params = storage("params", &scratch.params);
-    let grads = storage("grads", &scratch.grads);
-    let acts = storage("acts", &scratch.acts);
-    let moments = storage("moments", &scratch.moments);
-    let data = storage("unused data", &[]);
-    let indices = storage("unused indices", &[]);
-    let metrics = storage("metrics", &[0.0; 32]);
-    let ops = uniform("ops", bytemuck::bytes_of(&record));
-    let steps = uniform("steps", bytemuck::bytes_of(&StepRecord { t: 1, rng_step, batch_start: 0 }));
-    let slot = |buffer| wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer, offset: 0, size: NonZeroU64::new(UNIFORM_SLOT) });
-    let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some("single"),
-        layout: &kernels.layout,
-        entries: &[
-            wgpu::BindGroupEntry { binding: 0, resource: slot(&ops) },
-            wgpu::BindGroupEntry { binding: 1, resource: slot(&steps) },
-            wgpu::BindGroupEntry { binding: 2, resource: params.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 3, resource: grads.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 4, resource: acts.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 5, resource: moments.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 6, resource: data.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 7, resource: indices.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 8, resource: metrics.as_entire_binding() },
-        ],
-    });
+    let bind_group = kernels.bind_group(device, &b);
     let mut encoder = device.create_command_encoder(&Default::default());
     {
         let mut pass = encoder.begin_compute_pass(&Default::default());
-        for _ in 0..repeat {
-            kernels.record(&mut pass, &bind_group, &[Dispatch { kernel, record: 0, groups }], 0);
-        }
+        kernels.record(&mut pass, &bind_group, &[Dispatch { kernel, record: 0, groups }], 0);
     }
     gpu.queue.submit([encoder.finish()]);
     Ok(Scratch {
-        params: gpu.read_f32(&params, 0, scratch.params.len()).await?,
-        grads: gpu.read_f32(&grads, 0, scratch.grads.len()).await?,
-        acts: gpu.read_f32(&acts, 0, scratch.acts.len()).await?,
-        moments: gpu.read_f32(&moments, 0, scratch.moments.len()).await?,
+        params: gpu.read_f32(&b.params, 0, scratch.params.len()).await?,
+        grads: gpu.read_f32(&b.grads, 0, scratch.grads.len()).await?,
+        acts: gpu.read_f32(&b.acts, 0, scratch.acts.len()).await?,
+        moments: gpu.read_f32(&b.moments, 0, scratch.moments.len()).await?,
     })
 }

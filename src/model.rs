@@ -185,11 +185,13 @@ struct LayoutBuilder {
 }
 
 impl LayoutBuilder {
+    /// Appends a tensor and returns its offset.
     fn push(&mut self, name: String, shape: Vec<usize>) -> usize {
         let t = Tensor { name, shape, offset: self.len };
         self.len += t.len();
+        let offset = t.offset;
         self.tensors.push(t);
-        self.len - self.tensors.last().unwrap().len()
+        offset
     }
 
     fn linear(&mut self, prefix: &str, inputs: usize, outputs: usize) -> LinearLayout {

@@ -10,7 +10,8 @@ use wgpu::util::DeviceExt;
 use crate::data::{epoch_permutation, Dataset};
 use crate::gpu::{Gpu, GpuError};
 use crate::kernels::{
-    Dispatch, GatherOp, Kernel, Kernels, LatentOp, LinearOp, LossOp, OptimOp, StepRecord, UNIFORM_SLOT,
+    pack_slots, Buffers, Dispatch, GatherOp, Kernel, Kernels, LatentOp, LinearOp, LossOp, OptimOp, StepRecord,
+    UNIFORM_SLOT,
 };
 use crate::model::{initial_parameters, Config, ConfigError, Layout, Likelihood, LinearLayout};
 use crate::reference::{self, Activation};
@@ -166,18 +167,6 @@ struct Plan {
     dispatches: Vec<Dispatch>,
 }
 
-struct Buffers {
-    params: wgpu::Buffer,
-    grads: wgpu::Buffer,
-    acts: wgpu::Buffer,
-    moments: wgpu::Buffer,
-    data: wgpu::Buffer,
-    indices: wgpu::Buffer,
-    metrics: wgpu::Buffer,
-    ops: wgpu::Buffer,
-    steps: wgpu::Buffer,
-}
-
 /// A VAE training on the GPU.
 pub struct Trainer {
     gpu: Gpu,
@@ -194,9 +183,6 @@ pub struct Trainer {
     test_count: usize,
     steps_per_epoch: u32,
     step: u32,
-    epoch: u32,
-    /// Steps taken at the time of the last metrics read.
-    steps_at_read: u32,
     diverged: Option<u32>,
 }
 
@@ -220,25 +206,6 @@ fn uniform(device: &wgpu::Device, label: &str, slots: u32) -> wgpu::Buffer {
         size: slots as u64 * UNIFORM_SLOT,
         usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: false,
-    })
-}
-
-fn bind_group(device: &wgpu::Device, kernels: &Kernels, b: &Buffers) -> wgpu::BindGroup {
-    let slot = |buffer| wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer, offset: 0, size: wgpu::BufferSize::new(UNIFORM_SLOT) });
-    device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some("vae"),
-        layout: &kernels.layout,
-        entries: &[
-            wgpu::BindGroupEntry { binding: 0, resource: slot(&b.ops) },
-            wgpu::BindGroupEntry { binding: 1, resource: slot(&b.steps) },
-            wgpu::BindGroupEntry { binding: 2, resource: b.params.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 3, resource: b.grads.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 4, resource: b.acts.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 5, resource: b.moments.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 6, resource: b.data.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 7, resource: b.indices.as_entire_binding() },
-            wgpu::BindGroupEntry { binding: 8, resource: b.metrics.as_entire_binding() },
-        ],
     })
 }
 
@@ -271,10 +238,7 @@ impl Trainer {
         let acts = Acts::new(&config, config.batch_size, config.batch_size * config.samples);
         check_limits(&gpu.device.limits(), &config, &layout, &acts, train, test)?;
 
-        let mean_pixel: Vec<f32> = (0..config.input)
-            .map(|p| (0..train.count).map(|i| train.pixels[i * config.input + p] as f32).sum::<f32>() / (255.0 * train.count as f32))
-            .collect();
-        let params = initial_parameters(&config, &layout, Some(&mean_pixel));
+        let params = initial_parameters(&config, &layout, Some(&train.mean_image()));
         let device = &gpu.device;
         let zeros = vec![0f32; layout.len];
         let pixels: Vec<u8> = [&train.pixels[..], &test.pixels[..]].concat();
@@ -292,7 +256,7 @@ impl Trainer {
             steps: uniform(device, "steps", STEP_SLOTS),
         };
         let kernels = Kernels::new(device);
-        let bind_group = bind_group(device, &kernels, &buffers);
+        let bind_group = kernels.bind_group(device, &buffers);
         Ok(Trainer {
             kernels,
             bind_group,
@@ -304,8 +268,6 @@ impl Trainer {
             test_count: test.count,
             steps_per_epoch: (train.count / config.batch_size) as u32,
             step: 0,
-            epoch: 0,
-            steps_at_read: 0,
             diverged: None,
             config,
             layout,
@@ -368,10 +330,9 @@ impl Trainer {
         let mut remaining = n;
         while remaining > 0 {
             let in_epoch = self.step % self.steps_per_epoch;
-            let epoch = self.step / self.steps_per_epoch;
-            if epoch != self.epoch {
-                self.epoch = epoch;
-                let order = epoch_permutation(self.train_count, self.config.seed, epoch);
+            // Epoch 0's order was uploaded with the data; chunks never cross an epoch's end.
+            if in_epoch == 0 && self.step > 0 {
+                let order = epoch_permutation(self.train_count, self.config.seed, self.step / self.steps_per_epoch);
                 self.gpu.queue.write_buffer(&self.buffers.indices, 0, bytemuck::cast_slice(&order));
             }
             let chunk = remaining.min(STEP_SLOTS).min(self.steps_per_epoch - in_epoch);
@@ -387,11 +348,7 @@ impl Trainer {
 
     /// Writes the step records and records `plan` once per step, in one submission.
     fn submit(&self, plan: &[Dispatch], steps: &[StepRecord]) {
-        let mut ring = vec![0u8; steps.len() * UNIFORM_SLOT as usize];
-        for (i, s) in steps.iter().enumerate() {
-            let at = i * UNIFORM_SLOT as usize;
-            ring[at..at + std::mem::size_of::<StepRecord>()].copy_from_slice(bytemuck::bytes_of(s));
-        }
+        let ring = pack_slots(steps.iter().map(bytemuck::bytes_of));
         self.gpu.queue.write_buffer(&self.buffers.steps, 0, &ring);
         let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
         {
@@ -414,14 +371,12 @@ impl Trainer {
             return Err(TrainError::Diverged { step });
         }
         let t = &m[TRAIN_METRICS as usize..];
-        let (points, batches) = (t[2].max(1.0) as f64, t[3] as f64);
-        let steps = self.step - self.steps_at_read;
-        self.steps_at_read = self.step;
+        let (points, batches) = (t[2].max(1.0) as f64, t[3].max(1.0) as f64);
         Ok(Metrics {
-            steps,
+            steps: t[3] as u32,
             reconstruction: t[0] as f64 / points,
             kl: t[1] as f64 / points,
-            loss: t[4] as f64 / batches.max(1.0),
+            loss: t[4] as f64 / batches,
             total_steps: self.step,
             epoch: self.step / self.steps_per_epoch,
         })
@@ -471,12 +426,10 @@ impl Trainer {
         while start < self.test_count {
             let n = batch.min(self.test_count - start);
             let plan = self.plan(pass, n, n * k).dispatches.clone();
-            // Each batch is a "step" with its own record; keep to the ring's size per submission.
-            let base = self.train_count + start;
-            let steps: Vec<StepRecord> = (0..STEP_SLOTS as usize)
-                .map(|i| base + i * n)
-                .take_while(|&s| s + n <= self.train_count + self.test_count)
-                .map(|s| StepRecord { t: 0, rng_step, batch_start: s as u32 })
+            // Each batch of n is a "step" with its own record, up to the ring's size per submission.
+            let batches = ((self.test_count - start) / n).min(STEP_SLOTS as usize);
+            let steps: Vec<StepRecord> = (0..batches)
+                .map(|i| StepRecord { t: 0, rng_step, batch_start: (self.train_count + start + i * n) as u32 })
                 .collect();
             self.submit(&plan, &steps);
             start += steps.len() * n;
@@ -572,7 +525,7 @@ impl Trainer {
             // Plans hold offsets only, so a bigger scratch buffer invalidates nothing.
             self.buffers.acts = storage(&self.gpu.device, "acts", bytes_of_f32(&vec![0f32; acts.len]));
             self.acts_capacity = acts.len;
-            self.bind_group = bind_group(&self.gpu.device, &self.kernels, &self.buffers);
+            self.bind_group = self.kernels.bind_group(&self.gpu.device, &self.buffers);
         }
         let mut records = Records::default();
         build_plan(&mut records, &self.config, &self.layout, &acts, pass, batch, rows);
@@ -581,10 +534,7 @@ impl Trainer {
             self.ops_used = 0;
         }
         let base = self.ops_used;
-        let mut bytes = vec![0u8; records.bytes.len() * UNIFORM_SLOT as usize];
-        for (i, r) in records.bytes.iter().enumerate() {
-            bytes[i * UNIFORM_SLOT as usize..][..r.len()].copy_from_slice(r);
-        }
+        let bytes = pack_slots(records.bytes.iter().map(Vec::as_slice));
         self.gpu.queue.write_buffer(&self.buffers.ops, base as u64 * UNIFORM_SLOT, &bytes);
         self.ops_used += records.dispatches.len() as u32;
         let dispatches = records
@@ -632,6 +582,7 @@ fn check_limits(limits: &wgpu::Limits, config: &Config, layout: &Layout, acts: &
     let max = limits.max_storage_buffer_binding_size as u64;
     let mb = |b: u64| b as f64 / (1 << 20) as f64;
     let params = layout.len as u64 * 4;
+    // The largest parameter-shaped buffer is Adam's moments, m and v together.
     if 2 * params > max {
         let message = format!("the model's parameters need {:.0} MB but this GPU allows {:.0} MB per buffer", mb(2 * params), mb(max));
         return Err(ConfigError { field: "hidden", message });

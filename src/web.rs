@@ -23,7 +23,7 @@ fn error(kind: &str, message: String, field: Option<&str>) -> JsValue {
     obj.into()
 }
 
-pub(crate) fn gpu_error_to_js(e: GpuError) -> JsValue {
+fn gpu_error_to_js(e: GpuError) -> JsValue {
     let kind = match e {
         GpuError::NoWebGpu => "no-webgpu",
         GpuError::NoAdapter(_) => "no-adapter",

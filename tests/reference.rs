@@ -3,7 +3,7 @@
 #![cfg(not(target_arch = "wasm32"))]
 
 use webvae::model::{initial_parameters, Config, Layout, Likelihood};
-use webvae::reference::{self, Activation, Losses};
+use webvae::reference::{self, Activation};
 use webvae::rng::Rng;
 
 fn tiny(activation: Activation, likelihood: Likelihood) -> Config {
@@ -19,10 +19,6 @@ fn tiny(activation: Activation, likelihood: Likelihood) -> Config {
         seed: 3,
         ..Config::default()
     }
-}
-
-fn objective(l: Losses) -> f64 {
-    l.loss
 }
 
 /// Central difference of the training objective, in f64.
@@ -52,7 +48,7 @@ fn gradients_match_finite_differences() {
         let x: Vec<f64> = (0..config.batch_size * config.input).map(|_| rng.uniform() as f64).collect();
         let eps = reference::step_eps(&config, 5, config.batch_size);
         let beta = config.beta as f64;
-        let loss_at = |p: &[f64]| objective(reference::forward(&config, &layout, p, &x, &eps).losses(beta));
+        let loss_at = |p: &[f64]| reference::forward(&config, &layout, p, &x, &eps).losses(beta).loss;
 
         let fwd = reference::forward(&config, &layout, &params, &x, &eps);
         let (grads, dml) = reference::backward(&config, &layout, &params, &x, &fwd);

@@ -1,5 +1,7 @@
 //! Test bodies shared by the native tests (lavapipe or a real GPU) and the browser tests
 //! (headless Chromium on WebGPU): each runs a WGSL kernel and checks it against the CPU oracle.
+// Each test binary uses a different part of this module.
+#![allow(dead_code)]
 
 use webvae::gpu::Gpu;
 use webvae::kernels::{run_single, Kernel, Kernels, LatentOp, LinearOp, LossOp, OptimOp, Scratch};
@@ -79,7 +81,7 @@ pub async fn linear_parity(log: impl Fn(&str)) {
             db_off: w.len() as u32,
         };
         let what = format!("{rows}x{inner}x{cols} {act:?}");
-        let run = |kernel, groups| run_single(&gpu, &kernels, kernel, op, groups, &scratch, 0, 1);
+        let run = |kernel, groups| run_single(&gpu, &kernels, kernel, op, groups, &scratch, 0);
         let blocks = |n: usize| (n as u32).div_ceil(32);
 
         let out = run(Kernel::LinearForward, (blocks(cols), blocks(rows), 1)).await.unwrap();
@@ -120,7 +122,7 @@ pub async fn small_kernels_parity(log: impl Fn(&str)) {
             log_norm: d as f32 * (sigma * (2.0 * std::f32::consts::PI).sqrt()).ln(),
         };
         let scratch = Scratch { acts: [out.clone(), x.clone(), vec![0.0; r * d + r]].concat(), ..Default::default() };
-        let got = run_single(&gpu, &kernels, Kernel::Reconstruction, op, (r as u32, 1, 1), &scratch, 0, 1).await.unwrap();
+        let got = run_single(&gpu, &kernels, Kernel::Reconstruction, op, (r as u32, 1, 1), &scratch, 0).await.unwrap();
         let (recon, grad) = reference::reconstruction(&f64s(&out), &f64s(&x), b, d, lik, 1.0 / r as f64);
         let g0 = r * d + b * d;
         assert_close(&format!("reconstruction {lik:?}"), &got.acts[g0 + r * d..], &f32s(&recon), 1e-5, 1e-4);
@@ -141,12 +143,12 @@ pub async fn small_kernels_parity(log: impl Fn(&str)) {
     };
     let scratch = Scratch { acts: [ml.clone(), vec![0.0; 2 * r * z], dz.clone(), vec![0.0; b * 2 * z + b]].concat(), ..Default::default() };
     let step = 12;
-    let got = run_single(&gpu, &kernels, Kernel::Reparameterize, op, ((z as u32).div_ceil(16), (r as u32).div_ceil(4), 1), &scratch, step, 1).await.unwrap();
+    let got = run_single(&gpu, &kernels, Kernel::Reparameterize, op, ((z as u32).div_ceil(16), (r as u32).div_ceil(4), 1), &scratch, step).await.unwrap();
     let eps: Vec<f64> = (0..r * z).map(|i| reference::eps(77, step, (i / z) as u32, (i % z) as u32)).collect();
     assert_close("reparameterize eps", &got.acts[eps_off..z_off], &f32s(&eps), 1e-5, 1e-6);
     let want_z = reference::reparameterize(&f64s(&ml), &eps, b, z);
     assert_close("reparameterize z", &got.acts[z_off..dz_off], &f32s(&want_z), 1e-5, 1e-6);
-    let got = run_single(&gpu, &kernels, Kernel::LatentBackward, op, (1, 1, 1), &got, step, 1).await.unwrap();
+    let got = run_single(&gpu, &kernels, Kernel::LatentBackward, op, (1, 1, 1), &got, step).await.unwrap();
     let want = reference::latent_backward(&f64s(&ml), &f64s(&got.acts[eps_off..z_off]), &f64s(&dz), b, z, 0.3);
     assert_close("latent_backward d(mu, logvar)", &got.acts[dml_off..kl_off], &f32s(&want), 1e-5, 1e-6);
     assert_close("latent_backward KL", &got.acts[kl_off..], &f32s(&reference::kl(&f64s(&ml), b, z)), 1e-5, 1e-6);
@@ -157,7 +159,7 @@ pub async fn small_kernels_parity(log: impl Fn(&str)) {
     let (m, v) = (rng.vec(n, -0.01, 0.01), rng.vec(n, 0.0, 1e-4));
     let op = OptimOp { count: n as u32, lr: 0.01, ..Default::default() };
     let scratch = Scratch { params: params.clone(), grads: grads.clone(), moments: [m.clone(), v.clone()].concat(), ..Default::default() };
-    let got = run_single(&gpu, &kernels, Kernel::Adam, op, (2, 1, 1), &scratch, 0, 1).await.unwrap();
+    let got = run_single(&gpu, &kernels, Kernel::Adam, op, (2, 1, 1), &scratch, 0).await.unwrap();
     let (mut p, mut mm, mut vv) = (f64s(&params), f64s(&m), f64s(&v));
     reference::adam(&mut p, &f64s(&grads), &mut mm, &mut vv, 1, 0.01);
     // Updates are about lr = 0.01; f32 bias corrections (1 - 0.999^t) hold them to ~1e-3 relative.
@@ -174,7 +176,7 @@ pub async fn rng_parity(log: impl Fn(&str)) {
     for (seed, step) in [(0u32, 0u32), (1, 17), (0xDEAD_BEEF, u32::MAX)] {
         let op = LatentOp { rows, latent, seed, eps_off: 0, ..Default::default() };
         let scratch = Scratch { acts: vec![0.0; (rows * latent * 4) as usize], ..Default::default() };
-        let out = run_single(&gpu, &kernels, Kernel::EpsBitsTest, op, (latent.div_ceil(16), rows.div_ceil(4), 1), &scratch, step, 1)
+        let out = run_single(&gpu, &kernels, Kernel::EpsBitsTest, op, (latent.div_ceil(16), rows.div_ceil(4), 1), &scratch, step)
             .await
             .unwrap();
         for r in 0..rows {
@@ -233,11 +235,9 @@ pub fn parity_configs() -> Vec<Config> {
 /// 20 training steps on the GPU and on the CPU oracle, from the same initial weights, with the
 /// same batches and the same eps: every step's losses agree, and so do the final weights.
 pub async fn training_parity(log: impl Fn(&str)) {
-    let gpu_probe = gpu_or_fail(&log).await;
-    drop(gpu_probe);
     let (train, test) = small_mnist(208);
     for config in parity_configs() {
-        let gpu = webvae::gpu::Gpu::new().await.unwrap();
+        let gpu = gpu_or_fail(&log).await;
         let mut trainer = Trainer::new(gpu, config.clone(), &train, &test).unwrap_or_else(|e| panic!("{e}"));
         let initial = trainer.parameters().await.unwrap();
         let mut cpu = reference::Trainer::new(config.clone(), &initial);
