@@ -8,6 +8,7 @@
 #   - Chromium + ChromeDriver (browser tests), Mesa's lavapipe (a Vulkan adapter on the CPU),
 #     Debian's Fashion-MNIST (parser tests on real IDX files)
 #   - the end-to-end test's Node packages (playwright-core, driving the system Chromium)
+#   - Python's `safetensors` in .venv (tests check that checkpoints load as PyTorch users load them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,7 +34,7 @@ else
   WASM_ROUTE=debian
 fi
 
-packages=(chromium chromium-driver mesa-vulkan-drivers dataset-fashion-mnist)
+packages=(chromium chromium-driver mesa-vulkan-drivers dataset-fashion-mnist python3-venv)
 if [ "$WASM_ROUTE" = debian ]; then packages+=(rustc-web cargo-web rust-web-src lld-22); fi
 if [ "${NEED_NODE:-0}" = 1 ]; then packages+=(nodejs npm); fi
 missing=()
@@ -65,5 +66,10 @@ fi
 if [ ! -d e2e/node_modules/playwright-core ]; then
   say "installing the end-to-end test's Node packages"
   (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
+fi
+if ! .venv/bin/python -c "import safetensors, numpy" 2>/dev/null; then
+  say "installing Python's safetensors and numpy into .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check "safetensors==0.8.0" "numpy==2.4.6"
 fi
 say "ok (wasm32 via $WASM_ROUTE)"

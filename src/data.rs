@@ -24,6 +24,10 @@ pub enum DataError {
     SizeMismatch { header_bytes: u64, found: usize },
     ZeroSize,
     CountMismatch { images: usize, labels: usize },
+    /// A set of files that does not make a dataset (wrong number, unpaired, different sizes).
+    Files(String),
+    /// An error in one named file of a set.
+    InFile { name: String, error: Box<DataError> },
 }
 
 impl fmt::Display for DataError {
@@ -56,6 +60,8 @@ impl fmt::Display for DataError {
             DataError::CountMismatch { images, labels } => {
                 write!(f, "the images file holds {images} images but the labels file holds {labels} labels")
             }
+            DataError::Files(why) => write!(f, "{why}"),
+            DataError::InFile { name, error } => write!(f, "{name}: {error}"),
         }
     }
 }
@@ -87,6 +93,15 @@ fn maybe_gunzip(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, DataError> {
 
 /// Parses an IDX file (raw or gzipped) of unsigned bytes with the given rank.
 pub fn parse_idx(bytes: &[u8], rank: u8) -> Result<Idx, DataError> {
+    let idx = parse_idx_any_rank(bytes)?;
+    if idx.dims.len() != rank as usize {
+        return Err(DataError::WrongRank { expected: rank, found: idx.dims.len() as u8 });
+    }
+    Ok(idx)
+}
+
+/// Parses an IDX file (raw or gzipped) of unsigned bytes, whatever its rank.
+fn parse_idx_any_rank(bytes: &[u8]) -> Result<Idx, DataError> {
     if bytes.is_empty() {
         return Err(DataError::Empty);
     }
@@ -101,9 +116,7 @@ pub fn parse_idx(bytes: &[u8], rank: u8) -> Result<Idx, DataError> {
     if magic[2] != 0x08 {
         return Err(DataError::NotBytes { type_code: magic[2] });
     }
-    if magic[3] != rank {
-        return Err(DataError::WrongRank { expected: rank, found: magic[3] });
-    }
+    let rank = magic[3];
     let header = 4 + 4 * rank as usize;
     if bytes.len() < header {
         return Err(DataError::TruncatedHeader { needed: header, found: bytes.len() });
@@ -122,6 +135,63 @@ pub fn parse_idx(bytes: &[u8], rank: u8) -> Result<Idx, DataError> {
         return Err(DataError::SizeMismatch { header_bytes, found });
     }
     Ok(Idx { dims, data: bytes[header..].to_vec() })
+}
+
+/// A training and a test set from files the user chose, in any order, raw or gzipped: the four
+/// official files (images and labels, training and test; the larger pair trains), or one
+/// images file with its labels file, of which the last tenth (at most 10,000) becomes the test
+/// set. Files are told apart by their IDX rank (3 = images, 1 = labels) and paired by count.
+pub fn datasets_from_files(files: &[(&str, &[u8])]) -> Result<(Dataset, Dataset), DataError> {
+    if files.len() != 2 && files.len() != 4 {
+        return Err(DataError::Files(format!(
+            "choose 2 files (images and labels) or 4 (training and test images and labels); got {}",
+            files.len()
+        )));
+    }
+    let (mut images, mut labels) = (Vec::new(), Vec::new());
+    for &(name, bytes) in files {
+        let in_file = |error| DataError::InFile { name: name.to_string(), error: Box::new(error) };
+        let idx = parse_idx_any_rank(bytes).map_err(in_file)?;
+        match idx.dims.len() {
+            3 => images.push((name, idx)),
+            1 => labels.push((name, idx)),
+            n => return Err(in_file(DataError::Files(format!("has {n} dimensions; IDX images have 3 and labels 1")))),
+        }
+    }
+    if images.len() != labels.len() {
+        return Err(DataError::Files(format!(
+            "got {} images files and {} labels files; each images file needs its labels file",
+            images.len(),
+            labels.len()
+        )));
+    }
+    // Largest first: the training pair, then the test pair.
+    images.sort_by_key(|(_, i)| std::cmp::Reverse(i.dims[0]));
+    labels.sort_by_key(|(_, l)| std::cmp::Reverse(l.dims[0]));
+    let mut sets = Vec::new();
+    for ((image_name, i), (label_name, l)) in images.into_iter().zip(labels) {
+        if i.dims[0] != l.dims[0] {
+            return Err(DataError::Files(format!(
+                "{image_name} holds {} images but {label_name} holds {} labels",
+                i.dims[0], l.dims[0]
+            )));
+        }
+        sets.push(Dataset { count: i.dims[0], rows: i.dims[1], cols: i.dims[2], pixels: i.data, labels: l.data });
+    }
+    if let [train, test] = &sets[..] {
+        if (train.rows, train.cols) != (test.rows, test.cols) {
+            return Err(DataError::Files(format!(
+                "the training images are {}x{} but the test images are {}x{}",
+                train.rows, train.cols, test.rows, test.cols
+            )));
+        }
+    }
+    let mut sets = sets.into_iter();
+    let first = sets.next().expect("one pair at least");
+    match sets.next() {
+        Some(test) => Ok((first, test)),
+        None => first.split_off_test(),
+    }
 }
 
 /// Images with their labels, pixels as bytes (0 = background, 255 = ink).
@@ -174,6 +244,25 @@ impl Dataset {
         sum.into_iter().map(|s| s as f32 / (255.0 * self.count as f32)).collect()
     }
 
+    /// Splits off the last tenth (at most 10,000 items) as a test set: (train, test).
+    fn split_off_test(mut self) -> Result<(Dataset, Dataset), DataError> {
+        if self.count < 2 {
+            return Err(DataError::Files("one image is too few to split into training and test sets".into()));
+        }
+        let test_count = (self.count / 10).clamp(1, 10_000);
+        let keep = self.count - test_count;
+        let n = self.pixels_per_image();
+        let test = Dataset {
+            count: test_count,
+            rows: self.rows,
+            cols: self.cols,
+            pixels: self.pixels.split_off(keep * n),
+            labels: self.labels.split_off(keep),
+        };
+        self.count = keep;
+        Ok((self, test))
+    }
+
     /// The first `n` items (for small tests).
     pub fn take(&self, n: usize) -> Dataset {
         let n = n.min(self.count);
@@ -211,4 +300,58 @@ pub fn epoch_permutation(count: usize, seed: u32, epoch: u32) -> Vec<u32> {
         order.swap(i, j);
     }
     order
+}
+
+/// A digit drawn by hand (ink in [0, 1], `width` x `height`, row-major) prepared as MNIST's
+/// digits were: its bounding box scaled (keeping its aspect ratio, with area averaging) to fit
+/// 20x20, then placed in a 28x28 image so that its centre of mass is at the centre.
+/// A blank drawing gives a blank image.
+pub fn centre_digit(ink: &[f32], width: usize, height: usize) -> Vec<f32> {
+    assert_eq!(ink.len(), width * height, "ink must be width x height");
+    const SIDE: usize = 28;
+    const BOX: f64 = 20.0;
+    let mut out = vec![0f32; SIDE * SIDE];
+    let inked = |x: usize, y: usize| ink[y * width + x] > 0.05;
+    let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
+    for y in 0..height {
+        for x in 0..width {
+            if inked(x, y) {
+                (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+            }
+        }
+    }
+    if x0 == usize::MAX {
+        return out;
+    }
+    let (bw, bh) = ((x1 - x0 + 1) as f64, (y1 - y0 + 1) as f64);
+    let scale = BOX / bw.max(bh);
+    let (w, h) = (((bw * scale).round() as usize).max(1), ((bh * scale).round() as usize).max(1));
+    // Area averaging: each output pixel is the mean of an n x n grid of source samples.
+    let n = ((1.0 / scale).ceil() as usize).clamp(1, 16) * 2;
+    let mut small = vec![0f64; w * h];
+    for (i, v) in small.iter_mut().enumerate() {
+        let (ox, oy) = ((i % w) as f64, (i / w) as f64);
+        let mut sum = 0.0;
+        for sy in 0..n {
+            for sx in 0..n {
+                let x = x0 as f64 + (ox + (sx as f64 + 0.5) / n as f64) / scale;
+                let y = y0 as f64 + (oy + (sy as f64 + 0.5) / n as f64) / scale;
+                sum += ink[(y as usize).min(height - 1) * width + (x as usize).min(width - 1)] as f64;
+            }
+        }
+        *v = sum / (n * n) as f64;
+    }
+    let total: f64 = small.iter().sum();
+    if total <= 0.0 {
+        return out;
+    }
+    let (cx, cy) = small.iter().enumerate().fold((0.0, 0.0), |(cx, cy), (i, &v)| (cx + v * (i % w) as f64, cy + v * (i / w) as f64));
+    // Shift so the centre of mass lands on pixel 13.5, the image's centre, staying inside.
+    let centre = (SIDE as f64 - 1.0) / 2.0;
+    let left = ((centre - cx / total).round() as isize).clamp(0, (SIDE - w) as isize) as usize;
+    let top = ((centre - cy / total).round() as isize).clamp(0, (SIDE - h) as isize) as usize;
+    for (i, &v) in small.iter().enumerate() {
+        out[(top + i / w) * SIDE + left + i % w] = v.min(1.0) as f32;
+    }
+    out
 }

@@ -1,6 +1,7 @@
 //! The GPU device and queue, found once, and the one readback helper.
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 /// Why the GPU could not be used. Each message says what the user can do about it.
 #[derive(Clone, Debug, PartialEq)]
@@ -13,6 +14,9 @@ pub enum GpuError {
     Device(String),
     /// Copying results back to the CPU failed (often: the device was lost).
     Readback(String),
+    /// The device was lost (driver reset, GPU removed, browser reclaimed it) or hit an error
+    /// it cannot continue after. Everything on it is gone; a new device must be opened.
+    Lost(String),
 }
 
 impl fmt::Display for GpuError {
@@ -26,6 +30,7 @@ impl fmt::Display for GpuError {
             GpuError::NoAdapter(why) => write!(f, "no GPU adapter was found ({why}); {}", NO_ADAPTER_HINT),
             GpuError::Device(why) => write!(f, "the GPU adapter refused to create a device: {why}"),
             GpuError::Readback(why) => write!(f, "reading results back from the GPU failed: {why}"),
+            GpuError::Lost(why) => write!(f, "the GPU device was lost ({why})"),
         }
     }
 }
@@ -40,8 +45,9 @@ const NO_ADAPTER_HINT: &str = "the browser has WebGPU but offered no adapter: ch
     acceleration is on, or in Chromium pass --enable-unsafe-webgpu (headless: also \
     --enable-features=Vulkan for the SwiftShader adapter)";
 
-/// The device and queue every kernel runs on, and what we know of the adapter.
-#[derive(Debug)]
+/// The device and queue every kernel runs on, and what we know of the adapter. Clones share
+/// the device.
+#[derive(Clone, Debug)]
 pub struct Gpu {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
@@ -49,6 +55,9 @@ pub struct Gpu {
     /// What the browser says of its adapter (vendor, architecture); empty natively, where
     /// `info.name` says it all.
     pub browser_description: String,
+    /// Why the device stopped working, once it has: set by the device-lost callback and by the
+    /// uncaptured-error handler (which would otherwise panic).
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 impl Gpu {
@@ -80,7 +89,32 @@ impl Gpu {
         let browser_description = browser_adapter_description().await;
         #[cfg(not(target_arch = "wasm32"))]
         let browser_description = String::new();
-        Ok(Gpu { device, queue, info: adapter.get_info(), browser_description })
+        let failure = Arc::new(Mutex::new(None));
+        let record = |failure: &Arc<Mutex<Option<String>>>| {
+            let failure = failure.clone();
+            move |why: String| {
+                let mut slot = failure.lock().unwrap_or_else(|e| e.into_inner());
+                slot.get_or_insert(why);
+            }
+        };
+        let on_lost = record(&failure);
+        device.set_device_lost_callback(move |reason, message| on_lost(format!("{reason:?}: {message}")));
+        let on_error = record(&failure);
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| on_error(e.to_string())));
+        Ok(Gpu { device, queue, info: adapter.get_info(), browser_description, failure })
+    }
+
+    /// `Err(Lost)` once the device has been lost or has failed; everything on it is gone.
+    pub fn check(&self) -> Result<(), GpuError> {
+        match &*self.failure.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(why) => Err(GpuError::Lost(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Destroys the device, as a driver reset would: for exercising the recovery path.
+    pub fn lose(&self) {
+        self.device.destroy();
     }
 
     /// One line naming the adapter, e.g. "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)".
@@ -114,6 +148,7 @@ impl Gpu {
         len: usize,
         then: impl FnOnce(&mut wgpu::CommandEncoder),
     ) -> Result<Vec<f32>, GpuError> {
+        self.check()?;
         let bytes = (len * 4) as u64;
         if bytes == 0 {
             return Ok(Vec::new());
@@ -129,6 +164,8 @@ impl Gpu {
         then(&mut encoder);
         self.queue.submit([encoder.finish()]);
 
+        // A lost device fails the map; say so rather than "readback failed".
+        let fail = |why: String| self.check().err().unwrap_or(GpuError::Readback(why));
         let (sender, receiver) = futures_channel::oneshot::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |result| {
             let _ = sender.send(result);
@@ -136,14 +173,12 @@ impl Gpu {
         #[cfg(not(target_arch = "wasm32"))]
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
+            .map_err(|e| fail(e.to_string()))?;
         receiver
             .await
-            .map_err(|_| GpuError::Readback("the map request was dropped".into()))?
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
-        let data = staging
-            .get_mapped_range(..)
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
+            .map_err(|_| fail("the map request was dropped".into()))?
+            .map_err(|e| fail(e.to_string()))?;
+        let data = staging.get_mapped_range(..).map_err(|e| fail(e.to_string()))?;
         let values = bytemuck::cast_slice(&data).to_vec();
         drop(data);
         staging.unmap();

@@ -5,11 +5,15 @@
 //! - [`reference`]: the plain-loop CPU version of every op: the oracle the GPU is checked against.
 //! - [`gpu`]: the device, its queue, and the one readback helper.
 //! - [`kernels`]: the WGSL pipelines, built once, and the uniforms that drive them.
+//! - [`latent`]: prior samples, interpolation, traversals and the manifold the page draws.
+//! - [`checkpoint`]: weights and configuration as a `.safetensors` file.
 //! - `web` (wasm32 only): the surface the page calls through wasm-bindgen.
 
+pub mod checkpoint;
 pub mod data;
 pub mod gpu;
 pub mod kernels;
+pub mod latent;
 pub mod model;
 pub mod reference;
 pub mod rng;

@@ -14,7 +14,8 @@ use crate::kernels::{
     UNIFORM_SLOT,
 };
 use crate::model::{initial_parameters, Config, ConfigError, Layout, Likelihood, LinearLayout};
-use crate::reference::{self, Activation};
+use crate::latent;
+use crate::reference::Activation;
 
 /// Steps whose records fit in the step ring: the most steps one submission can hold.
 pub const STEP_SLOTS: u32 = 256;
@@ -26,6 +27,8 @@ pub const IWAE_RNG_STEP: u32 = u32::MAX - 1;
 pub const PRIOR_RNG_STEP: u32 = u32::MAX - 2;
 /// Decoder rows per importance-weighted batch (datapoints x k).
 const IWAE_ROWS: usize = 2048;
+/// Rows per submission of the encode/decode/reconstruct passes.
+const PASS_ROWS: usize = 256;
 
 // The metrics buffer (f32): a flag, then three accumulators of 5 values:
 // [sum of reconstruction, sum of KL, datapoints, batches, sum of per-batch loss].
@@ -322,6 +325,7 @@ impl Trainer {
     /// Encodes and submits `n` training steps without waiting for them. Many steps go into one
     /// command buffer; the epoch's order is uploaded when an epoch begins.
     pub fn train(&mut self, n: u32) -> Result<(), TrainError> {
+        self.gpu.check()?;
         if let Some(step) = self.diverged {
             return Err(TrainError::Diverged { step });
         }
@@ -459,20 +463,28 @@ impl Trainer {
         Ok(self.to_pixels(out))
     }
 
-    /// Uploads `input` (rows of `width`) as the pass's x (z for Decode), runs the pass once, and
-    /// reads back `out_width` values per row from the tensor `output` picks.
+    /// Uploads `input` (rows of `width`) as the pass's x (z for Decode), runs the pass, and
+    /// reads back `out_width` values per row from the tensor `output` picks; in chunks of at
+    /// most `PASS_ROWS` rows, so the scratch buffer stays the size of a training batch.
     async fn run_pass(&mut self, pass: Pass, input: &[f32], width: usize, output: fn(&Acts) -> usize, out_width: usize) -> Result<Vec<f32>, TrainError> {
-        let n = self.rows_of(input, width)?;
-        let plan = self.plan(pass, n, n).clone();
-        let at = if pass == Pass::Decode { plan.acts.z } else { plan.acts.x };
-        self.gpu.queue.write_buffer(&self.buffers.acts, at as u64 * 4, bytes_of_f32(input));
-        self.submit(&plan.dispatches, &[StepRecord::default()]);
-        Ok(self.gpu.read_f32(&self.buffers.acts, output(&plan.acts), n * out_width).await?)
+        if input.is_empty() || input.len() % width != 0 {
+            return Err(TrainError::Data(format!("expected rows of {width} values, got {} values", input.len())));
+        }
+        let mut out = Vec::with_capacity(input.len() / width * out_width);
+        for chunk in input.chunks(PASS_ROWS * width) {
+            let n = chunk.len() / width;
+            let plan = self.plan(pass, n, n).clone();
+            let at = if pass == Pass::Decode { plan.acts.z } else { plan.acts.x };
+            self.gpu.queue.write_buffer(&self.buffers.acts, at as u64 * 4, bytes_of_f32(chunk));
+            self.submit(&plan.dispatches, &[StepRecord::default()]);
+            out.extend(self.gpu.read_f32(&self.buffers.acts, output(&plan.acts), n * out_width).await?);
+        }
+        Ok(out)
     }
 
     /// `n` images decoded from z ~ N(0, I); the same `seed` gives the same z.
     pub async fn sample_prior(&mut self, n: usize, seed: u32) -> Result<Vec<f32>, TrainError> {
-        let z = prior_codes(n, self.config.latent, seed);
+        let z = latent::prior_codes(n, self.config.latent, seed);
         self.decode(&z).await
     }
 
@@ -495,17 +507,6 @@ impl Trainer {
         self.gpu.queue.write_buffer(&self.buffers.moments, 0, bytes_of_f32(&vec![0f32; 2 * self.layout.len]));
         self.diverged = None;
         Ok(())
-    }
-
-    fn rows_of(&self, v: &[f32], width: usize) -> Result<usize, TrainError> {
-        let max_rows = self.config.batch_size.max(256);
-        if v.is_empty() || v.len() % width != 0 || v.len() / width > max_rows {
-            return Err(TrainError::Data(format!(
-                "expected 1..={max_rows} rows of {width} values, got {} values",
-                v.len()
-            )));
-        }
-        Ok(v.len() / width)
     }
 
     fn to_pixels(&self, out: Vec<f32>) -> Vec<f32> {
@@ -549,32 +550,6 @@ impl Trainer {
         self.plans.push(Plan { pass, batch, rows, acts, dispatches });
         self.plans.last().unwrap()
     }
-}
-
-/// The prior codes z ~ N(0, I) [n, Z] for `seed`, from the same hash as the GPU's eps.
-pub fn prior_codes(n: usize, latent: usize, seed: u32) -> Vec<f32> {
-    (0..n * latent).map(|i| reference::eps(seed, PRIOR_RNG_STEP, (i / latent) as u32, (i % latent) as u32) as f32).collect()
-}
-
-/// `steps` codes from `a` to `b` inclusive: linear, or spherical (slerp, which keeps codes at
-/// the typical radius of a Gaussian prior instead of cutting through its low-density centre).
-pub fn interpolate(a: &[f32], b: &[f32], steps: usize, spherical: bool) -> Vec<Vec<f32>> {
-    assert_eq!(a.len(), b.len());
-    let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
-    let (na, nb) = (a.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt(), b.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt());
-    let omega = (dot / (na * nb).max(1e-12)).clamp(-1.0, 1.0).acos();
-    (0..steps)
-        .map(|i| {
-            let t = if steps == 1 { 0.0 } else { i as f64 / (steps - 1) as f64 };
-            // Nearly parallel codes: slerp degenerates to lerp.
-            let (wa, wb) = if spherical && omega.sin() > 1e-6 {
-                (((1.0 - t) * omega).sin() / omega.sin(), (t * omega).sin() / omega.sin())
-            } else {
-                (1.0 - t, t)
-            };
-            a.iter().zip(b).map(|(&x, &y)| (wa * x as f64 + wb * y as f64) as f32).collect()
-        })
-        .collect()
 }
 
 /// Refuses configurations the device cannot hold, naming the field to change.

@@ -199,5 +199,5 @@ pub fn interpolate(a: Vec<f32>, b: Vec<f32>, steps: usize, spherical: bool) -> R
     if a.len() != b.len() || a.is_empty() {
         return Err(error("data", "the two codes must have the same, nonzero length".into(), None));
     }
-    Ok(trainer::interpolate(&a, &b, steps, spherical).concat())
+    Ok(crate::latent::interpolate(&a, &b, steps, spherical).concat())
 }

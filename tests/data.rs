@@ -4,7 +4,7 @@
 
 use std::io::Write;
 
-use webvae::data::{bundled_mnist, epoch_permutation, parse_idx, DataError, Dataset};
+use webvae::data::{bundled_mnist, centre_digit, datasets_from_files, epoch_permutation, parse_idx, DataError, Dataset};
 
 const FASHION: &str = "/usr/share/datasets/fashion-mnist";
 
@@ -125,4 +125,85 @@ fn epoch_permutations_are_seeded_permutations() {
     assert_eq!(p, epoch_permutation(1000, 1, 0));
     assert_ne!(p, epoch_permutation(1000, 1, 1));
     assert_ne!(p, epoch_permutation(1000, 2, 0));
+}
+
+#[test]
+fn user_files_are_recognised_in_any_order_and_paired_by_count() {
+    let read = |name: &str| std::fs::read(format!("{FASHION}/{name}")).unwrap();
+    let (ti, tl) = (read("t10k-images-idx3-ubyte.gz"), read("t10k-labels-idx1-ubyte.gz"));
+    let (small_i, small_l) = (images_idx(3, 28, 28, &[7; 3 * 784]), labels_idx(&[1, 2, 3]));
+    // Four files, shuffled: the larger pair trains.
+    let (train, test) =
+        datasets_from_files(&[("b", &small_l), ("a", &ti), ("c", &small_i), ("d", &tl)]).unwrap();
+    assert_eq!((train.count, test.count), (10_000, 3));
+    assert_eq!(test.labels, [1, 2, 3]);
+    // Two files: the last tenth is held out.
+    let (train, test) = datasets_from_files(&[("l", &tl), ("i", &ti)]).unwrap();
+    assert_eq!((train.count, test.count), (9_000, 1_000));
+    let whole = Dataset::from_idx(&ti, &tl).unwrap();
+    assert_eq!(test.image(0), whole.image(9_000));
+    assert_eq!(test.labels[..], whole.labels[9_000..]);
+}
+
+#[test]
+fn unusable_file_sets_say_why() {
+    let (i, l) = (images_idx(3, 2, 2, &[0; 12]), labels_idx(&[1, 2, 3]));
+    let message = |files: &[(&str, &[u8])]| datasets_from_files(files).unwrap_err().to_string();
+    assert!(message(&[("i", &i)]).contains("choose 2 files"));
+    assert!(message(&[("i", &i), ("j", &i)]).contains("2 images files and 0 labels"));
+    let err = message(&[("notes.txt", b"hello, world"), ("l", &l)]);
+    assert!(err.starts_with("notes.txt: not an IDX file"), "{err}");
+    assert!(message(&[("i", &i), ("l", &labels_idx(&[1, 2]))]).contains("holds 3 images but l holds 2 labels"));
+    let other_size = images_idx(2, 3, 3, &[0; 18]);
+    let err = message(&[("i", &i), ("l", &l), ("j", &other_size), ("m", &labels_idx(&[1, 2]))]);
+    assert!(err.contains("2x2") && err.contains("3x3"), "{err}");
+    let truncated = &gzip(&i)[..20];
+    assert!(matches!(
+        datasets_from_files(&[("t.gz", truncated), ("l", &l)]),
+        Err(DataError::InFile { ref name, .. }) if name == "t.gz"
+    ));
+}
+
+/// Centre of mass (x, y) and bounding box (x0, y0, x1, y1) of a 28x28 image.
+fn com_and_box(img: &[f32]) -> ((f64, f64), (usize, usize, usize, usize)) {
+    let (mut total, mut cx, mut cy) = (0.0, 0.0, 0.0);
+    let (mut x0, mut y0, mut x1, mut y1) = (28, 28, 0, 0);
+    for (i, &v) in img.iter().enumerate() {
+        let (x, y) = (i % 28, i / 28);
+        total += v as f64;
+        cx += v as f64 * x as f64;
+        cy += v as f64 * y as f64;
+        if v > 0.0 {
+            (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+        }
+    }
+    ((cx / total, cy / total), (x0, y0, x1, y1))
+}
+
+#[test]
+fn drawings_are_centred_like_mnist() {
+    // A tall bar drawn in the top-left corner of a 280x280 canvas.
+    let (w, h) = (280, 280);
+    let mut ink = vec![0f32; w * h];
+    for y in 10..110 {
+        for x in 20..50 {
+            ink[y * w + x] = 1.0;
+        }
+    }
+    let img = centre_digit(&ink, w, h);
+    assert_eq!(img.len(), 784);
+    let ((cx, cy), (x0, y0, x1, y1)) = com_and_box(&img);
+    assert!((cx - 13.5).abs() <= 0.5 && (cy - 13.5).abs() <= 0.5, "centre of mass at ({cx}, {cy})");
+    assert_eq!(y1 - y0 + 1, 20, "the longer side is scaled to 20 pixels");
+    assert_eq!(x1 - x0 + 1, 6, "the aspect ratio is kept (30:100 of 20 is 6)");
+    assert!(img.iter().all(|&v| (0.0..=1.0).contains(&v)));
+    // A blank canvas stays blank.
+    assert!(centre_digit(&vec![0.0; 100], 10, 10).iter().all(|&v| v == 0.0));
+    // A real MNIST digit (already 20 pixels tall) keeps its size and ends up centred.
+    let (_, test) = bundled_mnist().unwrap();
+    let digit = test.image(0);
+    let (_, (a0, b0, a1, b1)) = com_and_box(&digit);
+    let ((cx, cy), (x0, y0, x1, y1)) = com_and_box(&centre_digit(&digit, 28, 28));
+    assert!((cx - 13.5).abs() <= 0.5 && (cy - 13.5).abs() <= 0.5, "centre of mass at ({cx}, {cy})");
+    assert!((x1 - x0).abs_diff(a1 - a0) <= 1 && (y1 - y0).abs_diff(b1 - b0) <= 1);
 }

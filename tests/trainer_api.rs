@@ -6,7 +6,8 @@ mod common;
 
 use webvae::gpu::Gpu;
 use webvae::model::Config;
-use webvae::trainer::{interpolate, TrainError, Trainer};
+use webvae::latent::interpolate;
+use webvae::trainer::{TrainError, Trainer};
 
 fn trainer(config: Config) -> Trainer {
     let (train, test) = common::small_mnist(512);
