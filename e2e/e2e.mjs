@@ -2,12 +2,15 @@
 // WebGPU (SwiftShader), and checks what a user would see. Screenshots go to ../artifacts/.
 import { chromium } from "playwright-core";
 import { createServer } from "node:http";
-import { readFile, mkdir } from "node:fs/promises";
+import { readFile, mkdir, writeFile } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
 import { extname, join, normalize } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const ROOT = fileURLToPath(new URL("../dist/", import.meta.url));
 const ARTIFACTS = fileURLToPath(new URL("../artifacts/", import.meta.url));
+const PYTHON = fileURLToPath(new URL("../.venv/bin/python", import.meta.url));
+const CHECK_SAFETENSORS = fileURLToPath(new URL("../scripts/check_safetensors.py", import.meta.url));
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm",
   ".css": "text/css", ".png": "image/png", ".gz": "application/gzip", ".json": "application/json" };
@@ -61,7 +64,20 @@ try {
   page.on("requestfailed", (r) => problems.push(`request failed: ${r.url()}`));
   page.on("response", (r) => { if (r.status() >= 400) problems.push(`HTTP ${r.status()}: ${r.url()}`); });
 
-  await check("page loads from a sub-path and reports the WebGPU adapter", async () => {
+  const idle = () => page.waitForFunction(() => window.vae && !window.vae.busy(), null, { timeout: 120000 });
+  // A canvas's pixels, as an array of grey levels.
+  const pixels = (id) => page.evaluate((id) => {
+    const c = document.getElementById(id);
+    const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+    return Array.from({ length: d.length / 4 }, (_, i) => d[4 * i]);
+  }, id);
+  // The mean absolute difference of two grey-level arrays, in levels.
+  const diff = (a, b) => a.reduce((s, v, i) => s + Math.abs(v - b[i]), 0) / a.length;
+  const lossValue = async () => parseFloat(await page.textContent("#loss"));
+  const message = () => page.textContent("#data-message");
+
+  await check("page loads from a sub-path, reports the adapter and draws samples within seconds", async () => {
+    const t0 = Date.now();
     await page.goto(url);
     await page.waitForFunction(() => document.getElementById("gpu-status").dataset.state !== "loading",
       null, { timeout: 60000 });
@@ -70,11 +86,180 @@ try {
     console.log(`     page says: ${text}`);
     assert(state === "ready", `expected state "ready", got "${state}": ${text}`);
     assert(/WebGPU adapter: \S/.test(text), `no adapter named: ${text}`);
-    await page.screenshot({ path: join(ARTIFACTS, "page.png"), fullPage: true });
+    await page.waitForFunction(() => !document.getElementById("train").disabled, null, { timeout: 60000 });
+    await idle();
+    console.log(`     first samples after ${Date.now() - t0} ms (software adapter)`);
+    const grid = await pixels("samples");
+    assert(grid.length === 224 * 224, `sample grid is ${grid.length} pixels`);
+    assert(grid.some((v) => v > 0), "the sample grid is blank");
+  });
+
+  await check("controls have accessible names and images text alternatives", async () => {
+    const missing = await page.evaluate(() => {
+      const out = [];
+      for (const b of document.querySelectorAll("button:not([hidden])")) {
+        if (!(b.getAttribute("aria-label") || b.textContent.trim())) out.push(b.outerHTML.slice(0, 60));
+      }
+      for (const i of document.querySelectorAll("input, select")) {
+        if (!i.closest("label") && !document.querySelector(`label[for="${i.id}"]`)) out.push(i.outerHTML.slice(0, 60));
+      }
+      for (const c of document.querySelectorAll("canvas")) {
+        if (!c.closest("button") && !c.getAttribute("aria-label")) out.push(c.outerHTML.slice(0, 60));
+      }
+      return out;
+    });
+    assert(missing.length === 0, `unnamed: ${missing.join(" | ")}`);
+  });
+
+  let trainedSamples;
+  await check("Train lowers the loss and sharpens the sample grid", async () => {
+    const before = await pixels("samples");
+    await page.click("#train");
+    assert((await page.textContent("#train")) === "Pause", "the Train button did not become Pause");
+    await page.waitForFunction(() => Number(document.getElementById("step").textContent) > 0, null, { timeout: 60000 });
+    const first = await lossValue();
+    await page.waitForFunction((first) => parseFloat(document.getElementById("loss").textContent) < 0.75 * first
+      && Number(document.getElementById("step").textContent) >= 30, first, { timeout: 300000 });
+    const steps = await page.textContent("#step"), rate = await page.textContent("#rate");
+    await page.click("#train");
+    await idle();
+    const last = await lossValue();
+    console.log(`     loss ${first.toFixed(1)} -> ${last.toFixed(1)} after ${steps} steps; samples/s ${rate}`);
+    trainedSamples = await pixels("samples");
+    const changed = diff(before, trainedSamples);
+    assert(changed > 5, `the sample grid barely changed (mean difference ${changed.toFixed(2)} levels)`);
+    await page.screenshot({ path: join(ARTIFACTS, "trained.png"), fullPage: true });
+  });
+
+  await check("interpolation strip ends at the reconstructions of the two picked digits", async () => {
+    await page.check('input[name="slot"][value="a"]');
+    await page.click("#gallery .digit >> nth=3");
+    await idle();
+    await page.click("#gallery .digit >> nth=7");
+    await idle();
+    const strip = await pixels("strip");
+    const cell = (k) => Array.from({ length: 28 * 28 }, (_, i) => strip[Math.floor(i / 28) * 280 + k * 28 + (i % 28)]);
+    const [ra, rb] = [await pixels("slot-a-recon"), await pixels("slot-b-recon")];
+    const [ea, eb] = [diff(cell(0), ra), diff(cell(9), rb)];
+    assert(ea <= 1 && eb <= 1, `endpoints differ from the reconstructions by ${ea.toFixed(2)} and ${eb.toFixed(2)} levels`);
+    assert(diff(ra, rb) > 10, "the two picked digits reconstruct to nearly the same image");
+    await page.check('input[name="path"][value="spherical"]');
+    await idle();
+    const arc = await pixels("strip");
+    assert(diff(cell(0), ra) <= 1, "the spherical path does not start at A");
+    assert(diff(arc, strip) > 0, "the spherical path is the same as the linear one");
+  });
+
+  await check("a drawn digit can be picked", async () => {
+    const box = await page.locator("#pad").boundingBox();
+    await page.mouse.move(box.x + box.width * 0.5, box.y + box.height * 0.15);
+    await page.mouse.down();
+    await page.mouse.move(box.x + box.width * 0.52, box.y + box.height * 0.85, { steps: 10 });
+    await page.mouse.up();
+    await page.click("#use-drawing");
+    await idle();
+    const drawn = await pixels("slot-b");
+    assert(drawn.some((v) => v > 128), "the drawing did not reach digit B");
+    const label = await page.getAttribute("#slot-b", "aria-label");
+    assert(/drawing/.test(label), `digit B is labelled "${label}"`);
+  });
+
+  await check("weights save to .safetensors (readable by Python) and load back", async () => {
+    const [download] = await Promise.all([page.waitForEvent("download"), page.click("#save")]);
+    const file = join(ARTIFACTS, "weights.safetensors");
+    await download.saveAs(file);
+    const read = JSON.parse(execFileSync(PYTHON, [CHECK_SAFETENSORS, file]).toString());
+    const config = JSON.parse(read.metadata.config);
+    assert(config.latent === 20 && config.hidden[0] === 400, `saved config: ${read.metadata.config}`);
+    assert(JSON.stringify(read.tensors["encoder.0.weight"].shape) === "[400,784]", "encoder.0.weight is not [400, 784]");
+    assert(read.tensors["decoder.out.weight"], "no decoder.out.weight");
+    await page.click("#reset");
+    await idle();
+    assert(diff(await pixels("samples"), trainedSamples) > 5, "Reset did not change the samples");
+    await page.setInputFiles("#load", file);
+    await page.waitForFunction(() => /was not loaded|Loaded/.test(document.getElementById("data-message").textContent));
+    await idle();
+    assert(/Loaded weights.safetensors/.test(await message()), await message());
+    const restored = diff(await pixels("samples"), trainedSamples);
+    assert(restored < 0.01, `the loaded weights draw different samples (${restored.toFixed(3)} levels)`);
+  });
+
+  await check("a corrupt checkpoint is refused and changes nothing", async () => {
+    const before = await pixels("samples");
+    const good = await readFile(join(ARTIFACTS, "weights.safetensors"));
+    await page.setInputFiles("#load", { name: "cut.safetensors", mimeType: "application/octet-stream", buffer: good.subarray(0, 5000) });
+    await page.waitForFunction(() => /was not loaded/.test(document.getElementById("data-message").textContent));
+    console.log(`     page says: ${await message()}`);
+    assert(/truncated/.test(await message()), await message());
+    await idle();
+    assert(diff(await pixels("samples"), before) === 0, "the samples changed");
+  });
+
+  await check("a malformed IDX file gets a clear message and leaves data and model alone", async () => {
+    const before = await pixels("samples");
+    const summary = await page.textContent("#data-summary");
+    const labels = await readFile(join(ROOT, "data/t10k-labels-idx1-ubyte.gz"));
+    await page.setInputFiles("#data-files", [
+      { name: "images-idx3-ubyte", mimeType: "application/octet-stream", buffer: Buffer.from([0, 0, 8, 3, 0, 0, 0, 9, 0, 0, 0, 28, 0, 0, 0, 28, 1, 2, 3]) },
+      { name: "labels-idx1-ubyte.gz", mimeType: "application/gzip", buffer: labels },
+    ]);
+    await page.waitForFunction(() => /not loaded/.test(document.getElementById("data-message").textContent));
+    const text = await message();
+    console.log(`     page says: ${text}`);
+    assert(/images-idx3-ubyte: .*header describes/.test(text), `unclear message: ${text}`);
+    assert((await page.textContent("#data-summary")) === summary, "the dataset summary changed");
+    assert(diff(await pixels("samples"), before) === 0, "the samples changed");
+  });
+
+  await check("settings are validated next to the field and applied on reset", async () => {
+    await page.fill('#settings [name="latent"]', "0");
+    await page.click("#apply");
+    const error = await page.textContent("#latent-error");
+    assert(/1\.\.=64/.test(error), `latent error: "${error}"`);
+    assert((await page.getAttribute('#settings [name="latent"]', "aria-invalid")) === "true", "latent not marked invalid");
+    await page.fill('#settings [name="latent"]', "2");
+    await page.click("#apply");
+    await idle();
+    assert(/-2,/.test(await page.textContent("#model-summary")), await page.textContent("#model-summary"));
+    assert(!(await page.isHidden("#manifold")), "no manifold for a 2-D latent space");
+    assert((await pixels("manifold")).some((v) => v > 0), "the manifold is blank");
+    assert((await page.locator("#traversal .trow").count()) === 2, "expected one traversal row per dimension");
+  });
+
+  await check("the page fits a phone's width", async () => {
+    await page.setViewportSize({ width: 375, height: 800 });
+    const width = await page.evaluate(() => document.documentElement.scrollWidth);
+    await page.screenshot({ path: join(ARTIFACTS, "phone.png"), fullPage: true });
+    await page.setViewportSize({ width: 1100, height: 800 });
+    assert(width <= 376, `the page is ${width} px wide at 375 px`);
   });
 
   await check("no errors in the console", async () => {
     assert(problems.length === 0, problems.join("; "));
+  });
+
+  await check("a lost device is reported and training restarts from the kept weights", async () => {
+    await page.click("#train");
+    await page.waitForFunction(() => Number(document.getElementById("step").textContent) > 2, null, { timeout: 120000 });
+    await page.click("#train"); // pausing keeps a copy of the weights
+    await idle();
+    const kept = await pixels("samples");
+    await page.evaluate(() => window.vae.loseDevice());
+    await page.click("#train");
+    await page.waitForFunction(() => !document.getElementById("alert").hidden, null, { timeout: 60000 });
+    const text = await page.textContent("#alert-message");
+    console.log(`     page says: ${text}`);
+    assert(/device was lost/.test(text) && /weights from step \d+ are kept/.test(text), text);
+    await page.click("#alert-action");
+    await page.waitForFunction(() => document.getElementById("gpu-status").dataset.state === "ready"
+      && !document.getElementById("train").disabled, null, { timeout: 60000 });
+    await idle();
+    const restored = diff(await pixels("samples"), kept);
+    assert(restored < 0.01, `the restarted model draws different samples (${restored.toFixed(3)} levels)`);
+    await page.click("#train");
+    await page.waitForFunction(() => Number(document.getElementById("step").textContent) > 0, null, { timeout: 120000 });
+    await page.click("#train");
+    await idle();
   });
 
   await check("a browser without WebGPU gets a clear message", async () => {

@@ -3,10 +3,12 @@
 
 use wasm_bindgen::prelude::*;
 
-use crate::data::Dataset;
+use crate::checkpoint::{self, CheckpointError};
+use crate::data::{self, DataError, Dataset};
 use crate::gpu::{Gpu, GpuError};
+use crate::latent;
 use crate::model::Config;
-use crate::trainer::{self, TrainError, Trainer};
+use crate::trainer::{TrainError, Trainer};
 
 #[wasm_bindgen(start)]
 pub fn start() {
@@ -29,6 +31,7 @@ fn gpu_error_to_js(e: GpuError) -> JsValue {
         GpuError::NoAdapter(_) => "no-adapter",
         GpuError::Device(_) => "device",
         GpuError::Readback(_) => "readback",
+        GpuError::Lost(_) => "lost",
     };
     error(kind, e.to_string(), None)
 }
@@ -42,8 +45,34 @@ fn train_error_to_js(e: TrainError) -> JsValue {
     }
 }
 
-fn set(obj: &js_sys::Object, key: &str, value: f64) {
+fn data_error_to_js(e: DataError) -> JsValue {
+    error("data", e.to_string(), None)
+}
+
+fn checkpoint_error_to_js(e: CheckpointError) -> JsValue {
+    error("checkpoint", e.to_string(), None)
+}
+
+fn set(obj: &js_sys::Object, key: &str, value: impl Into<JsValue>) {
     let _ = js_sys::Reflect::set(obj, &key.into(), &value.into());
+}
+
+/// A `Config` from a plain object with any of its fields (the rest take the reference values),
+/// validated: errors name the field.
+fn config_from_js(config: JsValue) -> Result<Config, JsValue> {
+    let config: Config = if config.is_undefined() || config.is_null() {
+        Config::default()
+    } else {
+        serde_wasm_bindgen::from_value(config).map_err(|e| error("config", e.to_string(), None))?
+    };
+    config.validate().map_err(|e| error("config", e.to_string(), Some(e.field)))?;
+    Ok(config)
+}
+
+fn config_to_js(config: &Config) -> Result<JsValue, JsValue> {
+    // Plain objects rather than Maps, so the page can read fields directly.
+    let serializer = serde_wasm_bindgen::Serializer::json_compatible();
+    serde::Serialize::serialize(config, &serializer).map_err(|e| error("config", e.to_string(), None))
 }
 
 /// Finds the WebGPU adapter and returns one line describing it. On failure the promise rejects
@@ -54,46 +83,138 @@ pub async fn probe_gpu() -> Result<String, JsValue> {
     Ok(gpu.adapter_summary())
 }
 
-/// A VAE training on the page's GPU, with its test set kept for picking digits.
+/// The configuration with defaults filled in, or `{ kind: "config", field, message }`.
+#[wasm_bindgen(js_name = validateConfig)]
+pub fn validate_config(config: JsValue) -> Result<JsValue, JsValue> {
+    config_to_js(&config_from_js(config)?)
+}
+
+/// An open GPU device. Trainers share it; after it is lost, request a new one.
 #[wasm_bindgen]
-pub struct WebTrainer {
-    trainer: Trainer,
+pub struct WebGpu {
+    gpu: Gpu,
+}
+
+#[wasm_bindgen]
+impl WebGpu {
+    /// Opens the adapter's device; rejects with kind "no-webgpu", "no-adapter" or "device".
+    pub async fn request() -> Result<WebGpu, JsValue> {
+        Ok(WebGpu { gpu: Gpu::new().await.map_err(gpu_error_to_js)? })
+    }
+
+    pub fn adapter(&self) -> String {
+        self.gpu.adapter_summary()
+    }
+
+    /// Destroys the device as a driver reset would, to try the recovery path.
+    pub fn lose(&self) {
+        self.gpu.lose();
+    }
+}
+
+/// A training set and a test set, parsed and checked.
+#[wasm_bindgen]
+pub struct WebData {
+    train: Dataset,
     test: Dataset,
 }
 
 #[wasm_bindgen]
-impl WebTrainer {
-    /// `config`: an object with any of `Config`'s fields (the rest take the reference values);
-    /// the four files are IDX images/labels, raw or gzipped.
-    pub async fn create(
-        config: JsValue,
-        train_images: Vec<u8>,
-        train_labels: Vec<u8>,
-        test_images: Vec<u8>,
-        test_labels: Vec<u8>,
-    ) -> Result<WebTrainer, JsValue> {
-        let config: Config = if config.is_undefined() || config.is_null() {
-            Config::default()
-        } else {
-            serde_wasm_bindgen::from_value(config).map_err(|e| error("config", e.to_string(), None))?
-        };
-        let data = |what: &str, images: &[u8], labels: &[u8]| {
-            Dataset::from_idx(images, labels).map_err(|e| error("data", format!("{what} set: {e}"), None))
-        };
-        let train = data("training", &train_images, &train_labels)?;
-        let test = data("test", &test_images, &test_labels)?;
-        let gpu = Gpu::new().await.map_err(gpu_error_to_js)?;
-        let trainer = Trainer::new(gpu, config, &train, &test).map_err(train_error_to_js)?;
-        Ok(WebTrainer { trainer, test })
+impl WebData {
+    /// From IDX files (raw or gzipped) in any order: 4 (training and test images and labels)
+    /// or 2 (images and labels; the last tenth becomes the test set). Errors name the file.
+    #[wasm_bindgen(js_name = fromFiles)]
+    pub fn from_files(names: Vec<String>, files: Vec<js_sys::Uint8Array>) -> Result<WebData, JsValue> {
+        if names.len() != files.len() {
+            return Err(error("data", "each file needs a name".into(), None));
+        }
+        let bytes: Vec<Vec<u8>> = files.iter().map(|f| f.to_vec()).collect();
+        let pairs: Vec<(&str, &[u8])> = names.iter().map(String::as_str).zip(bytes.iter().map(Vec::as_slice)).collect();
+        let (train, test) = data::datasets_from_files(&pairs).map_err(data_error_to_js)?;
+        Ok(WebData { train, test })
     }
 
-    pub fn adapter(&self) -> String {
-        self.trainer.gpu().adapter_summary()
+    #[wasm_bindgen(js_name = trainCount)]
+    pub fn train_count(&self) -> usize {
+        self.train.count
+    }
+
+    #[wasm_bindgen(js_name = testCount)]
+    pub fn test_count(&self) -> usize {
+        self.test.count
+    }
+
+    pub fn rows(&self) -> usize {
+        self.test.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.test.cols
+    }
+
+    /// Test images `start..start + n` (clamped to the set) as floats in [0, 1], image after image.
+    #[wasm_bindgen(js_name = testImages)]
+    pub fn test_images(&self, start: usize, n: usize) -> Vec<f32> {
+        let end = (start + n).min(self.test.count);
+        (start.min(end)..end).flat_map(|i| self.test.image(i)).collect()
+    }
+
+    #[wasm_bindgen(js_name = testLabels)]
+    pub fn test_labels(&self) -> Vec<u8> {
+        self.test.labels.clone()
+    }
+}
+
+/// `{ config, step }` of a `.safetensors` checkpoint, after checking all of it; rejects with
+/// kind "checkpoint" saying what is wrong.
+#[wasm_bindgen(js_name = checkpointInfo)]
+pub fn checkpoint_info(bytes: &[u8]) -> Result<JsValue, JsValue> {
+    let c = checkpoint::load(bytes).map_err(checkpoint_error_to_js)?;
+    let obj = js_sys::Object::new();
+    set(&obj, "config", config_to_js(&c.config)?);
+    set(&obj, "step", c.step);
+    Ok(obj.into())
+}
+
+/// A VAE training on the page's GPU.
+#[wasm_bindgen]
+pub struct WebTrainer {
+    trainer: Trainer,
+}
+
+#[wasm_bindgen]
+impl WebTrainer {
+    /// A freshly initialised model; `config` is an object with any of `Config`'s fields.
+    #[wasm_bindgen(constructor)]
+    pub fn new(gpu: &WebGpu, config: JsValue, data: &WebData) -> Result<WebTrainer, JsValue> {
+        let config = config_from_js(config)?;
+        let trainer = Trainer::new(gpu.gpu.clone(), config, &data.train, &data.test).map_err(train_error_to_js)?;
+        Ok(WebTrainer { trainer })
+    }
+
+    /// A model with the configuration and weights of a `.safetensors` checkpoint (Adam starts
+    /// afresh). Nothing is created unless the whole file checks out.
+    #[wasm_bindgen(js_name = fromCheckpoint)]
+    pub fn from_checkpoint(gpu: &WebGpu, bytes: &[u8], data: &WebData) -> Result<WebTrainer, JsValue> {
+        let c = checkpoint::load(bytes).map_err(checkpoint_error_to_js)?;
+        let mut trainer = Trainer::new(gpu.gpu.clone(), c.config, &data.train, &data.test).map_err(train_error_to_js)?;
+        trainer.set_parameters(&c.parameters).map_err(train_error_to_js)?;
+        Ok(WebTrainer { trainer })
+    }
+
+    /// The weights and configuration as a `.safetensors` file.
+    pub async fn save(&self) -> Result<Vec<u8>, JsValue> {
+        let params = self.trainer.parameters().await.map_err(train_error_to_js)?;
+        Ok(checkpoint::save(self.trainer.config(), self.trainer.layout(), &params, self.trainer.step()))
     }
 
     /// The configuration in use, as a plain object.
     pub fn config(&self) -> Result<JsValue, JsValue> {
-        serde_wasm_bindgen::to_value(self.trainer.config()).map_err(|e| error("config", e.to_string(), None))
+        config_to_js(self.trainer.config())
+    }
+
+    pub fn latent(&self) -> usize {
+        self.trainer.config().latent
     }
 
     /// Submits `n` training steps to the GPU and returns without waiting.
@@ -119,16 +240,17 @@ impl WebTrainer {
         self.trainer.dispatches_per_step()
     }
 
-    /// `{ steps, loss, reconstruction, kl, totalSteps, epoch }` averaged since the last call.
+    /// `{ steps, loss, reconstruction, kl, totalSteps, epoch }` averaged since the last call;
+    /// waits for the GPU to finish what was submitted.
     pub async fn metrics(&mut self) -> Result<JsValue, JsValue> {
         let m = self.trainer.metrics().await.map_err(train_error_to_js)?;
         let obj = js_sys::Object::new();
-        set(&obj, "steps", m.steps as f64);
+        set(&obj, "steps", m.steps);
         set(&obj, "loss", m.loss);
         set(&obj, "reconstruction", m.reconstruction);
         set(&obj, "kl", m.kl);
-        set(&obj, "totalSteps", m.total_steps as f64);
-        set(&obj, "epoch", m.epoch as f64);
+        set(&obj, "totalSteps", m.total_steps);
+        set(&obj, "epoch", m.epoch);
         Ok(obj.into())
     }
 
@@ -152,8 +274,8 @@ impl WebTrainer {
     pub async fn encode(&mut self, x: Vec<f32>) -> Result<JsValue, JsValue> {
         let (mu, logvar) = self.trainer.encode(&x).await.map_err(train_error_to_js)?;
         let obj = js_sys::Object::new();
-        let _ = js_sys::Reflect::set(&obj, &"mu".into(), &js_sys::Float32Array::from(&mu[..]).into());
-        let _ = js_sys::Reflect::set(&obj, &"logvar".into(), &js_sys::Float32Array::from(&logvar[..]).into());
+        set(&obj, "mu", js_sys::Float32Array::from(&mu[..]));
+        set(&obj, "logvar", js_sys::Float32Array::from(&logvar[..]));
         Ok(obj.into())
     }
 
@@ -166,30 +288,18 @@ impl WebTrainer {
     pub async fn reconstruct(&mut self, x: Vec<f32>) -> Result<Vec<f32>, JsValue> {
         self.trainer.reconstruct(&x).await.map_err(train_error_to_js)
     }
+}
 
-    /// `n` images decoded from the prior; the same seed gives the same codes.
-    #[wasm_bindgen(js_name = samplePrior)]
-    pub async fn sample_prior(&mut self, n: usize, seed: u32) -> Result<Vec<f32>, JsValue> {
-        self.trainer.sample_prior(n, seed).await.map_err(train_error_to_js)
-    }
+/// `n` codes z ~ N(0, I) [n * latent]; the same seed gives the same codes.
+#[wasm_bindgen(js_name = priorCodes)]
+pub fn prior_codes(n: usize, latent: usize, seed: u32) -> Vec<f32> {
+    latent::prior_codes(n, latent, seed)
+}
 
-    #[wasm_bindgen(js_name = testCount)]
-    pub fn test_count(&self) -> usize {
-        self.test.count
-    }
-
-    /// Test image `i` as floats in [0, 1].
-    #[wasm_bindgen(js_name = testImage)]
-    pub fn test_image(&self, i: usize) -> Result<Vec<f32>, JsValue> {
-        if i >= self.test.count {
-            return Err(error("data", format!("test image {i} does not exist (there are {})", self.test.count), None));
-        }
-        Ok(self.test.image(i))
-    }
-
-    #[wasm_bindgen(js_name = testLabel)]
-    pub fn test_label(&self, i: usize) -> Option<u8> {
-        self.test.labels.get(i).copied()
+fn check_code(code: &[f32], dims: &[usize]) -> Result<(), JsValue> {
+    match dims.iter().find(|&&d| d >= code.len()) {
+        Some(d) => Err(error("data", format!("dimension {d} is outside a code of {} dimensions", code.len()), None)),
+        None => Ok(()),
     }
 }
 
@@ -199,5 +309,34 @@ pub fn interpolate(a: Vec<f32>, b: Vec<f32>, steps: usize, spherical: bool) -> R
     if a.len() != b.len() || a.is_empty() {
         return Err(error("data", "the two codes must have the same, nonzero length".into(), None));
     }
-    Ok(crate::latent::interpolate(&a, &b, steps, spherical).concat())
+    Ok(latent::interpolate(&a, &b, steps, spherical).concat())
+}
+
+/// For each of `dims`, `steps` copies of `code` sweeping that dimension over the prior's range.
+#[wasm_bindgen(js_name = traversalCodes)]
+pub fn traversal_codes(code: Vec<f32>, dims: Vec<usize>, steps: usize) -> Result<Vec<f32>, JsValue> {
+    check_code(&code, &dims)?;
+    Ok(latent::traversal_codes(&code, &dims, steps))
+}
+
+/// An n x n grid of codes over the prior's quantiles in dimensions x and y.
+#[wasm_bindgen(js_name = manifoldCodes)]
+pub fn manifold_codes(code: Vec<f32>, x: usize, y: usize, n: usize) -> Result<Vec<f32>, JsValue> {
+    check_code(&code, &[x, y])?;
+    Ok(latent::manifold_codes(&code, x, y, n))
+}
+
+/// The average KL of each latent dimension over the rows of mu and logvar [n * latent].
+#[wasm_bindgen(js_name = klPerDimension)]
+pub fn kl_per_dimension(mu: Vec<f32>, logvar: Vec<f32>, latent: usize) -> Vec<f64> {
+    latent::kl_per_dimension(&mu, &logvar, latent)
+}
+
+/// A hand drawing (ink in [0, 1], width x height) as a centred 28x28 MNIST-style digit.
+#[wasm_bindgen(js_name = centreDigit)]
+pub fn centre_digit(ink: Vec<f32>, width: usize, height: usize) -> Result<Vec<f32>, JsValue> {
+    if ink.len() != width * height {
+        return Err(error("data", format!("{} values do not make a {width}x{height} drawing", ink.len()), None));
+    }
+    Ok(data::centre_digit(&ink, width, height))
 }

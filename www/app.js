@@ -1,15 +1,57 @@
-// The page's script: waits for the wasm module (Trunk fires TrunkApplicationStarted once it is
-// loaded and initialised), then asks it for the GPU and shows what it found, or why not.
+// The page: opens the GPU, loads the bundled digits, and drives the wasm trainer. Every call
+// into the trainer goes through `gpuTask`, one at a time: an async wasm method keeps the trainer
+// borrowed until it resolves, and serialising also keeps at most one submission waiting.
+import { drawDigits, drawScatter, DrawingPad, LABEL_COLOURS, LossChart, SIDE } from "./views.js";
 
-const section = document.getElementById("gpu-status");
-const message = document.getElementById("gpu-message");
+const $ = (id) => document.getElementById(id);
+const PIXELS = SIDE * SIDE;
+const BUNDLED = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+  "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"];
+const FRAME_MS = 40; // aim for this much GPU work per submission, so frames stay under ~50 ms
+const STRIP = 10; // digits in the interpolation strip
+const TRAVERSAL_STEPS = 9;
+const MAP_POINTS = 2000; // test codes in the scatter
+const GALLERY = 16;
 
-function show(state, text) {
-  section.dataset.state = state;
-  message.textContent = text;
+let wasm; // the wasm-bindgen module
+const state = {
+  gpu: null,
+  data: null,
+  trainer: null,
+  running: false,
+  broken: null, // "diverged" or "lost": training cannot go on until the user acts
+  snapshot: null, // the latest checkpoint bytes, kept to restart after a lost device
+  snapshotStep: 0,
+  sampleSeed: 1,
+  stepsPerSubmit: 1,
+  trainedMs: 0,
+  evaluatedEpoch: 0,
+  galleryStart: 0,
+  slot: "a",
+  picks: { a: null, b: null }, // { x: Float32Array(784), label }
+  codes: null, // { a, b }: mu of the picks
+  usage: null, // average KL per latent dimension, most used first: [{ dim, kl }]
+};
+const chart = new LossChart($("chart"), $("chart-tip"));
+const pad = new DrawingPad($("pad"), () => { $("use-drawing").disabled = !state.trainer || pad.empty; });
+
+// ---- The GPU queue and failures ----
+
+let queue = Promise.resolve();
+let pending = 0; // tasks queued or running (tests wait for 0)
+function gpuTask(fn) {
+  // Bound now: a task queued before a reset must not run on the model that replaced it.
+  const trainer = state.trainer;
+  const run = queue.then(() => {
+    if (!trainer) throw { kind: "none", message: "no model yet" };
+    return fn(trainer);
+  });
+  pending += 1;
+  queue = run.catch(() => {}).finally(() => { pending -= 1; });
+  return run;
 }
 
-const HELP = {
+const GPU_HELP = {
   "no-webgpu":
     "Your browser does not support WebGPU, which this page needs to train on your GPU. " +
     "Try a recent Chrome or Edge (113+), Firefox (141+ on Windows), or Safari 26+.",
@@ -19,26 +61,579 @@ const HELP = {
   device: "The GPU adapter was found but refused to start a device for this page.",
 };
 
-async function probe(bindings) {
+function showGpu(stateName, text) {
+  $("gpu-status").dataset.state = stateName;
+  $("gpu-message").textContent = text;
+}
+
+function alertUser(text, action, onAction) {
+  $("alert-message").textContent = text;
+  const button = $("alert-action");
+  button.hidden = !action;
+  button.textContent = action || "";
+  button.onclick = onAction || null;
+  $("alert").hidden = false;
+}
+
+function clearAlert() {
+  $("alert").hidden = true;
+}
+
+const messageOf = (err) => (err && err.message) || String(err);
+
+// Says what went wrong where the user will look; stops training when it cannot go on.
+function fail(err) {
+  const kind = err && err.kind;
+  if (kind === "none") return;
+  if (kind === "diverged") {
+    stopTraining();
+    state.broken = "diverged";
+    alertUser(`Training diverged: ${messageOf(err)}.`, "Reset the model", () => reset());
+  } else if (kind === "lost") {
+    stopTraining();
+    state.broken = "lost";
+    const kept = state.snapshot ? `The weights from step ${state.snapshotStep} are kept in this page.`
+      : "No weights were saved yet; a fresh model will start.";
+    alertUser(`Training stopped: ${messageOf(err)}. ${kept}`, "Restart on a new device", () => restart());
+    showGpu("error", "The GPU device was lost.");
+  } else {
+    console.warn(err);
+    alertUser(`Something went wrong: ${messageOf(err)}`);
+  }
+  updateControls();
+}
+
+// ---- Startup ----
+
+async function start(bindings) {
+  wasm = bindings;
   try {
-    const adapter = await bindings.probeGpu();
-    show("ready", `WebGPU adapter: ${adapter}`);
+    state.gpu = await wasm.WebGpu.request();
   } catch (err) {
-    const kind = err && err.kind;
-    const detail = (err && err.message) || String(err);
-    show("error", HELP[kind] ? `${HELP[kind]} (${detail})` : `Could not start the GPU: ${detail}`);
+    const help = GPU_HELP[err && err.kind];
+    showGpu("error", help ? `${help} (${messageOf(err)})` : `Could not start the GPU: ${messageOf(err)}`);
+    return;
+  }
+  showGpu("ready", `WebGPU adapter: ${state.gpu.adapter()}`);
+  try {
+    await useBundled();
+  } catch (err) {
+    $("data-summary").textContent = `The bundled digits could not be loaded: ${messageOf(err)}`;
   }
 }
 
+async function fetchBundled() {
+  return Promise.all(BUNDLED.map(async (name) => {
+    const response = await fetch(`data/${name}`);
+    if (!response.ok) throw new Error(`data/${name}: HTTP ${response.status}`);
+    return new Uint8Array(await response.arrayBuffer());
+  }));
+}
+
+async function useBundled() {
+  const files = await fetchBundled();
+  setData(wasm.WebData.fromFiles(BUNDLED, files), "the bundled MNIST digits");
+}
+
+// Replaces the dataset and starts a fresh model on it; on any error both stay as they were.
+function setData(data, name) {
+  const config = { ...(state.trainer ? state.trainer.config() : readSettings().config), input: data.rows() * data.cols() };
+  const trainer = new wasm.WebTrainer(state.gpu, config, data);
+  if (state.data) state.data.free();
+  state.data = data;
+  $("data-summary").textContent =
+    `Training on ${name}: ${data.trainCount()} training and ${data.testCount()} test images of ${data.rows()}x${data.cols()} pixels.`;
+  replaceTrainer(trainer);
+  state.picks = { a: pickTest(0), b: pickTest(1) };
+  state.galleryStart = 0;
+  drawGallery();
+}
+
+// ---- The model ----
+
+function replaceTrainer(trainer, startStep = 0) {
+  stopTraining();
+  const old = state.trainer;
+  state.trainer = trainer;
+  // The old trainer may still be borrowed by a task in flight: free it after the queue drains.
+  if (old) queue.then(() => old.free());
+  state.broken = null;
+  state.snapshot = null;
+  state.snapshotStep = startStep;
+  state.trainedMs = 0;
+  state.evaluatedEpoch = 0;
+  state.stepsPerSubmit = 1;
+  state.usage = null;
+  chart.clear();
+  clearAlert();
+  writeSettings(trainer.config());
+  const c = trainer.config();
+  $("model-summary").textContent =
+    `Model ${[c.input, ...c.hidden, c.latent].join("-")}, ${trainer.dispatchesPerStep()} GPU dispatches per step, ` +
+    `${trainer.stepsPerEpoch()} steps per epoch.`;
+  showProgress();
+  updateControls();
+  refreshAll();
+}
+
+function reset() {
+  const parsed = readSettings();
+  if (!parsed.ok) return;
+  try {
+    replaceTrainer(new wasm.WebTrainer(state.gpu, parsed.config, state.data));
+  } catch (err) {
+    if (err && err.kind === "config") showFieldError(err); else fail(err);
+  }
+}
+
+// After a lost device: a new device, and the weights from the last snapshot.
+async function restart() {
+  clearAlert();
+  showGpu("loading", "Opening a new GPU device…");
+  try {
+    state.gpu = await wasm.WebGpu.request();
+    showGpu("ready", `WebGPU adapter: ${state.gpu.adapter()}`);
+    const snapshot = state.snapshot, step = state.snapshotStep;
+    const trainer = snapshot ? wasm.WebTrainer.fromCheckpoint(state.gpu, snapshot, state.data)
+      : new wasm.WebTrainer(state.gpu, readSettings().config, state.data);
+    replaceTrainer(trainer, step);
+    state.snapshot = snapshot;
+    if (snapshot) $("data-message").textContent = `Restarted from the weights of step ${step}.`;
+  } catch (err) {
+    const help = GPU_HELP[err && err.kind];
+    showGpu("error", help || `Could not restart the GPU: ${messageOf(err)}`);
+    alertUser(`Could not restart: ${messageOf(err)}`, "Try again", () => restart());
+  }
+}
+
+async function takeSnapshot() {
+  const bytes = await gpuTask((t) => t.save());
+  state.snapshot = bytes;
+  state.snapshotStep = state.trainer.step();
+}
+
+// ---- Training ----
+
+function startTraining() {
+  if (state.running || state.broken || !state.trainer) return;
+  state.running = true;
+  updateControls();
+  trainLoop().catch(fail);
+}
+
+function stopTraining() {
+  state.running = false;
+  updateControls();
+}
+
+const nextTask = () => new Promise((resolve) => setTimeout(resolve, 0));
+const visible = () => new Promise((resolve) =>
+  document.addEventListener("visibilitychange", resolve, { once: true }));
+
+async function trainLoop() {
+  const trainer = state.trainer;
+  let lastSamples = 0, lastViews = 0;
+  while (state.running && state.trainer === trainer) {
+    if (document.hidden) {
+      await visible();
+      continue;
+    }
+    // One submission of n steps, then its metrics (which waits for the GPU to finish them).
+    const n = state.stepsPerSubmit;
+    const t0 = performance.now();
+    const m = await gpuTask((t) => { t.train(n); return t.metrics(); });
+    const dt = performance.now() - t0;
+    state.trainedMs += dt;
+    // Adapt the steps per submission so one takes about FRAME_MS: the GPU stays busy and the
+    // queue never holds more than one submission.
+    state.stepsPerSubmit = Math.max(1, Math.min(256, Math.round(n * Math.min(2, Math.max(0.5, FRAME_MS / dt)))));
+    const epoch = trainer.epoch();
+    chart.addTrain({ epoch, loss: m.loss, reconstruction: m.reconstruction, kl: m.kl });
+    showProgress(m, (n * trainer.config().batch_size) / (dt / 1000));
+    const now = performance.now();
+    if (Math.floor(epoch) > state.evaluatedEpoch) {
+      state.evaluatedEpoch = Math.floor(epoch);
+      const e = await gpuTask((t) => t.evaluate());
+      chart.addTest({ epoch, nelbo: e.nelbo });
+      $("test-nelbo").textContent = e.nelbo.toFixed(1);
+      await takeSnapshot();
+      await refreshAll();
+      lastSamples = lastViews = now;
+    } else if (now - lastViews > 4000) {
+      await refreshLight();
+      lastSamples = lastViews = now;
+    } else if (now - lastSamples > 1000) {
+      await refreshSamples();
+      lastSamples = now;
+    }
+    await nextTask();
+  }
+}
+
+function showProgress(m, rate) {
+  const t = state.trainer;
+  if (!t) return;
+  $("epoch").textContent = t.epoch().toFixed(2);
+  $("step").textContent = String(t.step());
+  const s = Math.floor(state.trainedMs / 1000);
+  $("elapsed").textContent = `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+  if (m) $("loss").textContent = `${m.loss.toFixed(1)} (rec. ${m.reconstruction.toFixed(1)} + KL ${m.kl.toFixed(1)})`;
+  else $("loss").textContent = $("test-nelbo").textContent = "–";
+  $("rate").textContent = rate ? `${Math.round(rate)} (${state.stepsPerSubmit} steps/submit)` : "–";
+}
+
+function updateControls() {
+  const ready = !!state.trainer;
+  const train = $("train");
+  train.textContent = state.running ? "Pause" : "Train";
+  train.setAttribute("aria-pressed", String(state.running));
+  train.disabled = !ready || !!state.broken;
+  for (const id of ["reset", "new-samples", "more-digits", "apply", "data-files", "bundled", "load"]) {
+    $(id).disabled = !ready || state.broken === "lost";
+  }
+  $("save").disabled = !ready || !!state.broken;
+  $("use-drawing").disabled = !ready || pad.empty;
+}
+
+// ---- Views ----
+
+async function refreshAll() {
+  await refreshLight();
+  await refreshLatent();
+}
+
+async function refreshLight() {
+  await refreshSamples();
+  await refreshRecon();
+  await refreshInterpolation();
+}
+
+async function refreshSamples() {
+  try {
+    const latent = state.trainer.latent();
+    const codes = wasm.priorCodes(64, latent, state.sampleSeed);
+    drawDigits($("samples"), await gpuTask((t) => t.decode(codes)), 8);
+  } catch (err) { fail(err); }
+}
+
+async function refreshRecon() {
+  try {
+    const x = state.data.testImages(0, 10);
+    const r = await gpuTask((t) => t.reconstruct(x));
+    const both = new Float32Array(x.length + r.length);
+    both.set(x);
+    both.set(r, x.length);
+    drawDigits($("recon"), both, 10);
+  } catch (err) { fail(err); }
+}
+
+function pickTest(i) {
+  return { x: state.data.testImages(i, 1), label: `test digit ${state.data.testLabels()[i]} (#${i})` };
+}
+
+function drawGallery() {
+  const gallery = $("gallery");
+  gallery.replaceChildren();
+  const labels = state.data.testLabels();
+  for (let k = 0; k < GALLERY; k++) {
+    const i = (state.galleryStart + k) % state.data.testCount();
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "digit";
+    button.dataset.index = String(i);
+    button.setAttribute("aria-label", `Test digit ${labels[i]}, number ${i}`);
+    const canvas = document.createElement("canvas");
+    drawDigits(canvas, state.data.testImages(i, 1), 1);
+    button.append(canvas);
+    button.addEventListener("click", () => pick(pickTest(i)));
+    gallery.append(button);
+  }
+}
+
+function pick(p) {
+  state.picks[state.slot] = p;
+  // After choosing A, the next click chooses B.
+  if (state.slot === "a") {
+    state.slot = "b";
+    document.querySelector('input[name="slot"][value="b"]').checked = true;
+  }
+  refreshInterpolation();
+  refreshTraversal();
+}
+
+const spherical = () => document.querySelector('input[name="path"]:checked').value === "spherical";
+
+async function refreshInterpolation() {
+  const { a, b } = state.picks;
+  if (!a || !b) return;
+  try {
+    const x = new Float32Array(2 * PIXELS);
+    x.set(a.x);
+    x.set(b.x, PIXELS);
+    drawDigits($("slot-a"), a.x, 1);
+    drawDigits($("slot-b"), b.x, 1);
+    $("slot-a").setAttribute("aria-label", `Digit A: ${a.label}`);
+    $("slot-b").setAttribute("aria-label", `Digit B: ${b.label}`);
+    const { mu } = await gpuTask((t) => t.encode(x));
+    const latent = mu.length / 2;
+    state.codes = { a: mu.slice(0, latent), b: mu.slice(latent) };
+    const recon = await gpuTask((t) => t.reconstruct(x));
+    drawDigits($("slot-a-recon"), recon.subarray(0, PIXELS), 1);
+    drawDigits($("slot-b-recon"), recon.subarray(PIXELS), 1);
+    const path = wasm.interpolate(state.codes.a, state.codes.b, STRIP, spherical());
+    drawDigits($("strip"), await gpuTask((t) => t.decode(path)), STRIP);
+    await refreshScrub();
+  } catch (err) { fail(err); }
+}
+
+async function refreshScrub() {
+  if (!state.codes) return;
+  try {
+    const t = Number($("scrub").value) / 100;
+    const path = wasm.interpolate(state.codes.a, state.codes.b, 101, spherical());
+    const latent = state.codes.a.length;
+    const at = Math.round(t * 100) * latent;
+    drawDigits($("scrubbed"), await gpuTask((tr) => tr.decode(path.slice(at, at + latent))), 1);
+  } catch (err) { fail(err); }
+}
+
+// Average KL per dimension and the scatter of test codes; the manifold when the latent is 2-D.
+async function refreshLatent() {
+  try {
+    const n = Math.min(MAP_POINTS, state.data.testCount());
+    const x = state.data.testImages(0, n);
+    const { mu, logvar } = await gpuTask((t) => t.encode(x));
+    const latent = mu.length / n;
+    const kl = wasm.klPerDimension(mu, logvar, latent);
+    state.usage = Array.from(kl, (k, dim) => ({ dim, kl: k })).sort((p, q) => q.kl - p.kl);
+    const [dx, dy] = latent === 1 ? [0, 0] : latent === 2 ? [0, 1] : [state.usage[0].dim, state.usage[1].dim];
+    const xs = [], ys = [];
+    for (let i = 0; i < n; i++) {
+      xs.push(mu[i * latent + dx]);
+      ys.push(latent === 1 ? 0 : mu[i * latent + dy]);
+    }
+    drawScatter($("scatter"), xs, ys, state.data.testLabels());
+    const manifold = $("manifold");
+    manifold.hidden = latent !== 2;
+    if (latent === 2) {
+      const codes = wasm.manifoldCodes(new Float32Array(2), 0, 1, 20);
+      drawDigits(manifold, await gpuTask((t) => t.decode(codes)), 20);
+      $("map-caption").textContent = "Left: digits decoded on a 20x20 grid of the prior's quantiles (the paper's " +
+        "figure 4). Right: μ of test digits, coloured by label, on the same axes.";
+    } else {
+      $("map-caption").textContent = latent === 1
+        ? "μ of test digits along the single latent dimension, coloured by label."
+        : `μ of test digits in the two most-used dimensions, z${dx} (across) and z${dy} (up), coloured by label. ` +
+          "Set the latent dimensions to 2 to see the decoded manifold.";
+    }
+    await refreshTraversal();
+  } catch (err) { fail(err); }
+}
+
+async function refreshTraversal() {
+  if (!state.usage || !state.picks.a) return;
+  try {
+    const { mu } = await gpuTask((t) => t.encode(state.picks.a.x));
+    const dims = state.usage.map((u) => u.dim);
+    const codes = wasm.traversalCodes(mu, Uint32Array.from(dims), TRAVERSAL_STEPS);
+    const images = await gpuTask((t) => t.decode(codes));
+    const rows = state.usage.map(({ dim, kl }, r) => {
+      const row = document.createElement("div");
+      row.className = "trow";
+      const label = document.createElement("span");
+      label.textContent = `z${dim} · KL ${kl.toFixed(2)}`;
+      const canvas = document.createElement("canvas");
+      canvas.className = "pixels";
+      canvas.setAttribute("role", "img");
+      canvas.setAttribute("aria-label", `Digit A decoded with z${dim} swept from low to high (average KL ${kl.toFixed(2)} nats)`);
+      drawDigits(canvas, images.subarray(r * TRAVERSAL_STEPS * PIXELS, (r + 1) * TRAVERSAL_STEPS * PIXELS), TRAVERSAL_STEPS);
+      row.append(label, canvas);
+      return row;
+    });
+    $("traversal").replaceChildren(...rows);
+  } catch (err) { fail(err); }
+}
+
+// ---- Settings ----
+
+const INTEGER_FIELDS = ["latent", "batch_size"];
+const NUMBER_FIELDS = ["beta", "learning_rate"];
+
+function showFieldError(err) {
+  const target = $(`${err.field}-error`) || $("settings-error");
+  target.textContent = err.message;
+  const input = document.querySelector(`#settings [name="${err.field}"]`);
+  if (input) input.setAttribute("aria-invalid", "true");
+}
+
+function clearFieldErrors() {
+  for (const p of document.querySelectorAll("#settings .field-error")) p.textContent = "";
+  for (const i of document.querySelectorAll("#settings [aria-invalid]")) i.removeAttribute("aria-invalid");
+}
+
+// The form as a trainer configuration: { ok, config }, showing any error next to its field.
+function readSettings() {
+  clearFieldErrors();
+  const form = $("settings").elements;
+  const config = { activation: form.activation.value };
+  const problems = [];
+  for (const name of INTEGER_FIELDS) {
+    const v = Number(form[name].value);
+    if (form[name].value.trim() === "" || !Number.isInteger(v)) problems.push({ field: name, message: "enter a whole number" });
+    config[name] = v;
+  }
+  for (const name of NUMBER_FIELDS) {
+    const v = Number(form[name].value);
+    if (form[name].value.trim() === "" || !Number.isFinite(v)) problems.push({ field: name, message: "enter a number" });
+    config[name] = v;
+  }
+  const hidden = form.hidden.value.split(/[\s,]+/).filter(Boolean).map(Number);
+  if (!hidden.every((h) => Number.isInteger(h) && h > 0)) {
+    problems.push({ field: "hidden", message: "enter layer sizes as whole numbers separated by commas, e.g. 400 or 512, 256" });
+  }
+  config.hidden = hidden;
+  const sigma = Number(form.sigma.value);
+  config.likelihood = form.likelihood.value === "gaussian" ? { kind: "gaussian", sigma } : { kind: "bernoulli" };
+  if (state.data) config.input = state.data.rows() * state.data.cols();
+  if (problems.length === 0 && wasm) {
+    try {
+      wasm.validateConfig(config);
+    } catch (err) {
+      problems.push(err.field ? err : { field: "settings", message: messageOf(err) });
+    }
+  }
+  problems.forEach(showFieldError);
+  return { ok: problems.length === 0, config };
+}
+
+function writeSettings(c) {
+  const form = $("settings").elements;
+  // The trainer holds f32s: show 0.001, not 0.0010000000474974513.
+  const short = (v) => String(Number(v.toPrecision(6)));
+  form.latent.value = c.latent;
+  form.hidden.value = c.hidden.join(", ");
+  form.activation.value = c.activation;
+  form.beta.value = short(c.beta);
+  form.learning_rate.value = short(c.learning_rate);
+  form.batch_size.value = c.batch_size;
+  form.likelihood.value = c.likelihood.kind;
+  if (c.likelihood.kind === "gaussian") form.sigma.value = short(c.likelihood.sigma);
+  clearFieldErrors();
+}
+
+// ---- Files ----
+
+const readFile = async (file) => new Uint8Array(await file.arrayBuffer());
+
+async function loadDataFiles(input) {
+  const files = Array.from(input.files);
+  input.value = "";
+  if (!files.length) return;
+  const message = $("data-message");
+  try {
+    const bytes = await Promise.all(files.map(readFile));
+    const data = wasm.WebData.fromFiles(files.map((f) => f.name), bytes);
+    setData(data, files.map((f) => f.name).join(", "));
+    message.dataset.state = "ok";
+    message.textContent = `Loaded ${data.trainCount()} training and ${data.testCount()} test images; the model was reset.`;
+  } catch (err) {
+    message.dataset.state = "error";
+    message.textContent = `Those files were not loaded, and nothing changed: ${messageOf(err)}`;
+  }
+}
+
+async function save() {
+  try {
+    const bytes = await gpuTask((t) => t.save());
+    const c = state.trainer.config();
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(new Blob([bytes], { type: "application/octet-stream" }));
+    a.download = `vae-${[c.input, ...c.hidden, c.latent].join("-")}-step${state.trainer.step()}.safetensors`;
+    a.click();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+  } catch (err) { fail(err); }
+}
+
+async function loadWeights(input) {
+  const file = input.files[0];
+  input.value = "";
+  if (!file) return;
+  const message = $("data-message");
+  try {
+    const bytes = await readFile(file);
+    const info = wasm.checkpointInfo(bytes);
+    const trainer = wasm.WebTrainer.fromCheckpoint(state.gpu, bytes, state.data);
+    replaceTrainer(trainer, info.step);
+    state.snapshot = bytes;
+    message.dataset.state = "ok";
+    message.textContent = `Loaded ${file.name} (saved at step ${info.step}); training continues from these weights.`;
+  } catch (err) {
+    message.dataset.state = "error";
+    message.textContent = `${file.name} was not loaded, and nothing changed: ${messageOf(err)}`;
+  }
+}
+
+// ---- Wiring ----
+
+$("train").addEventListener("click", () => {
+  if (state.running) {
+    stopTraining();
+    // Pausing is a good moment to keep the weights and show the latest views.
+    takeSnapshot().then(refreshAll).catch(fail);
+  } else {
+    startTraining();
+  }
+});
+$("reset").addEventListener("click", reset);
+$("save").addEventListener("click", save);
+$("load").addEventListener("change", (e) => loadWeights(e.target));
+$("data-files").addEventListener("change", (e) => loadDataFiles(e.target));
+$("bundled").addEventListener("click", () => useBundled().then(() => {
+  $("data-message").textContent = "Using the bundled digits; the model was reset.";
+}).catch((err) => { $("data-message").textContent = `The bundled digits could not be loaded: ${messageOf(err)}`; }));
+$("new-samples").addEventListener("click", () => {
+  state.sampleSeed += 1;
+  refreshSamples();
+});
+$("more-digits").addEventListener("click", () => {
+  state.galleryStart = (state.galleryStart + GALLERY) % state.data.testCount();
+  drawGallery();
+});
+for (const radio of document.querySelectorAll('input[name="slot"]')) {
+  radio.addEventListener("change", () => { state.slot = radio.value; });
+}
+for (const radio of document.querySelectorAll('input[name="path"]')) {
+  radio.addEventListener("change", () => refreshInterpolation());
+}
+$("scrub").addEventListener("input", () => refreshScrub());
+$("clear-pad").addEventListener("click", () => { pad.clear(); updateControls(); });
+$("use-drawing").addEventListener("click", () => {
+  const { width, height } = $("pad");
+  pick({ x: wasm.centreDigit(pad.ink(), width, height), label: "your drawing" });
+});
+$("settings").addEventListener("submit", (e) => {
+  e.preventDefault();
+  reset();
+});
+
+$("scatter-legend").replaceChildren(...LABEL_COLOURS.map((colour, label) => {
+  const li = document.createElement("li");
+  li.innerHTML = `<span class="swatch" style="--c:${colour}"></span>${label}`;
+  return li;
+}));
+
+// For tests and the curious: the state, and a way to try the lost-device path.
+window.vae = { state, busy: () => pending > 0, loseDevice: () => state.gpu.lose() };
+
 if (window.wasmBindings) {
-  probe(window.wasmBindings);
+  start(window.wasmBindings);
 } else {
-  addEventListener("TrunkApplicationStarted", () => probe(window.wasmBindings), { once: true });
+  addEventListener("TrunkApplicationStarted", () => start(window.wasmBindings), { once: true });
 }
 // If the wasm module itself failed to load (old browser, blocked download), say so instead of
 // leaving "Looking for WebGPU…" forever.
 setTimeout(() => {
-  if (!window.wasmBindings && section.dataset.state === "loading") {
-    show("error", "The WebAssembly module did not load. This page needs a browser with WebAssembly and WebGPU.");
+  if (!window.wasmBindings && $("gpu-status").dataset.state === "loading") {
+    showGpu("error", "The WebAssembly module did not load. This page needs a browser with WebAssembly and WebGPU.");
   }
 }, 15000);

@@ -1,0 +1,221 @@
+// Drawing: digit grids, the loss chart and the latent scatter. Plain canvas 2D, no state beyond
+// what each view needs to redraw itself.
+
+export const SIDE = 28;
+
+// Draws images (a flat array of n * 784 values in [0, 1]) into `canvas` as a grid of `cols`
+// columns, ink white on black like MNIST. The canvas is resized to fit.
+export function drawDigits(canvas, images, cols, side = SIDE) {
+  const n = Math.floor(images.length / (side * side));
+  const rows = Math.max(1, Math.ceil(n / cols));
+  if (canvas.width !== cols * side || canvas.height !== rows * side) {
+    canvas.width = cols * side;
+    canvas.height = rows * side;
+  }
+  const ctx = canvas.getContext("2d");
+  const img = ctx.createImageData(cols * side, rows * side);
+  for (let k = 0; k < n; k++) {
+    const ox = (k % cols) * side, oy = Math.floor(k / cols) * side;
+    for (let y = 0; y < side; y++) {
+      for (let x = 0; x < side; x++) {
+        const v = Math.round(255 * Math.min(1, Math.max(0, images[k * side * side + y * side + x])));
+        const p = 4 * ((oy + y) * cols * side + ox + x);
+        img.data[p] = img.data[p + 1] = img.data[p + 2] = v;
+        img.data[p + 3] = 255;
+      }
+    }
+  }
+  ctx.putImageData(img, 0, 0);
+}
+
+// Ten colours for digit labels 0-9 (Tableau 10), distinguishable and readable on white.
+export const LABEL_COLOURS = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
+  "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#7f7f7f"];
+
+// A scatter of 2-D points coloured by label, on axes spanning the prior's -3..3.
+export function drawScatter(canvas, xs, ys, labels) {
+  const ctx = canvas.getContext("2d");
+  const { width: w, height: h } = canvas;
+  const range = 3.5;
+  const px = (v) => ((v + range) / (2 * range)) * w;
+  const py = (v) => h - ((v + range) / (2 * range)) * h;
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, w, h);
+  ctx.strokeStyle = "#ddd";
+  ctx.beginPath();
+  ctx.moveTo(px(0), 0); ctx.lineTo(px(0), h);
+  ctx.moveTo(0, py(0)); ctx.lineTo(w, py(0));
+  ctx.stroke();
+  ctx.globalAlpha = 0.7;
+  for (let i = 0; i < xs.length; i++) {
+    ctx.fillStyle = LABEL_COLOURS[labels[i] % 10];
+    ctx.fillRect(px(xs[i]) - 1.5, py(ys[i]) - 1.5, 3, 3);
+  }
+  ctx.globalAlpha = 1;
+}
+
+const SERIES = [
+  { key: "loss", colour: "#1f4e9c", label: "loss" },
+  { key: "reconstruction", colour: "#2a9d8f", label: "reconstruction" },
+  { key: "kl", colour: "#e76f51", label: "KL" },
+];
+
+// The loss chart: training series against epochs, test -ELBO as dots; hovering shows the
+// nearest point's values in `tip`.
+export class LossChart {
+  constructor(canvas, tip) {
+    this.canvas = canvas;
+    this.tip = tip;
+    this.clear();
+    canvas.addEventListener("pointermove", (e) => this.hover(e));
+    canvas.addEventListener("pointerleave", () => { tip.hidden = true; });
+  }
+
+  clear() {
+    this.train = []; // { epoch, loss, reconstruction, kl }
+    this.test = []; // { epoch, nelbo }
+    this.draw();
+  }
+
+  addTrain(point) {
+    this.train.push(point);
+    // Keep the chart cheap to draw: halve the resolution of long histories.
+    if (this.train.length > 2000) {
+      this.train = this.train.filter((_, i) => i % 2 === 0);
+    }
+    this.draw();
+  }
+
+  addTest(point) {
+    this.test.push(point);
+    this.draw();
+  }
+
+  frame() {
+    const { width: w, height: h } = this.canvas;
+    const pad = { l: 44, r: 10, t: 10, b: 28 };
+    const xmax = Math.max(1, ...this.train.map((p) => p.epoch), ...this.test.map((p) => p.epoch));
+    // Skip the first few points when scaling: the untrained loss would flatten the rest.
+    const values = this.train.slice(Math.min(3, this.train.length - 1)).flatMap((p) => [p.loss, p.reconstruction, p.kl])
+      .concat(this.test.map((p) => p.nelbo)).filter(Number.isFinite);
+    const ymax = values.length ? niceCeil(Math.max(...values) * 1.05) : 1;
+    return {
+      w, h, pad, xmax, ymax,
+      x: (e) => pad.l + (e / xmax) * (w - pad.l - pad.r),
+      y: (v) => pad.t + (1 - Math.min(v, ymax) / ymax) * (h - pad.t - pad.b),
+    };
+  }
+
+  draw() {
+    const ctx = this.canvas.getContext("2d");
+    const f = this.frame();
+    ctx.fillStyle = "#fff";
+    ctx.fillRect(0, 0, f.w, f.h);
+    ctx.strokeStyle = "#ccc";
+    ctx.fillStyle = "#555";
+    ctx.font = "11px system-ui, sans-serif";
+    ctx.beginPath();
+    for (let i = 0; i <= 4; i++) {
+      const v = (f.ymax * i) / 4, y = f.y(v);
+      ctx.moveTo(f.pad.l, y); ctx.lineTo(f.w - f.pad.r, y);
+      ctx.fillText(String(Math.round(v)), 4, y + 4);
+    }
+    ctx.stroke();
+    ctx.fillText("epoch", f.w - 44, f.h - 6);
+    const ticks = Math.min(10, Math.ceil(f.xmax));
+    for (let i = 0; i <= ticks; i++) {
+      const e = (f.xmax * i) / ticks;
+      ctx.fillText(e.toFixed(f.xmax < 5 ? 1 : 0), f.x(e) - 6, f.h - 14);
+    }
+    for (const s of SERIES) {
+      ctx.strokeStyle = s.colour;
+      ctx.lineWidth = 1.5;
+      ctx.beginPath();
+      this.train.forEach((p, i) => (i ? ctx.lineTo : ctx.moveTo).call(ctx, f.x(p.epoch), f.y(p[s.key])));
+      ctx.stroke();
+    }
+    ctx.fillStyle = "#111";
+    for (const p of this.test) {
+      ctx.beginPath();
+      ctx.arc(f.x(p.epoch), f.y(p.nelbo), 3.5, 0, 2 * Math.PI);
+      ctx.fill();
+    }
+  }
+
+  hover(e) {
+    if (!this.train.length) return;
+    const rect = this.canvas.getBoundingClientRect();
+    const f = this.frame();
+    const mx = ((e.clientX - rect.left) / rect.width) * f.w;
+    const epoch = ((mx - f.pad.l) / (f.w - f.pad.l - f.pad.r)) * f.xmax;
+    const near = (ps) => ps.reduce((best, p) => (Math.abs(p.epoch - epoch) < Math.abs(best.epoch - epoch) ? p : best), ps[0]);
+    const p = near(this.train);
+    let text = `epoch ${p.epoch.toFixed(2)}: loss ${p.loss.toFixed(1)}, reconstruction ${p.reconstruction.toFixed(1)}, KL ${p.kl.toFixed(1)}`;
+    if (this.test.length) {
+      const t = near(this.test);
+      text += `; test −ELBO ${t.nelbo.toFixed(1)} at epoch ${t.epoch.toFixed(0)}`;
+    }
+    this.tip.textContent = text;
+    this.tip.hidden = false;
+  }
+}
+
+function niceCeil(v) {
+  const step = 10 ** Math.floor(Math.log10(v)) / 2;
+  return Math.ceil(v / step) * step;
+}
+
+// A drawing pad: white ink on black, read back as ink values in [0, 1].
+export class DrawingPad {
+  constructor(canvas, onChange) {
+    this.canvas = canvas;
+    this.ctx = canvas.getContext("2d", { willReadFrequently: true });
+    this.empty = true;
+    this.clear();
+    let last = null;
+    const at = (e) => {
+      const r = canvas.getBoundingClientRect();
+      return [((e.clientX - r.left) / r.width) * canvas.width, ((e.clientY - r.top) / r.height) * canvas.height];
+    };
+    canvas.addEventListener("pointerdown", (e) => {
+      canvas.setPointerCapture(e.pointerId);
+      last = at(e);
+      this.stroke(last, last);
+    });
+    canvas.addEventListener("pointermove", (e) => {
+      if (!last) return;
+      const p = at(e);
+      this.stroke(last, p);
+      last = p;
+    });
+    const end = () => { if (last) { last = null; onChange(); } };
+    canvas.addEventListener("pointerup", end);
+    canvas.addEventListener("pointercancel", end);
+  }
+
+  stroke(from, to) {
+    const ctx = this.ctx;
+    ctx.strokeStyle = "#fff";
+    ctx.lineWidth = this.canvas.width / 12;
+    ctx.lineCap = ctx.lineJoin = "round";
+    ctx.beginPath();
+    ctx.moveTo(...from);
+    ctx.lineTo(...to);
+    ctx.stroke();
+    this.empty = false;
+  }
+
+  clear() {
+    this.ctx.fillStyle = "#000";
+    this.ctx.fillRect(0, 0, this.canvas.width, this.canvas.height);
+    this.empty = true;
+  }
+
+  ink() {
+    const { width: w, height: h } = this.canvas;
+    const data = this.ctx.getImageData(0, 0, w, h).data;
+    const ink = new Float32Array(w * h);
+    for (let i = 0; i < w * h; i++) ink[i] = data[4 * i] / 255;
+    return ink;
+  }
+}
