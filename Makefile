@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 WASM_ENV := . scripts/wasm-env.sh &&
 
-.PHONY: setup serve build test test-native test-browser test-e2e quality
+.PHONY: setup serve build test test-native test-browser test-e2e quality bench
 
 setup:
 	@bash scripts/setup.sh
@@ -36,3 +36,10 @@ test-e2e:
 # Reference model, 10 epochs on the bundled digits, natively; last line: test_nelbo <nats>.
 quality:
 	XDG_RUNTIME_DIR="$${XDG_RUNTIME_DIR:-$$(mktemp -d)}" cargo run --example quality
+
+# The reference training step timed side by side: natively (lavapipe here) and in headless
+# Chromium on WebGPU (SwiftShader here); lines `bench <backend> ms_per_step ...`.
+bench: setup
+	XDG_RUNTIME_DIR="$${XDG_RUNTIME_DIR:-$$(mktemp -d)}" cargo run --release -q --example bench
+	$(WASM_ENV) trunk build --release --offline >/dev/null
+	cd e2e && node bench.mjs

@@ -1,6 +1,7 @@
 //! The GPU device and queue, found once, and the one readback helper.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Why the GPU could not be used. Each message says what the user can do about it.
@@ -58,6 +59,8 @@ pub struct Gpu {
     /// Why the device stopped working, once it has: set by the device-lost callback and by the
     /// uncaptured-error handler (which would otherwise panic).
     failure: Arc<Mutex<Option<String>>>,
+    /// Readbacks so far (the benchmark checks that training needs none per step).
+    readbacks: Arc<AtomicU64>,
 }
 
 impl Gpu {
@@ -101,7 +104,7 @@ impl Gpu {
         device.set_device_lost_callback(move |reason, message| on_lost(format!("{reason:?}: {message}")));
         let on_error = record(&failure);
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| on_error(e.to_string())));
-        Ok(Gpu { device, queue, info: adapter.get_info(), browser_description, failure })
+        Ok(Gpu { device, queue, info: adapter.get_info(), browser_description, failure, readbacks: Arc::default() })
     }
 
     /// `Err(Lost)` once the device has been lost or has failed; everything on it is gone.
@@ -110,6 +113,23 @@ impl Gpu {
             Some(why) => Err(GpuError::Lost(why.clone())),
             None => Ok(()),
         }
+    }
+
+    /// How many readbacks (GPU to CPU copies) have been made on this device.
+    pub fn readbacks(&self) -> u64 {
+        self.readbacks.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the GPU has finished everything submitted so far, without reading anything.
+    pub async fn finish(&self) -> Result<(), GpuError> {
+        let (sender, receiver) = futures_channel::oneshot::channel();
+        self.queue.on_submitted_work_done(move || {
+            let _ = sender.send(());
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Lost(e.to_string()))?;
+        receiver.await.map_err(|_| GpuError::Lost("the device dropped the work-done callback".into()))?;
+        self.check()
     }
 
     /// Destroys the device, as a driver reset would: for exercising the recovery path.
@@ -149,6 +169,7 @@ impl Gpu {
         then: impl FnOnce(&mut wgpu::CommandEncoder),
     ) -> Result<Vec<f32>, GpuError> {
         self.check()?;
+        self.readbacks.fetch_add(1, Ordering::Relaxed);
         let bytes = (len * 4) as u64;
         if bytes == 0 {
             return Ok(Vec::new());

@@ -103,6 +103,20 @@ pub struct LinearOp {
     pub db_off: u32,
 }
 
+impl LinearOp {
+    /// The workgroup grid of a linear kernel on this record's shape: each workgroup covers a
+    /// tile of 32 x 32 outputs (forward: [rows, cols]; dX: [rows, inner]; dW: [cols, inner]).
+    pub fn groups(&self, kernel: Kernel) -> (u32, u32, u32) {
+        let tiles = |n: u32| n.div_ceil(32);
+        match kernel {
+            Kernel::LinearForward => (tiles(self.cols), tiles(self.rows), 1),
+            Kernel::LinearBackwardInput => (tiles(self.inner), tiles(self.rows), 1),
+            Kernel::LinearBackwardWeight => (tiles(self.inner), tiles(self.cols), 1),
+            _ => panic!("{kernel:?} is not a linear kernel"),
+        }
+    }
+}
+
 /// Record of `shaders/latent.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
@@ -316,9 +330,69 @@ pub struct Scratch {
     pub moments: Vec<f32>,
 }
 
+/// One kernel bound to buffers of its own, filled from a `Scratch`: for checking a kernel
+/// alone against the oracle, and for timing it. Other bindings get small zeroed buffers; the
+/// step record has t = 1 and the given `rng_step`.
+pub struct SingleKernel {
+    buffers: Buffers,
+    bind_group: wgpu::BindGroup,
+    dispatch: Dispatch,
+    lens: [usize; 4],
+}
+
+impl SingleKernel {
+    pub fn new<T: Pod>(gpu: &crate::gpu::Gpu, kernels: &Kernels, kernel: Kernel, record: T, groups: (u32, u32, u32), scratch: &Scratch, rng_step: u32) -> SingleKernel {
+        use wgpu::util::DeviceExt;
+        let device = &gpu.device;
+        let init = |label, contents: &[u8], usage| device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents, usage });
+        let storage = |label, data: &[f32]| {
+            let padded: &[f32] = if data.is_empty() { &[0.0; 4] } else { data };
+            init(label, bytemuck::cast_slice(padded), wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC)
+        };
+        let uniform = |label, record: &[u8]| init(label, &pack_slots([record]), wgpu::BufferUsages::UNIFORM);
+        let step = StepRecord { t: 1, rng_step, batch_start: 0 };
+        let buffers = Buffers {
+            ops: uniform("ops", bytemuck::bytes_of(&record)),
+            steps: uniform("steps", bytemuck::bytes_of(&step)),
+            params: storage("params", &scratch.params),
+            grads: storage("grads", &scratch.grads),
+            acts: storage("acts", &scratch.acts),
+            moments: storage("moments", &scratch.moments),
+            data: storage("unused data", &[]),
+            indices: storage("unused indices", &[]),
+            metrics: storage("metrics", &[0.0; 32]),
+        };
+        let bind_group = kernels.bind_group(device, &buffers);
+        let lens = [scratch.params.len(), scratch.grads.len(), scratch.acts.len(), scratch.moments.len()];
+        SingleKernel { buffers, bind_group, dispatch: Dispatch { kernel, record: 0, groups }, lens }
+    }
+
+    /// Submits the dispatch `repeats` times in one compute pass.
+    pub fn submit(&self, gpu: &crate::gpu::Gpu, kernels: &Kernels, repeats: u32) {
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for _ in 0..repeats {
+                kernels.record(&mut pass, &self.bind_group, std::slice::from_ref(&self.dispatch), 0);
+            }
+        }
+        gpu.queue.submit([encoder.finish()]);
+    }
+
+    /// The buffers as the kernel left them.
+    pub async fn read(&self, gpu: &crate::gpu::Gpu) -> Result<Scratch, crate::gpu::GpuError> {
+        let b = &self.buffers;
+        Ok(Scratch {
+            params: gpu.read_f32(&b.params, 0, self.lens[0]).await?,
+            grads: gpu.read_f32(&b.grads, 0, self.lens[1]).await?,
+            acts: gpu.read_f32(&b.acts, 0, self.lens[2]).await?,
+            moments: gpu.read_f32(&b.moments, 0, self.lens[3]).await?,
+        })
+    }
+}
+
 /// Runs one dispatch of `kernel` with `record` on `scratch`'s contents and returns the buffers
-/// as the kernel left them. Other bindings get small zeroed buffers; the step record has t = 1
-/// and the given `rng_step`.
+/// as the kernel left them.
 pub async fn run_single<T: Pod>(
     gpu: &crate::gpu::Gpu,
     kernels: &Kernels,
@@ -328,37 +402,7 @@ pub async fn run_single<T: Pod>(
     scratch: &Scratch,
     rng_step: u32,
 ) -> Result<Scratch, crate::gpu::GpuError> {
-    use wgpu::util::DeviceExt;
-    let device = &gpu.device;
-    let init = |label, contents: &[u8], usage| device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents, usage });
-    let storage = |label, data: &[f32]| {
-        let padded: &[f32] = if data.is_empty() { &[0.0; 4] } else { data };
-        init(label, bytemuck::cast_slice(padded), wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC)
-    };
-    let uniform = |label, record: &[u8]| init(label, &pack_slots([record]), wgpu::BufferUsages::UNIFORM);
-    let step = StepRecord { t: 1, rng_step, batch_start: 0 };
-    let b = Buffers {
-        ops: uniform("ops", bytemuck::bytes_of(&record)),
-        steps: uniform("steps", bytemuck::bytes_of(&step)),
-        params: storage("params", &scratch.params),
-        grads: storage("grads", &scratch.grads),
-        acts: storage("acts", &scratch.acts),
-        moments: storage("moments", &scratch.moments),
-        data: storage("unused data", &[]),
-        indices: storage("unused indices", &[]),
-        metrics: storage("metrics", &[0.0; 32]),
-    };
-    let bind_group = kernels.bind_group(device, &b);
-    let mut encoder = device.create_command_encoder(&Default::default());
-    {
-        let mut pass = encoder.begin_compute_pass(&Default::default());
-        kernels.record(&mut pass, &bind_group, &[Dispatch { kernel, record: 0, groups }], 0);
-    }
-    gpu.queue.submit([encoder.finish()]);
-    Ok(Scratch {
-        params: gpu.read_f32(&b.params, 0, scratch.params.len()).await?,
-        grads: gpu.read_f32(&b.grads, 0, scratch.grads.len()).await?,
-        acts: gpu.read_f32(&b.acts, 0, scratch.acts.len()).await?,
-        moments: gpu.read_f32(&b.moments, 0, scratch.moments.len()).await?,
-    })
+    let single = SingleKernel::new(gpu, kernels, kernel, record, groups, scratch, rng_step);
+    single.submit(gpu, kernels, 1);
+    single.read(gpu).await
 }

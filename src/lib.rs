@@ -6,9 +6,11 @@
 //! - [`gpu`]: the device, its queue, and the one readback helper.
 //! - [`kernels`]: the WGSL pipelines, built once, and the uniforms that drive them.
 //! - [`latent`]: prior samples, interpolation, traversals and the manifold the page draws.
+//! - [`bench`]: the timing behind `make bench`.
 //! - [`checkpoint`]: weights and configuration as a `.safetensors` file.
 //! - `web` (wasm32 only): the surface the page calls through wasm-bindgen.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod gpu;

@@ -594,17 +594,17 @@ impl Records {
 
     fn linear_forward(&mut self, l: &LinearLayout, rows: usize, act: Activation, x: usize, y: usize) {
         let op = LinearOp { w_off: l.weight as u32, b_off: l.bias as u32, x_off: x as u32, y_off: y as u32, act: act.code(), ..linear_dims(l, rows) };
-        self.push(Kernel::LinearForward, op, ((l.outputs as u32).div_ceil(32), (rows as u32).div_ceil(32), 1));
+        self.push(Kernel::LinearForward, op, op.groups(Kernel::LinearForward));
     }
 
     /// dW, db from dy and x; then, if `dx` is given, dx = (dy W) * act'(x).
     fn linear_backward(&mut self, l: &LinearLayout, rows: usize, x: usize, dy: usize, dx: Option<(usize, Activation)>) {
         let dims = linear_dims(l, rows);
         let op = LinearOp { x_off: x as u32, dy_off: dy as u32, dw_off: l.weight as u32, db_off: l.bias as u32, ..dims };
-        self.push(Kernel::LinearBackwardWeight, op, ((l.inputs as u32).div_ceil(32), (l.outputs as u32).div_ceil(32), 1));
+        self.push(Kernel::LinearBackwardWeight, op, op.groups(Kernel::LinearBackwardWeight));
         if let Some((dx, act)) = dx {
             let op = LinearOp { x_off: x as u32, dy_off: dy as u32, w_off: l.weight as u32, dx_off: dx as u32, act: act.code(), ..dims };
-            self.push(Kernel::LinearBackwardInput, op, ((l.inputs as u32).div_ceil(32), (rows as u32).div_ceil(32), 1));
+            self.push(Kernel::LinearBackwardInput, op, op.groups(Kernel::LinearBackwardInput));
         }
     }
 }

@@ -75,14 +75,6 @@ fn config_to_js(config: &Config) -> Result<JsValue, JsValue> {
     serde::Serialize::serialize(config, &serializer).map_err(|e| error("config", e.to_string(), None))
 }
 
-/// Finds the WebGPU adapter and returns one line describing it. On failure the promise rejects
-/// with `{ kind, message }`: kind is "no-webgpu", "no-adapter" or "device".
-#[wasm_bindgen(js_name = probeGpu)]
-pub async fn probe_gpu() -> Result<String, JsValue> {
-    let gpu = Gpu::new().await.map_err(gpu_error_to_js)?;
-    Ok(gpu.adapter_summary())
-}
-
 /// The configuration with defaults filled in, or `{ kind: "config", field, message }`.
 #[wasm_bindgen(js_name = validateConfig)]
 pub fn validate_config(config: JsValue) -> Result<JsValue, JsValue> {
@@ -339,4 +331,16 @@ pub fn centre_digit(ink: Vec<f32>, width: usize, height: usize) -> Result<Vec<f3
         return Err(error("data", format!("{} values do not make a {width}x{height} drawing", ink.len()), None));
     }
     Ok(data::centre_digit(&ink, width, height))
+}
+
+/// `make bench`, browser half: times the reference training step on this page's GPU and
+/// returns the lines to print (see `bench::Report::lines`).
+#[wasm_bindgen]
+pub async fn benchmark(samples: usize) -> Result<Vec<String>, JsValue> {
+    let gpu = Gpu::new().await.map_err(gpu_error_to_js)?;
+    let performance = js_sys::Reflect::get(&js_sys::global(), &"performance".into())?;
+    let now_fn: js_sys::Function = js_sys::Reflect::get(&performance, &"now".into())?.into();
+    let now = move || now_fn.call0(&performance).ok().and_then(|v| v.as_f64()).unwrap_or(0.0);
+    let report = crate::bench::run(gpu, samples, now).await.map_err(train_error_to_js)?;
+    Ok(report.lines("browser"))
 }

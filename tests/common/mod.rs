@@ -81,20 +81,19 @@ pub async fn linear_parity(log: impl Fn(&str)) {
             db_off: w.len() as u32,
         };
         let what = format!("{rows}x{inner}x{cols} {act:?}");
-        let run = |kernel, groups| run_single(&gpu, &kernels, kernel, op, groups, &scratch, 0);
-        let blocks = |n: usize| (n as u32).div_ceil(32);
+        let run = |kernel| run_single(&gpu, &kernels, kernel, op, op.groups(kernel), &scratch, 0);
 
-        let out = run(Kernel::LinearForward, (blocks(cols), blocks(rows), 1)).await.unwrap();
+        let out = run(Kernel::LinearForward).await.unwrap();
         let want = linear_forward(&f64s(&x), &f64s(&w), &f64s(&b), rows, inner, cols, act);
         assert_close(&format!("linear_forward {what}"), &out.acts[y_off..dy_off], &f32s(&want), 1e-4, 1e-5);
         assert!(want.iter().any(|&v| v != 0.0), "a kernel that wrote nothing must fail this check");
 
         // Backward, with x standing for the activation's output (x = act(previous z)).
-        let out = run(Kernel::LinearBackwardInput, (blocks(inner), blocks(rows), 1)).await.unwrap();
+        let out = run(Kernel::LinearBackwardInput).await.unwrap();
         let want = linear_backward_input(&f64s(&dy), &f64s(&w), &f64s(&x), rows, inner, cols, act);
         assert_close(&format!("linear_backward_input {what}"), &out.acts[dx_off..], &f32s(&want), 1e-4, 1e-5);
 
-        let out = run(Kernel::LinearBackwardWeight, (blocks(inner), blocks(cols), 1)).await.unwrap();
+        let out = run(Kernel::LinearBackwardWeight).await.unwrap();
         let (dw, db) = linear_backward_weight(&f64s(&x), &f64s(&dy), rows, inner, cols);
         assert_close(&format!("linear_backward_weight dW {what}"), &out.grads[..w.len()], &f32s(&dw), 1e-4, 1e-4);
         assert_close(&format!("linear_backward_weight db {what}"), &out.grads[w.len()..], &f32s(&db), 1e-4, 1e-4);

@@ -1,0 +1,41 @@
+// `make bench`, browser half: opens the built page (../dist) in headless Chromium on WebGPU and
+// runs the wasm benchmark there, printing its lines (`bench browser ms_per_step ...`).
+import { chromium } from "playwright-core";
+import { createServer } from "node:http";
+import { readFile } from "node:fs/promises";
+import { extname, join, normalize } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const ROOT = fileURLToPath(new URL("../dist/", import.meta.url));
+const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".css": "text/css" };
+
+const server = createServer(async (req, res) => {
+  const path = normalize(decodeURIComponent(new URL(req.url, "http://localhost").pathname).slice(1) || "index.html");
+  try {
+    res.writeHead(200, { "content-type": TYPES[extname(path)] || "application/octet-stream" })
+      .end(await readFile(join(ROOT, path)));
+  } catch {
+    res.writeHead(404).end();
+  }
+});
+await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--enable-unsafe-webgpu", "--enable-features=Vulkan",
+    "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-quic"],
+});
+let code = 0;
+try {
+  const page = await browser.newPage();
+  await page.goto(`http://127.0.0.1:${server.address().port}/`);
+  await page.waitForFunction(() => window.wasmBindings, null, { timeout: 60000 });
+  const lines = await page.evaluate((samples) => window.wasmBindings.benchmark(samples), Number(process.env.SAMPLES || 15));
+  for (const line of lines) console.log(line);
+} catch (e) {
+  console.error(`bench browser failed: ${e.message || JSON.stringify(e)}`);
+  code = 1;
+} finally {
+  await browser.close();
+  server.close();
+}
+process.exit(code);

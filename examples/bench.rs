@@ -1,0 +1,15 @@
+//! `make bench`, native half: the reference training step on the native adapter.
+//! Prints `bench native ms_per_step <median> samples_per_s <n> dispatches_per_step <n>
+//! readbacks_per_step <n>`, then the matmul kernels' GFLOP/s.
+
+use std::time::Instant;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let gpu = pollster::block_on(webvae::gpu::Gpu::new())?;
+    let start = Instant::now();
+    let report = pollster::block_on(webvae::bench::run(gpu, 15, || start.elapsed().as_secs_f64() * 1000.0))?;
+    for line in report.lines("native") {
+        println!("{line}");
+    }
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! The benchmark behind `make bench`: the reference configuration's training step (784-400-20,
+//! batch 128) timed on this device, and its largest matmuls timed alone at their real shapes.
+//! The same code runs natively and in the browser; only the clock is passed in.
+
+use crate::data::Dataset;
+use crate::gpu::Gpu;
+use crate::kernels::{Kernel, Kernels, LinearOp, Scratch, SingleKernel};
+use crate::model::Config;
+use crate::rng::Rng;
+use crate::trainer::{TrainError, Trainer};
+
+/// One matmul kernel's timing.
+#[derive(Clone, Debug)]
+pub struct KernelTiming {
+    pub kernel: &'static str,
+    /// rows x inner x cols of the product.
+    pub shape: (u32, u32, u32),
+    pub ms: f64,
+    pub gflops: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub adapter: String,
+    pub ms_per_step: f64,
+    pub samples_per_s: f64,
+    pub dispatches_per_step: usize,
+    pub readbacks_per_step: f64,
+    pub steps_timed: u32,
+    pub kernels: Vec<KernelTiming>,
+}
+
+impl Report {
+    /// The lines `make bench` prints; the first is the one to compare across backends.
+    pub fn lines(&self, backend: &str) -> Vec<String> {
+        let mut lines = vec![format!(
+            "bench {backend} ms_per_step {:.1} samples_per_s {:.0} dispatches_per_step {} readbacks_per_step {}",
+            self.ms_per_step, self.samples_per_s, self.dispatches_per_step, self.readbacks_per_step
+        )];
+        for k in &self.kernels {
+            let (r, i, c) = k.shape;
+            lines.push(format!("matmul {backend} {} {r}x{i}x{c} ms {:.2} gflops {:.2}", k.kernel, k.ms, k.gflops));
+        }
+        lines.push(format!("adapter {backend} {} (median of {} timed steps)", self.adapter, self.steps_timed));
+        lines
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// MNIST-sized random images: the step's cost does not depend on what the pixels show.
+fn synthetic(count: usize, seed: u32) -> Dataset {
+    let mut rng = Rng::new(seed);
+    Dataset {
+        count,
+        rows: 28,
+        cols: 28,
+        pixels: (0..count * 784).map(|_| (rng.next_u32() >> 24) as u8).collect(),
+        labels: (0..count).map(|i| (i % 10) as u8).collect(),
+    }
+}
+
+/// Times the reference training step (after warm-up, `samples` times, each over enough steps
+/// to take ~200 ms) and the three matmul kernels. `now` is a clock in milliseconds.
+pub async fn run(gpu: Gpu, samples: usize, now: impl Fn() -> f64) -> Result<Report, TrainError> {
+    let kernel_timings = time_matmuls(&gpu, &now).await?;
+    let adapter = gpu.adapter_summary();
+    let config = Config::default();
+    let mut trainer = Trainer::new(gpu, config.clone(), &synthetic(9000, 1), &synthetic(1000, 2))?;
+    let gpu = trainer.gpu().clone();
+
+    trainer.train(3)?;
+    gpu.finish().await?;
+    let t0 = now();
+    trainer.train(1)?;
+    gpu.finish().await?;
+    let per_submit = ((200.0 / (now() - t0).max(1.0)).ceil() as u32).clamp(1, 64);
+
+    let readbacks = gpu.readbacks();
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let t0 = now();
+        trainer.train(per_submit)?;
+        gpu.finish().await?;
+        times.push((now() - t0) / per_submit as f64);
+    }
+    let steps_timed = samples as u32 * per_submit;
+    let readbacks_per_step = (gpu.readbacks() - readbacks) as f64 / steps_timed as f64;
+    // Training must still be sound after all that (and this read is outside the timed loop).
+    trainer.metrics().await?;
+    let ms_per_step = median(times);
+    Ok(Report {
+        adapter,
+        ms_per_step,
+        samples_per_s: config.batch_size as f64 * 1000.0 / ms_per_step,
+        dispatches_per_step: trainer.dispatches_per_step(),
+        readbacks_per_step,
+        steps_timed,
+        kernels: kernel_timings,
+    })
+}
+
+/// The forward, dX and dW kernels at the reference model's largest shape (128 x 784 x 400:
+/// encoder.0 forward and dW, decoder.out dX), each dispatched alone in a loop.
+async fn time_matmuls(gpu: &Gpu, now: &impl Fn() -> f64) -> Result<Vec<KernelTiming>, TrainError> {
+    let kernels = Kernels::new(&gpu.device);
+    let mut rng = Rng::new(5);
+    let mut out = Vec::new();
+    for (kernel, name, (rows, inner, cols)) in [
+        (Kernel::LinearForward, "linear_forward", (128, 784, 400)),
+        (Kernel::LinearBackwardInput, "linear_backward_input", (128, 400, 784)),
+        (Kernel::LinearBackwardWeight, "linear_backward_weight", (128, 784, 400)),
+    ] {
+        let (r, i, c) = (rows as usize, inner as usize, cols as usize);
+        // acts: x | y | dy | dx ; params: W | b ; grads: dW | db
+        let scratch = Scratch {
+            params: rng.vec(c * i + c, -0.05, 0.05),
+            grads: vec![0.0; c * i + c],
+            acts: [rng.vec(r * i, 0.0, 1.0), vec![0.0; r * c], rng.vec(r * c, -1.0, 1.0), vec![0.0; r * i]].concat(),
+            ..Default::default()
+        };
+        let op = LinearOp {
+            rows,
+            inner,
+            cols,
+            act: 1,
+            x_off: 0,
+            w_off: 0,
+            b_off: (c * i) as u32,
+            y_off: (r * i) as u32,
+            dy_off: (r * i + r * c) as u32,
+            dx_off: (r * i + 2 * r * c) as u32,
+            dw_off: 0,
+            db_off: (c * i) as u32,
+        };
+        let single = SingleKernel::new(gpu, &kernels, kernel, op, op.groups(kernel), &scratch, 0);
+        single.submit(gpu, &kernels, 2);
+        gpu.finish().await?;
+        let repeats = 5;
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let t0 = now();
+            single.submit(gpu, &kernels, repeats);
+            gpu.finish().await?;
+            times.push((now() - t0) / repeats as f64);
+        }
+        let ms = median(times);
+        let flops = 2.0 * (r * i * c) as f64;
+        out.push(KernelTiming { kernel: name, shape: (rows, inner, cols), ms, gflops: flops / (ms * 1e6) });
+    }
+    Ok(out)
+}
