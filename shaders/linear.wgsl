@@ -8,10 +8,16 @@
 // Every tensor lives in a flat buffer at the offset the record gives, so one bind group serves
 // every layer. Each output element is written by exactly one invocation: no atomics.
 //
-// Each invocation computes a 4x4 block held in named vec4 registers: on software adapters
-// (SwiftShader, lavapipe) named variables are much faster than an indexed local array, and
-// these kernels need no workgroup barriers. Reads past the edges are clamped to the last
-// row/column; those results are never stored.
+// All three are one tiled product C[i, j] = sum_t A(i, t) B(j, t), read through each kernel's
+// own indexing (`load_a`, `load_b`) and stored by its own epilogue:
+//   forward  C = y  [rows, cols]:  A(i, t) = x[i, t],   B(j, t) = W[j, t],  t < inner
+//   dX       C = dx [rows, inner]: A(i, t) = dy[i, t],  B(j, t) = W[t, j],  t < cols
+//   dW       C = dW [cols, inner]: A(i, t) = dy[t, i],  B(j, t) = x[t, j],  t < rows
+// A workgroup of 8x8 invocations computes a 64x64 tile of C. The reduction runs in chunks of
+// TK: the workgroup copies the A and B chunks into workgroup memory (each invocation one row
+// of each), then every invocation accumulates an 8x8 block from them in 16 named vec4
+// registers (named, not an indexed array: several times faster on software adapters).
+// Copies are guarded, so edges need no special cases; only in-range outputs are stored.
 
 struct Linear {
     rows: u32,
@@ -78,118 +84,159 @@ fn store_acts4(base: u32, r: u32, c0: u32, width: u32, v: vec4<f32>) {
     }
 }
 
-// ---- forward: y = act(x W^T + b). Grid: x over column blocks of 4, y over row blocks of 4.
-@compute @workgroup_size(8, 8)
-fn linear_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let c0 = gid.x * 4u;
-    let r0 = gid.y * 4u;
-    if c0 >= op.cols || r0 >= op.rows { return; }
-    let xa = op.x_off + row(r0) * op.inner;
-    let xb = op.x_off + row(r0 + 1u) * op.inner;
-    let xc = op.x_off + row(r0 + 2u) * op.inner;
-    let xd = op.x_off + row(r0 + 3u) * op.inner;
-    let wa = op.w_off + col(c0) * op.inner;
-    let wb = op.w_off + col(c0 + 1u) * op.inner;
-    let wc = op.w_off + col(c0 + 2u) * op.inner;
-    let wd = op.w_off + col(c0 + 3u) * op.inner;
-    // acc_i[j] = sum_k x[r0 + i, k] * W[c0 + j, k]
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
-    let k4 = op.inner & ~3u;
-    for (var k = 0u; k < k4; k += 4u) {
-        let x0 = vec4<f32>(acts[xa + k], acts[xa + k + 1u], acts[xa + k + 2u], acts[xa + k + 3u]);
-        let x1 = vec4<f32>(acts[xb + k], acts[xb + k + 1u], acts[xb + k + 2u], acts[xb + k + 3u]);
-        let x2 = vec4<f32>(acts[xc + k], acts[xc + k + 1u], acts[xc + k + 2u], acts[xc + k + 3u]);
-        let x3 = vec4<f32>(acts[xd + k], acts[xd + k + 1u], acts[xd + k + 2u], acts[xd + k + 3u]);
-        // The 4x4 block of W, transposed: wt_t[j] = W[c0 + j, k + t].
-        let wt0 = vec4<f32>(params[wa + k], params[wb + k], params[wc + k], params[wd + k]);
-        let wt1 = vec4<f32>(params[wa + k + 1u], params[wb + k + 1u], params[wc + k + 1u], params[wd + k + 1u]);
-        let wt2 = vec4<f32>(params[wa + k + 2u], params[wb + k + 2u], params[wc + k + 2u], params[wd + k + 2u]);
-        let wt3 = vec4<f32>(params[wa + k + 3u], params[wb + k + 3u], params[wc + k + 3u], params[wd + k + 3u]);
-        acc0 += x0.x * wt0 + x0.y * wt1 + x0.z * wt2 + x0.w * wt3;
-        acc1 += x1.x * wt0 + x1.y * wt1 + x1.z * wt2 + x1.w * wt3;
-        acc2 += x2.x * wt0 + x2.y * wt1 + x2.z * wt2 + x2.w * wt3;
-        acc3 += x3.x * wt0 + x3.y * wt1 + x3.z * wt2 + x3.w * wt3;
+
+const TILE: u32 = 64u;
+const TK: u32 = 16u;
+const FORWARD: u32 = 0u;
+const BACKWARD_INPUT: u32 = 1u;
+const BACKWARD_WEIGHT: u32 = 2u;
+
+// Chunks of A and B, transposed so that a row of eight outputs is two vec4 reads:
+// a_tile[t * 16 + i / 4][i % 4] = A(i0 + i, t0 + t), likewise b_tile for B(j0 + j, t0 + t).
+var<workgroup> a_tile: array<vec4<f32>, 256>;
+var<workgroup> b_tile: array<vec4<f32>, 256>;
+
+// The product's extent for each kernel: (M, N, K) = (rows of C, columns of C, reduction).
+fn extent(kernel: u32) -> vec3<u32> {
+    switch kernel {
+        case BACKWARD_INPUT: { return vec3<u32>(op.rows, op.inner, op.cols); }
+        case BACKWARD_WEIGHT: { return vec3<u32>(op.cols, op.inner, op.rows); }
+        default: { return vec3<u32>(op.rows, op.cols, op.inner); }
     }
-    // Leftover k when inner is not a multiple of 4 (e.g. a latent size of 2).
-    for (var k = k4; k < op.inner; k++) {
-        let w = vec4<f32>(params[wa + k], params[wb + k], params[wc + k], params[wd + k]);
-        acc0 += acts[xa + k] * w;
-        acc1 += acts[xb + k] * w;
-        acc2 += acts[xc + k] * w;
-        acc3 += acts[xd + k] * w;
-    }
-    let bias = params4(op.b_off, c0, op.cols);
-    store_acts4(op.y_off, r0, c0, op.cols, activate(acc0 + bias));
-    store_acts4(op.y_off, r0 + 1u, c0, op.cols, activate(acc1 + bias));
-    store_acts4(op.y_off, r0 + 2u, c0, op.cols, activate(acc2 + bias));
-    store_acts4(op.y_off, r0 + 3u, c0, op.cols, activate(acc3 + bias));
 }
 
-// ---- backward, input side: dx = (dy W) * act'(x). Grid: x over k blocks of 4, y over row blocks.
-@compute @workgroup_size(8, 8)
-fn linear_backward_input(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let k0 = gid.x * 4u;
-    let r0 = gid.y * 4u;
-    if k0 >= op.inner || r0 >= op.rows { return; }
-    let da = op.dy_off + row(r0) * op.cols;
-    let db = op.dy_off + row(r0 + 1u) * op.cols;
-    let dc = op.dy_off + row(r0 + 2u) * op.cols;
-    let dd = op.dy_off + row(r0 + 3u) * op.cols;
-    // acc_i[t] = sum_c dy[r0 + i, c] * W[c, k0 + t]: rows of W are contiguous along k.
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
-    for (var c = 0u; c < op.cols; c++) {
-        let w = params4(op.w_off + c * op.inner, k0, op.inner);
-        acc0 += acts[da + c] * w;
-        acc1 += acts[db + c] * w;
-        acc2 += acts[dc + c] * w;
-        acc3 += acts[dd + c] * w;
+fn load_a(kernel: u32, i: u32, t: u32) -> f32 {
+    switch kernel {
+        case BACKWARD_INPUT: { return acts[op.dy_off + i * op.cols + t]; }
+        case BACKWARD_WEIGHT: { return acts[op.dy_off + t * op.cols + i]; }
+        default: { return acts[op.x_off + i * op.inner + t]; }
     }
-    let xa = op.x_off + row(r0) * op.inner;
-    let xb = op.x_off + row(r0 + 1u) * op.inner;
-    let xc = op.x_off + row(r0 + 2u) * op.inner;
-    let xd = op.x_off + row(r0 + 3u) * op.inner;
-    store_acts4(op.dx_off, r0, k0, op.inner, acc0 * activation_slope(acts4(xa, k0, op.inner)));
-    store_acts4(op.dx_off, r0 + 1u, k0, op.inner, acc1 * activation_slope(acts4(xb, k0, op.inner)));
-    store_acts4(op.dx_off, r0 + 2u, k0, op.inner, acc2 * activation_slope(acts4(xc, k0, op.inner)));
-    store_acts4(op.dx_off, r0 + 3u, k0, op.inner, acc3 * activation_slope(acts4(xd, k0, op.inner)));
 }
 
-// ---- backward, weight side: dW = dy^T x and db = column sums of dy.
-// Grid: x over k blocks of 4, y over column blocks of 4. The invocations of the first k block
-// also sum db.
-@compute @workgroup_size(8, 8)
-fn linear_backward_weight(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let k0 = gid.x * 4u;
-    let c0 = gid.y * 4u;
-    if k0 >= op.inner || c0 >= op.cols { return; }
-    // acc_j[t] = sum_r dy[r, c0 + j] * x[r, k0 + t]
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
-    var bias = vec4<f32>(0.0);
-    for (var r = 0u; r < op.rows; r++) {
-        let dy = acts4(op.dy_off + r * op.cols, c0, op.cols);
-        let x = acts4(op.x_off + r * op.inner, k0, op.inner);
-        acc0 += dy.x * x;
-        acc1 += dy.y * x;
-        acc2 += dy.z * x;
-        acc3 += dy.w * x;
-        bias += dy;
+fn load_b(kernel: u32, j: u32, t: u32) -> f32 {
+    switch kernel {
+        case BACKWARD_INPUT: { return params[op.w_off + t * op.inner + j]; }
+        case BACKWARD_WEIGHT: { return acts[op.x_off + t * op.inner + j]; }
+        default: { return params[op.w_off + j * op.inner + t]; }
     }
-    let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
-    for (var j = 0u; j < 4u; j++) {
-        let c = c0 + j;
-        if c >= op.cols { break; }
-        for (var t = 0u; t < 4u; t++) {
-            if k0 + t < op.inner { grads[op.dw_off + c * op.inner + k0 + t] = accs[j][t]; }
+}
+
+// An 8x8 block of C: rI_lo / rI_hi hold row I's columns 0-3 / 4-7.
+struct Block {
+    r0l: vec4<f32>, r0h: vec4<f32>, r1l: vec4<f32>, r1h: vec4<f32>,
+    r2l: vec4<f32>, r2h: vec4<f32>, r3l: vec4<f32>, r3h: vec4<f32>,
+    r4l: vec4<f32>, r4h: vec4<f32>, r5l: vec4<f32>, r5h: vec4<f32>,
+    r6l: vec4<f32>, r6h: vec4<f32>, r7l: vec4<f32>, r7h: vec4<f32>,
+    // sum_t A(i0 + lid, t) over the whole reduction: db, for dW.
+    a_sum: f32,
+}
+
+// This invocation's 8x8 block of the workgroup's tile (rows 8 * lid.y.., columns 8 * lid.x..).
+fn product(kernel: u32, wid: vec3<u32>, lid: vec3<u32>) -> Block {
+    let mnk = extent(kernel);
+    let i0 = wid.y * TILE;
+    let j0 = wid.x * TILE;
+    let me = lid.y * 8u + lid.x;
+    var r0l = vec4<f32>(0.0); var r0h = vec4<f32>(0.0); var r1l = vec4<f32>(0.0); var r1h = vec4<f32>(0.0);
+    var r2l = vec4<f32>(0.0); var r2h = vec4<f32>(0.0); var r3l = vec4<f32>(0.0); var r3h = vec4<f32>(0.0);
+    var r4l = vec4<f32>(0.0); var r4h = vec4<f32>(0.0); var r5l = vec4<f32>(0.0); var r5h = vec4<f32>(0.0);
+    var r6l = vec4<f32>(0.0); var r6h = vec4<f32>(0.0); var r7l = vec4<f32>(0.0); var r7h = vec4<f32>(0.0);
+    var a_sum = 0.0;
+    let ai = i0 + me;
+    let bj = j0 + me;
+    let slot = me / 4u;
+    let lane = me % 4u;
+    for (var t0 = 0u; t0 < mnk.z; t0 += TK) {
+        // Copy: this invocation fills row `me` of both chunks (zeros past the edges).
+        for (var t = 0u; t < TK; t++) {
+            let in_k = t0 + t < mnk.z;
+            var a = 0.0;
+            if ai < mnk.x && in_k { a = load_a(kernel, ai, t0 + t); }
+            var b = 0.0;
+            if bj < mnk.y && in_k { b = load_b(kernel, bj, t0 + t); }
+            a_tile[t * 16u + slot][lane] = a;
+            b_tile[t * 16u + slot][lane] = b;
+            a_sum += a;
         }
-        if k0 == 0u { grads[op.db_off + c] = bias[j]; }
+        workgroupBarrier();
+        let ar = lid.y * 2u;
+        let bc = lid.x * 2u;
+        for (var t = 0u; t < TK; t++) {
+            let al = a_tile[t * 16u + ar];
+            let ah = a_tile[t * 16u + ar + 1u];
+            let bl = b_tile[t * 16u + bc];
+            let bh = b_tile[t * 16u + bc + 1u];
+            r0l += al.x * bl; r0h += al.x * bh;
+            r1l += al.y * bl; r1h += al.y * bh;
+            r2l += al.z * bl; r2h += al.z * bh;
+            r3l += al.w * bl; r3h += al.w * bh;
+            r4l += ah.x * bl; r4h += ah.x * bh;
+            r5l += ah.y * bl; r5h += ah.y * bh;
+            r6l += ah.z * bl; r6h += ah.z * bh;
+            r7l += ah.w * bl; r7h += ah.w * bh;
+        }
+        workgroupBarrier();
     }
+    return Block(r0l, r0h, r1l, r1h, r2l, r2h, r3l, r3h, r4l, r4h, r5l, r5h, r6l, r6h, r7l, r7h, a_sum);
+}
+
+// Row `r` of a block as two vec4s.
+fn block_row(c: Block, r: u32) -> array<vec4<f32>, 2> {
+    switch r {
+        case 0u: { return array(c.r0l, c.r0h); }
+        case 1u: { return array(c.r1l, c.r1h); }
+        case 2u: { return array(c.r2l, c.r2h); }
+        case 3u: { return array(c.r3l, c.r3h); }
+        case 4u: { return array(c.r4l, c.r4h); }
+        case 5u: { return array(c.r5l, c.r5h); }
+        case 6u: { return array(c.r6l, c.r6h); }
+        default: { return array(c.r7l, c.r7h); }
+    }
+}
+
+// ---- forward: y = act(x W^T + b).
+@compute @workgroup_size(8, 8)
+fn linear_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c = product(FORWARD, wid, lid);
+    let i = wid.y * TILE + lid.y * 8u;
+    let j = wid.x * TILE + lid.x * 8u;
+    let bl = params4(op.b_off, j, op.cols);
+    let bh = params4(op.b_off, j + 4u, op.cols);
+    for (var r = 0u; r < 8u; r++) {
+        let v = block_row(c, r);
+        store_acts4(op.y_off, i + r, j, op.cols, activate(v[0] + bl));
+        store_acts4(op.y_off, i + r, j + 4u, op.cols, activate(v[1] + bh));
+    }
+}
+
+// ---- backward, input side: dx = (dy W) * act'(x).
+@compute @workgroup_size(8, 8)
+fn linear_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c = product(BACKWARD_INPUT, wid, lid);
+    let i = wid.y * TILE + lid.y * 8u;
+    let j = wid.x * TILE + lid.x * 8u;
+    for (var r = 0u; r < 8u; r++) {
+        let v = block_row(c, r);
+        let x = op.x_off + row(i + r) * op.inner;
+        store_acts4(op.dx_off, i + r, j, op.inner, v[0] * activation_slope(acts4(x, j, op.inner)));
+        store_acts4(op.dx_off, i + r, j + 4u, op.inner, v[1] * activation_slope(acts4(x, j + 4u, op.inner)));
+    }
+}
+
+// ---- backward, weight side: dW = dy^T x, and db = column sums of dy (from the first column
+// of workgroups, whose invocations each summed one row of A = dy^T while copying it).
+@compute @workgroup_size(8, 8)
+fn linear_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c = product(BACKWARD_WEIGHT, wid, lid);
+    let i = wid.y * TILE + lid.y * 8u;
+    let j = wid.x * TILE + lid.x * 8u;
+    for (var r = 0u; r < 8u; r++) {
+        if i + r >= op.cols { break; }
+        let v = block_row(c, r);
+        for (var q = 0u; q < 8u; q++) {
+            if j + q < op.inner { grads[op.dw_off + (i + r) * op.inner + j + q] = v[q / 4u][q % 4u]; }
+        }
+    }
+    let me = wid.y * TILE + lid.y * 8u + lid.x;
+    if wid.x == 0u && me < op.cols { grads[op.db_off + me] = c.a_sum; }
 }

@@ -109,10 +109,10 @@ async fn time_matmuls(gpu: &Gpu, now: &impl Fn() -> f64) -> Result<Vec<KernelTim
     let kernels = Kernels::new(&gpu.device);
     let mut rng = Rng::new(5);
     let mut out = Vec::new();
-    for (kernel, name, (rows, inner, cols)) in [
-        (Kernel::LinearForward, "linear_forward", (128, 784, 400)),
-        (Kernel::LinearBackwardInput, "linear_backward_input", (128, 400, 784)),
-        (Kernel::LinearBackwardWeight, "linear_backward_weight", (128, 784, 400)),
+    for (kernel, (rows, inner, cols)) in [
+        (Kernel::LinearForward, (128, 784, 400)),
+        (Kernel::LinearBackwardInput, (128, 400, 784)),
+        (Kernel::LinearBackwardWeight, (128, 784, 400)),
     ] {
         let (r, i, c) = (rows as usize, inner as usize, cols as usize);
         // acts: x | y | dy | dx ; params: W | b ; grads: dW | db
@@ -136,7 +136,8 @@ async fn time_matmuls(gpu: &Gpu, now: &impl Fn() -> f64) -> Result<Vec<KernelTim
             dw_off: 0,
             db_off: (c * i) as u32,
         };
-        let single = SingleKernel::new(gpu, &kernels, kernel, op, op.groups(kernel), &scratch, 0);
+        let (kernel, groups) = op.dispatch(kernel);
+        let single = SingleKernel::new(gpu, &kernels, kernel, op, groups, &scratch, 0);
         single.submit(gpu, &kernels, 2);
         gpu.finish().await?;
         let repeats = 5;
@@ -149,7 +150,7 @@ async fn time_matmuls(gpu: &Gpu, now: &impl Fn() -> f64) -> Result<Vec<KernelTim
         }
         let ms = median(times);
         let flops = 2.0 * (r * i * c) as f64;
-        out.push(KernelTiming { kernel: name, shape: (rows, inner, cols), ms, gflops: flops / (ms * 1e6) });
+        out.push(KernelTiming { kernel: kernel.source().1, shape: (rows, inner, cols), ms, gflops: flops / (ms * 1e6) });
     }
     Ok(out)
 }

@@ -20,6 +20,7 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("data.wgsl", include_str!("../shaders/data.wgsl")),
     ("latent.wgsl", include_str!("../shaders/latent.wgsl")),
     ("linear.wgsl", include_str!("../shaders/linear.wgsl")),
+    ("linear4.wgsl", include_str!("../shaders/linear4.wgsl")),
     ("loss.wgsl", include_str!("../shaders/loss.wgsl")),
     ("optim.wgsl", include_str!("../shaders/optim.wgsl")),
 ];
@@ -34,6 +35,9 @@ pub enum Kernel {
     LinearForward,
     LinearBackwardInput,
     LinearBackwardWeight,
+    LinearForward4,
+    LinearBackwardInput4,
+    LinearBackwardWeight4,
     Reparameterize,
     LatentBackward,
     ImportanceWeighted,
@@ -44,11 +48,14 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 11] = [
+    pub const ALL: [Kernel; 14] = [
         Kernel::Gather,
         Kernel::LinearForward,
         Kernel::LinearBackwardInput,
         Kernel::LinearBackwardWeight,
+        Kernel::LinearForward4,
+        Kernel::LinearBackwardInput4,
+        Kernel::LinearBackwardWeight4,
         Kernel::Reparameterize,
         Kernel::LatentBackward,
         Kernel::ImportanceWeighted,
@@ -65,6 +72,9 @@ impl Kernel {
             Kernel::LinearForward => ("linear.wgsl", "linear_forward"),
             Kernel::LinearBackwardInput => ("linear.wgsl", "linear_backward_input"),
             Kernel::LinearBackwardWeight => ("linear.wgsl", "linear_backward_weight"),
+            Kernel::LinearForward4 => ("linear4.wgsl", "linear_forward4"),
+            Kernel::LinearBackwardInput4 => ("linear4.wgsl", "linear_backward_input4"),
+            Kernel::LinearBackwardWeight4 => ("linear4.wgsl", "linear_backward_weight4"),
             Kernel::Reparameterize => ("latent.wgsl", "reparameterize"),
             Kernel::LatentBackward => ("latent.wgsl", "latent_backward"),
             Kernel::ImportanceWeighted => ("latent.wgsl", "importance_weighted"),
@@ -104,15 +114,33 @@ pub struct LinearOp {
 }
 
 impl LinearOp {
-    /// The workgroup grid of a linear kernel on this record's shape: each workgroup covers a
-    /// tile of 32 x 32 outputs (forward: [rows, cols]; dX: [rows, inner]; dW: [cols, inner]).
-    pub fn groups(&self, kernel: Kernel) -> (u32, u32, u32) {
-        let tiles = |n: u32| n.div_ceil(32);
-        match kernel {
-            Kernel::LinearForward => (tiles(self.cols), tiles(self.rows), 1),
-            Kernel::LinearBackwardInput => (tiles(self.inner), tiles(self.rows), 1),
-            Kernel::LinearBackwardWeight => (tiles(self.inner), tiles(self.cols), 1),
-            _ => panic!("{kernel:?} is not a linear kernel"),
+    /// Whether every row and tensor of this product starts on a vec4 boundary, so that the
+    /// `linear4.wgsl` kernels apply.
+    pub fn is_vec4(&self) -> bool {
+        let offsets = [self.x_off, self.w_off, self.b_off, self.y_off, self.dy_off, self.dx_off, self.dw_off, self.db_off];
+        self.inner % 4 == 0 && self.cols % 4 == 0 && offsets.iter().all(|o| o % 4 == 0)
+    }
+
+    /// The kernel for `product` (LinearForward, LinearBackwardInput or LinearBackwardWeight)
+    /// on this record's shape, and its workgroup grid: the vec4 kernel where it applies,
+    /// otherwise the general tiled one (64 x 64 outputs per workgroup).
+    pub fn dispatch(&self, product: Kernel) -> (Kernel, (u32, u32, u32)) {
+        self.dispatch_as(product, self.is_vec4())
+    }
+
+    /// As `dispatch`, choosing the kind of kernel (tests run both on aligned shapes).
+    pub fn dispatch_as(&self, product: Kernel, vec4: bool) -> (Kernel, (u32, u32, u32)) {
+        assert!(!vec4 || self.is_vec4(), "the vec4 kernels need aligned shapes and offsets");
+        let tiles = |n: u32| n.div_ceil(64);
+        match (product, vec4) {
+            (Kernel::LinearForward, false) => (product, (tiles(self.cols), tiles(self.rows), 1)),
+            (Kernel::LinearBackwardInput, false) => (product, (tiles(self.inner), tiles(self.rows), 1)),
+            (Kernel::LinearBackwardWeight, false) => (product, (tiles(self.inner), tiles(self.cols), 1)),
+            // Workgroups of 8 x 8 invocations; blocks per invocation as in linear4.wgsl.
+            (Kernel::LinearForward, true) => (Kernel::LinearForward4, (self.cols.div_ceil(32), self.rows.div_ceil(64), 1)),
+            (Kernel::LinearBackwardInput, true) => (Kernel::LinearBackwardInput4, (self.inner.div_ceil(32), self.rows.div_ceil(64), 1)),
+            (Kernel::LinearBackwardWeight, true) => (Kernel::LinearBackwardWeight4, (self.inner.div_ceil(64), self.cols.div_ceil(64), 1)),
+            _ => panic!("{product:?} is not a linear product"),
         }
     }
 }
@@ -241,9 +269,10 @@ impl Kernels {
             entries: &[
                 entry(0, Uniform, true, UNIFORM_SLOT),
                 entry(1, Uniform, true, UNIFORM_SLOT),
-                entry(2, rw, false, 4),
-                entry(3, rw, false, 4),
-                entry(4, rw, false, 4),
+                // At least one vec4: linear4.wgsl reads these as vec4 arrays.
+                entry(2, rw, false, 16),
+                entry(3, rw, false, 16),
+                entry(4, rw, false, 16),
                 entry(5, rw, false, 4),
                 entry(6, ro, false, 4),
                 entry(7, ro, false, 4),
@@ -345,9 +374,11 @@ impl SingleKernel {
         use wgpu::util::DeviceExt;
         let device = &gpu.device;
         let init = |label, contents: &[u8], usage| device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents, usage });
+        // Whole vec4s, at least one (linear4.wgsl reads vec4 arrays).
         let storage = |label, data: &[f32]| {
-            let padded: &[f32] = if data.is_empty() { &[0.0; 4] } else { data };
-            init(label, bytemuck::cast_slice(padded), wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC)
+            let mut padded = data.to_vec();
+            padded.resize(data.len().next_multiple_of(4).max(4), 0.0);
+            init(label, bytemuck::cast_slice(&padded), wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC)
         };
         let uniform = |label, record: &[u8]| init(label, &pack_slots([record]), wgpu::BufferUsages::UNIFORM);
         let step = StepRecord { t: 1, rng_step, batch_start: 0 };

@@ -122,10 +122,12 @@ struct Acts {
 
 impl Acts {
     fn new(config: &Config, batch: usize, rows: usize) -> Acts {
+        // Every tensor starts on a 16-byte boundary, so the vec4 matmuls can read it.
         let mut len = 0;
         let mut take = |n: usize| {
-            len += n;
-            len - n
+            let at = len;
+            len = (len + n).next_multiple_of(4);
+            at
         };
         let x = take(batch * config.input);
         let enc = config.hidden.iter().map(|&h| take(batch * h)).collect();
@@ -195,10 +197,13 @@ impl fmt::Debug for Trainer {
     }
 }
 
+/// A storage buffer holding `contents`, padded to whole vec4s (16 bytes).
 fn storage(device: &wgpu::Device, label: &str, contents: &[u8]) -> wgpu::Buffer {
+    let mut padded = contents.to_vec();
+    padded.resize(contents.len().next_multiple_of(16).max(16), 0);
     device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
         label: Some(label),
-        contents,
+        contents: &padded,
         usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
     })
 }
@@ -594,17 +599,20 @@ impl Records {
 
     fn linear_forward(&mut self, l: &LinearLayout, rows: usize, act: Activation, x: usize, y: usize) {
         let op = LinearOp { w_off: l.weight as u32, b_off: l.bias as u32, x_off: x as u32, y_off: y as u32, act: act.code(), ..linear_dims(l, rows) };
-        self.push(Kernel::LinearForward, op, op.groups(Kernel::LinearForward));
+        let (kernel, groups) = op.dispatch(Kernel::LinearForward);
+        self.push(kernel, op, groups);
     }
 
     /// dW, db from dy and x; then, if `dx` is given, dx = (dy W) * act'(x).
     fn linear_backward(&mut self, l: &LinearLayout, rows: usize, x: usize, dy: usize, dx: Option<(usize, Activation)>) {
         let dims = linear_dims(l, rows);
         let op = LinearOp { x_off: x as u32, dy_off: dy as u32, dw_off: l.weight as u32, db_off: l.bias as u32, ..dims };
-        self.push(Kernel::LinearBackwardWeight, op, op.groups(Kernel::LinearBackwardWeight));
+        let (kernel, groups) = op.dispatch(Kernel::LinearBackwardWeight);
+        self.push(kernel, op, groups);
         if let Some((dx, act)) = dx {
             let op = LinearOp { x_off: x as u32, dy_off: dy as u32, w_off: l.weight as u32, dx_off: dx as u32, act: act.code(), ..dims };
-            self.push(Kernel::LinearBackwardInput, op, op.groups(Kernel::LinearBackwardInput));
+            let (kernel, groups) = op.dispatch(Kernel::LinearBackwardInput);
+            self.push(kernel, op, groups);
         }
     }
 }

@@ -39,9 +39,10 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32)
     }
 }
 
-/// The linear layer's three kernels (forward with fused bias and activation, dX, dW/db) on
-/// shapes that exercise the 4x4 blocks' edges (sizes not multiples of 4 or 32) and the reference
-/// model's largest layer.
+/// The linear layer's three products (forward with fused bias and activation, dX, dW/db), by
+/// the general tiled kernels and, where the shape allows, the vec4 kernels, on shapes that
+/// exercise the edges of tiles and blocks (sizes not multiples of 4, 8 or 64) and on the
+/// reference model's largest layer.
 pub async fn linear_parity(log: impl Fn(&str)) {
     let gpu = gpu_or_fail(&log).await;
     let kernels = Kernels::new(&gpu.device);
@@ -51,6 +52,8 @@ pub async fn linear_parity(log: impl Fn(&str)) {
         (5, 7, 3, Activation::Relu),
         (33, 20, 17, Activation::Tanh),
         (37, 2, 400, Activation::Relu),
+        (37, 20, 12, Activation::Tanh),
+        (65, 36, 68, Activation::Relu),
         (128, 784, 400, Activation::Relu),
     ];
     for (rows, inner, cols, act) in cases {
@@ -80,24 +83,32 @@ pub async fn linear_parity(log: impl Fn(&str)) {
             dw_off: 0,
             db_off: w.len() as u32,
         };
-        let what = format!("{rows}x{inner}x{cols} {act:?}");
-        let run = |kernel| run_single(&gpu, &kernels, kernel, op, op.groups(kernel), &scratch, 0);
+        for vec4 in [false, true] {
+            if vec4 && !op.is_vec4() {
+                continue;
+            }
+            let what = format!("{rows}x{inner}x{cols} {act:?}{}", if vec4 { " (vec4 kernels)" } else { "" });
+            let run = |product| {
+                let (kernel, groups) = op.dispatch_as(product, vec4);
+                run_single(&gpu, &kernels, kernel, op, groups, &scratch, 0)
+            };
 
-        let out = run(Kernel::LinearForward).await.unwrap();
-        let want = linear_forward(&f64s(&x), &f64s(&w), &f64s(&b), rows, inner, cols, act);
-        assert_close(&format!("linear_forward {what}"), &out.acts[y_off..dy_off], &f32s(&want), 1e-4, 1e-5);
-        assert!(want.iter().any(|&v| v != 0.0), "a kernel that wrote nothing must fail this check");
+            let out = run(Kernel::LinearForward).await.unwrap();
+            let want = linear_forward(&f64s(&x), &f64s(&w), &f64s(&b), rows, inner, cols, act);
+            assert_close(&format!("linear_forward {what}"), &out.acts[y_off..dy_off], &f32s(&want), 1e-4, 1e-5);
+            assert!(want.iter().any(|&v| v != 0.0), "a kernel that wrote nothing must fail this check");
 
-        // Backward, with x standing for the activation's output (x = act(previous z)).
-        let out = run(Kernel::LinearBackwardInput).await.unwrap();
-        let want = linear_backward_input(&f64s(&dy), &f64s(&w), &f64s(&x), rows, inner, cols, act);
-        assert_close(&format!("linear_backward_input {what}"), &out.acts[dx_off..], &f32s(&want), 1e-4, 1e-5);
+            // Backward, with x standing for the activation's output (x = act(previous z)).
+            let out = run(Kernel::LinearBackwardInput).await.unwrap();
+            let want = linear_backward_input(&f64s(&dy), &f64s(&w), &f64s(&x), rows, inner, cols, act);
+            assert_close(&format!("linear_backward_input {what}"), &out.acts[dx_off..], &f32s(&want), 1e-4, 1e-5);
 
-        let out = run(Kernel::LinearBackwardWeight).await.unwrap();
-        let (dw, db) = linear_backward_weight(&f64s(&x), &f64s(&dy), rows, inner, cols);
-        assert_close(&format!("linear_backward_weight dW {what}"), &out.grads[..w.len()], &f32s(&dw), 1e-4, 1e-4);
-        assert_close(&format!("linear_backward_weight db {what}"), &out.grads[w.len()..], &f32s(&db), 1e-4, 1e-4);
-        log(&format!("linear forward, dX, dW/db {what}: match the CPU reference"));
+            let out = run(Kernel::LinearBackwardWeight).await.unwrap();
+            let (dw, db) = linear_backward_weight(&f64s(&x), &f64s(&dy), rows, inner, cols);
+            assert_close(&format!("linear_backward_weight dW {what}"), &out.grads[..w.len()], &f32s(&dw), 1e-4, 1e-4);
+            assert_close(&format!("linear_backward_weight db {what}"), &out.grads[w.len()..], &f32s(&db), 1e-4, 1e-4);
+            log(&format!("linear forward, dX, dW/db {what}: match the CPU reference"));
+        }
     }
 }
 

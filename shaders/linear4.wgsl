@@ -1,0 +1,218 @@
+// The three linear-layer products of linear.wgsl, for shapes whose rows are whole vec4s
+// (inner and cols multiples of 4, every offset a multiple of 4): the buffers are read as
+// vec4s, one load per four floats. On software adapters (SwiftShader, lavapipe) loads, not
+// arithmetic, bound these kernels, so each is arranged to need the fewest loads per
+// multiply-add for its operands' layout:
+//   forward  y = act(x W^T + b): x and W are both contiguous along the reduction (inner), so
+//            each invocation takes dot products of vec4s: 8 rows x 4 columns of y.
+//   dX       dx = (dy W) * act'(x): dy is contiguous along the reduction (cols), W along the
+//            output (inner): 8 rows x 4 columns of dx, from a 4x4 block of W per step.
+//   dW       dW = dy^T x, db = column sums of dy: both contiguous along the outputs, so each
+//            invocation accumulates outer products: 8 x 8 of dW, summing over rows.
+// The record is linear.wgsl's (`Linear`); offsets and widths are in floats, divided by 4 here.
+// Reads past the edges are clamped to the last row/vec4; those results are never stored.
+
+struct Linear {
+    rows: u32,
+    inner: u32,
+    cols: u32,
+    act: u32,
+    x_off: u32,
+    w_off: u32,
+    b_off: u32,
+    y_off: u32,
+    dy_off: u32,
+    dx_off: u32,
+    dw_off: u32,
+    db_off: u32,
+}
+
+@group(0) @binding(0) var<uniform> op: Linear;
+@group(0) @binding(2) var<storage, read_write> params: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> grads: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> acts: array<vec4<f32>>;
+
+const RELU: u32 = 1u;
+const TANH: u32 = 2u;
+
+fn activate(z: vec4<f32>) -> vec4<f32> {
+    switch op.act {
+        case RELU: { return max(z, vec4<f32>(0.0)); }
+        case TANH: { return tanh(z); }
+        default: { return z; }
+    }
+}
+
+fn activation_slope(y: vec4<f32>) -> vec4<f32> {
+    switch op.act {
+        case RELU: { return select(vec4<f32>(0.0), vec4<f32>(1.0), y > vec4<f32>(0.0)); }
+        case TANH: { return 1.0 - y * y; }
+        default: { return vec4<f32>(1.0); }
+    }
+}
+
+// Index of the first vec4 of row r (clamped to the last row) of a [rows, width] matrix at `off`.
+fn row4(off: u32, r: u32, width: u32) -> u32 {
+    return (off + min(r, op.rows - 1u) * width) / 4u;
+}
+
+// ---- forward. Grid: x over column blocks of 4, y over row blocks of 8.
+@compute @workgroup_size(8, 8)
+fn linear_forward4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c0 = gid.x * 4u;
+    let r0 = gid.y * 8u;
+    if c0 >= op.cols || r0 >= op.rows { return; }
+    let n = op.inner / 4u;
+    let x0_row = row4(op.x_off, r0, op.inner);
+    let x1_row = row4(op.x_off, r0 + 1u, op.inner);
+    let x2_row = row4(op.x_off, r0 + 2u, op.inner);
+    let x3_row = row4(op.x_off, r0 + 3u, op.inner);
+    let x4_row = row4(op.x_off, r0 + 4u, op.inner);
+    let x5_row = row4(op.x_off, r0 + 5u, op.inner);
+    let x6_row = row4(op.x_off, r0 + 6u, op.inner);
+    let x7_row = row4(op.x_off, r0 + 7u, op.inner);
+    let wa_row = (op.w_off + c0 * op.inner) / 4u;
+    let wb_row = wa_row + n;
+    let wc_row = wb_row + n;
+    let wd_row = wc_row + n;
+    // yIj = (x W^T)[r0 + I, c0 + j], in scalars: SwiftShader runs these dot products fastest.
+    var y0a = 0.0; var y0b = 0.0; var y0c = 0.0; var y0d = 0.0;
+    var y1a = 0.0; var y1b = 0.0; var y1c = 0.0; var y1d = 0.0;
+    var y2a = 0.0; var y2b = 0.0; var y2c = 0.0; var y2d = 0.0;
+    var y3a = 0.0; var y3b = 0.0; var y3c = 0.0; var y3d = 0.0;
+    var y4a = 0.0; var y4b = 0.0; var y4c = 0.0; var y4d = 0.0;
+    var y5a = 0.0; var y5b = 0.0; var y5c = 0.0; var y5d = 0.0;
+    var y6a = 0.0; var y6b = 0.0; var y6c = 0.0; var y6d = 0.0;
+    var y7a = 0.0; var y7b = 0.0; var y7c = 0.0; var y7d = 0.0;
+    for (var k = 0u; k < n; k++) {
+        let wa = params[wa_row + k];
+        let wb = params[wb_row + k];
+        let wc = params[wc_row + k];
+        let wd = params[wd_row + k];
+        let x0 = acts[x0_row + k];
+        y0a += dot(x0, wa); y0b += dot(x0, wb); y0c += dot(x0, wc); y0d += dot(x0, wd);
+        let x1 = acts[x1_row + k];
+        y1a += dot(x1, wa); y1b += dot(x1, wb); y1c += dot(x1, wc); y1d += dot(x1, wd);
+        let x2 = acts[x2_row + k];
+        y2a += dot(x2, wa); y2b += dot(x2, wb); y2c += dot(x2, wc); y2d += dot(x2, wd);
+        let x3 = acts[x3_row + k];
+        y3a += dot(x3, wa); y3b += dot(x3, wb); y3c += dot(x3, wc); y3d += dot(x3, wd);
+        let x4 = acts[x4_row + k];
+        y4a += dot(x4, wa); y4b += dot(x4, wb); y4c += dot(x4, wc); y4d += dot(x4, wd);
+        let x5 = acts[x5_row + k];
+        y5a += dot(x5, wa); y5b += dot(x5, wb); y5c += dot(x5, wc); y5d += dot(x5, wd);
+        let x6 = acts[x6_row + k];
+        y6a += dot(x6, wa); y6b += dot(x6, wb); y6c += dot(x6, wc); y6d += dot(x6, wd);
+        let x7 = acts[x7_row + k];
+        y7a += dot(x7, wa); y7b += dot(x7, wb); y7c += dot(x7, wc); y7d += dot(x7, wd);
+    }
+    let b = params[(op.b_off + c0) / 4u];
+    let ys = array<vec4<f32>, 8>(vec4<f32>(y0a, y0b, y0c, y0d), vec4<f32>(y1a, y1b, y1c, y1d), vec4<f32>(y2a, y2b, y2c, y2d), vec4<f32>(y3a, y3b, y3c, y3d), vec4<f32>(y4a, y4b, y4c, y4d), vec4<f32>(y5a, y5b, y5c, y5d), vec4<f32>(y6a, y6b, y6c, y6d), vec4<f32>(y7a, y7b, y7c, y7d));
+    let out = (op.y_off + c0) / 4u;
+    for (var i = 0u; i < 8u; i++) {
+        if r0 + i < op.rows { acts[out + (r0 + i) * op.cols / 4u] = activate(ys[i] + b); }
+    }
+}
+
+// ---- backward, input side. Grid: x over column blocks of 4 (of inner), y over row blocks of 8.
+@compute @workgroup_size(8, 8)
+fn linear_backward_input4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let k0 = gid.x * 4u;
+    let r0 = gid.y * 8u;
+    if k0 >= op.inner || r0 >= op.rows { return; }
+    let n = op.cols / 4u;
+    let m = op.inner / 4u;
+    let d0 = row4(op.dy_off, r0, op.cols);
+    let d1 = row4(op.dy_off, r0 + 1u, op.cols);
+    let d2 = row4(op.dy_off, r0 + 2u, op.cols);
+    let d3 = row4(op.dy_off, r0 + 3u, op.cols);
+    let d4 = row4(op.dy_off, r0 + 4u, op.cols);
+    let d5 = row4(op.dy_off, r0 + 5u, op.cols);
+    let d6 = row4(op.dy_off, r0 + 6u, op.cols);
+    let d7 = row4(op.dy_off, r0 + 7u, op.cols);
+    // W[c + t, k0..k0 + 3] for the four c of each step.
+    var w = (op.w_off + k0) / 4u;
+    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0); var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0);
+    for (var c = 0u; c < n; c++) {
+        let wa = params[w];
+        let wb = params[w + m];
+        let wc = params[w + 2u * m];
+        let wd = params[w + 3u * m];
+        w += 4u * m;
+        var d = acts[d0 + c]; a0 += d.x * wa + d.y * wb + d.z * wc + d.w * wd;
+        d = acts[d1 + c]; a1 += d.x * wa + d.y * wb + d.z * wc + d.w * wd;
+        d = acts[d2 + c]; a2 += d.x * wa + d.y * wb + d.z * wc + d.w * wd;
+        d = acts[d3 + c]; a3 += d.x * wa + d.y * wb + d.z * wc + d.w * wd;
+        d = acts[d4 + c]; a4 += d.x * wa + d.y * wb + d.z * wc + d.w * wd;
+        d = acts[d5 + c]; a5 += d.x * wa + d.y * wb + d.z * wc + d.w * wd;
+        d = acts[d6 + c]; a6 += d.x * wa + d.y * wb + d.z * wc + d.w * wd;
+        d = acts[d7 + c]; a7 += d.x * wa + d.y * wb + d.z * wc + d.w * wd;
+    }
+    let accs = array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
+    for (var i = 0u; i < 8u; i++) {
+        let r = r0 + i;
+        if r < op.rows {
+            let x = acts[(op.x_off + r * op.inner + k0) / 4u];
+            acts[(op.dx_off + r * op.inner + k0) / 4u] = accs[i] * activation_slope(x);
+        }
+    }
+}
+
+// ---- backward, weight side. Grid: x over column blocks of 8 (of inner), y over row blocks
+// of 8 (of cols). The invocations of the first column block also sum db.
+@compute @workgroup_size(8, 8)
+fn linear_backward_weight4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let k0 = gid.x * 8u;
+    let c0 = gid.y * 8u;
+    if k0 >= op.inner || c0 >= op.cols { return; }
+    // The second vec4 of each block may lie past the edge (widths are multiples of 4, not 8):
+    // clamp its reads; its results are not stored.
+    let last_c = op.cols / 4u - 1u;
+    let last_k = op.inner / 4u - 1u;
+    let gc = c0 / 4u;
+    let gc2 = min(gc + 1u, last_c);
+    let xk = k0 / 4u;
+    let xk2 = min(xk + 1u, last_k);
+    // dW rows c0 + j: aJl holds columns k0..k0 + 3, aJh columns k0 + 4..k0 + 7.
+    var a0l = vec4<f32>(0.0); var a0h = vec4<f32>(0.0); var a1l = vec4<f32>(0.0); var a1h = vec4<f32>(0.0);
+    var a2l = vec4<f32>(0.0); var a2h = vec4<f32>(0.0); var a3l = vec4<f32>(0.0); var a3h = vec4<f32>(0.0);
+    var a4l = vec4<f32>(0.0); var a4h = vec4<f32>(0.0); var a5l = vec4<f32>(0.0); var a5h = vec4<f32>(0.0);
+    var a6l = vec4<f32>(0.0); var a6h = vec4<f32>(0.0); var a7l = vec4<f32>(0.0); var a7h = vec4<f32>(0.0);
+    var bl = vec4<f32>(0.0);
+    var bh = vec4<f32>(0.0);
+    var dy = op.dy_off / 4u;
+    var x = op.x_off / 4u;
+    for (var r = 0u; r < op.rows; r++) {
+        let g = acts[dy + gc];
+        let h = acts[dy + gc2];
+        let xl = acts[x + xk];
+        let xh = acts[x + xk2];
+        dy += op.cols / 4u;
+        x += op.inner / 4u;
+        a0l += g.x * xl; a0h += g.x * xh;
+        a1l += g.y * xl; a1h += g.y * xh;
+        a2l += g.z * xl; a2h += g.z * xh;
+        a3l += g.w * xl; a3h += g.w * xh;
+        a4l += h.x * xl; a4h += h.x * xh;
+        a5l += h.y * xl; a5h += h.y * xh;
+        a6l += h.z * xl; a6h += h.z * xh;
+        a7l += h.w * xl; a7h += h.w * xh;
+        bl += g;
+        bh += h;
+    }
+    let lo = array<vec4<f32>, 8>(a0l, a1l, a2l, a3l, a4l, a5l, a6l, a7l);
+    let hi = array<vec4<f32>, 8>(a0h, a1h, a2h, a3h, a4h, a5h, a6h, a7h);
+    let high_k = k0 + 4u < op.inner;
+    for (var j = 0u; j < 8u; j++) {
+        let c = c0 + j;
+        if c >= op.cols { break; }
+        let at = (op.dw_off + c * op.inner + k0) / 4u;
+        grads[at] = lo[j];
+        if high_k { grads[at + 1u] = hi[j]; }
+    }
+    if k0 == 0u {
+        grads[(op.db_off + c0) / 4u] = bl;
+        if c0 + 4u < op.cols { grads[(op.db_off + c0) / 4u + 1u] = bh; }
+    }
+}
