@@ -22,7 +22,9 @@ await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--enable-unsafe-webgpu", "--enable-features=Vulkan",
-    "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-quic"],
+    "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-quic",
+    // For measuring what bounds the kernels, e.g. CHROMIUM_FLAGS=--enable-dawn-features=disable_robustness
+    ...(process.env.CHROMIUM_FLAGS ? process.env.CHROMIUM_FLAGS.split(" ") : [])],
 });
 let code = 0;
 try {

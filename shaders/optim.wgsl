@@ -4,7 +4,8 @@
 //   metrics buffer, and raises the `diverged` flag if the loss is not finite. Read back only when
 //   the host asks; the host clears it after reading.
 // adam: one update of every parameter in the flat buffer (PyTorch's Adam), skipped once
-//   `diverged` is raised so that the last good weights are kept.
+//   `diverged` is raised so that the last good weights are kept. Memory-bound, so it reads and
+//   writes vec4s: the host pads the parameter count to a multiple of 4 (padding stays zero).
 
 struct Optim {
     batch: u32,       // accumulate: datapoints in the batch
@@ -12,7 +13,7 @@ struct Optim {
     recon_off: u32,   // accumulate: -log p(x|z) per row, in acts
     kl_off: u32,      // accumulate: KL per datapoint, in acts
     metrics_off: u32, // accumulate: where this kind of step accumulates
-    count: u32,       // adam: number of parameters
+    count: u32,       // adam: number of parameters / 4 (vec4s)
     lr: f32,
     beta: f32,        // accumulate: weight of KL in the loss (for the divergence check)
     check: u32,       // accumulate: 1 = raise the divergence flag on a non-finite loss
@@ -30,10 +31,10 @@ const DIVERGED: u32 = 0u;   // nonzero once a non-finite loss was seen
 
 @group(0) @binding(0) var<uniform> op: Optim;
 @group(0) @binding(1) var<uniform> step: Step;
-@group(0) @binding(2) var<storage, read_write> params: array<f32>;
-@group(0) @binding(3) var<storage, read_write> grads: array<f32>;
+@group(0) @binding(2) var<storage, read_write> params: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> grads: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> acts: array<f32>;
-@group(0) @binding(5) var<storage, read_write> moments: array<f32>;  // m then v, each `count` long
+@group(0) @binding(5) var<storage, read_write> moments: array<vec4<f32>>;  // m then v, `count` vec4s each
 @group(0) @binding(8) var<storage, read_write> metrics: array<f32>;
 
 const WG: u32 = 64u;

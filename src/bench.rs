@@ -28,6 +28,8 @@ pub struct Report {
     pub readbacks_per_step: f64,
     pub steps_timed: u32,
     pub kernels: Vec<KernelTiming>,
+    /// Each dispatch of one step timed alone: (entry point, milliseconds).
+    pub profile: Vec<(&'static str, f64)>,
 }
 
 impl Report {
@@ -41,6 +43,9 @@ impl Report {
             let (r, i, c) = k.shape;
             lines.push(format!("matmul {backend} {} {r}x{i}x{c} ms {:.2} gflops {:.2}", k.kernel, k.ms, k.gflops));
         }
+        let total: f64 = self.profile.iter().map(|p| p.1).sum();
+        let profile: Vec<String> = self.profile.iter().map(|(k, ms)| format!("{k} {ms:.1}")).collect();
+        lines.push(format!("profile {backend} sum_ms {total:.1} : {}", profile.join(", ")));
         lines.push(format!("adapter {backend} {} (median of {} timed steps)", self.adapter, self.steps_timed));
         lines
     }
@@ -92,14 +97,17 @@ pub async fn run(gpu: Gpu, samples: usize, now: impl Fn() -> f64) -> Result<Repo
     // Training must still be sound after all that (and this read is outside the timed loop).
     trainer.metrics().await?;
     let ms_per_step = median(times);
+    let dispatches_per_step = trainer.dispatches_per_step();
+    let profile = trainer.profile_step(3, &now).await?.into_iter().map(|(k, ms)| (k.source().1, ms)).collect();
     Ok(Report {
         adapter,
         ms_per_step,
         samples_per_s: config.batch_size as f64 * 1000.0 / ms_per_step,
-        dispatches_per_step: trainer.dispatches_per_step(),
+        dispatches_per_step,
         readbacks_per_step,
         steps_timed,
         kernels: kernel_timings,
+        profile,
     })
 }
 

@@ -273,7 +273,7 @@ impl Kernels {
                 entry(2, rw, false, 16),
                 entry(3, rw, false, 16),
                 entry(4, rw, false, 16),
-                entry(5, rw, false, 4),
+                entry(5, rw, false, 16),
                 entry(6, ro, false, 4),
                 entry(7, ro, false, 4),
                 entry(8, rw, false, 4),

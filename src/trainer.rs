@@ -197,6 +197,11 @@ impl fmt::Debug for Trainer {
     }
 }
 
+/// Parameters as Adam sees them: padded to whole vec4s (m and v each this long).
+fn adam_len(layout: &Layout) -> usize {
+    layout.len.next_multiple_of(4)
+}
+
 /// A storage buffer holding `contents`, padded to whole vec4s (16 bytes).
 fn storage(device: &wgpu::Device, label: &str, contents: &[u8]) -> wgpu::Buffer {
     let mut padded = contents.to_vec();
@@ -256,7 +261,7 @@ impl Trainer {
             params: storage(device, "params", bytes_of_f32(&params)),
             grads: storage(device, "grads", bytes_of_f32(&zeros)),
             acts: storage(device, "acts", bytes_of_f32(&vec![0f32; acts.len])),
-            moments: storage(device, "moments", bytes_of_f32(&vec![0f32; 2 * layout.len])),
+            moments: storage(device, "moments", bytes_of_f32(&vec![0f32; 2 * adam_len(&layout)])),
             data: storage(device, "data", bytemuck::cast_slice(&pack_bytes(&pixels))),
             indices: storage(device, "indices", bytemuck::cast_slice(&indices)),
             metrics: storage(device, "metrics", bytes_of_f32(&[0f32; METRICS_LEN])),
@@ -353,6 +358,25 @@ impl Trainer {
             remaining -= chunk;
         }
         Ok(())
+    }
+
+    /// For the benchmark: each dispatch of the training step, submitted `repeats` times on its
+    /// own and timed with `now` (milliseconds): (kernel, milliseconds per dispatch). Repeating
+    /// Adam and friends leaves the model in no useful state; use a throwaway trainer.
+    pub async fn profile_step(&mut self, repeats: u32, now: impl Fn() -> f64) -> Result<Vec<(Kernel, f64)>, TrainError> {
+        let (b, l) = (self.config.batch_size, self.config.samples);
+        let plan = self.plan(Pass::Train, b, b * l).dispatches.clone();
+        let records = vec![StepRecord { t: 1, rng_step: 0, batch_start: 0 }; repeats as usize];
+        let mut times = Vec::with_capacity(plan.len());
+        for d in &plan {
+            self.submit(std::slice::from_ref(d), &records[..1]);
+            self.gpu.finish().await?;
+            let t0 = now();
+            self.submit(std::slice::from_ref(d), &records);
+            self.gpu.finish().await?;
+            times.push((d.kernel, (now() - t0) / repeats as f64));
+        }
+        Ok(times)
     }
 
     /// Writes the step records and records `plan` once per step, in one submission.
@@ -509,7 +533,7 @@ impl Trainer {
             return Err(TrainError::Data(format!("expected {} parameters, got {}", self.layout.len, params.len())));
         }
         self.gpu.queue.write_buffer(&self.buffers.params, 0, bytes_of_f32(params));
-        self.gpu.queue.write_buffer(&self.buffers.moments, 0, bytes_of_f32(&vec![0f32; 2 * self.layout.len]));
+        self.gpu.queue.write_buffer(&self.buffers.moments, 0, bytes_of_f32(&vec![0f32; 2 * adam_len(&self.layout)]));
         self.diverged = None;
         Ok(())
     }
@@ -561,7 +585,7 @@ impl Trainer {
 fn check_limits(limits: &wgpu::Limits, config: &Config, layout: &Layout, acts: &Acts, train: &Dataset, test: &Dataset) -> Result<(), ConfigError> {
     let max = limits.max_storage_buffer_binding_size as u64;
     let mb = |b: u64| b as f64 / (1 << 20) as f64;
-    let params = layout.len as u64 * 4;
+    let params = adam_len(layout) as u64 * 4;
     // The largest parameter-shaped buffer is Adam's moments, m and v together.
     if 2 * params > max {
         let message = format!("the model's parameters need {:.0} MB but this GPU allows {:.0} MB per buffer", mb(2 * params), mb(max));
@@ -731,6 +755,7 @@ fn build_plan(rec: &mut Records, config: &Config, layout: &Layout, a: &Acts, pas
         rec.linear_backward(&layout.encoder[i], batch, input, a.d_enc[i], dx);
     }
     rec.push(Kernel::Accumulate, accumulate(TRAIN_METRICS, 1, config.beta), (1, 1, 1));
-    let adam = OptimOp { count: layout.len as u32, lr: config.learning_rate, ..Default::default() };
-    rec.push(Kernel::Adam, adam, ((layout.len as u32).div_ceil(256).min(1024), 1, 1));
+    let vec4s = (adam_len(layout) / 4) as u32;
+    let adam = OptimOp { count: vec4s, lr: config.learning_rate, ..Default::default() };
+    rec.push(Kernel::Adam, adam, (vec4s.div_ceil(256).min(1024), 1, 1));
 }

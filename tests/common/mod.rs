@@ -163,11 +163,11 @@ pub async fn small_kernels_parity(log: impl Fn(&str)) {
     assert_close("latent_backward d(mu, logvar)", &got.acts[dml_off..kl_off], &f32s(&want), 1e-5, 1e-6);
     assert_close("latent_backward KL", &got.acts[kl_off..], &f32s(&reference::kl(&f64s(&ml), b, z)), 1e-5, 1e-6);
 
-    // Adam: one step (t = 1) from nonzero moments over a flat buffer.
+    // Adam: one step (t = 1) from nonzero moments over a flat buffer (of whole vec4s).
     let n = 1000;
     let (params, grads) = (rng.vec(n, -1.0, 1.0), rng.vec(n, -0.01, 0.01));
     let (m, v) = (rng.vec(n, -0.01, 0.01), rng.vec(n, 0.0, 1e-4));
-    let op = OptimOp { count: n as u32, lr: 0.01, ..Default::default() };
+    let op = OptimOp { count: n as u32 / 4, lr: 0.01, ..Default::default() };
     let scratch = Scratch { params: params.clone(), grads: grads.clone(), moments: [m.clone(), v.clone()].concat(), ..Default::default() };
     let got = run_single(&gpu, &kernels, Kernel::Adam, op, (2, 1, 1), &scratch, 0).await.unwrap();
     let (mut p, mut mm, mut vv) = (f64s(&params), f64s(&m), f64s(&v));
