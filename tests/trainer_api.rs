@@ -1,10 +1,10 @@
 //! The trainer's API natively: evaluation and the importance-weighted bound, encode, decode,
-//! reconstruct, prior samples, interpolation, configuration errors and divergence.
+//! reconstruct, prior samples, interpolation, configuration errors, divergence and a lost device.
 #![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 
-use webvae::gpu::Gpu;
+use webvae::gpu::{Gpu, GpuError};
 use webvae::model::Config;
 use webvae::latent::interpolate;
 use webvae::trainer::{TrainError, Trainer};
@@ -114,5 +114,22 @@ fn a_non_finite_loss_stops_training_and_keeps_the_weights() {
         assert!(err.to_string().contains("diverged"));
         assert_eq!(t.parameters().await.unwrap(), huge, "no update was applied after divergence");
         assert!(matches!(t.train(1), Err(TrainError::Diverged { .. })));
+    });
+}
+
+#[test]
+fn a_lost_device_is_an_error_not_a_panic() {
+    let mut t = trainer(small());
+    pollster::block_on(async {
+        t.train(2).unwrap();
+        t.metrics().await.unwrap();
+        t.gpu().lose();
+        // The loss may be noticed at the submission or at the readback; from then on, every
+        // call says so.
+        let _ = t.train(1);
+        let lost = |r: Result<(), TrainError>| matches!(r, Err(TrainError::Gpu(GpuError::Lost(_))));
+        assert!(lost(t.metrics().await.map(|_| ())), "metrics after the device was lost");
+        assert!(lost(t.train(1)), "training after the device was lost");
+        assert!(lost(t.decode(&[0.0; 4]).await.map(|_| ())), "decoding after the device was lost");
     });
 }
