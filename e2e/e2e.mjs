@@ -179,7 +179,8 @@ try {
     await page.setInputFiles("#load", file);
     await page.waitForFunction(() => /was not loaded|Loaded/.test(document.getElementById("data-message").textContent));
     await idle();
-    assert(/Loaded weights.safetensors/.test(await message()), await message());
+    assert(/Loaded weights.safetensors \(saved at step [1-9]\d*\)/.test(await message()), await message());
+    assert(Number(await page.textContent("#step")) > 0, "the step count did not continue from the saved step");
     const restored = diff(await pixels("samples"), trainedSamples);
     assert(restored < 0.01, `the loaded weights draw different samples (${restored.toFixed(3)} levels)`);
   });

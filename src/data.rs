@@ -296,7 +296,7 @@ pub fn epoch_permutation(count: usize, seed: u32, epoch: u32) -> Vec<u32> {
     let mut order: Vec<u32> = (0..count as u32).collect();
     let mut rng = Rng::new(seed ^ epoch.wrapping_mul(0x85EB_CA6B).wrapping_add(0x27D4_EB2F));
     for i in (1..count).rev() {
-        let j = (rng.next_u32() as u64 * (i as u64 + 1) >> 32) as usize;
+        let j = ((rng.next_u32() as u64 * (i as u64 + 1)) >> 32) as usize;
         order.swap(i, j);
     }
     order

@@ -118,7 +118,7 @@ impl LinearOp {
     /// `linear4.wgsl` kernels apply.
     pub fn is_vec4(&self) -> bool {
         let offsets = [self.x_off, self.w_off, self.b_off, self.y_off, self.dy_off, self.dx_off, self.dw_off, self.db_off];
-        self.inner % 4 == 0 && self.cols % 4 == 0 && offsets.iter().all(|o| o % 4 == 0)
+        self.inner.is_multiple_of(4) && self.cols.is_multiple_of(4) && offsets.iter().all(|o| o.is_multiple_of(4))
     }
 
     /// The kernel for `product` (LinearForward, LinearBackwardInput or LinearBackwardWeight)

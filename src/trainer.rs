@@ -496,7 +496,7 @@ impl Trainer {
     /// reads back `out_width` values per row from the tensor `output` picks; in chunks of at
     /// most `PASS_ROWS` rows, so the scratch buffer stays the size of a training batch.
     async fn run_pass(&mut self, pass: Pass, input: &[f32], width: usize, output: fn(&Acts) -> usize, out_width: usize) -> Result<Vec<f32>, TrainError> {
-        if input.is_empty() || input.len() % width != 0 {
+        if input.is_empty() || !input.len().is_multiple_of(width) {
             return Err(TrainError::Data(format!("expected rows of {width} values, got {} values", input.len())));
         }
         let mut out = Vec::with_capacity(input.len() / width * out_width);
@@ -583,7 +583,7 @@ impl Trainer {
 
 /// Refuses configurations the device cannot hold, naming the field to change.
 fn check_limits(limits: &wgpu::Limits, config: &Config, layout: &Layout, acts: &Acts, train: &Dataset, test: &Dataset) -> Result<(), ConfigError> {
-    let max = limits.max_storage_buffer_binding_size as u64;
+    let max = limits.max_storage_buffer_binding_size;
     let mb = |b: u64| b as f64 / (1 << 20) as f64;
     let params = adam_len(layout) as u64 * 4;
     // The largest parameter-shaped buffer is Adam's moments, m and v together.

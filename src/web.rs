@@ -194,10 +194,11 @@ impl WebTrainer {
         Ok(WebTrainer { trainer })
     }
 
-    /// The weights and configuration as a `.safetensors` file.
-    pub async fn save(&self) -> Result<Vec<u8>, JsValue> {
+    /// The weights and configuration as a `.safetensors` file, recording `step` (the steps
+    /// behind these weights, counting those before they were loaded).
+    pub async fn save(&self, step: u32) -> Result<Vec<u8>, JsValue> {
         let params = self.trainer.parameters().await.map_err(train_error_to_js)?;
-        Ok(checkpoint::save(self.trainer.config(), self.trainer.layout(), &params, self.trainer.step()))
+        Ok(checkpoint::save(self.trainer.config(), self.trainer.layout(), &params, step))
     }
 
     /// The configuration in use, as a plain object.

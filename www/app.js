@@ -22,6 +22,7 @@ const state = {
   broken: null, // "diverged" or "lost": training cannot go on until the user acts
   snapshot: null, // the latest checkpoint bytes, kept to restart after a lost device
   snapshotStep: 0,
+  stepBase: 0, // steps behind the loaded weights: a model loaded from step N counts on from N
   sampleSeed: 1,
   stepsPerSubmit: 1,
   trainedMs: 0,
@@ -138,7 +139,13 @@ async function useBundled() {
 // Replaces the dataset and starts a fresh model on it; on any error both stay as they were.
 function setData(data, name) {
   const config = { ...(state.trainer ? state.trainer.config() : readSettings().config), input: data.rows() * data.cols() };
-  const trainer = new wasm.WebTrainer(state.gpu, config, data);
+  let trainer;
+  try {
+    trainer = new wasm.WebTrainer(state.gpu, config, data);
+  } catch (err) {
+    data.free();
+    throw err;
+  }
   if (state.data) state.data.free();
   state.data = data;
   $("data-summary").textContent =
@@ -160,8 +167,9 @@ function replaceTrainer(trainer, startStep = 0) {
   state.broken = null;
   state.snapshot = null;
   state.snapshotStep = startStep;
+  state.stepBase = startStep;
   state.trainedMs = 0;
-  state.evaluatedEpoch = 0;
+  state.evaluatedEpoch = Math.floor(startStep / trainer.stepsPerEpoch());
   state.stepsPerSubmit = 1;
   state.usage = null;
   chart.clear();
@@ -191,7 +199,9 @@ async function restart() {
   clearAlert();
   showGpu("loading", "Opening a new GPU device…");
   try {
+    const lost = state.gpu;
     state.gpu = await wasm.WebGpu.request();
+    lost.free();
     showGpu("ready", `WebGPU adapter: ${state.gpu.adapter()}`);
     const snapshot = state.snapshot, step = state.snapshotStep;
     const trainer = snapshot ? wasm.WebTrainer.fromCheckpoint(state.gpu, snapshot, state.data)
@@ -206,10 +216,20 @@ async function restart() {
   }
 }
 
+// Steps and epochs of the model's whole history, including before it was loaded.
+const totalSteps = (t) => state.stepBase + t.step();
+const totalEpochs = (t) => totalSteps(t) / t.stepsPerEpoch();
+
+// The weights as a checkpoint, with the step they were reached at.
+const checkpoint = () => gpuTask(async (t) => {
+  const step = totalSteps(t);
+  return { bytes: await t.save(step), step };
+});
+
 async function takeSnapshot() {
-  const bytes = await gpuTask((t) => t.save());
+  const { bytes, step } = await checkpoint();
   state.snapshot = bytes;
-  state.snapshotStep = state.trainer.step();
+  state.snapshotStep = step;
 }
 
 // ---- Training ----
@@ -247,7 +267,7 @@ async function trainLoop() {
     // Adapt the steps per submission so one takes about FRAME_MS: the GPU stays busy and the
     // queue never holds more than one submission.
     state.stepsPerSubmit = Math.max(1, Math.min(256, Math.round(n * Math.min(2, Math.max(0.5, FRAME_MS / dt)))));
-    const epoch = trainer.epoch();
+    const epoch = totalEpochs(trainer);
     chart.addTrain({ epoch, loss: m.loss, reconstruction: m.reconstruction, kl: m.kl });
     showProgress(m, (n * trainer.config().batch_size) / (dt / 1000));
     const now = performance.now();
@@ -273,8 +293,8 @@ async function trainLoop() {
 function showProgress(m, rate) {
   const t = state.trainer;
   if (!t) return;
-  $("epoch").textContent = t.epoch().toFixed(2);
-  $("step").textContent = String(t.step());
+  $("epoch").textContent = totalEpochs(t).toFixed(2);
+  $("step").textContent = String(totalSteps(t));
   const s = Math.floor(state.trainedMs / 1000);
   $("elapsed").textContent = `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
   if (m) $("loss").textContent = `${m.loss.toFixed(1)} (rec. ${m.reconstruction.toFixed(1)} + KL ${m.kl.toFixed(1)})`;
@@ -544,11 +564,11 @@ async function loadDataFiles(input) {
 
 async function save() {
   try {
-    const bytes = await gpuTask((t) => t.save());
+    const { bytes, step } = await checkpoint();
     const c = state.trainer.config();
     const a = document.createElement("a");
     a.href = URL.createObjectURL(new Blob([bytes], { type: "application/octet-stream" }));
-    a.download = `vae-${[c.input, ...c.hidden, c.latent].join("-")}-step${state.trainer.step()}.safetensors`;
+    a.download = `vae-${[c.input, ...c.hidden, c.latent].join("-")}-step${step}.safetensors`;
     a.click();
     setTimeout(() => URL.revokeObjectURL(a.href), 10000);
   } catch (err) { fail(err); }
