@@ -32,6 +32,7 @@ struct Linear {
     dx_off: u32,
     dw_off: u32,
     db_off: u32,
+    dyt_off: u32, // linear4 dX: dy transposed, [cols, rows] (written by transpose4)
 }
 
 @group(0) @binding(0) var<uniform> op: Linear;

@@ -5,11 +5,15 @@
 // multiply-add for its operands' layout:
 //   forward  y = act(x W^T + b): x and W are both contiguous along the reduction (inner), so
 //            each invocation takes dot products of vec4s: 8 rows x 4 columns of y.
-//   dX       dx = (dy W) * act'(x): dy is contiguous along the reduction (cols), W along the
-//            output (inner): 8 rows x 4 columns of dx, from a 4x4 block of W per step.
+//   dX       dx = (dy W) * act'(x): W is contiguous along the output (inner); dy is first
+//            transposed (transpose4, one cheap pass), so that both operands are, and each
+//            invocation accumulates outer products: 8 x 8 of dx, summing over cols.
 //   dW       dW = dy^T x, db = column sums of dy: both contiguous along the outputs, so each
 //            invocation accumulates outer products: 8 x 8 of dW, summing over rows.
+// Outer products load the fewest elements per multiply-add (a quarter of an element each);
+// the forward kernel would need transposed x and W to use them.
 // The record is linear.wgsl's (`Linear`); offsets and widths are in floats, divided by 4 here.
+// Rows must be a multiple of 4 too (dy transposed has rows of `rows` floats).
 // Reads past the edges are clamped to the last row/vec4; those results are never stored.
 
 struct Linear {
@@ -25,6 +29,7 @@ struct Linear {
     dx_off: u32,
     dw_off: u32,
     db_off: u32,
+    dyt_off: u32, // linear4 dX: dy transposed, [cols, rows] (written by transpose4)
 }
 
 @group(0) @binding(0) var<uniform> op: Linear;
@@ -114,48 +119,73 @@ fn linear_forward4(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
 }
 
-// ---- backward, input side. Grid: x over column blocks of 4 (of inner), y over row blocks of 8.
+// ---- dy [rows, cols] -> dyt [cols, rows], a 4x4 block per invocation.
+// Grid: x over column blocks of 4, y over row blocks of 4.
+@compute @workgroup_size(8, 8)
+fn transpose4(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c0 = gid.x * 4u;
+    let r0 = gid.y * 4u;
+    if c0 >= op.cols || r0 >= op.rows { return; }
+    let src = (op.dy_off + r0 * op.cols + c0) / 4u;
+    let n = op.cols / 4u;
+    let a = acts[src];
+    let b = acts[src + n];
+    let c = acts[src + 2u * n];
+    let d = acts[src + 3u * n];
+    let dst = (op.dyt_off + c0 * op.rows + r0) / 4u;
+    let m = op.rows / 4u;
+    acts[dst] = vec4<f32>(a.x, b.x, c.x, d.x);
+    acts[dst + m] = vec4<f32>(a.y, b.y, c.y, d.y);
+    acts[dst + 2u * m] = vec4<f32>(a.z, b.z, c.z, d.z);
+    acts[dst + 3u * m] = vec4<f32>(a.w, b.w, c.w, d.w);
+}
+
+// ---- backward, input side, from dyt (transpose4 first). Grid: x over column blocks of 8 (of
+// inner), y over row blocks of 8.
 @compute @workgroup_size(8, 8)
 fn linear_backward_input4(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let k0 = gid.x * 4u;
+    let k0 = gid.x * 8u;
     let r0 = gid.y * 8u;
     if k0 >= op.inner || r0 >= op.rows { return; }
-    let n = op.cols / 4u;
-    let m = op.inner / 4u;
-    let d0 = row4(op.dy_off, r0, op.cols);
-    let d1 = row4(op.dy_off, r0 + 1u, op.cols);
-    let d2 = row4(op.dy_off, r0 + 2u, op.cols);
-    let d3 = row4(op.dy_off, r0 + 3u, op.cols);
-    let d4 = row4(op.dy_off, r0 + 4u, op.cols);
-    let d5 = row4(op.dy_off, r0 + 5u, op.cols);
-    let d6 = row4(op.dy_off, r0 + 6u, op.cols);
-    let d7 = row4(op.dy_off, r0 + 7u, op.cols);
-    // W[c + t, k0..k0 + 3] for the four c of each step.
-    var w = (op.w_off + k0) / 4u;
-    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
-    var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0); var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0);
-    for (var c = 0u; c < n; c++) {
-        let wa = params[w];
-        let wb = params[w + m];
-        let wc = params[w + 2u * m];
-        let wd = params[w + 3u * m];
-        w += 4u * m;
-        var d = acts[d0 + c]; a0 += d.x * wa + d.y * wb + d.z * wc + d.w * wd;
-        d = acts[d1 + c]; a1 += d.x * wa + d.y * wb + d.z * wc + d.w * wd;
-        d = acts[d2 + c]; a2 += d.x * wa + d.y * wb + d.z * wc + d.w * wd;
-        d = acts[d3 + c]; a3 += d.x * wa + d.y * wb + d.z * wc + d.w * wd;
-        d = acts[d4 + c]; a4 += d.x * wa + d.y * wb + d.z * wc + d.w * wd;
-        d = acts[d5 + c]; a5 += d.x * wa + d.y * wb + d.z * wc + d.w * wd;
-        d = acts[d6 + c]; a6 += d.x * wa + d.y * wb + d.z * wc + d.w * wd;
-        d = acts[d7 + c]; a7 += d.x * wa + d.y * wb + d.z * wc + d.w * wd;
+    // Second vec4s past the edge (widths are multiples of 4, not 8) are clamped, not stored.
+    let m = op.rows / 4u;
+    let n = op.inner / 4u;
+    let dr = r0 / 4u;
+    let dr2 = min(dr + 1u, m - 1u);
+    let wk = k0 / 4u;
+    let wk2 = min(wk + 1u, n - 1u);
+    // dx rows r0 + i: aIl holds columns k0..k0 + 3, aIh columns k0 + 4..k0 + 7.
+    var a0l = vec4<f32>(0.0); var a0h = vec4<f32>(0.0); var a1l = vec4<f32>(0.0); var a1h = vec4<f32>(0.0);
+    var a2l = vec4<f32>(0.0); var a2h = vec4<f32>(0.0); var a3l = vec4<f32>(0.0); var a3h = vec4<f32>(0.0);
+    var a4l = vec4<f32>(0.0); var a4h = vec4<f32>(0.0); var a5l = vec4<f32>(0.0); var a5h = vec4<f32>(0.0);
+    var a6l = vec4<f32>(0.0); var a6h = vec4<f32>(0.0); var a7l = vec4<f32>(0.0); var a7h = vec4<f32>(0.0);
+    var dyt = op.dyt_off / 4u;
+    var w = op.w_off / 4u;
+    for (var c = 0u; c < op.cols; c++) {
+        let g = acts[dyt + dr];
+        let h = acts[dyt + dr2];
+        let wl = params[w + wk];
+        let wh = params[w + wk2];
+        dyt += m;
+        w += n;
+        a0l += g.x * wl; a0h += g.x * wh;
+        a1l += g.y * wl; a1h += g.y * wh;
+        a2l += g.z * wl; a2h += g.z * wh;
+        a3l += g.w * wl; a3h += g.w * wh;
+        a4l += h.x * wl; a4h += h.x * wh;
+        a5l += h.y * wl; a5h += h.y * wh;
+        a6l += h.z * wl; a6h += h.z * wh;
+        a7l += h.w * wl; a7h += h.w * wh;
     }
-    let accs = array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
+    let lo = array<vec4<f32>, 8>(a0l, a1l, a2l, a3l, a4l, a5l, a6l, a7l);
+    let hi = array<vec4<f32>, 8>(a0h, a1h, a2h, a3h, a4h, a5h, a6h, a7h);
+    let high_k = k0 + 4u < op.inner;
     for (var i = 0u; i < 8u; i++) {
         let r = r0 + i;
-        if r < op.rows {
-            let x = acts[(op.x_off + r * op.inner + k0) / 4u];
-            acts[(op.dx_off + r * op.inner + k0) / 4u] = accs[i] * activation_slope(x);
-        }
+        if r >= op.rows { break; }
+        let at = (r * op.inner + k0) / 4u;
+        acts[op.dx_off / 4u + at] = lo[i] * activation_slope(acts[op.x_off / 4u + at]);
+        if high_k { acts[op.dx_off / 4u + at + 1u] = hi[i] * activation_slope(acts[op.x_off / 4u + at + 1u]); }
     }
 }
 

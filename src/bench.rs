@@ -123,11 +123,11 @@ async fn time_matmuls(gpu: &Gpu, now: &impl Fn() -> f64) -> Result<Vec<KernelTim
         (Kernel::LinearBackwardWeight, (128, 784, 400)),
     ] {
         let (r, i, c) = (rows as usize, inner as usize, cols as usize);
-        // acts: x | y | dy | dx ; params: W | b ; grads: dW | db
+        // acts: x | y | dy | dx | dy transposed ; params: W | b ; grads: dW | db
         let scratch = Scratch {
             params: rng.vec(c * i + c, -0.05, 0.05),
             grads: vec![0.0; c * i + c],
-            acts: [rng.vec(r * i, 0.0, 1.0), vec![0.0; r * c], rng.vec(r * c, -1.0, 1.0), vec![0.0; r * i]].concat(),
+            acts: [rng.vec(r * i, 0.0, 1.0), vec![0.0; r * c], rng.vec(r * c, -1.0, 1.0), vec![0.0; r * i + r * c]].concat(),
             ..Default::default()
         };
         let op = LinearOp {
@@ -143,9 +143,10 @@ async fn time_matmuls(gpu: &Gpu, now: &impl Fn() -> f64) -> Result<Vec<KernelTim
             dx_off: (r * i + 2 * r * c) as u32,
             dw_off: 0,
             db_off: (c * i) as u32,
+            dyt_off: (2 * r * i + 2 * r * c) as u32,
         };
-        let (kernel, groups) = op.dispatch(kernel);
-        let single = SingleKernel::new(gpu, &kernels, kernel, op, groups, &scratch, 0);
+        let dispatches = op.dispatches(kernel);
+        let single = SingleKernel::new(gpu, &kernels, &dispatches, op, &scratch, 0);
         single.submit(gpu, &kernels, 2);
         gpu.finish().await?;
         let repeats = 5;
@@ -158,7 +159,8 @@ async fn time_matmuls(gpu: &Gpu, now: &impl Fn() -> f64) -> Result<Vec<KernelTim
         }
         let ms = median(times);
         let flops = 2.0 * (r * i * c) as f64;
-        out.push(KernelTiming { kernel: kernel.source().1, shape: (rows, inner, cols), ms, gflops: flops / (ms * 1e6) });
+        let name = dispatches.last().expect("a product has a dispatch").0.source().1;
+        out.push(KernelTiming { kernel: name, shape: (rows, inner, cols), ms, gflops: flops / (ms * 1e6) });
     }
     Ok(out)
 }

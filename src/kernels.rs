@@ -38,6 +38,7 @@ pub enum Kernel {
     LinearForward4,
     LinearBackwardInput4,
     LinearBackwardWeight4,
+    Transpose4,
     Reparameterize,
     LatentBackward,
     ImportanceWeighted,
@@ -48,7 +49,7 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 14] = [
+    pub const ALL: [Kernel; 15] = [
         Kernel::Gather,
         Kernel::LinearForward,
         Kernel::LinearBackwardInput,
@@ -56,6 +57,7 @@ impl Kernel {
         Kernel::LinearForward4,
         Kernel::LinearBackwardInput4,
         Kernel::LinearBackwardWeight4,
+        Kernel::Transpose4,
         Kernel::Reparameterize,
         Kernel::LatentBackward,
         Kernel::ImportanceWeighted,
@@ -75,6 +77,7 @@ impl Kernel {
             Kernel::LinearForward4 => ("linear4.wgsl", "linear_forward4"),
             Kernel::LinearBackwardInput4 => ("linear4.wgsl", "linear_backward_input4"),
             Kernel::LinearBackwardWeight4 => ("linear4.wgsl", "linear_backward_weight4"),
+            Kernel::Transpose4 => ("linear4.wgsl", "transpose4"),
             Kernel::Reparameterize => ("latent.wgsl", "reparameterize"),
             Kernel::LatentBackward => ("latent.wgsl", "latent_backward"),
             Kernel::ImportanceWeighted => ("latent.wgsl", "importance_weighted"),
@@ -111,35 +114,40 @@ pub struct LinearOp {
     pub dx_off: u32,
     pub dw_off: u32,
     pub db_off: u32,
+    /// linear4 dX: where dy is transposed into ([cols, rows]) first.
+    pub dyt_off: u32,
 }
 
 impl LinearOp {
-    /// Whether every row and tensor of this product starts on a vec4 boundary, so that the
-    /// `linear4.wgsl` kernels apply.
+    /// Whether every row and tensor of this product starts on a vec4 boundary (and rows come
+    /// in fours), so that the `linear4.wgsl` kernels apply.
     pub fn is_vec4(&self) -> bool {
-        let offsets = [self.x_off, self.w_off, self.b_off, self.y_off, self.dy_off, self.dx_off, self.dw_off, self.db_off];
-        self.inner.is_multiple_of(4) && self.cols.is_multiple_of(4) && offsets.iter().all(|o| o.is_multiple_of(4))
+        let offsets = [self.x_off, self.w_off, self.b_off, self.y_off, self.dy_off, self.dx_off, self.dw_off, self.db_off, self.dyt_off];
+        [self.rows, self.inner, self.cols].iter().chain(&offsets).all(|v| v.is_multiple_of(4))
     }
 
-    /// The kernel for `product` (LinearForward, LinearBackwardInput or LinearBackwardWeight)
-    /// on this record's shape, and its workgroup grid: the vec4 kernel where it applies,
-    /// otherwise the general tiled one (64 x 64 outputs per workgroup).
-    pub fn dispatch(&self, product: Kernel) -> (Kernel, (u32, u32, u32)) {
-        self.dispatch_as(product, self.is_vec4())
+    /// The dispatches computing `product` (LinearForward, LinearBackwardInput or
+    /// LinearBackwardWeight) on this record's shape: the vec4 kernels where they apply (dX
+    /// first transposes dy), otherwise the general tiled kernel (64 x 64 outputs per workgroup).
+    pub fn dispatches(&self, product: Kernel) -> Vec<(Kernel, (u32, u32, u32))> {
+        self.dispatches_as(product, self.is_vec4())
     }
 
-    /// As `dispatch`, choosing the kind of kernel (tests run both on aligned shapes).
-    pub fn dispatch_as(&self, product: Kernel, vec4: bool) -> (Kernel, (u32, u32, u32)) {
+    /// As `dispatches`, choosing the kind of kernel (tests run both on aligned shapes).
+    pub fn dispatches_as(&self, product: Kernel, vec4: bool) -> Vec<(Kernel, (u32, u32, u32))> {
         assert!(!vec4 || self.is_vec4(), "the vec4 kernels need aligned shapes and offsets");
         let tiles = |n: u32| n.div_ceil(64);
         match (product, vec4) {
-            (Kernel::LinearForward, false) => (product, (tiles(self.cols), tiles(self.rows), 1)),
-            (Kernel::LinearBackwardInput, false) => (product, (tiles(self.inner), tiles(self.rows), 1)),
-            (Kernel::LinearBackwardWeight, false) => (product, (tiles(self.inner), tiles(self.cols), 1)),
+            (Kernel::LinearForward, false) => vec![(product, (tiles(self.cols), tiles(self.rows), 1))],
+            (Kernel::LinearBackwardInput, false) => vec![(product, (tiles(self.inner), tiles(self.rows), 1))],
+            (Kernel::LinearBackwardWeight, false) => vec![(product, (tiles(self.inner), tiles(self.cols), 1))],
             // Workgroups of 8 x 8 invocations; blocks per invocation as in linear4.wgsl.
-            (Kernel::LinearForward, true) => (Kernel::LinearForward4, (self.cols.div_ceil(32), self.rows.div_ceil(64), 1)),
-            (Kernel::LinearBackwardInput, true) => (Kernel::LinearBackwardInput4, (self.inner.div_ceil(32), self.rows.div_ceil(64), 1)),
-            (Kernel::LinearBackwardWeight, true) => (Kernel::LinearBackwardWeight4, (self.inner.div_ceil(64), self.cols.div_ceil(64), 1)),
+            (Kernel::LinearForward, true) => vec![(Kernel::LinearForward4, (self.cols.div_ceil(32), self.rows.div_ceil(64), 1))],
+            (Kernel::LinearBackwardInput, true) => vec![
+                (Kernel::Transpose4, (self.cols.div_ceil(32), self.rows.div_ceil(32), 1)),
+                (Kernel::LinearBackwardInput4, (self.inner.div_ceil(64), self.rows.div_ceil(64), 1)),
+            ],
+            (Kernel::LinearBackwardWeight, true) => vec![(Kernel::LinearBackwardWeight4, (self.inner.div_ceil(64), self.cols.div_ceil(64), 1))],
             _ => panic!("{product:?} is not a linear product"),
         }
     }
@@ -365,12 +373,13 @@ pub struct Scratch {
 pub struct SingleKernel {
     buffers: Buffers,
     bind_group: wgpu::BindGroup,
-    dispatch: Dispatch,
+    dispatches: Vec<Dispatch>,
     lens: [usize; 4],
 }
 
 impl SingleKernel {
-    pub fn new<T: Pod>(gpu: &crate::gpu::Gpu, kernels: &Kernels, kernel: Kernel, record: T, groups: (u32, u32, u32), scratch: &Scratch, rng_step: u32) -> SingleKernel {
+    /// `dispatches` run in order, all with `record`.
+    pub fn new<T: Pod>(gpu: &crate::gpu::Gpu, kernels: &Kernels, dispatches: &[(Kernel, (u32, u32, u32))], record: T, scratch: &Scratch, rng_step: u32) -> SingleKernel {
         use wgpu::util::DeviceExt;
         let device = &gpu.device;
         let init = |label, contents: &[u8], usage| device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents, usage });
@@ -395,16 +404,17 @@ impl SingleKernel {
         };
         let bind_group = kernels.bind_group(device, &buffers);
         let lens = [scratch.params.len(), scratch.grads.len(), scratch.acts.len(), scratch.moments.len()];
-        SingleKernel { buffers, bind_group, dispatch: Dispatch { kernel, record: 0, groups }, lens }
+        let dispatches = dispatches.iter().map(|&(kernel, groups)| Dispatch { kernel, record: 0, groups }).collect();
+        SingleKernel { buffers, bind_group, dispatches, lens }
     }
 
-    /// Submits the dispatch `repeats` times in one compute pass.
+    /// Submits the dispatches `repeats` times in one compute pass.
     pub fn submit(&self, gpu: &crate::gpu::Gpu, kernels: &Kernels, repeats: u32) {
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&Default::default());
             for _ in 0..repeats {
-                kernels.record(&mut pass, &self.bind_group, std::slice::from_ref(&self.dispatch), 0);
+                kernels.record(&mut pass, &self.bind_group, &self.dispatches, 0);
             }
         }
         gpu.queue.submit([encoder.finish()]);
@@ -433,7 +443,7 @@ pub async fn run_single<T: Pod>(
     scratch: &Scratch,
     rng_step: u32,
 ) -> Result<Scratch, crate::gpu::GpuError> {
-    let single = SingleKernel::new(gpu, kernels, kernel, record, groups, scratch, rng_step);
+    let single = SingleKernel::new(gpu, kernels, &[(kernel, groups)], record, scratch, rng_step);
     single.submit(gpu, kernels, 1);
     single.read(gpu).await
 }

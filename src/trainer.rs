@@ -117,6 +117,8 @@ struct Acts {
     dz: usize,
     dml: usize,
     d_enc: Vec<usize>,
+    /// Scratch for one layer's dy, transposed (the vec4 dX kernel reads it).
+    dyt: usize,
     len: usize,
 }
 
@@ -142,7 +144,9 @@ impl Acts {
         let dz = take(rows * config.latent);
         let dml = take(batch * 2 * config.latent);
         let d_enc = config.hidden.iter().map(|&h| take(batch * h)).collect();
-        Acts { x, enc, ml, eps, z, dec, recon, kl, d_dec, dz, dml, d_enc, len }
+        let widest = config.hidden.iter().copied().chain([config.input, 2 * config.latent]).max().unwrap();
+        let dyt = take(rows.max(batch) * widest);
+        Acts { x, enc, ml, eps, z, dec, recon, kl, d_dec, dz, dml, d_enc, dyt, len }
     }
 }
 
@@ -623,19 +627,24 @@ impl Records {
 
     fn linear_forward(&mut self, l: &LinearLayout, rows: usize, act: Activation, x: usize, y: usize) {
         let op = LinearOp { w_off: l.weight as u32, b_off: l.bias as u32, x_off: x as u32, y_off: y as u32, act: act.code(), ..linear_dims(l, rows) };
-        let (kernel, groups) = op.dispatch(Kernel::LinearForward);
-        self.push(kernel, op, groups);
+        self.product(Kernel::LinearForward, op);
     }
 
-    /// dW, db from dy and x; then, if `dx` is given, dx = (dy W) * act'(x).
-    fn linear_backward(&mut self, l: &LinearLayout, rows: usize, x: usize, dy: usize, dx: Option<(usize, Activation)>) {
+    /// dW, db from dy and x; then, if `dx` is given, dx = (dy W) * act'(x), using `dyt` as
+    /// scratch for dy transposed.
+    fn linear_backward(&mut self, l: &LinearLayout, rows: usize, x: usize, dy: usize, dx: Option<(usize, Activation)>, dyt: usize) {
         let dims = linear_dims(l, rows);
         let op = LinearOp { x_off: x as u32, dy_off: dy as u32, dw_off: l.weight as u32, db_off: l.bias as u32, ..dims };
-        let (kernel, groups) = op.dispatch(Kernel::LinearBackwardWeight);
-        self.push(kernel, op, groups);
+        self.product(Kernel::LinearBackwardWeight, op);
         if let Some((dx, act)) = dx {
-            let op = LinearOp { x_off: x as u32, dy_off: dy as u32, w_off: l.weight as u32, dx_off: dx as u32, act: act.code(), ..dims };
-            let (kernel, groups) = op.dispatch(Kernel::LinearBackwardInput);
+            let op = LinearOp { x_off: x as u32, dy_off: dy as u32, w_off: l.weight as u32, dx_off: dx as u32, dyt_off: dyt as u32, act: act.code(), ..dims };
+            self.product(Kernel::LinearBackwardInput, op);
+        }
+    }
+
+    /// The dispatches of one linear product, all with the same record.
+    fn product(&mut self, product: Kernel, op: LinearOp) {
+        for (kernel, groups) in op.dispatches(product) {
             self.push(kernel, op, groups);
         }
     }
@@ -743,16 +752,16 @@ fn build_plan(rec: &mut Records, config: &Config, layout: &Layout, a: &Acts, pas
     let n = layout.decoder.len();
     for i in (0..n).rev() {
         let (input, dx) = if i == 0 { (a.z, (a.dz, Activation::Identity)) } else { (a.dec[i - 1], (a.d_dec[i - 1], config.activation)) };
-        rec.linear_backward(&layout.decoder[i], rows, input, a.d_dec[i], Some(dx));
+        rec.linear_backward(&layout.decoder[i], rows, input, a.d_dec[i], Some(dx), a.dyt);
     }
     rec.push(Kernel::LatentBackward, latent, per_datapoint);
     let m = layout.encoder.len();
     let trunk_out = if m == 0 { a.x } else { a.enc[m - 1] };
     let dx = (m > 0).then(|| (a.d_enc[m - 1], config.activation));
-    rec.linear_backward(&layout.head, batch, trunk_out, a.dml, dx);
+    rec.linear_backward(&layout.head, batch, trunk_out, a.dml, dx, a.dyt);
     for i in (0..m).rev() {
         let (input, dx) = if i == 0 { (a.x, None) } else { (a.enc[i - 1], Some((a.d_enc[i - 1], config.activation))) };
-        rec.linear_backward(&layout.encoder[i], batch, input, a.d_enc[i], dx);
+        rec.linear_backward(&layout.encoder[i], batch, input, a.d_enc[i], dx, a.dyt);
     }
     rec.push(Kernel::Accumulate, accumulate(TRAIN_METRICS, 1, config.beta), (1, 1, 1));
     let vec4s = (adam_len(layout) / 4) as u32;

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use webvae::gpu::Gpu;
-use webvae::kernels::{run_single, Kernel, Kernels, LatentOp, LinearOp, LossOp, OptimOp, Scratch};
+use webvae::kernels::{run_single, Kernel, Kernels, LatentOp, LinearOp, LossOp, OptimOp, Scratch, SingleKernel};
 use webvae::reference::{linear_backward_input, linear_backward_weight, linear_forward, Activation};
 use webvae::rng::Rng;
 
@@ -52,7 +52,8 @@ pub async fn linear_parity(log: impl Fn(&str)) {
         (5, 7, 3, Activation::Relu),
         (33, 20, 17, Activation::Tanh),
         (37, 2, 400, Activation::Relu),
-        (37, 20, 12, Activation::Tanh),
+        (36, 20, 12, Activation::Tanh),
+        (68, 36, 68, Activation::Relu),
         (65, 36, 68, Activation::Relu),
         (128, 784, 400, Activation::Relu),
     ];
@@ -61,12 +62,13 @@ pub async fn linear_parity(log: impl Fn(&str)) {
         let w = rng.vec(cols * inner, -0.1, 0.1);
         let b = rng.vec(cols, -0.5, 0.5);
         let dy = rng.vec(rows * cols, -1.0, 1.0);
-        // acts: x | y | dy | dx ; params: W | b ; grads: dW | db
+        // acts: x | y | dy | dx | dy transposed ; params: W | b ; grads: dW | db
         let (y_off, dy_off, dx_off) = (x.len(), x.len() + rows * cols, x.len() + 2 * rows * cols);
+        let dyt_off = dx_off + rows * inner;
         let scratch = Scratch {
             params: [w.clone(), b.clone()].concat(),
             grads: vec![0.0; w.len() + b.len()],
-            acts: [x.clone(), vec![0.0; rows * cols], dy.clone(), vec![0.0; rows * inner]].concat(),
+            acts: [x.clone(), vec![0.0; rows * cols], dy.clone(), vec![0.0; rows * inner + rows * cols]].concat(),
             ..Default::default()
         };
         let op = LinearOp {
@@ -82,16 +84,14 @@ pub async fn linear_parity(log: impl Fn(&str)) {
             dx_off: dx_off as u32,
             dw_off: 0,
             db_off: w.len() as u32,
+            dyt_off: dyt_off as u32,
         };
         for vec4 in [false, true] {
             if vec4 && !op.is_vec4() {
                 continue;
             }
             let what = format!("{rows}x{inner}x{cols} {act:?}{}", if vec4 { " (vec4 kernels)" } else { "" });
-            let run = |product| {
-                let (kernel, groups) = op.dispatch_as(product, vec4);
-                run_single(&gpu, &kernels, kernel, op, groups, &scratch, 0)
-            };
+            let run = |product| run_product(&gpu, &kernels, op, product, vec4, &scratch);
 
             let out = run(Kernel::LinearForward).await.unwrap();
             let want = linear_forward(&f64s(&x), &f64s(&w), &f64s(&b), rows, inner, cols, act);
@@ -101,7 +101,7 @@ pub async fn linear_parity(log: impl Fn(&str)) {
             // Backward, with x standing for the activation's output (x = act(previous z)).
             let out = run(Kernel::LinearBackwardInput).await.unwrap();
             let want = linear_backward_input(&f64s(&dy), &f64s(&w), &f64s(&x), rows, inner, cols, act);
-            assert_close(&format!("linear_backward_input {what}"), &out.acts[dx_off..], &f32s(&want), 1e-4, 1e-5);
+            assert_close(&format!("linear_backward_input {what}"), &out.acts[dx_off..dyt_off], &f32s(&want), 1e-4, 1e-5);
 
             let out = run(Kernel::LinearBackwardWeight).await.unwrap();
             let (dw, db) = linear_backward_weight(&f64s(&x), &f64s(&dy), rows, inner, cols);
@@ -110,6 +110,13 @@ pub async fn linear_parity(log: impl Fn(&str)) {
             log(&format!("linear forward, dX, dW/db {what}: match the CPU reference"));
         }
     }
+}
+
+/// Runs the dispatches of one linear product on `scratch`'s contents.
+async fn run_product(gpu: &Gpu, kernels: &Kernels, op: LinearOp, product: Kernel, vec4: bool, scratch: &Scratch) -> Result<Scratch, webvae::gpu::GpuError> {
+    let single = SingleKernel::new(gpu, kernels, &op.dispatches_as(product, vec4), op, scratch, 0);
+    single.submit(gpu, kernels, 1);
+    single.read(gpu).await
 }
 
 /// The loss, latent and Adam kernels, each alone, against the oracle on random inputs.
