@@ -6,7 +6,8 @@ import { readFile } from "node:fs/promises";
 import { extname, join, normalize } from "node:path";
 import { fileURLToPath } from "node:url";
 
-const ROOT = fileURLToPath(new URL("../dist/", import.meta.url));
+// DIST=path serves another build, for comparing two side by side.
+const ROOT = process.env.DIST || fileURLToPath(new URL("../dist/", import.meta.url));
 const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".css": "text/css" };
 
 const server = createServer(async (req, res) => {
