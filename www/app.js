@@ -306,12 +306,11 @@ function updateControls() {
   const ready = !!state.trainer;
   const train = $("train");
   train.textContent = state.running ? "Pause" : "Train";
-  train.setAttribute("aria-pressed", String(state.running));
   train.disabled = !ready || !!state.broken;
-  for (const id of ["reset", "new-samples", "more-digits", "apply", "data-files", "bundled", "load"]) {
+  // A diverged model keeps its last good weights: they can still be saved and explored.
+  for (const id of ["reset", "save", "new-samples", "more-digits", "apply", "data-files", "bundled", "load"]) {
     $(id).disabled = !ready || state.broken === "lost";
   }
-  $("save").disabled = !ready || !!state.broken;
   $("use-drawing").disabled = !ready || pad.empty;
 }
 
