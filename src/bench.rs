@@ -4,7 +4,7 @@
 
 use crate::data::Dataset;
 use crate::gpu::Gpu;
-use crate::kernels::{Kernel, Kernels, LinearOp, Scratch, SingleKernel};
+use crate::kernels::{Kernel, Kernels, LinearOp, SingleKernel};
 use crate::model::Config;
 use crate::rng::Rng;
 use crate::trainer::{TrainError, Trainer};
@@ -123,28 +123,8 @@ async fn time_matmuls(gpu: &Gpu, now: &impl Fn() -> f64) -> Result<Vec<KernelTim
         (Kernel::LinearBackwardWeight, (128, 784, 400)),
     ] {
         let (r, i, c) = (rows as usize, inner as usize, cols as usize);
-        // acts: x | y | dy | dx | dy transposed ; params: W | b ; grads: dW | db
-        let scratch = Scratch {
-            params: rng.vec(c * i + c, -0.05, 0.05),
-            grads: vec![0.0; c * i + c],
-            acts: [rng.vec(r * i, 0.0, 1.0), vec![0.0; r * c], rng.vec(r * c, -1.0, 1.0), vec![0.0; r * i + r * c]].concat(),
-            ..Default::default()
-        };
-        let op = LinearOp {
-            rows,
-            inner,
-            cols,
-            act: 1,
-            x_off: 0,
-            w_off: 0,
-            b_off: (c * i) as u32,
-            y_off: (r * i) as u32,
-            dy_off: (r * i + r * c) as u32,
-            dx_off: (r * i + 2 * r * c) as u32,
-            dw_off: 0,
-            db_off: (c * i) as u32,
-            dyt_off: (2 * r * i + 2 * r * c) as u32,
-        };
+        let (x, w, b, dy) = (rng.vec(r * i, 0.0, 1.0), rng.vec(c * i, -0.05, 0.05), rng.vec(c, -0.05, 0.05), rng.vec(r * c, -1.0, 1.0));
+        let (op, scratch) = LinearOp::standalone(r, i, 1, &x, &w, &b, &dy);
         let dispatches = op.dispatches(kernel);
         let single = SingleKernel::new(gpu, &kernels, &dispatches, op, &scratch, 0);
         single.submit(gpu, &kernels, 2);

@@ -126,6 +126,38 @@ impl LinearOp {
         [self.rows, self.inner, self.cols].iter().chain(&offsets).all(|v| v.is_multiple_of(4))
     }
 
+    /// One layer's products in buffers of their own, for checking and timing kernels alone:
+    /// acts x | y | dy | dx | dy transposed; params W | b; grads dW | db. `act` is the
+    /// activation's code; the output width is `b.len()`. Outputs lie at `y_off..dy_off`,
+    /// `dx_off..dyt_off` and in `grads`.
+    pub fn standalone(rows: usize, inner: usize, act: u32, x: &[f32], w: &[f32], b: &[f32], dy: &[f32]) -> (LinearOp, Scratch) {
+        let cols = b.len();
+        let (y_off, dy_off) = (rows * inner, rows * inner + rows * cols);
+        let (dx_off, dyt_off) = (dy_off + rows * cols, dy_off + rows * cols + rows * inner);
+        let scratch = Scratch {
+            params: [w, b].concat(),
+            grads: vec![0.0; w.len() + b.len()],
+            acts: [x, &vec![0.0; rows * cols], dy, &vec![0.0; rows * inner + rows * cols]].concat(),
+            ..Default::default()
+        };
+        let op = LinearOp {
+            rows: rows as u32,
+            inner: inner as u32,
+            cols: cols as u32,
+            act,
+            x_off: 0,
+            w_off: 0,
+            b_off: w.len() as u32,
+            y_off: y_off as u32,
+            dy_off: dy_off as u32,
+            dx_off: dx_off as u32,
+            dw_off: 0,
+            db_off: w.len() as u32,
+            dyt_off: dyt_off as u32,
+        };
+        (op, scratch)
+    }
+
     /// The dispatches computing `product` (LinearForward, LinearBackwardInput or
     /// LinearBackwardWeight) on this record's shape: the vec4 kernels where they apply (dX
     /// first transposes dy), otherwise the general tiled kernel (64 x 64 outputs per workgroup).
@@ -367,6 +399,19 @@ pub struct Scratch {
     pub moments: Vec<f32>,
 }
 
+/// A storage buffer holding `contents`, padded to whole vec4s (at least one): linear4.wgsl and
+/// Adam read these buffers as vec4 arrays.
+pub fn storage_buffer(device: &wgpu::Device, label: &str, contents: &[u8]) -> wgpu::Buffer {
+    use wgpu::util::DeviceExt;
+    let mut padded = contents.to_vec();
+    padded.resize(contents.len().next_multiple_of(16).max(16), 0);
+    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some(label),
+        contents: &padded,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+    })
+}
+
 /// One kernel bound to buffers of its own, filled from a `Scratch`: for checking a kernel
 /// alone against the oracle, and for timing it. Other bindings get small zeroed buffers; the
 /// step record has t = 1 and the given `rng_step`.
@@ -382,14 +427,11 @@ impl SingleKernel {
     pub fn new<T: Pod>(gpu: &crate::gpu::Gpu, kernels: &Kernels, dispatches: &[(Kernel, (u32, u32, u32))], record: T, scratch: &Scratch, rng_step: u32) -> SingleKernel {
         use wgpu::util::DeviceExt;
         let device = &gpu.device;
-        let init = |label, contents: &[u8], usage| device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents, usage });
-        // Whole vec4s, at least one (linear4.wgsl reads vec4 arrays).
-        let storage = |label, data: &[f32]| {
-            let mut padded = data.to_vec();
-            padded.resize(data.len().next_multiple_of(4).max(4), 0.0);
-            init(label, bytemuck::cast_slice(&padded), wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC)
+        let storage = |label, data: &[f32]| storage_buffer(device, label, bytemuck::cast_slice(data));
+        let uniform = |label, record: &[u8]| {
+            let contents = pack_slots([record]);
+            device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: &contents, usage: wgpu::BufferUsages::UNIFORM })
         };
-        let uniform = |label, record: &[u8]| init(label, &pack_slots([record]), wgpu::BufferUsages::UNIFORM);
         let step = StepRecord { t: 1, rng_step, batch_start: 0 };
         let buffers = Buffers {
             ops: uniform("ops", bytemuck::bytes_of(&record)),

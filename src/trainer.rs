@@ -5,12 +5,10 @@
 
 use std::fmt;
 
-use wgpu::util::DeviceExt;
-
 use crate::data::{epoch_permutation, Dataset};
 use crate::gpu::{Gpu, GpuError};
 use crate::kernels::{
-    pack_slots, Buffers, Dispatch, GatherOp, Kernel, Kernels, LatentOp, LinearOp, LossOp, OptimOp, StepRecord,
+    pack_slots, storage_buffer, Buffers, Dispatch, GatherOp, Kernel, Kernels, LatentOp, LinearOp, LossOp, OptimOp, StepRecord,
     UNIFORM_SLOT,
 };
 use crate::model::{initial_parameters, Config, ConfigError, Layout, Likelihood, LinearLayout};
@@ -206,17 +204,6 @@ fn adam_len(layout: &Layout) -> usize {
     layout.len.next_multiple_of(4)
 }
 
-/// A storage buffer holding `contents`, padded to whole vec4s (16 bytes).
-fn storage(device: &wgpu::Device, label: &str, contents: &[u8]) -> wgpu::Buffer {
-    let mut padded = contents.to_vec();
-    padded.resize(contents.len().next_multiple_of(16).max(16), 0);
-    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some(label),
-        contents: &padded,
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-    })
-}
-
 fn uniform(device: &wgpu::Device, label: &str, slots: u32) -> wgpu::Buffer {
     device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
@@ -262,13 +249,13 @@ impl Trainer {
         let mut indices = epoch_permutation(train.count, config.seed, 0);
         indices.extend(train.count as u32..(train.count + test.count) as u32);
         let buffers = Buffers {
-            params: storage(device, "params", bytes_of_f32(&params)),
-            grads: storage(device, "grads", bytes_of_f32(&zeros)),
-            acts: storage(device, "acts", bytes_of_f32(&vec![0f32; acts.len])),
-            moments: storage(device, "moments", bytes_of_f32(&vec![0f32; 2 * adam_len(&layout)])),
-            data: storage(device, "data", bytemuck::cast_slice(&pack_bytes(&pixels))),
-            indices: storage(device, "indices", bytemuck::cast_slice(&indices)),
-            metrics: storage(device, "metrics", bytes_of_f32(&[0f32; METRICS_LEN])),
+            params: storage_buffer(device, "params", bytes_of_f32(&params)),
+            grads: storage_buffer(device, "grads", bytes_of_f32(&zeros)),
+            acts: storage_buffer(device, "acts", bytes_of_f32(&vec![0f32; acts.len])),
+            moments: storage_buffer(device, "moments", bytes_of_f32(&vec![0f32; 2 * adam_len(&layout)])),
+            data: storage_buffer(device, "data", bytemuck::cast_slice(&pack_bytes(&pixels))),
+            indices: storage_buffer(device, "indices", bytemuck::cast_slice(&indices)),
+            metrics: storage_buffer(device, "metrics", bytes_of_f32(&[0f32; METRICS_LEN])),
             ops: uniform(device, "ops", OP_SLOTS),
             steps: uniform(device, "steps", STEP_SLOTS),
         };
@@ -557,7 +544,7 @@ impl Trainer {
         let acts = Acts::new(&self.config, batch, rows);
         if acts.len > self.acts_capacity {
             // Plans hold offsets only, so a bigger scratch buffer invalidates nothing.
-            self.buffers.acts = storage(&self.gpu.device, "acts", bytes_of_f32(&vec![0f32; acts.len]));
+            self.buffers.acts = storage_buffer(&self.gpu.device, "acts", bytes_of_f32(&vec![0f32; acts.len]));
             self.acts_capacity = acts.len;
             self.bind_group = self.kernels.bind_group(&self.gpu.device, &self.buffers);
         }

@@ -325,6 +325,12 @@ pub fn kl_per_dimension(mu: Vec<f32>, logvar: Vec<f32>, latent: usize) -> Vec<f6
     latent::kl_per_dimension(&mu, &logvar, latent)
 }
 
+/// Latent dimensions from most to least used, given `klPerDimension`'s values.
+#[wasm_bindgen(js_name = dimensionsByUse)]
+pub fn dimensions_by_use(kl: Vec<f64>) -> Vec<u32> {
+    latent::dimensions_by_use(&kl).into_iter().map(|d| d as u32).collect()
+}
+
 /// A hand drawing (ink in [0, 1], width x height) as a centred 28x28 MNIST-style digit.
 #[wasm_bindgen(js_name = centreDigit)]
 pub fn centre_digit(ink: Vec<f32>, width: usize, height: usize) -> Result<Vec<f32>, JsValue> {

@@ -172,6 +172,7 @@ function replaceTrainer(trainer, startStep = 0) {
   state.evaluatedEpoch = Math.floor(startStep / trainer.stepsPerEpoch());
   state.stepsPerSubmit = 1;
   state.usage = null;
+  state.codes = null;
   chart.clear();
   clearAlert();
   writeSettings(trainer.config());
@@ -252,6 +253,7 @@ const visible = () => new Promise((resolve) =>
 
 async function trainLoop() {
   const trainer = state.trainer;
+  const batch = trainer.config().batch_size;
   let lastSamples = 0, lastViews = 0;
   while (state.running && state.trainer === trainer) {
     if (document.hidden) {
@@ -269,7 +271,7 @@ async function trainLoop() {
     state.stepsPerSubmit = Math.max(1, Math.min(256, Math.round(n * Math.min(2, Math.max(0.5, FRAME_MS / dt)))));
     const epoch = totalEpochs(trainer);
     chart.addTrain({ epoch, loss: m.loss, reconstruction: m.reconstruction, kl: m.kl });
-    showProgress(m, (n * trainer.config().batch_size) / (dt / 1000));
+    showProgress(m, (n * batch) / (dt / 1000));
     const now = performance.now();
     if (Math.floor(epoch) > state.evaluatedEpoch) {
       state.evaluatedEpoch = Math.floor(epoch);
@@ -376,8 +378,8 @@ function pick(p) {
     state.slot = "b";
     document.querySelector('input[name="slot"][value="b"]').checked = true;
   }
-  refreshInterpolation();
-  refreshTraversal();
+  // The traversal starts from digit A's code, which the interpolation computes.
+  refreshInterpolation().then(refreshTraversal);
 }
 
 const spherical = () => document.querySelector('input[name="path"]:checked').value === "spherical";
@@ -424,7 +426,7 @@ async function refreshLatent() {
     const { mu, logvar } = await gpuTask((t) => t.encode(x));
     const latent = mu.length / n;
     const kl = wasm.klPerDimension(mu, logvar, latent);
-    state.usage = Array.from(kl, (k, dim) => ({ dim, kl: k })).sort((p, q) => q.kl - p.kl);
+    state.usage = Array.from(wasm.dimensionsByUse(kl), (dim) => ({ dim, kl: kl[dim] }));
     const [dx, dy] = latent === 1 ? [0, 0] : latent === 2 ? [0, 1] : [state.usage[0].dim, state.usage[1].dim];
     const xs = [], ys = [];
     for (let i = 0; i < n; i++) {
@@ -449,12 +451,12 @@ async function refreshLatent() {
   } catch (err) { fail(err); }
 }
 
+// Digit A's code (from the interpolation) with each dimension swept, most-used first.
 async function refreshTraversal() {
-  if (!state.usage || !state.picks.a) return;
+  if (!state.usage || !state.codes) return;
   try {
-    const { mu } = await gpuTask((t) => t.encode(state.picks.a.x));
     const dims = state.usage.map((u) => u.dim);
-    const codes = wasm.traversalCodes(mu, Uint32Array.from(dims), TRAVERSAL_STEPS);
+    const codes = wasm.traversalCodes(state.codes.a, Uint32Array.from(dims), TRAVERSAL_STEPS);
     const images = await gpuTask((t) => t.decode(codes));
     const rows = state.usage.map(({ dim, kl }, r) => {
       const row = document.createElement("div");

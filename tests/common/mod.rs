@@ -62,30 +62,8 @@ pub async fn linear_parity(log: impl Fn(&str)) {
         let w = rng.vec(cols * inner, -0.1, 0.1);
         let b = rng.vec(cols, -0.5, 0.5);
         let dy = rng.vec(rows * cols, -1.0, 1.0);
-        // acts: x | y | dy | dx | dy transposed ; params: W | b ; grads: dW | db
-        let (y_off, dy_off, dx_off) = (x.len(), x.len() + rows * cols, x.len() + 2 * rows * cols);
-        let dyt_off = dx_off + rows * inner;
-        let scratch = Scratch {
-            params: [w.clone(), b.clone()].concat(),
-            grads: vec![0.0; w.len() + b.len()],
-            acts: [x.clone(), vec![0.0; rows * cols], dy.clone(), vec![0.0; rows * inner + rows * cols]].concat(),
-            ..Default::default()
-        };
-        let op = LinearOp {
-            rows: rows as u32,
-            inner: inner as u32,
-            cols: cols as u32,
-            act: act.code(),
-            x_off: 0,
-            w_off: 0,
-            b_off: w.len() as u32,
-            y_off: y_off as u32,
-            dy_off: dy_off as u32,
-            dx_off: dx_off as u32,
-            dw_off: 0,
-            db_off: w.len() as u32,
-            dyt_off: dyt_off as u32,
-        };
+        let (op, scratch) = LinearOp::standalone(rows, inner, act.code(), &x, &w, &b, &dy);
+        let (y_off, dy_off, dx_off, dyt_off) = (op.y_off as usize, op.dy_off as usize, op.dx_off as usize, op.dyt_off as usize);
         for vec4 in [false, true] {
             if vec4 && !op.is_vec4() {
                 continue;
