@@ -24,9 +24,12 @@ test-native:
 	@# lavapipe complains on every start when XDG_RUNTIME_DIR is unset (as under CI): give it one.
 	XDG_RUNTIME_DIR="$${XDG_RUNTIME_DIR:-$$(mktemp -d)}" cargo test -- --nocapture
 
-# The same kernels in headless Chromium on WebGPU (SwiftShader here).
+# The same kernels in headless Chromium on WebGPU (SwiftShader here): the command users type.
+# It needs nothing from this Makefile: .cargo/config.toml sets the test timeout, webdriver.json
+# the browser's flags, and wasm-pack finds Debian's chromedriver on PATH. (wasm-env.sh exports
+# nothing where rustup has the wasm32 target.)
 test-browser:
-	$(WASM_ENV) wasm-pack test --headless --chrome --test browser -- --nocapture
+	$(WASM_ENV) wasm-pack test --headless --chrome
 
 # The built page, served on localhost and driven in headless Chromium.
 test-e2e:

@@ -94,6 +94,17 @@ try {
     assert(grid.some((v) => v > 0), "the sample grid is blank");
   });
 
+  // Tick labels fall at round numbers: evenly spaced by 1, 2 or 5 x 10^n, starting at 0.
+  const roundTicks = (labels, axis) => {
+    const v = labels.map(Number);
+    assert(v.length >= 3, `${axis} axis has ${v.length} ticks: ${labels.join(", ")}`);
+    assert(v[0] === 0, `${axis} axis does not start at 0: ${labels.join(", ")}`);
+    const step = v[1] - v[0];
+    const mantissa = step / 10 ** Math.floor(Math.log10(step) + 1e-9);
+    assert([1, 2, 5].some((m) => Math.abs(mantissa - m) < 1e-6), `${axis} ticks step by ${step}: ${labels.join(", ")}`);
+    v.forEach((t, i) => assert(Math.abs(t - i * step) < step * 1e-6, `${axis} tick ${labels[i]} is not a multiple of ${step}`));
+  };
+
   await check("controls have accessible names and images text alternatives", async () => {
     const missing = await page.evaluate(() => {
       const out = [];
@@ -129,6 +140,27 @@ try {
     const changed = diff(before, trainedSamples);
     assert(changed > 5, `the sample grid barely changed (mean difference ${changed.toFixed(2)} levels)`);
     await page.screenshot({ path: join(ARTIFACTS, "trained.png"), fullPage: true });
+  });
+
+  await check("the loss chart's tick labels are round numbers", async () => {
+    const trained = await page.evaluate(() => window.vae.chart.tickLabels);
+    console.log(`     y: ${trained.y.join(" ")} | x: ${trained.x.join(" ")}`);
+    roundTicks(trained.y, "y");
+    roundTicks(trained.x, "x");
+    // The ranges of the report that asked for this (y up to about 250, x to 3.8 epochs), and others.
+    for (const [loss, epochs] of [[238, 3.8], [545, 0.37], [118, 10], [90, 27]]) {
+      const labels = await page.evaluate(async ([loss, epochs]) => {
+        const { LossChart } = await import("./views.js");
+        const chart = new LossChart(document.createElement("canvas"), document.createElement("div"));
+        for (let i = 0; i <= 20; i++) {
+          chart.addTrain({ epoch: (epochs * i) / 20, loss, reconstruction: loss * 0.8, kl: loss * 0.2 });
+        }
+        return chart.tickLabels;
+      }, [loss, epochs]);
+      roundTicks(labels.y, `y (${loss})`);
+      roundTicks(labels.x, `x (${epochs} epochs)`);
+      assert(Number(labels.y[labels.y.length - 1]) >= loss, `y axis ends below the data: ${labels.y.join(" ")}`);
+    }
   });
 
   await check("interpolation strip ends at the reconstructions of the two picked digits", async () => {
@@ -263,27 +295,51 @@ try {
     await idle();
   });
 
-  await check("a browser without WebGPU gets a clear message", async () => {
-    const p2 = await browser.newPage();
-    await p2.addInitScript(() => { Object.defineProperty(Navigator.prototype, "gpu", { get: () => undefined }); });
-    await p2.goto(url);
-    await p2.waitForFunction(() => document.getElementById("gpu-status").dataset.state !== "loading",
+  // Without WebGPU (or with WebGPU but no adapter) the page says in plain words what is missing
+  // and what to do, folds the technical report away, and shows no dead canvases.
+  const noGpuPage = async (init, name) => {
+    const p = await browser.newPage({ viewport: { width: 1100, height: 800 } });
+    await p.addInitScript(init);
+    await p.goto(url);
+    await p.waitForFunction(() => document.getElementById("gpu-status").dataset.state !== "loading",
       null, { timeout: 60000 });
-    const text = await p2.textContent("#gpu-message");
-    assert((await p2.getAttribute("#gpu-status", "data-state")) === "error", "not an error state");
-    assert(/does not support WebGPU/.test(text), `unexpected message: ${text}`);
-    await p2.close();
+    const seen = await p.evaluate(() => {
+      const shown = (el) => !!(el.offsetWidth || el.offsetHeight || el.getClientRects().length);
+      return {
+        state: document.getElementById("gpu-status").dataset.state,
+        message: document.getElementById("gpu-message").textContent,
+        advice: shown(document.getElementById("gpu-advice")) ? document.getElementById("gpu-advice").textContent : "",
+        detailsShown: shown(document.getElementById("gpu-details")),
+        detailsOpen: document.getElementById("gpu-details").open,
+        report: document.getElementById("gpu-report").textContent,
+        canvases: [...document.querySelectorAll("canvas")].filter(shown).map((c) => c.id),
+        buttons: [...document.querySelectorAll("button, input")].filter(shown).map((b) => b.id || b.textContent),
+      };
+    });
+    await p.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
+    await p.close();
+    console.log(`     page says: ${seen.message} | ${seen.advice}`);
+    assert(seen.state === "error", `not an error state: ${seen.state}`);
+    assert(!/not compiled in|wgpu|RequestAdapterError/i.test(seen.message + seen.advice),
+      `the plain message carries the technical report: ${seen.message} ${seen.advice}`);
+    assert(seen.advice.length > 40, "no advice on what to do");
+    assert(seen.detailsShown && !seen.detailsOpen && seen.report.length > 0,
+      "the technical report is not there, folded away, for those who want it");
+    assert(seen.canvases.length === 0, `canvases shown with nothing to draw them: ${seen.canvases.join(", ")}`);
+    assert(seen.buttons.length === 0, `controls shown that cannot work: ${seen.buttons.join(", ")}`);
+    return seen;
+  };
+
+  await check("a browser without WebGPU gets a plain message, advice, details folded away, nothing black", async () => {
+    const seen = await noGpuPage(() => {
+      Object.defineProperty(Navigator.prototype, "gpu", { get: () => undefined });
+    }, "no-webgpu");
+    assert(/does not support WebGPU/.test(seen.message), `unexpected message: ${seen.message}`);
   });
 
-  await check("a null adapter gets a clear message", async () => {
-    const p3 = await browser.newPage();
-    await p3.addInitScript(() => { GPU.prototype.requestAdapter = async () => null; });
-    await p3.goto(url);
-    await p3.waitForFunction(() => document.getElementById("gpu-status").dataset.state !== "loading",
-      null, { timeout: 60000 });
-    const text = await p3.textContent("#gpu-message");
-    assert(/did not offer a GPU adapter/.test(text), `unexpected message: ${text}`);
-    await p3.close();
+  await check("a browser whose WebGPU offers no adapter gets a plain message, advice, details folded away", async () => {
+    const seen = await noGpuPage(() => { GPU.prototype.requestAdapter = async () => null; }, "no-adapter");
+    assert(/did not offer a GPU adapter/.test(seen.message), `unexpected message: ${seen.message}`);
   });
 } finally {
   await browser.close();

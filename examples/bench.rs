@@ -2,9 +2,10 @@
 //! Prints `bench native ms_per_step <median> samples_per_s <n> dispatches_per_step <n>
 //! readbacks_per_step <n>`, then the matmul kernels' GFLOP/s.
 
-use std::time::Instant;
-
+#[cfg(not(target_arch = "wasm32"))]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    use std::time::Instant;
+
     let gpu = pollster::block_on(webvae::gpu::Gpu::new())?;
     let start = Instant::now();
     let report = pollster::block_on(webvae::bench::run(gpu, 15, || start.elapsed().as_secs_f64() * 1000.0))?;
@@ -13,3 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     Ok(())
 }
+
+// The browser half is e2e/bench.mjs; on wasm32 (e.g. `wasm-pack test` building every target)
+// this example is empty.
+#[cfg(target_arch = "wasm32")]
+fn main() {}

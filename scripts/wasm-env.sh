@@ -1,4 +1,6 @@
 # Sourced before wasm builds and browser tests (`. scripts/wasm-env.sh`).
+# Browser tests need nothing from here: the test timeout is in .cargo/config.toml, Chromium's
+# flags in webdriver.json, and wasm-pack finds chromedriver on PATH.
 #
 # Where rustup has the wasm32 target, nothing is needed. Where it does not (rustup cannot
 # download it), Debian's rustc-web builds wasm32 by compiling std from rust-web-src:
@@ -7,7 +9,3 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknow
   export RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
   export CARGO_UNSTABLE_BUILD_STD=std,panic_abort
 fi
-# Browser tests: the system ChromeDriver (wasm-pack would try to download one), and a timeout
-# for the whole test binary that allows for software WebGPU (default: 20 s).
-export CHROMEDRIVER="${CHROMEDRIVER:-/usr/bin/chromedriver}"
-export WASM_BINDGEN_TEST_TIMEOUT="${WASM_BINDGEN_TEST_TIMEOUT:-600}"

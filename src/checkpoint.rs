@@ -4,17 +4,22 @@
 //! (`encoder.0.weight` is [out, in]); the configuration sits in the header's `__metadata__`, so
 //! `safetensors.numpy.load_file` / `safe_open` read the file as it is.
 //!
-//! Loading checks everything before returning anything: a corrupt, truncated or mismatched file
-//! is an `Err` saying what is wrong.
+//! The format layer is Hugging Face's `safetensors` crate, which checks what its reference
+//! implementation checks: the header's length and JSON, string-only metadata, tensors that
+//! cover the data exactly (no overlaps, no gaps, no junk after the last one), sizes that match
+//! shapes. On top of it we check what the format leaves open: no key given twice, our names,
+//! shapes and dtype, finite values, and a configuration parsed strictly (every field, nothing
+//! unknown). Nothing is allocated in proportion to what the header claims until the claim has
+//! been checked against the bytes present, so loading a file costs about its own size.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use crate::model::{Config, Layout};
 
-/// Headers larger than this are refused before parsing (ours are a few hundred bytes per tensor).
+/// Headers larger than this are refused before parsing (ours are about 100 bytes per tensor).
 const MAX_HEADER: u64 = 1 << 20;
 const FORMAT: &str = "webvae";
 
@@ -45,13 +50,6 @@ fn mismatch(why: impl Into<String>) -> CheckpointError {
     CheckpointError::Mismatch(why.into())
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct TensorInfo {
-    dtype: String,
-    shape: Vec<usize>,
-    data_offsets: [u64; 2],
-}
-
 /// What a checkpoint holds: the configuration, the flat parameters in `Layout::new(&config)`
 /// order, and the training step they were saved at.
 #[derive(Clone, Debug, PartialEq)]
@@ -64,29 +62,17 @@ pub struct Checkpoint {
 /// Serialises `parameters` (flat, in `layout` order) with `config` and `step` in the metadata.
 pub fn save(config: &Config, layout: &Layout, parameters: &[f32], step: u32) -> Vec<u8> {
     assert_eq!(parameters.len(), layout.len, "parameters do not match the layout");
-    let mut header = serde_json::Map::new();
-    let metadata = BTreeMap::from([
+    let bytes: Vec<u8> = parameters.iter().flat_map(|p| p.to_le_bytes()).collect();
+    let tensors = layout.tensors.iter().map(|t| {
+        let data = &bytes[t.offset * 4..(t.offset + t.len()) * 4];
+        (t.name.as_str(), TensorView::new(Dtype::F32, t.shape.clone(), data).expect("a tensor's bytes match its shape"))
+    });
+    let metadata = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("config".to_string(), serde_json::to_string(config).expect("a Config serialises")),
         ("step".to_string(), step.to_string()),
     ]);
-    header.insert("__metadata__".into(), serde_json::to_value(metadata).expect("strings serialise"));
-    for t in &layout.tensors {
-        let info = TensorInfo {
-            dtype: "F32".into(),
-            shape: t.shape.clone(),
-            data_offsets: [t.offset as u64 * 4, (t.offset + t.len()) as u64 * 4],
-        };
-        header.insert(t.name.clone(), serde_json::to_value(info).expect("tensor info serialises"));
-    }
-    let mut json = serde_json::to_string(&header).expect("the header serialises").into_bytes();
-    // The data section starts 8-byte aligned, as the format recommends; pad with spaces.
-    json.resize(json.len().next_multiple_of(8), b' ');
-    let mut bytes = Vec::with_capacity(8 + json.len() + parameters.len() * 4);
-    bytes.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&json);
-    bytes.extend(parameters.iter().flat_map(|p| p.to_le_bytes()));
-    bytes
+    safetensors::serialize(tensors, Some(metadata)).expect("F32 tensors with matching shapes serialise")
 }
 
 /// Parses and checks a checkpoint written by `save` (or by any tool, given the same names,
@@ -102,47 +88,47 @@ pub fn load(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
             bytes.len() - 8
         )));
     }
-    let (header, data) = bytes[8..].split_at(header_len as usize);
-    let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(header).map_err(|e| malformed(format!("the header is not valid JSON ({e})")))?;
+    let (header_len, header) = SafeTensors::read_metadata(bytes).map_err(|e| malformed(describe(e)))?;
+    unique_keys(&bytes[8..8 + header_len])?;
+    let data = &bytes[8 + header_len..];
 
-    let metadata = header.get("__metadata__").and_then(|m| m.as_object());
-    let meta = |key: &str| metadata.and_then(|m| m.get(key)).and_then(|v| v.as_str());
+    let metadata = header.metadata().as_ref();
+    let meta = |key: &str| metadata.and_then(|m| m.get(key));
     let config_json = meta("config").ok_or_else(|| mismatch("its metadata has no \"config\" entry (it was not saved by this page)"))?;
     let config: Config = serde_json::from_str(config_json).map_err(|e| mismatch(format!("its configuration does not parse ({e})")))?;
     config.validate().map_err(|e| mismatch(format!("its configuration is invalid ({e})")))?;
     let step = match meta("step") {
-        Some(s) => s.parse().map_err(|_| malformed(format!("its step \"{s}\" is not a number")))?,
+        Some(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            s.parse().map_err(|_| malformed(format!("its step \"{s}\" is out of range")))?
+        }
+        Some(s) => return Err(malformed(format!("its step \"{s}\" is not a whole number"))),
         None => 0,
     };
 
+    // The layout's few entries cost nothing; its tensors are compared with the file's before
+    // any parameter is read, and the file's tensors cover its data exactly (checked above), so
+    // the allocation below is the size of the file's data.
     let layout = Layout::new(&config);
+    let found = header.tensors().len();
     let expected = layout.tensors.len();
-    let found = header.keys().filter(|k| *k != "__metadata__").count();
     if found != expected {
         return Err(mismatch(format!("it holds {found} tensors but its configuration needs {expected}")));
     }
-    let mut parameters = vec![0f32; layout.len];
+    let mut ranges = Vec::with_capacity(expected);
     for t in &layout.tensors {
-        let value = header.get(&t.name).ok_or_else(|| mismatch(format!("tensor {} is missing", t.name)))?;
-        let info: TensorInfo =
-            serde_json::from_value(value.clone()).map_err(|e| malformed(format!("tensor {}'s entry is malformed ({e})", t.name)))?;
-        if info.dtype != "F32" {
+        let info = header.info(&t.name).ok_or_else(|| mismatch(format!("tensor {} is missing", t.name)))?;
+        if info.dtype != Dtype::F32 {
             return Err(mismatch(format!("tensor {} is {}, expected F32", t.name, info.dtype)));
         }
         if info.shape != t.shape {
             return Err(mismatch(format!("tensor {} has shape {:?}, expected {:?}", t.name, info.shape, t.shape)));
         }
-        let [begin, end] = info.data_offsets;
-        if begin > end || end > data.len() as u64 || end - begin != t.len() as u64 * 4 {
-            return Err(malformed(format!(
-                "tensor {}'s bytes {begin}..{end} do not fit its shape or the {} data bytes present (truncated?)",
-                t.name,
-                data.len()
-            )));
-        }
+        ranges.push(info.data_offsets.0..info.data_offsets.1);
+    }
+    let mut parameters = vec![0f32; layout.len];
+    for (t, range) in layout.tensors.iter().zip(ranges) {
         let target = &mut parameters[t.range()];
-        for (p, b) in target.iter_mut().zip(data[begin as usize..end as usize].chunks_exact(4)) {
+        for (p, b) in target.iter_mut().zip(data[range].chunks_exact(4)) {
             *p = f32::from_le_bytes(b.try_into().unwrap());
         }
         if let Some(i) = target.iter().position(|p| !p.is_finite()) {
@@ -150,4 +136,72 @@ pub fn load(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
         }
     }
     Ok(Checkpoint { config, parameters, step })
+}
+
+/// The format crate's errors, worded for someone holding the file.
+fn describe(e: safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::InvalidHeader(_) => "the header is not UTF-8 text".into(),
+        E::InvalidHeaderDeserialization(e) => format!("the header is not valid JSON of the safetensors form ({e})"),
+        E::HeaderTooLarge | E::HeaderTooSmall | E::InvalidHeaderLength => {
+            "the header's length does not fit the file (truncated, or another format)".into()
+        }
+        E::InvalidOffset(name) => format!(
+            "tensor {name}'s bytes do not start where the previous tensor's end (tensors overlap or leave a gap)"
+        ),
+        E::MetadataIncompleteBuffer => {
+            "the tensors do not cover the file's data exactly (it is truncated, or has bytes after the last tensor)".into()
+        }
+        E::TensorInvalidInfo | E::InvalidTensorView(..) | E::ValidationOverflow | E::MisalignedSlice => {
+            "a tensor's byte range does not match its shape and dtype".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// JSON allows a key twice in an object and most parsers keep the last; in a checkpoint that
+/// would mean two tensors or configurations of which one is silently dropped. Refuses repeats
+/// at the header's top level and inside `__metadata__`.
+fn unique_keys(header: &[u8]) -> Result<(), CheckpointError> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+
+    struct Keys {
+        /// Also check the values of `__metadata__`'s keys (the top level).
+        top: bool,
+    }
+    impl<'de> serde::de::DeserializeSeed<'de> for Keys {
+        type Value = Result<(), String>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Keys {
+        type Value = Result<(), String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut seen = BTreeSet::new();
+            let mut verdict = Ok(());
+            while let Some(key) = map.next_key::<String>()? {
+                if self.top && key == "__metadata__" {
+                    let inner = map.next_value_seed(Keys { top: false })?;
+                    if verdict.is_ok() {
+                        verdict = inner.map_err(|k| format!("__metadata__ gives \"{k}\" more than once"));
+                    }
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                if !seen.insert(key.clone()) && verdict.is_ok() {
+                    verdict = Err(if self.top { format!("the header names \"{key}\" more than once") } else { key });
+                }
+            }
+            Ok(verdict)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(header);
+    let verdict = serde::de::DeserializeSeed::deserialize(Keys { top: true }, &mut de)
+        .map_err(|e| malformed(format!("the header is not valid JSON ({e})")))?;
+    verdict.map_err(malformed)
 }

@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 use crate::reference::Activation;
 use crate::rng::Rng;
 
-/// p(x|z): what the decoder's outputs parameterise.
+/// p(x|z): what the decoder's outputs parameterise. As JSON: `{"kind": "bernoulli"}` or
+/// `{"kind": "gaussian", "sigma": 0.1}`, nothing else.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", tag = "kind")]
+#[serde(rename_all = "lowercase", tag = "kind", try_from = "LikelihoodJson")]
 pub enum Likelihood {
     /// Pixels in [0, 1] as Bernoulli probabilities; outputs are logits; loss = BCE with logits.
     Bernoulli,
@@ -19,9 +20,33 @@ pub enum Likelihood {
     Gaussian { sigma: f32 },
 }
 
-/// Everything that defines a model and how it trains.
+/// How a likelihood is read: serde's internally tagged enums let a unit variant carry unknown
+/// fields (`{"kind": "bernoulli", "sigma": 0.1}` would load), so the fields are checked here.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LikelihoodJson {
+    kind: String,
+    sigma: Option<f32>,
+}
+
+impl TryFrom<LikelihoodJson> for Likelihood {
+    type Error = String;
+    fn try_from(j: LikelihoodJson) -> Result<Self, String> {
+        match (j.kind.as_str(), j.sigma) {
+            ("bernoulli", None) => Ok(Likelihood::Bernoulli),
+            ("bernoulli", Some(_)) => Err("a Bernoulli likelihood has no sigma".into()),
+            ("gaussian", Some(sigma)) => Ok(Likelihood::Gaussian { sigma }),
+            ("gaussian", None) => Err("a Gaussian likelihood needs its sigma".into()),
+            (other, _) => Err(format!("unknown likelihood \"{other}\" (expected \"bernoulli\" or \"gaussian\")")),
+        }
+    }
+}
+
+/// Everything that defines a model and how it trains. As JSON (checkpoints) every field is
+/// required and unknown fields are refused, so a misspelt field is an error rather than a
+/// silently filled-in default; `from_partial_json` fills in what a caller leaves out.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     /// Pixels per image (784 for MNIST).
     pub input: usize,
@@ -79,6 +104,25 @@ fn bad(field: &'static str, message: impl Into<String>) -> ConfigError {
 }
 
 impl Config {
+    /// A configuration from a JSON object holding any of the fields; the rest take the
+    /// reference values. Unknown fields (a misspelling) and wrongly typed values are refused,
+    /// naming the field.
+    pub fn from_partial_json(partial: serde_json::Value) -> Result<Config, ConfigError> {
+        let serde_json::Value::Object(partial) = partial else {
+            return Err(bad("config", "must be an object of configuration fields"));
+        };
+        let serde_json::Value::Object(mut full) = serde_json::to_value(Config::default()).expect("a Config serialises") else {
+            unreachable!("a Config serialises to an object")
+        };
+        for (key, value) in partial {
+            let Some(field) = full.get_mut(&key) else {
+                return Err(bad("config", format!("unknown field \"{key}\"")));
+            };
+            *field = value;
+        }
+        serde_json::from_value(serde_json::Value::Object(full)).map_err(|e| bad("config", e.to_string()))
+    }
+
     /// Checks every field on its own terms; device limits are checked by the GPU trainer.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.input == 0 || self.input > 1 << 16 {

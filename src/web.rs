@@ -58,12 +58,13 @@ fn set(obj: &js_sys::Object, key: &str, value: impl Into<JsValue>) {
 }
 
 /// A `Config` from a plain object with any of its fields (the rest take the reference values),
-/// validated: errors name the field.
+/// validated: errors name the field; unknown fields are refused.
 fn config_from_js(config: JsValue) -> Result<Config, JsValue> {
-    let config: Config = if config.is_undefined() || config.is_null() {
+    let config = if config.is_undefined() || config.is_null() {
         Config::default()
     } else {
-        serde_wasm_bindgen::from_value(config).map_err(|e| error("config", e.to_string(), None))?
+        let partial: serde_json::Value = serde_wasm_bindgen::from_value(config).map_err(|e| error("config", e.to_string(), None))?;
+        Config::from_partial_json(partial).map_err(|e| error("config", e.to_string(), Some(e.field)))?
     };
     config.validate().map_err(|e| error("config", e.to_string(), Some(e.field)))?;
     Ok(config)

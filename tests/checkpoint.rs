@@ -128,7 +128,7 @@ fn malformed_files_say_what_is_wrong() {
     // An IDX file or a PNG is not a checkpoint.
     assert!(load(&[0, 0, 8, 3, 0, 0, 0, 1, 0, 0, 0, 28, 0, 0, 0, 28]).is_err());
     let bad_offsets = with_header(&good, |h| h["decoder.out.bias"]["data_offsets"] = serde_json::json!([0, 4]));
-    assert!(malformed(&bad_offsets).contains("decoder.out.bias"));
+    assert!(malformed(&bad_offsets).contains("does not match its shape"), "{}", malformed(&bad_offsets));
     let bad_step = with_header(&good, |h| h["__metadata__"]["step"] = "many".into());
     assert!(malformed(&bad_step).contains("step"));
 }
@@ -151,8 +151,11 @@ fn mismatched_files_name_the_problem() {
         h["__metadata__"]["config"] = serde_json::to_string(&c).unwrap().into();
     });
     assert!(mismatch(&invalid).contains("learning_rate"));
+    let ints = with_header(&good, |h| h["encoder.0.weight"]["dtype"] = "I32".into());
+    assert!(mismatch(&ints).contains("I32, expected F32"), "{}", mismatch(&ints));
+    // F16 halves the tensor's bytes: its range no longer fits its shape.
     let half = with_header(&good, |h| h["encoder.0.weight"]["dtype"] = "F16".into());
-    assert!(mismatch(&half).contains("F16"));
+    assert!(malformed(&half).contains("does not match its shape and dtype"));
     let extra = with_header(&good, |h| {
         h["extra"] = serde_json::json!({"dtype": "F32", "shape": [0], "data_offsets": [0, 0]});
     });
@@ -161,4 +164,172 @@ fn mismatched_files_name_the_problem() {
     let at = nan.len() - 4;
     nan[at..].copy_from_slice(&f32::NAN.to_le_bytes());
     assert!(mismatch(&nan).contains("non-finite"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile and mistaken files: each is refused with a message saying what is wrong.
+
+mod peak;
+
+/// `bytes` with its header's JSON text rewritten by `edit` (for what a JSON value cannot hold,
+/// such as a key given twice), keeping the data.
+fn with_header_text(bytes: &[u8], edit: impl FnOnce(String) -> String) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let text = edit(String::from_utf8(bytes[8..8 + n].to_vec()).unwrap());
+    [&(text.len() as u64).to_le_bytes()[..], text.as_bytes(), &bytes[8 + n..]].concat()
+}
+
+fn with_config(bytes: &[u8], config: serde_json::Value) -> Vec<u8> {
+    with_header(bytes, |h| h["__metadata__"]["config"] = config.to_string().into())
+}
+
+#[test]
+fn a_tiny_file_claiming_a_huge_model_allocates_nothing_for_it() {
+    // The largest configuration validation allows: about 600 M parameters, 2.4 GB of f32s.
+    let config = Config { input: 65536, hidden: vec![4096; 4], latent: 64, ..Config::default() };
+    config.validate().unwrap();
+    let layout = Layout::new(&config);
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::json!({ "config": serde_json::to_string(&config).unwrap(), "step": "1" }));
+    for t in &layout.tensors {
+        header.insert(t.name.clone(), serde_json::json!({ "dtype": "F32", "shape": [0], "data_offsets": [0, 0] }));
+    }
+    let json = serde_json::to_vec(&header).unwrap();
+    let bomb = [&(json.len() as u64).to_le_bytes()[..], &json].concat();
+    let (result, peak) = peak::peak_bytes(|| load(&bomb));
+    let why = match result {
+        Err(CheckpointError::Mismatch(why)) => why,
+        other => panic!("expected a mismatch, got {other:?}"),
+    };
+    assert!(why.contains("shape"), "{why}");
+    assert!(peak < 64 * 1024 + 16 * bomb.len(), "loading a {}-byte file allocated {peak} bytes at once", bomb.len());
+
+    // The same claim with the real shapes: the byte ranges give it away.
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::json!({ "config": serde_json::to_string(&config).unwrap() }));
+    for t in &layout.tensors {
+        header.insert(t.name.clone(), serde_json::json!({ "dtype": "F32", "shape": t.shape, "data_offsets": [0, 0] }));
+    }
+    let json = serde_json::to_vec(&header).unwrap();
+    let bomb = [&(json.len() as u64).to_le_bytes()[..], &json].concat();
+    let (result, peak) = peak::peak_bytes(|| load(&bomb));
+    assert!(matches!(result, Err(CheckpointError::Malformed(_))), "{result:?}");
+    assert!(peak < 64 * 1024 + 16 * bomb.len(), "loading a {}-byte file allocated {peak} bytes at once", bomb.len());
+}
+
+#[test]
+fn loading_costs_about_the_files_size() {
+    let config = Config { hidden: vec![400], ..Config::default() };
+    let layout = Layout::new(&config);
+    let bytes = save(&config, &layout, &initial_parameters(&config, &layout, None), 3);
+    let (result, peak) = peak::peak_bytes(|| load(&bytes));
+    result.unwrap();
+    assert!(peak < 2 * bytes.len() + 64 * 1024, "a {}-byte file took {peak} bytes to load", bytes.len());
+}
+
+#[test]
+fn tensors_must_tile_the_data_exactly() {
+    let (config, layout, params) = small();
+    let good = save(&config, &layout, &params, 0);
+    // Two tensors of the same shape pointing at the same bytes.
+    let same = with_header(&good, |h| h["encoder.logvar.bias"]["data_offsets"] = h["encoder.mu.bias"]["data_offsets"].clone());
+    assert!(malformed(&same).contains("overlap or leave a gap"), "{}", malformed(&same));
+    // Overlapping by one element.
+    let overlap = with_header(&good, |h| {
+        let [a, b] = [h["encoder.mu.bias"]["data_offsets"][0].as_u64().unwrap(), h["encoder.mu.bias"]["data_offsets"][1].as_u64().unwrap()];
+        h["encoder.mu.bias"]["data_offsets"] = serde_json::json!([a - 4, b - 4]);
+    });
+    assert!(malformed(&overlap).contains("overlap or leave a gap"), "{}", malformed(&overlap));
+    // A gap: every tensor moved 4 bytes on, 4 junk bytes in front.
+    let (h, start) = header(&good);
+    let gap = with_header(&good, |h| {
+        for t in &layout.tensors {
+            let o = &h[&t.name]["data_offsets"];
+            h[&t.name]["data_offsets"] = serde_json::json!([o[0].as_u64().unwrap() + 4, o[1].as_u64().unwrap() + 4]);
+        }
+    });
+    let gap = [&gap[..gap.len() - (good.len() - start)], &[0u8; 4], &good[start..]].concat();
+    assert!(malformed(&gap).contains("overlap or leave a gap"), "{}", malformed(&gap));
+    drop(h);
+    // Junk after the last tensor.
+    let junk = [&good[..], b"junk"].concat();
+    assert!(malformed(&junk).contains("bytes after the last tensor"), "{}", malformed(&junk));
+}
+
+#[test]
+fn no_key_may_be_given_twice() {
+    let (config, layout, params) = small();
+    let good = save(&config, &layout, &params, 5);
+    let (h, _) = header(&good);
+    let entry = h["encoder.0.bias"].to_string();
+    let twice = with_header_text(&good, |t| t.replacen('{', &format!("{{\"encoder.0.bias\":{entry},"), 1));
+    assert!(malformed(&twice).contains("\"encoder.0.bias\" more than once"), "{}", malformed(&twice));
+    let config_json = serde_json::to_string(&serde_json::to_string(&config).unwrap()).unwrap();
+    let two_configs = with_header_text(&good, |t| t.replacen("\"__metadata__\":{", &format!("\"__metadata__\":{{\"config\":{config_json},"), 1));
+    assert!(malformed(&two_configs).contains("\"config\" more than once"), "{}", malformed(&two_configs));
+    let two_steps = with_header_text(&good, |t| t.replacen("\"__metadata__\":{", "\"__metadata__\":{\"step\":\"9\",", 1));
+    assert!(malformed(&two_steps).contains("\"step\" more than once"), "{}", malformed(&two_steps));
+    let two_metadata = with_header_text(&good, |t| t.replacen('{', "{\"__metadata__\":{},", 1));
+    assert!(load(&two_metadata).is_err());
+}
+
+#[test]
+fn metadata_values_must_be_strings() {
+    let (config, layout, params) = small();
+    let good = save(&config, &layout, &params, 5);
+    let number = with_header(&good, |h| h["__metadata__"]["step"] = 7.into());
+    assert!(malformed(&number).contains("expected a string"), "{}", malformed(&number));
+    let object = with_header(&good, |h| h["__metadata__"]["config"] = serde_json::to_value(&config).unwrap());
+    assert!(malformed(&object).contains("expected a string"), "{}", malformed(&object));
+    let negative = with_header(&good, |h| h["__metadata__"]["step"] = "-3".into());
+    assert!(malformed(&negative).contains("not a whole number"), "{}", malformed(&negative));
+}
+
+#[test]
+fn the_configuration_is_parsed_strictly() {
+    let (config, layout, params) = small();
+    let good = save(&config, &layout, &params, 5);
+    let full = serde_json::to_value(&config).unwrap();
+
+    let mut misspelt = full.clone();
+    misspelt["latnet"] = misspelt["latent"].take();
+    misspelt.as_object_mut().unwrap().remove("latent");
+    let why = mismatch(&with_config(&good, misspelt));
+    assert!(why.contains("unknown field `latnet`"), "{why}");
+
+    let mut extra = full.clone();
+    extra["dropout"] = 0.5.into();
+    assert!(mismatch(&with_config(&good, extra)).contains("unknown field `dropout`"));
+
+    let sparse = serde_json::json!({ "input": 12, "hidden": [7, 5], "latent": 3 });
+    let why = mismatch(&with_config(&good, sparse));
+    assert!(why.contains("missing field"), "{why}");
+
+    for likelihood in [
+        serde_json::json!({ "kind": "bernoulli", "sigma": 0.1 }),
+        serde_json::json!({ "kind": "gaussian", "sigma": 0.1, "mean": 0 }),
+        serde_json::json!({ "kind": "poisson" }),
+        serde_json::json!({ "kind": "gaussian" }),
+    ] {
+        let mut c = full.clone();
+        c["likelihood"] = likelihood.clone();
+        let why = mismatch(&with_config(&good, c));
+        assert!(why.contains("does not parse"), "{likelihood}: {why}");
+    }
+}
+
+#[test]
+fn files_saved_by_earlier_versions_keep_loading() {
+    // Written by the page as of November 2026 (its own header writer, tensors in layout order,
+    // the header padded with spaces): 12-7-5-z3, Gaussian sigma 0.25, step 700.
+    let old = include_bytes!("fixtures/mlp-2026-11.safetensors");
+    let loaded = load(old).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.step, 700);
+    let expected = Config { input: 12, hidden: vec![7, 5], latent: 3, likelihood: webvae::model::Likelihood::Gaussian { sigma: 0.25 }, ..Config::default() };
+    assert_eq!(loaded.config, expected);
+    let layout = Layout::new(&expected);
+    assert_eq!(loaded.parameters, initial_parameters(&expected, &layout, None));
+    // And what loads saves back to a file that loads the same.
+    let again = load(&save(&loaded.config, &layout, &loaded.parameters, loaded.step)).unwrap();
+    assert_eq!(again, loaded);
 }

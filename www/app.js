@@ -52,19 +52,45 @@ function gpuTask(fn) {
   return run;
 }
 
+// What each way of failing to get a GPU means, in plain words, and what the user can do.
 const GPU_HELP = {
-  "no-webgpu":
-    "Your browser does not support WebGPU, which this page needs to train on your GPU. " +
-    "Try a recent Chrome or Edge (113+), Firefox (141+ on Windows), or Safari 26+.",
-  "no-adapter":
-    "Your browser supports WebGPU but did not offer a GPU adapter. Check that hardware " +
-    "acceleration is enabled in the browser settings, or try another browser.",
-  device: "The GPU adapter was found but refused to start a device for this page.",
+  "no-webgpu": {
+    summary: "This browser does not support WebGPU, so the model cannot train here.",
+    advice: "Open the page in a browser with WebGPU: Chrome or Edge 113 or later, Safari 26 or later, " +
+      "or Firefox 141 or later on Windows. On Linux, Chrome needs WebGPU switched on at " +
+      "chrome://flags/#enable-unsafe-webgpu.",
+  },
+  "no-adapter": {
+    summary: "This browser supports WebGPU but did not offer a GPU adapter, so the model cannot train here.",
+    advice: "Check that hardware acceleration is on in the browser's settings (Chrome: Settings, System, " +
+      "“Use graphics acceleration when available”), update the graphics driver, or try another browser. " +
+      "On Linux, Chrome may also need chrome://flags/#enable-unsafe-webgpu and #enable-vulkan.",
+  },
+  device: {
+    summary: "A GPU adapter was found, but it refused to open a device for this page.",
+    advice: "Close other tabs or programs that use the GPU heavily and reload the page; if it keeps " +
+      "failing, restart the browser.",
+  },
 };
 
-function showGpu(stateName, text) {
+// The GPU status box: a state ("loading", "ready", "error"), a plain sentence, and optionally
+// advice and the technical report (folded away: wgpu's adapter report means little to most).
+function showGpu(stateName, text, { advice = "", report = "" } = {}) {
   $("gpu-status").dataset.state = stateName;
   $("gpu-message").textContent = text;
+  $("gpu-advice").textContent = advice;
+  $("gpu-advice").hidden = !advice;
+  $("gpu-report").textContent = report;
+  $("gpu-details").hidden = !report;
+}
+
+// No GPU at all: say why and what to do, and hide everything that needs one rather than
+// leaving blank canvases and dead buttons.
+function gpuUnavailable(err) {
+  const help = GPU_HELP[err && err.kind];
+  if (help) showGpu("error", help.summary, { advice: help.advice, report: messageOf(err) });
+  else showGpu("error", "The GPU could not be started, so the model cannot train here.", { report: messageOf(err) });
+  document.body.dataset.gpu = "unavailable";
 }
 
 function alertUser(text, action, onAction) {
@@ -111,8 +137,7 @@ async function start(bindings) {
   try {
     state.gpu = await wasm.WebGpu.request();
   } catch (err) {
-    const help = GPU_HELP[err && err.kind];
-    showGpu("error", help ? `${help} (${messageOf(err)})` : `Could not start the GPU: ${messageOf(err)}`);
+    gpuUnavailable(err);
     return;
   }
   showGpu("ready", `WebGPU adapter: ${state.gpu.adapter()}`);
@@ -212,7 +237,7 @@ async function restart() {
     if (snapshot) $("data-message").textContent = `Restarted from the weights of step ${step}.`;
   } catch (err) {
     const help = GPU_HELP[err && err.kind];
-    showGpu("error", help || `Could not restart the GPU: ${messageOf(err)}`);
+    showGpu("error", help ? help.summary : "Could not restart the GPU.", { advice: help && help.advice, report: messageOf(err) });
     alertUser(`Could not restart: ${messageOf(err)}`, "Try again", () => restart());
   }
 }
@@ -644,7 +669,7 @@ $("scatter-legend").replaceChildren(...LABEL_COLOURS.map((colour, label) => {
 }));
 
 // For tests and the curious: the state, and a way to try the lost-device path.
-window.vae = { state, busy: () => pending > 0, loseDevice: () => state.gpu.lose() };
+window.vae = { state, chart, busy: () => pending > 0, loseDevice: () => state.gpu.lose() };
 
 if (window.wasmBindings) {
   start(window.wasmBindings);
@@ -655,6 +680,9 @@ if (window.wasmBindings) {
 // leaving "Looking for WebGPU…" forever.
 setTimeout(() => {
   if (!window.wasmBindings && $("gpu-status").dataset.state === "loading") {
-    showGpu("error", "The WebAssembly module did not load. This page needs a browser with WebAssembly and WebGPU.");
+    showGpu("error", "The page's WebAssembly module did not load, so the model cannot run here.", {
+      advice: "Reload the page; if that does not help, use a recent browser with WebAssembly and WebGPU.",
+    });
+    document.body.dataset.gpu = "unavailable";
   }
 }, 15000);

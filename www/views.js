@@ -98,9 +98,11 @@ export class LossChart {
     // Skip the first few points when scaling: the untrained loss would flatten the rest.
     const values = this.train.slice(Math.min(3, this.train.length - 1)).flatMap((p) => [p.loss, p.reconstruction, p.kl])
       .concat(this.test.map((p) => p.nelbo)).filter(Number.isFinite);
-    const ymax = values.length ? niceCeil(Math.max(...values) * 1.05) : 1;
+    // The y axis ends on a round tick above the data; the x axis at the last epoch.
+    const yticks = niceTicks(values.length ? Math.max(...values) : 1, 5);
+    const ymax = yticks[yticks.length - 1];
     return {
-      w, h, pad, xmax, ymax,
+      w, h, pad, xmax, ymax, yticks, xticks: niceTicks(xmax, 6).filter((e) => e <= xmax),
       x: (e) => pad.l + (e / xmax) * (w - pad.l - pad.r),
       y: (v) => pad.t + (1 - Math.min(v, ymax) / ymax) * (h - pad.t - pad.b),
     };
@@ -115,17 +117,19 @@ export class LossChart {
     ctx.fillStyle = "#555";
     ctx.font = "11px system-ui, sans-serif";
     ctx.beginPath();
-    for (let i = 0; i <= 4; i++) {
-      const v = (f.ymax * i) / 4, y = f.y(v);
+    this.tickLabels = { x: [], y: [] };
+    for (const v of f.yticks) {
+      const y = f.y(v), label = tickLabel(v, f.yticks);
       ctx.moveTo(f.pad.l, y); ctx.lineTo(f.w - f.pad.r, y);
-      ctx.fillText(String(Math.round(v)), 4, y + 4);
+      ctx.fillText(label, 4, y + 4);
+      this.tickLabels.y.push(label);
     }
     ctx.stroke();
     ctx.fillText("epoch", f.w - 44, f.h - 6);
-    const ticks = Math.min(10, Math.ceil(f.xmax));
-    for (let i = 0; i <= ticks; i++) {
-      const e = (f.xmax * i) / ticks;
-      ctx.fillText(e.toFixed(f.xmax < 5 ? 1 : 0), f.x(e) - 6, f.h - 14);
+    for (const e of f.xticks) {
+      const label = tickLabel(e, f.xticks);
+      ctx.fillText(label, f.x(e) - 3 * label.length, f.h - 14);
+      this.tickLabels.x.push(label);
     }
     for (const s of SERIES) {
       ctx.strokeStyle = s.colour;
@@ -160,9 +164,22 @@ export class LossChart {
   }
 }
 
-function niceCeil(v) {
-  const step = 10 ** Math.floor(Math.log10(v)) / 2;
-  return Math.ceil(v / step) * step;
+// Tick values from 0 to at least `max`, about `count` of them, spaced 1, 2 or 5 x 10^n apart
+// (the rule plotting libraries use, e.g. d3's ticks), so labels read as round numbers.
+export function niceTicks(max, count) {
+  const raw = (max > 0 ? max : 1) / count;
+  const magnitude = 10 ** Math.floor(Math.log10(raw));
+  const ratio = raw / magnitude;
+  const step = magnitude * (ratio >= Math.sqrt(50) ? 10 : ratio >= Math.sqrt(10) ? 5 : ratio >= Math.sqrt(2) ? 2 : 1);
+  const n = Math.max(1, Math.ceil(max / step - 1e-9));
+  // Multiplying (not accumulating) keeps 0.1 * 3 from printing as 0.30000000000000004.
+  return Array.from({ length: n + 1 }, (_, i) => Number((i * step).toPrecision(12)));
+}
+
+// A tick's label with as many decimals as the spacing of its axis needs.
+function tickLabel(v, ticks) {
+  const step = ticks.length > 1 ? ticks[1] - ticks[0] : 1;
+  return v.toFixed(Math.max(0, -Math.floor(Math.log10(step) + 1e-9)));
 }
 
 // A drawing pad: white ink on black, read back as ink values in [0, 1].
