@@ -11,6 +11,8 @@ use crate::rng::Rng;
 
 /// The largest decompressed IDX file we accept (the official MNIST training images are 47 MB).
 pub const MAX_IDX_BYTES: usize = 512 << 20;
+/// Labels are classes 0..CLASSES: the page colours ten, one per digit.
+pub const CLASSES: u8 = 10;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum DataError {
@@ -24,6 +26,7 @@ pub enum DataError {
     SizeMismatch { header_bytes: u64, found: usize },
     ZeroSize,
     CountMismatch { images: usize, labels: usize },
+    LabelOutOfRange { index: usize, label: u8 },
     /// A set of files that does not make a dataset (wrong number, unpaired, different sizes).
     Files(String),
     /// An error in one named file of a set.
@@ -35,7 +38,7 @@ impl fmt::Display for DataError {
         match self {
             DataError::Empty => write!(f, "the file is empty"),
             DataError::Gzip(e) => write!(f, "the file looks gzipped but does not decompress: {e}"),
-            DataError::TooLarge { limit } => write!(f, "the file decompresses to more than {} MB", limit >> 20),
+            DataError::TooLarge { limit } => write!(f, "the file holds more than {} MB of data, more than can be used here", limit >> 20),
             DataError::BadMagic { found } => write!(
                 f,
                 "not an IDX file: it starts with bytes {found:02x?}, but IDX files start with 00 00 <type> <rank>"
@@ -60,6 +63,11 @@ impl fmt::Display for DataError {
             DataError::CountMismatch { images, labels } => {
                 write!(f, "the images file holds {images} images but the labels file holds {labels} labels")
             }
+            DataError::LabelOutOfRange { index, label } => write!(
+                f,
+                "label {label} (item {index}) is outside 0-{}: this page shows ten classes, one per digit",
+                CLASSES - 1
+            ),
             DataError::Files(why) => write!(f, "{why}"),
             DataError::InFile { name, error } => write!(f, "{name}: {error}"),
         }
@@ -75,73 +83,164 @@ pub struct Idx {
     pub data: Vec<u8>,
 }
 
-/// Decompresses if the bytes start with the gzip magic; passes raw bytes through.
-fn maybe_gunzip(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, DataError> {
-    if bytes.len() < 2 || bytes[..2] != [0x1f, 0x8b] {
-        return Ok(bytes.into());
-    }
-    let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(bytes)
-        .take(MAX_IDX_BYTES as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| DataError::Gzip(e.to_string()))?;
-    if out.len() > MAX_IDX_BYTES {
-        return Err(DataError::TooLarge { limit: MAX_IDX_BYTES });
-    }
-    Ok(out.into())
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+/// The longest IDX header: magic + 4 dimensions of 4 bytes.
+const MAX_HEADER: usize = 4 + 4 * 4;
+
+/// What an IDX header says: the dimensions, the header's length and the data's length.
+#[derive(Clone, Debug, PartialEq)]
+struct IdxHeader {
+    dims: Vec<usize>,
+    len: usize,
+    data_bytes: u64,
 }
 
-/// Parses an IDX file (raw or gzipped) of unsigned bytes with the given rank.
-pub fn parse_idx(bytes: &[u8], rank: u8) -> Result<Idx, DataError> {
-    let idx = parse_idx_any_rank(bytes)?;
-    if idx.dims.len() != rank as usize {
-        return Err(DataError::WrongRank { expected: rank, found: idx.dims.len() as u8 });
+/// Reads an IDX header from the first bytes of a (decompressed) file.
+fn idx_header(prefix: &[u8]) -> Result<IdxHeader, DataError> {
+    if prefix.len() < 4 {
+        return Err(DataError::TruncatedHeader { needed: 4, found: prefix.len() });
     }
-    Ok(idx)
-}
-
-/// Parses an IDX file (raw or gzipped) of unsigned bytes, whatever its rank.
-fn parse_idx_any_rank(bytes: &[u8]) -> Result<Idx, DataError> {
-    if bytes.is_empty() {
-        return Err(DataError::Empty);
-    }
-    let bytes = maybe_gunzip(bytes)?;
-    if bytes.len() < 4 {
-        return Err(DataError::TruncatedHeader { needed: 4, found: bytes.len() });
-    }
-    let magic = [bytes[0], bytes[1], bytes[2], bytes[3]];
+    let magic = [prefix[0], prefix[1], prefix[2], prefix[3]];
     if magic[0] != 0 || magic[1] != 0 || magic[3] == 0 || magic[3] > 4 {
         return Err(DataError::BadMagic { found: magic });
     }
     if magic[2] != 0x08 {
         return Err(DataError::NotBytes { type_code: magic[2] });
     }
-    let rank = magic[3];
-    let header = 4 + 4 * rank as usize;
-    if bytes.len() < header {
-        return Err(DataError::TruncatedHeader { needed: header, found: bytes.len() });
+    let len = 4 + 4 * magic[3] as usize;
+    if prefix.len() < len {
+        return Err(DataError::TruncatedHeader { needed: len, found: prefix.len() });
     }
-    let dims: Vec<usize> = bytes[4..header]
-        .chunks_exact(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
-        .collect();
-    // Checked in u64 so absurd headers cannot overflow; compared with what is really there.
-    let header_bytes = dims.iter().fold(1u64, |acc, &d| acc.saturating_mul(d as u64));
-    if header_bytes == 0 {
+    let dims: Vec<usize> = prefix[4..len].chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize).collect();
+    // In u64 so that absurd headers cannot overflow; compared with what is really there later.
+    let data_bytes = dims.iter().fold(1u64, |acc, &d| acc.saturating_mul(d as u64));
+    if data_bytes == 0 {
         return Err(DataError::ZeroSize);
     }
-    let found = bytes.len() - header;
-    if header_bytes != found as u64 {
-        return Err(DataError::SizeMismatch { header_bytes, found });
+    Ok(IdxHeader { dims, len, data_bytes })
+}
+
+/// An IDX file as given (raw or gzipped), of which only the header has been read: enough to
+/// pair files and check sizes before anything large is decompressed or copied.
+struct IdxFile<'a> {
+    bytes: &'a [u8],
+    header: IdxHeader,
+}
+
+impl<'a> IdxFile<'a> {
+    /// Reads the header, decompressing only the first few bytes of a gzipped file. Refuses a
+    /// file whose header promises more than `max_bytes` of data.
+    fn open(bytes: &'a [u8], max_bytes: usize) -> Result<IdxFile<'a>, DataError> {
+        if bytes.is_empty() {
+            return Err(DataError::Empty);
+        }
+        let header = if bytes.starts_with(&GZIP_MAGIC) {
+            let mut prefix = Vec::with_capacity(MAX_HEADER);
+            flate2::read::MultiGzDecoder::new(bytes)
+                .take(MAX_HEADER as u64)
+                .read_to_end(&mut prefix)
+                .map_err(|e| DataError::Gzip(e.to_string()))?;
+            idx_header(&prefix)?
+        } else {
+            idx_header(bytes)?
+        };
+        if header.data_bytes > max_bytes as u64 {
+            return Err(DataError::TooLarge { limit: max_bytes });
+        }
+        // A raw file's size is known now (a gzipped one's only once decompressed).
+        let found = bytes.len() - header.len;
+        if !bytes.starts_with(&GZIP_MAGIC) && header.data_bytes != found as u64 {
+            return Err(DataError::SizeMismatch { header_bytes: header.data_bytes, found });
+        }
+        Ok(IdxFile { bytes, header })
     }
-    Ok(Idx { dims, data: bytes[header..].to_vec() })
+
+    /// The whole file: decompressed (at most the promised size, plus one byte to notice more)
+    /// into one buffer that becomes the data, without a second copy.
+    fn read(self) -> Result<Idx, DataError> {
+        let IdxHeader { dims, len, data_bytes } = self.header;
+        let data = if self.bytes.starts_with(&GZIP_MAGIC) {
+            let mut out = gunzip_at_most(self.bytes, len as u64 + data_bytes + 1)?;
+            out.drain(..len.min(out.len()));
+            out
+        } else {
+            self.bytes[len..].to_vec()
+        };
+        if data.len() as u64 != data_bytes {
+            return Err(DataError::SizeMismatch { header_bytes: data_bytes, found: data.len() });
+        }
+        Ok(Idx { dims, data })
+    }
+
+    fn rank(&self) -> usize {
+        self.header.dims.len()
+    }
+
+    fn count(&self) -> usize {
+        self.header.dims[0]
+    }
+}
+
+/// Decompresses at most `limit` bytes of a gzip stream into one buffer. The buffer starts as
+/// large as the limit or 64 times the compressed size, whichever is smaller (images compress
+/// about 5:1, so an honest file needs one allocation and no copy), and doubles from there only
+/// as the stream really delivers: a short file promising much costs little.
+fn gunzip_at_most(gz: &[u8], limit: u64) -> Result<Vec<u8>, DataError> {
+    let mut decoder = flate2::read::MultiGzDecoder::new(gz);
+    let mut out = vec![0u8; limit.min(gz.len() as u64 * 64 + (64 << 10)) as usize];
+    let mut filled = 0;
+    loop {
+        if filled == out.len() {
+            if filled as u64 >= limit {
+                break;
+            }
+            out.resize((filled as u64 * 2).min(limit) as usize, 0);
+        }
+        match decoder.read(&mut out[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(DataError::Gzip(e.to_string())),
+        }
+    }
+    out.truncate(filled);
+    Ok(out)
+}
+
+/// Parses an IDX file (raw or gzipped) of unsigned bytes with the given rank.
+pub fn parse_idx(bytes: &[u8], rank: u8) -> Result<Idx, DataError> {
+    let file = IdxFile::open(bytes, MAX_IDX_BYTES)?;
+    if file.rank() != rank as usize {
+        return Err(DataError::WrongRank { expected: rank, found: file.rank() as u8 });
+    }
+    file.read()
+}
+
+/// Whether a file's name says it belongs to the training or the test set, as MNIST's names
+/// (`train-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`) and most others do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Split {
+    Train,
+    Test,
+}
+
+fn split_of(name: &str) -> Option<Split> {
+    let name = name.to_ascii_lowercase();
+    match (name.contains("train"), name.contains("t10k") || name.contains("test")) {
+        (true, false) => Some(Split::Train),
+        (false, true) => Some(Split::Test),
+        _ => None,
+    }
 }
 
 /// A training and a test set from files the user chose, in any order, raw or gzipped: the four
-/// official files (images and labels, training and test; the larger pair trains), or one
-/// images file with its labels file, of which the last tenth (at most 10,000) becomes the test
-/// set. Files are told apart by their IDX rank (3 = images, 1 = labels) and paired by count.
-pub fn datasets_from_files(files: &[(&str, &[u8])]) -> Result<(Dataset, Dataset), DataError> {
+/// official files (images and labels, training and test), or one images file with its labels
+/// file, of which the last tenth (at most 10,000) becomes the test set. Files are told apart by
+/// their IDX rank (3 = images, 1 = labels); four are paired by name where the names say which
+/// set each belongs to (train / t10k or test), otherwise by count (the larger pair trains), and
+/// refused when neither decides. Headers are read and checked first: nothing is decompressed
+/// if the images would need more than `max_image_bytes` (e.g. the GPU's largest buffer).
+pub fn datasets_from_files(files: &[(&str, &[u8])], max_image_bytes: usize) -> Result<(Dataset, Dataset), DataError> {
     if files.len() != 2 && files.len() != 4 {
         return Err(DataError::Files(format!(
             "choose 2 files (images and labels) or 4 (training and test images and labels); got {}",
@@ -151,10 +250,10 @@ pub fn datasets_from_files(files: &[(&str, &[u8])]) -> Result<(Dataset, Dataset)
     let (mut images, mut labels) = (Vec::new(), Vec::new());
     for &(name, bytes) in files {
         let in_file = |error| DataError::InFile { name: name.to_string(), error: Box::new(error) };
-        let idx = parse_idx_any_rank(bytes).map_err(in_file)?;
-        match idx.dims.len() {
-            3 => images.push((name, idx)),
-            1 => labels.push((name, idx)),
+        let file = IdxFile::open(bytes, MAX_IDX_BYTES).map_err(in_file)?;
+        match file.rank() {
+            3 => images.push((name, file)),
+            1 => labels.push((name, file)),
             n => return Err(in_file(DataError::Files(format!("has {n} dimensions; IDX images have 3 and labels 1")))),
         }
     }
@@ -165,18 +264,27 @@ pub fn datasets_from_files(files: &[(&str, &[u8])]) -> Result<(Dataset, Dataset)
             labels.len()
         )));
     }
-    // Largest first: the training pair, then the test pair.
-    images.sort_by_key(|(_, i)| std::cmp::Reverse(i.dims[0]));
-    labels.sort_by_key(|(_, l)| std::cmp::Reverse(l.dims[0]));
+    let image_bytes: u64 = images.iter().map(|(_, f)| f.header.data_bytes).sum();
+    if image_bytes > max_image_bytes as u64 {
+        return Err(DataError::Files(format!(
+            "the images need {} MB but this GPU holds at most {} MB in one buffer; choose a smaller dataset",
+            image_bytes >> 20,
+            max_image_bytes >> 20
+        )));
+    }
+    if images.len() == 2 {
+        order_pairs(&mut images, &mut labels)?;
+    }
     let mut sets = Vec::new();
     for ((image_name, i), (label_name, l)) in images.into_iter().zip(labels) {
-        if i.dims[0] != l.dims[0] {
-            return Err(DataError::Files(format!(
-                "{image_name} holds {} images but {label_name} holds {} labels",
-                i.dims[0], l.dims[0]
-            )));
+        if i.count() != l.count() {
+            return Err(DataError::Files(format!("{image_name} holds {} images but {label_name} holds {} labels", i.count(), l.count())));
         }
-        sets.push(Dataset { count: i.dims[0], rows: i.dims[1], cols: i.dims[2], pixels: i.data, labels: l.data });
+        let named = |error| DataError::InFile { name: image_name.to_string(), error: Box::new(error) };
+        let images = i.read().map_err(named)?;
+        let named = |error| DataError::InFile { name: label_name.to_string(), error: Box::new(error) };
+        let labels = l.read().map_err(named)?;
+        sets.push(Dataset::from_parts(images, labels).map_err(named)?);
     }
     if let [train, test] = &sets[..] {
         if (train.rows, train.cols) != (test.rows, test.cols) {
@@ -194,6 +302,43 @@ pub fn datasets_from_files(files: &[(&str, &[u8])]) -> Result<(Dataset, Dataset)
     }
 }
 
+/// Puts two images files and two labels files in (training, test) order: by their names where
+/// these say which set every file belongs to, otherwise by count (the larger set trains).
+fn order_pairs(images: &mut [(&str, IdxFile)], labels: &mut [(&str, IdxFile)]) -> Result<(), DataError> {
+    let splits = |files: &[(&str, IdxFile)]| [split_of(files[0].0), split_of(files[1].0)];
+    let by_name = |files: &mut [(&str, IdxFile)]| match splits(files) {
+        [Some(Split::Train), Some(Split::Test)] => Some(()),
+        [Some(Split::Test), Some(Split::Train)] => {
+            files.swap(0, 1);
+            Some(())
+        }
+        _ => None,
+    };
+    // Names decide only when they tell all four files apart.
+    if splits(images).iter().chain(&splits(labels)).all(Option::is_some) && by_name(images).is_some() && by_name(labels).is_some() {
+        return Ok(());
+    }
+    let distinct = |files: &[(&str, IdxFile)]| files[0].1.count() != files[1].1.count();
+    if distinct(images) && distinct(labels) {
+        images.sort_by_key(|(_, f)| std::cmp::Reverse(f.count()));
+        labels.sort_by_key(|(_, f)| std::cmp::Reverse(f.count()));
+        return Ok(());
+    }
+    Err(DataError::Files(format!(
+        "cannot tell which images go with which labels: {} and {} hold {} and {} images, {} and {} hold {} and {} labels, \
+         and the names do not say which are for training and which for testing (name them like MNIST's: \
+         train-images…, train-labels…, t10k-images…, t10k-labels…)",
+        images[0].0,
+        images[1].0,
+        images[0].1.count(),
+        images[1].1.count(),
+        labels[0].0,
+        labels[1].0,
+        labels[0].1.count(),
+        labels[1].1.count()
+    )))
+}
+
 /// Images with their labels, pixels as bytes (0 = background, 255 = ink).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
@@ -208,18 +353,19 @@ pub struct Dataset {
 impl Dataset {
     /// Pairs an images file (rank 3) with a labels file (rank 1); each raw or gzipped.
     pub fn from_idx(images: &[u8], labels: &[u8]) -> Result<Dataset, DataError> {
-        let images = parse_idx(images, 3)?;
-        let labels = parse_idx(labels, 1)?;
+        Dataset::from_parts(parse_idx(images, 3)?, parse_idx(labels, 1)?)
+    }
+
+    /// Images and labels already parsed, as one dataset: the counts must agree and the labels
+    /// be digits' (0-9), the classes the page can tell apart by colour.
+    fn from_parts(images: Idx, labels: Idx) -> Result<Dataset, DataError> {
         if images.dims[0] != labels.dims[0] {
             return Err(DataError::CountMismatch { images: images.dims[0], labels: labels.dims[0] });
         }
-        Ok(Dataset {
-            count: images.dims[0],
-            rows: images.dims[1],
-            cols: images.dims[2],
-            pixels: images.data,
-            labels: labels.data,
-        })
+        if let Some((index, &label)) = labels.data.iter().enumerate().find(|(_, &l)| l >= CLASSES) {
+            return Err(DataError::LabelOutOfRange { index, label });
+        }
+        Ok(Dataset { count: images.dims[0], rows: images.dims[1], cols: images.dims[2], pixels: images.data, labels: labels.data })
     }
 
     pub fn pixels_per_image(&self) -> usize {

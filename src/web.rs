@@ -99,6 +99,12 @@ impl WebGpu {
         self.gpu.adapter_summary()
     }
 
+    /// The most bytes one storage buffer may hold on this device: the dataset's images must fit.
+    #[wasm_bindgen(js_name = maxBufferBytes)]
+    pub fn max_buffer_bytes(&self) -> f64 {
+        self.gpu.device.limits().max_storage_buffer_binding_size as f64
+    }
+
     /// Destroys the device as a driver reset would, to try the recovery path.
     pub fn lose(&self) {
         self.gpu.lose();
@@ -116,14 +122,16 @@ pub struct WebData {
 impl WebData {
     /// From IDX files (raw or gzipped) in any order: 4 (training and test images and labels)
     /// or 2 (images and labels; the last tenth becomes the test set). Errors name the file.
+    /// Images needing more than `max_image_bytes` (`WebGpu.maxBufferBytes()`) are refused
+    /// before they are decompressed.
     #[wasm_bindgen(js_name = fromFiles)]
-    pub fn from_files(names: Vec<String>, files: Vec<js_sys::Uint8Array>) -> Result<WebData, JsValue> {
+    pub fn from_files(names: Vec<String>, files: Vec<js_sys::Uint8Array>, max_image_bytes: f64) -> Result<WebData, JsValue> {
         if names.len() != files.len() {
             return Err(error("data", "each file needs a name".into(), None));
         }
         let bytes: Vec<Vec<u8>> = files.iter().map(|f| f.to_vec()).collect();
         let pairs: Vec<(&str, &[u8])> = names.iter().map(String::as_str).zip(bytes.iter().map(Vec::as_slice)).collect();
-        let (train, test) = data::datasets_from_files(&pairs).map_err(data_error_to_js)?;
+        let (train, test) = data::datasets_from_files(&pairs, max_image_bytes as usize).map_err(data_error_to_js)?;
         Ok(WebData { train, test })
     }
 

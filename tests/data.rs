@@ -8,6 +8,12 @@ use webvae::data::{bundled_mnist, centre_digit, datasets_from_files, epoch_permu
 
 const FASHION: &str = "/usr/share/datasets/fashion-mnist";
 
+mod peak;
+
+fn datasets_from_files_unlimited(files: &[(&str, &[u8])]) -> Result<(Dataset, Dataset), DataError> {
+    datasets_from_files(files, usize::MAX)
+}
+
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     enc.write_all(bytes).unwrap();
@@ -84,7 +90,9 @@ fn malformed_files_get_specific_errors() {
             |e| *e == DataError::SizeMismatch { header_bytes: 8, found: 4 }),
         ("trailing bytes", [good_images.clone(), vec![0]].concat(), 3, |e| matches!(e, DataError::SizeMismatch { .. })),
         ("absurd counts", images_idx(u32::MAX, u32::MAX, u32::MAX, &[1, 2, 3]), 3,
-            |e| matches!(e, DataError::SizeMismatch { .. })),
+            |e| matches!(e, DataError::TooLarge { .. })),
+        ("counts beyond the data", images_idx(1000, 28, 28, &[1, 2, 3]), 3,
+            |e| *e == DataError::SizeMismatch { header_bytes: 784_000, found: 3 }),
         ("zero images", images_idx(0, 28, 28, &[]), 3, |e| *e == DataError::ZeroSize),
         ("broken gzip", { let mut g = gzip(&good_images); g.truncate(g.len() / 2); g }, 3,
             |e| matches!(e, DataError::Gzip(_))),
@@ -104,16 +112,98 @@ fn malformed_files_get_specific_errors() {
     );
 }
 
+/// A gzipped stream: `header` followed by `zeros` zero bytes, compressed as well as gzip can.
+fn gzip_zeros(header: &[u8], zeros: usize) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(header).unwrap();
+    let block = vec![0u8; 1 << 20];
+    let mut left = zeros;
+    while left > 0 {
+        let n = left.min(block.len());
+        enc.write_all(&block[..n]).unwrap();
+        left -= n;
+    }
+    enc.finish().unwrap()
+}
+
 #[test]
 fn a_gzip_bomb_is_refused_without_exhausting_memory() {
-    // 600 MB of zeros compress to about 600 KB.
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    let zeros = vec![0u8; 1 << 20];
-    for _ in 0..600 {
-        enc.write_all(&zeros).unwrap();
-    }
-    let bomb = enc.finish().unwrap();
-    assert!(matches!(parse_idx(&bomb, 3), Err(DataError::TooLarge { .. })));
+    // A header promising 1,000,000 images of 28x28 (784 MB), then zeros: refused from the
+    // header, before the rest is decompressed.
+    let header = &images_idx(1_000_000, 28, 28, &[])[..];
+    let bomb = gzip_zeros(header, 64 << 20);
+    let (result, peak) = peak::peak_bytes(|| parse_idx(&bomb, 3));
+    assert!(matches!(result, Err(DataError::TooLarge { .. })), "{result:?}");
+    assert!(peak < 1 << 20, "refusing the bomb allocated {peak} bytes");
+    // A header promising 1,000 images but a stream going on for 600 MB: decompression stops
+    // one byte past the promise.
+    let liar = gzip_zeros(&images_idx(1_000, 28, 28, &[]), 600 << 20);
+    let (result, peak) = peak::peak_bytes(|| parse_idx(&liar, 3));
+    assert!(matches!(result, Err(DataError::SizeMismatch { .. })), "{result:?}");
+    assert!(peak < 4 * 784_000, "the liar cost {peak} bytes");
+}
+
+#[test]
+fn a_large_gzipped_file_is_decompressed_once_without_a_second_copy() {
+    // Fashion-MNIST's training images: 26 MB gzipped, 47 MB of pixels.
+    let file = std::fs::read(format!("{FASHION}/train-images-idx3-ubyte.gz")).unwrap();
+    let (idx, peak) = peak::peak_bytes(|| parse_idx(&file, 3).unwrap());
+    let n = idx.data.len();
+    assert_eq!(n, 60_000 * 784);
+    assert!(peak < n + n / 20, "parsing {n} bytes of images took {peak} bytes at once (a second copy?)");
+}
+
+#[test]
+fn images_that_cannot_fit_the_device_are_refused_before_decompressing() {
+    let images = gzip_zeros(&images_idx(60_000, 28, 28, &[]), 60_000 * 784);
+    let labels = labels_idx(&vec![1; 60_000]);
+    let files: [(&str, &[u8]); 2] = [("train-images", &images), ("train-labels", &labels)];
+    // A device whose largest buffer holds 32 MB.
+    let (result, peak) = peak::peak_bytes(|| datasets_from_files(&files, 32 << 20));
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("44 MB") && err.contains("32 MB"), "{err}");
+    assert!(peak < 1 << 20, "refusing took {peak} bytes");
+    assert!(datasets_from_files(&files, 64 << 20).is_ok());
+}
+
+#[test]
+fn labels_outside_the_ten_classes_are_refused_up_front() {
+    let images = images_idx(3, 2, 2, &[0; 12]);
+    let err = Dataset::from_idx(&images, &labels_idx(&[1, 10, 3])).unwrap_err();
+    assert_eq!(err, DataError::LabelOutOfRange { index: 1, label: 10 });
+    assert!(err.to_string().contains("label 10 (item 1) is outside 0-9"), "{err}");
+    let err = datasets_from_files_unlimited(&[("letters-images", &images), ("letters-labels", &labels_idx(&[0, 9, 26]))]).unwrap_err();
+    assert!(err.to_string().starts_with("letters-labels: label 26"), "{err}");
+}
+
+#[test]
+fn four_files_are_paired_by_name_where_counts_cannot_tell() {
+    // Training and test sets of the same size: only the names can tell them apart.
+    let (train_i, train_l) = (images_idx(3, 2, 2, &[1; 12]), labels_idx(&[1, 1, 1]));
+    let (test_i, test_l) = (images_idx(3, 2, 2, &[2; 12]), labels_idx(&[2, 2, 2]));
+    let files: [(&str, &[u8]); 4] = [
+        ("t10k-labels-idx1-ubyte", &test_l),
+        ("train-images-idx3-ubyte.gz", &train_i),
+        ("mnist-test-images", &test_i),
+        ("TRAIN-labels", &train_l),
+    ];
+    let (train, test) = datasets_from_files_unlimited(&files).unwrap();
+    assert_eq!((train.pixels[0], train.labels[0]), (1, 1));
+    assert_eq!((test.pixels[0], test.labels[0]), (2, 2));
+    // Names that say nothing, same counts: refused, saying why and what to do.
+    let files: [(&str, &[u8]); 4] = [("a", &test_l), ("b", &train_i), ("c", &test_i), ("d", &train_l)];
+    let err = datasets_from_files_unlimited(&files).unwrap_err().to_string();
+    assert!(err.contains("cannot tell which images go with which labels") && err.contains("t10k-"), "{err}");
+    // Names win over counts: a test set larger than the training set stays the test set.
+    let big_i = images_idx(5, 2, 2, &[3; 20]);
+    let big_l = labels_idx(&[3; 5]);
+    let files: [(&str, &[u8]); 4] = [("test-images", &big_i), ("test-labels", &big_l), ("train-images", &train_i), ("train-labels", &train_l)];
+    let (train, test) = datasets_from_files_unlimited(&files).unwrap();
+    assert_eq!((train.count, test.count), (3, 5));
+    // Names that pair the wrong counts: the pair's counts disagree, and the message names both.
+    let files: [(&str, &[u8]); 4] = [("test-images", &big_i), ("train-labels", &big_l), ("train-images", &train_i), ("test-labels", &train_l)];
+    let err = datasets_from_files_unlimited(&files).unwrap_err().to_string();
+    assert!(err.contains("train-images holds 3 images but train-labels holds 5 labels"), "{err}");
 }
 
 #[test]
@@ -134,11 +224,11 @@ fn user_files_are_recognised_in_any_order_and_paired_by_count() {
     let (small_i, small_l) = (images_idx(3, 28, 28, &[7; 3 * 784]), labels_idx(&[1, 2, 3]));
     // Four files, shuffled: the larger pair trains.
     let (train, test) =
-        datasets_from_files(&[("b", &small_l), ("a", &ti), ("c", &small_i), ("d", &tl)]).unwrap();
+        datasets_from_files_unlimited(&[("b", &small_l), ("a", &ti), ("c", &small_i), ("d", &tl)]).unwrap();
     assert_eq!((train.count, test.count), (10_000, 3));
     assert_eq!(test.labels, [1, 2, 3]);
     // Two files: the last tenth is held out.
-    let (train, test) = datasets_from_files(&[("l", &tl), ("i", &ti)]).unwrap();
+    let (train, test) = datasets_from_files_unlimited(&[("l", &tl), ("i", &ti)]).unwrap();
     assert_eq!((train.count, test.count), (9_000, 1_000));
     let whole = Dataset::from_idx(&ti, &tl).unwrap();
     assert_eq!(test.image(0), whole.image(9_000));
@@ -148,7 +238,7 @@ fn user_files_are_recognised_in_any_order_and_paired_by_count() {
 #[test]
 fn unusable_file_sets_say_why() {
     let (i, l) = (images_idx(3, 2, 2, &[0; 12]), labels_idx(&[1, 2, 3]));
-    let message = |files: &[(&str, &[u8])]| datasets_from_files(files).unwrap_err().to_string();
+    let message = |files: &[(&str, &[u8])]| datasets_from_files_unlimited(files).unwrap_err().to_string();
     assert!(message(&[("i", &i)]).contains("choose 2 files"));
     assert!(message(&[("i", &i), ("j", &i)]).contains("2 images files and 0 labels"));
     let err = message(&[("notes.txt", b"hello, world"), ("l", &l)]);
@@ -159,7 +249,7 @@ fn unusable_file_sets_say_why() {
     assert!(err.contains("2x2") && err.contains("3x3"), "{err}");
     let truncated = &gzip(&i)[..20];
     assert!(matches!(
-        datasets_from_files(&[("t.gz", truncated), ("l", &l)]),
+        datasets_from_files_unlimited(&[("t.gz", truncated), ("l", &l)]),
         Err(DataError::InFile { ref name, .. }) if name == "t.gz"
     ));
 }

@@ -158,7 +158,7 @@ async function fetchBundled() {
 
 async function useBundled() {
   const files = await fetchBundled();
-  setData(wasm.WebData.fromFiles(BUNDLED, files), "the bundled MNIST digits");
+  setData(wasm.WebData.fromFiles(BUNDLED, files, state.gpu.maxBufferBytes()), "the bundled MNIST digits");
 }
 
 // Replaces the dataset and starts a fresh model on it; on any error both stay as they were.
@@ -578,7 +578,7 @@ async function loadDataFiles(input) {
   const message = $("data-message");
   try {
     const bytes = await Promise.all(files.map(readFile));
-    const data = wasm.WebData.fromFiles(files.map((f) => f.name), bytes);
+    const data = wasm.WebData.fromFiles(files.map((f) => f.name), bytes, state.gpu.maxBufferBytes());
     setData(data, files.map((f) => f.name).join(", "));
     message.dataset.state = "ok";
     message.textContent = `Loaded ${data.trainCount()} training and ${data.testCount()} test images; the model was reset.`;
