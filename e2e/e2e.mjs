@@ -297,9 +297,9 @@ try {
 
   // Without WebGPU (or with WebGPU but no adapter) the page says in plain words what is missing
   // and what to do, folds the technical report away, and shows no dead canvases.
-  const noGpuPage = async (init, name) => {
-    const p = await browser.newPage({ viewport: { width: 1100, height: 800 } });
-    await p.addInitScript(init);
+  const noGpuPage = async (init, name, inBrowser = browser) => {
+    const p = await inBrowser.newPage({ viewport: { width: 1100, height: 800 } });
+    if (init) await p.addInitScript(init);
     await p.goto(url);
     await p.waitForFunction(() => document.getElementById("gpu-status").dataset.state !== "loading",
       null, { timeout: 60000 });
@@ -340,6 +340,22 @@ try {
   await check("a browser whose WebGPU offers no adapter gets a plain message, advice, details folded away", async () => {
     const seen = await noGpuPage(() => { GPU.prototype.requestAdapter = async () => null; }, "no-adapter");
     assert(/did not offer a GPU adapter/.test(seen.message), `unexpected message: ${seen.message}`);
+  });
+
+  await check("a real Chromium without WebGPU switched on reads the same, not wgpu's report", async () => {
+    // Headless Chromium without --enable-unsafe-webgpu has navigator.gpu but no adapter.
+    const plain = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"],
+    });
+    try {
+      const seen = await noGpuPage(null, "no-webgpu-flags", plain);
+      assert(/did not offer a GPU adapter/.test(seen.message), `unexpected message: ${seen.message}`);
+      assert(/not compiled in/.test(seen.report), `wgpu's report is not kept in the details: ${seen.report}`);
+    } finally {
+      await plain.close();
+    }
   });
 } finally {
   await browser.close();
