@@ -216,6 +216,11 @@ pub fn parse_idx(bytes: &[u8], rank: u8) -> Result<Idx, DataError> {
     file.read()
 }
 
+/// Wraps an error in the name of the file it is about.
+fn in_file(name: &str) -> impl Fn(DataError) -> DataError + '_ {
+    move |error| DataError::InFile { name: name.to_string(), error: Box::new(error) }
+}
+
 /// Whether a file's name says it belongs to the training or the test set, as MNIST's names
 /// (`train-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`) and most others do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -249,12 +254,11 @@ pub fn datasets_from_files(files: &[(&str, &[u8])], max_image_bytes: usize) -> R
     }
     let (mut images, mut labels) = (Vec::new(), Vec::new());
     for &(name, bytes) in files {
-        let in_file = |error| DataError::InFile { name: name.to_string(), error: Box::new(error) };
-        let file = IdxFile::open(bytes, MAX_IDX_BYTES).map_err(in_file)?;
+        let file = IdxFile::open(bytes, MAX_IDX_BYTES).map_err(in_file(name))?;
         match file.rank() {
             3 => images.push((name, file)),
             1 => labels.push((name, file)),
-            n => return Err(in_file(DataError::Files(format!("has {n} dimensions; IDX images have 3 and labels 1")))),
+            n => return Err(in_file(name)(DataError::Files(format!("has {n} dimensions; IDX images have 3 and labels 1")))),
         }
     }
     if images.len() != labels.len() {
@@ -280,11 +284,10 @@ pub fn datasets_from_files(files: &[(&str, &[u8])], max_image_bytes: usize) -> R
         if i.count() != l.count() {
             return Err(DataError::Files(format!("{image_name} holds {} images but {label_name} holds {} labels", i.count(), l.count())));
         }
-        let named = |error| DataError::InFile { name: image_name.to_string(), error: Box::new(error) };
-        let images = i.read().map_err(named)?;
-        let named = |error| DataError::InFile { name: label_name.to_string(), error: Box::new(error) };
-        let labels = l.read().map_err(named)?;
-        sets.push(Dataset::from_parts(images, labels).map_err(named)?);
+        let images = i.read().map_err(in_file(image_name))?;
+        let labels = l.read().map_err(in_file(label_name))?;
+        // The counts agree (checked above): what can still be wrong is in the labels.
+        sets.push(Dataset::from_parts(images, labels).map_err(in_file(label_name))?);
     }
     if let [train, test] = &sets[..] {
         if (train.rows, train.cols) != (test.rows, test.cols) {

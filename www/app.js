@@ -84,12 +84,17 @@ function showGpu(stateName, text, { advice = "", report = "" } = {}) {
   $("gpu-details").hidden = !report;
 }
 
+// A GPU that could not be had: the plain sentence and advice for its kind of failure (or
+// `fallback`), with the error's own report folded away.
+function showGpuFailure(err, fallback) {
+  const help = GPU_HELP[err && err.kind];
+  showGpu("error", help ? help.summary : fallback, { advice: help ? help.advice : "", report: messageOf(err) });
+}
+
 // No GPU at all: say why and what to do, and hide everything that needs one rather than
 // leaving blank canvases and dead buttons.
 function gpuUnavailable(err) {
-  const help = GPU_HELP[err && err.kind];
-  if (help) showGpu("error", help.summary, { advice: help.advice, report: messageOf(err) });
-  else showGpu("error", "The GPU could not be started, so the model cannot train here.", { report: messageOf(err) });
+  showGpuFailure(err, "The GPU could not be started, so the model cannot train here.");
   document.body.dataset.gpu = "unavailable";
 }
 
@@ -236,8 +241,7 @@ async function restart() {
     state.snapshot = snapshot;
     if (snapshot) $("data-message").textContent = `Restarted from the weights of step ${step}.`;
   } catch (err) {
-    const help = GPU_HELP[err && err.kind];
-    showGpu("error", help ? help.summary : "Could not restart the GPU.", { advice: help && help.advice, report: messageOf(err) });
+    showGpuFailure(err, "Could not restart the GPU.");
     alertUser(`Could not restart: ${messageOf(err)}`, "Try again", () => restart());
   }
 }

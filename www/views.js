@@ -117,7 +117,7 @@ export class LossChart {
     ctx.fillStyle = "#555";
     ctx.font = "11px system-ui, sans-serif";
     ctx.beginPath();
-    this.tickLabels = { x: [], y: [] };
+    this.tickLabels = { x: [], y: [] }; // the labels as drawn, for tests and the curious
     for (const v of f.yticks) {
       const y = f.y(v), label = tickLabel(v, f.yticks);
       ctx.moveTo(f.pad.l, y); ctx.lineTo(f.w - f.pad.r, y);
