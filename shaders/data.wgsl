@@ -10,14 +10,7 @@ struct Gather {
     x_off: u32,
 }
 
-struct Step {
-    t: u32,           // Adam's step count, 1-based
-    rng_step: u32,    // the step component of eps's key
-    batch_start: u32, // first entry of this step's batch in `indices`
-}
-
 @group(0) @binding(0) var<uniform> op: Gather;
-@group(0) @binding(1) var<uniform> step: Step;
 @group(0) @binding(4) var<storage, read_write> acts: array<f32>;
 @group(0) @binding(6) var<storage, read> data: array<u32>;
 @group(0) @binding(7) var<storage, read> indices: array<u32>;

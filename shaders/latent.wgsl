@@ -23,14 +23,7 @@ struct Latent {
     use_mean: u32,    // 1: z = mu (reconstructions), 0: sample
 }
 
-struct Step {
-    t: u32,
-    rng_step: u32,
-    batch_start: u32,
-}
-
 @group(0) @binding(0) var<uniform> op: Latent;
-@group(0) @binding(1) var<uniform> step: Step;
 @group(0) @binding(4) var<storage, read_write> acts: array<f32>;
 @group(0) @binding(8) var<storage, read_write> metrics: array<f32>;
 
@@ -122,11 +115,8 @@ fn latent_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
 //   log w_l = log p(x|z_l) + log p(z_l) - log q(z_l|x)
 //           = -recon_l + sum_j (-0.5 z^2 + 0.5 eps^2 + 0.5 logvar)     (the 2 pi terms cancel)
 //   -log p(x) ~ -(logsumexp_l log w_l - log k)
-// One workgroup: each invocation takes every 64th datapoint, then a tree sum, added to
+// One workgroup: each invocation takes every 64th datapoint, then a workgroup sum, added to
 // metrics[out_off] (sum of -log p(x)) and metrics[out_off + 2] (datapoints).
-const WG: u32 = 64u;
-var<workgroup> partial: array<f32, WG>;
-
 @compute @workgroup_size(64)
 fn importance_weighted(@builtin(local_invocation_index) lid: u32) {
     var sum = 0.0;
@@ -138,14 +128,9 @@ fn importance_weighted(@builtin(local_invocation_index) lid: u32) {
         let k = f32(op.rows / op.batch);
         sum += -(best + log(total) - log(k));
     }
-    partial[lid] = sum;
-    workgroupBarrier();
-    for (var half = WG / 2u; half > 0u; half /= 2u) {
-        if lid < half { partial[lid] += partial[lid + half]; }
-        workgroupBarrier();
-    }
+    let total = workgroup_sum(lid, sum);
     if lid == 0u {
-        metrics[op.out_off] += partial[0];
+        metrics[op.out_off] += total;
         metrics[op.out_off + 2u] += f32(op.batch);
     }
 }

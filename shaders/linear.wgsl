@@ -13,11 +13,8 @@
 //   forward  C = y  [rows, cols]:  A(i, t) = x[i, t],   B(j, t) = W[j, t],  t < inner
 //   dX       C = dx [rows, inner]: A(i, t) = dy[i, t],  B(j, t) = W[t, j],  t < cols
 //   dW       C = dW [cols, inner]: A(i, t) = dy[t, i],  B(j, t) = x[t, j],  t < rows
-// A workgroup of 8x8 invocations computes a 64x64 tile of C. The reduction runs in chunks of
-// TK: the workgroup copies the A and B chunks into workgroup memory (each invocation one row
-// of each), then every invocation accumulates an 8x8 block from them in 16 named vec4
-// registers (named, not an indexed array: several times faster on software adapters).
-// Copies are guarded, so edges need no special cases; only in-range outputs are stored.
+// The tiles, blocks and the reduction loop are gemm.wgsl's; this file supplies the indexing and
+// the epilogues.
 
 struct Linear {
     rows: u32,
@@ -39,27 +36,6 @@ struct Linear {
 @group(0) @binding(2) var<storage, read_write> params: array<f32>;
 @group(0) @binding(3) var<storage, read_write> grads: array<f32>;
 @group(0) @binding(4) var<storage, read_write> acts: array<f32>;
-
-// Activation codes (reference::Activation::code); 0, identity, is every switch's default.
-const RELU: u32 = 1u;
-const TANH: u32 = 2u;
-
-fn activate(z: vec4<f32>) -> vec4<f32> {
-    switch op.act {
-        case RELU: { return max(z, vec4<f32>(0.0)); }
-        case TANH: { return tanh(z); }
-        default: { return z; }
-    }
-}
-
-// d act / d z in terms of the activation's output.
-fn activation_slope(y: vec4<f32>) -> vec4<f32> {
-    switch op.act {
-        case RELU: { return select(vec4<f32>(0.0), vec4<f32>(1.0), y > vec4<f32>(0.0)); }
-        case TANH: { return 1.0 - y * y; }
-        default: { return vec4<f32>(1.0); }
-    }
-}
 
 fn row(r: u32) -> u32 { return min(r, op.rows - 1u); }
 fn col(c: u32) -> u32 { return min(c, op.cols - 1u); }
@@ -86,16 +62,9 @@ fn store_acts4(base: u32, r: u32, c0: u32, width: u32, v: vec4<f32>) {
 }
 
 
-const TILE: u32 = 64u;
-const TK: u32 = 16u;
 const FORWARD: u32 = 0u;
 const BACKWARD_INPUT: u32 = 1u;
 const BACKWARD_WEIGHT: u32 = 2u;
-
-// Chunks of A and B, transposed so that a row of eight outputs is two vec4 reads:
-// a_tile[t * 16 + i / 4][i % 4] = A(i0 + i, t0 + t), likewise b_tile for B(j0 + j, t0 + t).
-var<workgroup> a_tile: array<vec4<f32>, 256>;
-var<workgroup> b_tile: array<vec4<f32>, 256>;
 
 // The product's extent for each kernel: (M, N, K) = (rows of C, columns of C, reduction).
 fn extent(kernel: u32) -> vec3<u32> {
@@ -106,7 +75,12 @@ fn extent(kernel: u32) -> vec3<u32> {
     }
 }
 
-fn load_a(kernel: u32, i: u32, t: u32) -> f32 {
+// Rows of A and B need nothing precomputed: the index is enough.
+fn a_row(kernel: u32, i: u32) -> vec4<i32> { return vec4<i32>(i32(i), 0, 0, 0); }
+fn b_row(kernel: u32, j: u32) -> vec4<i32> { return vec4<i32>(i32(j), 0, 0, 0); }
+
+fn load_a(kernel: u32, ra: vec4<i32>, t: u32) -> f32 {
+    let i = u32(ra.x);
     switch kernel {
         case BACKWARD_INPUT: { return acts[op.dy_off + i * op.cols + t]; }
         case BACKWARD_WEIGHT: { return acts[op.dy_off + t * op.cols + i]; }
@@ -114,84 +88,12 @@ fn load_a(kernel: u32, i: u32, t: u32) -> f32 {
     }
 }
 
-fn load_b(kernel: u32, j: u32, t: u32) -> f32 {
+fn load_b(kernel: u32, rb: vec4<i32>, t: u32) -> f32 {
+    let j = u32(rb.x);
     switch kernel {
         case BACKWARD_INPUT: { return params[op.w_off + t * op.inner + j]; }
         case BACKWARD_WEIGHT: { return acts[op.x_off + t * op.inner + j]; }
         default: { return params[op.w_off + j * op.inner + t]; }
-    }
-}
-
-// An 8x8 block of C: rI_lo / rI_hi hold row I's columns 0-3 / 4-7.
-struct Block {
-    r0l: vec4<f32>, r0h: vec4<f32>, r1l: vec4<f32>, r1h: vec4<f32>,
-    r2l: vec4<f32>, r2h: vec4<f32>, r3l: vec4<f32>, r3h: vec4<f32>,
-    r4l: vec4<f32>, r4h: vec4<f32>, r5l: vec4<f32>, r5h: vec4<f32>,
-    r6l: vec4<f32>, r6h: vec4<f32>, r7l: vec4<f32>, r7h: vec4<f32>,
-    // sum_t A(i0 + lid, t) over the whole reduction: db, for dW.
-    a_sum: f32,
-}
-
-// This invocation's 8x8 block of the workgroup's tile (rows 8 * lid.y.., columns 8 * lid.x..).
-fn product(kernel: u32, wid: vec3<u32>, lid: vec3<u32>) -> Block {
-    let mnk = extent(kernel);
-    let i0 = wid.y * TILE;
-    let j0 = wid.x * TILE;
-    let me = lid.y * 8u + lid.x;
-    var r0l = vec4<f32>(0.0); var r0h = vec4<f32>(0.0); var r1l = vec4<f32>(0.0); var r1h = vec4<f32>(0.0);
-    var r2l = vec4<f32>(0.0); var r2h = vec4<f32>(0.0); var r3l = vec4<f32>(0.0); var r3h = vec4<f32>(0.0);
-    var r4l = vec4<f32>(0.0); var r4h = vec4<f32>(0.0); var r5l = vec4<f32>(0.0); var r5h = vec4<f32>(0.0);
-    var r6l = vec4<f32>(0.0); var r6h = vec4<f32>(0.0); var r7l = vec4<f32>(0.0); var r7h = vec4<f32>(0.0);
-    var a_sum = 0.0;
-    let ai = i0 + me;
-    let bj = j0 + me;
-    let slot = me / 4u;
-    let lane = me % 4u;
-    for (var t0 = 0u; t0 < mnk.z; t0 += TK) {
-        // Copy: this invocation fills row `me` of both chunks (zeros past the edges).
-        for (var t = 0u; t < TK; t++) {
-            let in_k = t0 + t < mnk.z;
-            var a = 0.0;
-            if ai < mnk.x && in_k { a = load_a(kernel, ai, t0 + t); }
-            var b = 0.0;
-            if bj < mnk.y && in_k { b = load_b(kernel, bj, t0 + t); }
-            a_tile[t * 16u + slot][lane] = a;
-            b_tile[t * 16u + slot][lane] = b;
-            a_sum += a;
-        }
-        workgroupBarrier();
-        let ar = lid.y * 2u;
-        let bc = lid.x * 2u;
-        for (var t = 0u; t < TK; t++) {
-            let al = a_tile[t * 16u + ar];
-            let ah = a_tile[t * 16u + ar + 1u];
-            let bl = b_tile[t * 16u + bc];
-            let bh = b_tile[t * 16u + bc + 1u];
-            r0l += al.x * bl; r0h += al.x * bh;
-            r1l += al.y * bl; r1h += al.y * bh;
-            r2l += al.z * bl; r2h += al.z * bh;
-            r3l += al.w * bl; r3h += al.w * bh;
-            r4l += ah.x * bl; r4h += ah.x * bh;
-            r5l += ah.y * bl; r5h += ah.y * bh;
-            r6l += ah.z * bl; r6h += ah.z * bh;
-            r7l += ah.w * bl; r7h += ah.w * bh;
-        }
-        workgroupBarrier();
-    }
-    return Block(r0l, r0h, r1l, r1h, r2l, r2h, r3l, r3h, r4l, r4h, r5l, r5h, r6l, r6h, r7l, r7h, a_sum);
-}
-
-// Row `r` of a block as two vec4s.
-fn block_row(c: Block, r: u32) -> array<vec4<f32>, 2> {
-    switch r {
-        case 0u: { return array(c.r0l, c.r0h); }
-        case 1u: { return array(c.r1l, c.r1h); }
-        case 2u: { return array(c.r2l, c.r2h); }
-        case 3u: { return array(c.r3l, c.r3h); }
-        case 4u: { return array(c.r4l, c.r4h); }
-        case 5u: { return array(c.r5l, c.r5h); }
-        case 6u: { return array(c.r6l, c.r6h); }
-        default: { return array(c.r7l, c.r7h); }
     }
 }
 
@@ -205,8 +107,8 @@ fn linear_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
     let bh = params4(op.b_off, j + 4u, op.cols);
     for (var r = 0u; r < 8u; r++) {
         let v = block_row(c, r);
-        store_acts4(op.y_off, i + r, j, op.cols, activate(v[0] + bl));
-        store_acts4(op.y_off, i + r, j + 4u, op.cols, activate(v[1] + bh));
+        store_acts4(op.y_off, i + r, j, op.cols, activate(op.act, v[0] + bl));
+        store_acts4(op.y_off, i + r, j + 4u, op.cols, activate(op.act, v[1] + bh));
     }
 }
 
@@ -219,8 +121,8 @@ fn linear_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     for (var r = 0u; r < 8u; r++) {
         let v = block_row(c, r);
         let x = op.x_off + row(i + r) * op.inner;
-        store_acts4(op.dx_off, i + r, j, op.inner, v[0] * activation_slope(acts4(x, j, op.inner)));
-        store_acts4(op.dx_off, i + r, j + 4u, op.inner, v[1] * activation_slope(acts4(x, j + 4u, op.inner)));
+        store_acts4(op.dx_off, i + r, j, op.inner, v[0] * activation_slope(op.act, acts4(x, j, op.inner)));
+        store_acts4(op.dx_off, i + r, j + 4u, op.inner, v[1] * activation_slope(op.act, acts4(x, j + 4u, op.inner)));
     }
 }
 

@@ -37,25 +37,6 @@ struct Linear {
 @group(0) @binding(3) var<storage, read_write> grads: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> acts: array<vec4<f32>>;
 
-const RELU: u32 = 1u;
-const TANH: u32 = 2u;
-
-fn activate(z: vec4<f32>) -> vec4<f32> {
-    switch op.act {
-        case RELU: { return max(z, vec4<f32>(0.0)); }
-        case TANH: { return tanh(z); }
-        default: { return z; }
-    }
-}
-
-fn activation_slope(y: vec4<f32>) -> vec4<f32> {
-    switch op.act {
-        case RELU: { return select(vec4<f32>(0.0), vec4<f32>(1.0), y > vec4<f32>(0.0)); }
-        case TANH: { return 1.0 - y * y; }
-        default: { return vec4<f32>(1.0); }
-    }
-}
-
 // Index of the first vec4 of row r (clamped to the last row) of a [rows, width] matrix at `off`.
 fn row4(off: u32, r: u32, width: u32) -> u32 {
     return (off + min(r, op.rows - 1u) * width) / 4u;
@@ -115,7 +96,7 @@ fn linear_forward4(@builtin(global_invocation_id) gid: vec3<u32>) {
     let ys = array<vec4<f32>, 8>(vec4<f32>(y0a, y0b, y0c, y0d), vec4<f32>(y1a, y1b, y1c, y1d), vec4<f32>(y2a, y2b, y2c, y2d), vec4<f32>(y3a, y3b, y3c, y3d), vec4<f32>(y4a, y4b, y4c, y4d), vec4<f32>(y5a, y5b, y5c, y5d), vec4<f32>(y6a, y6b, y6c, y6d), vec4<f32>(y7a, y7b, y7c, y7d));
     let out = (op.y_off + c0) / 4u;
     for (var i = 0u; i < 8u; i++) {
-        if r0 + i < op.rows { acts[out + (r0 + i) * op.cols / 4u] = activate(ys[i] + b); }
+        if r0 + i < op.rows { acts[out + (r0 + i) * op.cols / 4u] = activate(op.act, ys[i] + b); }
     }
 }
 
@@ -184,8 +165,8 @@ fn linear_backward_input4(@builtin(global_invocation_id) gid: vec3<u32>) {
         let r = r0 + i;
         if r >= op.rows { break; }
         let at = (r * op.inner + k0) / 4u;
-        acts[op.dx_off / 4u + at] = lo[i] * activation_slope(acts[op.x_off / 4u + at]);
-        if high_k { acts[op.dx_off / 4u + at + 1u] = hi[i] * activation_slope(acts[op.x_off / 4u + at + 1u]); }
+        acts[op.dx_off / 4u + at] = lo[i] * activation_slope(op.act, acts[op.x_off / 4u + at]);
+        if high_k { acts[op.dx_off / 4u + at + 1u] = hi[i] * activation_slope(op.act, acts[op.x_off / 4u + at + 1u]); }
     }
 }
 

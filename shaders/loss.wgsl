@@ -23,10 +23,7 @@ struct Loss {
 @group(0) @binding(0) var<uniform> op: Loss;
 @group(0) @binding(4) var<storage, read_write> acts: array<f32>;
 
-const WG: u32 = 64u;
-var<workgroup> partial: array<f32, WG>;
-
-// One workgroup per row: each invocation takes every 64th pixel, then a tree sum.
+// One workgroup per row: each invocation takes every 64th pixel, then a workgroup sum.
 @compute @workgroup_size(64)
 fn reconstruction(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let r = wid.x;  // the grid is exactly `rows` workgroups: uniform control flow for barriers
@@ -46,14 +43,8 @@ fn reconstruction(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
             acts[g_base + p] = op.scale * d * op.inv_var;
         }
     }
-    partial[lid] = sum;
-    workgroupBarrier();
-    for (var half = WG / 2u; half > 0u; half /= 2u) {
-        if lid < half { partial[lid] += partial[lid + half]; }
-        workgroupBarrier();
-    }
+    var total = workgroup_sum(lid, sum);
     if lid == 0u {
-        var total = partial[0];
         if op.likelihood != 0u { total += op.log_norm; }
         acts[op.recon_off + r] = total;
     }

@@ -19,27 +19,16 @@ struct Optim {
     check: u32,       // accumulate: 1 = raise the divergence flag on a non-finite loss
 }
 
-struct Step {
-    t: u32,
-    rng_step: u32,
-    batch_start: u32,
-}
-
 // Layout of the metrics buffer (f32), mirrored in src/trainer.rs.
 const DIVERGED: u32 = 0u;   // nonzero once a non-finite loss was seen
 // at metrics_off: [sum of reconstruction, sum of KL, datapoints, batches, sum of per-batch loss]
 
 @group(0) @binding(0) var<uniform> op: Optim;
-@group(0) @binding(1) var<uniform> step: Step;
 @group(0) @binding(2) var<storage, read_write> params: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> grads: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> acts: array<f32>;
 @group(0) @binding(5) var<storage, read_write> moments: array<vec4<f32>>;  // m then v, `count` vec4s each
 @group(0) @binding(8) var<storage, read_write> metrics: array<f32>;
-
-const WG: u32 = 64u;
-var<workgroup> recon_part: array<f32, WG>;
-var<workgroup> kl_part: array<f32, WG>;
 
 // A single workgroup.
 @compute @workgroup_size(64)
@@ -51,24 +40,16 @@ fn accumulate(@builtin(local_invocation_index) lid: u32) {
         for (var r = b; r < op.rows; r += op.batch) { recon += acts[op.recon_off + r]; }
         kl += acts[op.kl_off + b];
     }
-    recon_part[lid] = recon / f32(samples);
-    kl_part[lid] = kl;
-    workgroupBarrier();
-    for (var half = WG / 2u; half > 0u; half /= 2u) {
-        if lid < half {
-            recon_part[lid] += recon_part[lid + half];
-            kl_part[lid] += kl_part[lid + half];
-        }
-        workgroupBarrier();
-    }
+    let recon_sum = workgroup_sum(lid, recon / f32(samples));
+    let kl_sum = workgroup_sum(lid, kl);
     if lid == 0u {
         let n = f32(op.batch);
-        let loss = (recon_part[0] + op.beta * kl_part[0]) / n;
+        let loss = (recon_sum + op.beta * kl_sum) / n;
         // NaN compares false with everything, so this also catches NaN.
         if op.check != 0u && !(abs(loss) < 3.0e38) { metrics[DIVERGED] = 1.0; }
         let m = op.metrics_off;
-        metrics[m] += recon_part[0];
-        metrics[m + 1u] += kl_part[0];
+        metrics[m] += recon_sum;
+        metrics[m + 1u] += kl_sum;
         metrics[m + 2u] += n;
         metrics[m + 3u] += 1.0;
         metrics[m + 4u] += loss;

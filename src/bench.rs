@@ -4,7 +4,8 @@
 
 use crate::data::Dataset;
 use crate::gpu::Gpu;
-use crate::kernels::{Kernel, Kernels, LinearOp, SingleKernel};
+use crate::kernels::{Kernel, Kernels, SingleKernel};
+use crate::ops::linear::LinearOp;
 use crate::model::Config;
 use crate::rng::Rng;
 use crate::trainer::{TrainError, Trainer};

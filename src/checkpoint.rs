@@ -1,8 +1,13 @@
 //! Weights and configuration as a `.safetensors` file (https://huggingface.co/docs/safetensors):
 //! an 8-byte little-endian header length, a JSON header naming each tensor's dtype, shape and
-//! byte range, then the raw little-endian data. Names and shapes follow PyTorch's `nn.Linear`
-//! (`encoder.0.weight` is [out, in]); the configuration sits in the header's `__metadata__`, so
-//! `safetensors.numpy.load_file` / `safe_open` read the file as it is.
+//! byte range, then the raw little-endian data. Names and shapes are those of the PyTorch module
+//! in the README (an `nn.Sequential` encoder and decoder, where activations, flatten and
+//! unflatten count as modules, and `mu` / `logvar` heads): `encoder.0.weight` of a Conv2d is
+//! [out, in, k, k], of a ConvTranspose2d [in, out, k, k], of a Linear [out, in]. The
+//! configuration (with its layer list) sits in the header's `__metadata__`, so
+//! `safetensors.numpy.load_file` / `safe_open` read the file as it is, and `load_state_dict`
+//! takes it. Files saved before layers existed (an MLP described by `hidden` widths, tensors
+//! named `encoder.mu.weight`, `decoder.out.bias`, ...) still load.
 //!
 //! The format layer is Hugging Face's `safetensors` crate, which checks what its reference
 //! implementation checks: the header's length and JSON, string-only metadata, tensors that
@@ -70,6 +75,7 @@ pub fn save(config: &Config, layout: &Layout, parameters: &[f32], step: u32) -> 
     let metadata = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("config".to_string(), serde_json::to_string(config).expect("a Config serialises")),
+        ("layers".to_string(), config.summary()),
         ("step".to_string(), step.to_string()),
     ]);
     safetensors::serialize(tensors, Some(metadata)).expect("F32 tensors with matching shapes serialise")
@@ -95,7 +101,9 @@ pub fn load(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
     let metadata = header.metadata().as_ref();
     let meta = |key: &str| metadata.and_then(|m| m.get(key));
     let config_json = meta("config").ok_or_else(|| mismatch("its metadata has no \"config\" entry (it was not saved by this page)"))?;
-    let config: Config = serde_json::from_str(config_json).map_err(|e| mismatch(format!("its configuration does not parse ({e})")))?;
+    let config = Config::from_json(config_json).map_err(|e| mismatch(format!("its configuration does not parse ({e})")))?;
+    // Saved before layers existed: the same tensors under their old names.
+    let legacy = serde_json::from_str::<serde_json::Value>(config_json).is_ok_and(|v| v.get("hidden").is_some());
     config.validate().map_err(|e| mismatch(format!("its configuration is invalid ({e})")))?;
     let step = match meta("step") {
         Some(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
@@ -109,30 +117,31 @@ pub fn load(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
     // any parameter is read, and the file's tensors cover its data exactly (checked above), so
     // the allocation below is the size of the file's data.
     let layout = Layout::new(&config);
+    let names: Vec<String> = if legacy { layout.legacy_names() } else { layout.tensors.iter().map(|t| t.name.clone()).collect() };
     let found = header.tensors().len();
     let expected = layout.tensors.len();
     if found != expected {
         return Err(mismatch(format!("it holds {found} tensors but its configuration needs {expected}")));
     }
     let mut ranges = Vec::with_capacity(expected);
-    for t in &layout.tensors {
-        let info = header.info(&t.name).ok_or_else(|| mismatch(format!("tensor {} is missing", t.name)))?;
+    for (t, name) in layout.tensors.iter().zip(&names) {
+        let info = header.info(name).ok_or_else(|| mismatch(format!("tensor {name} is missing")))?;
         if info.dtype != Dtype::F32 {
-            return Err(mismatch(format!("tensor {} is {}, expected F32", t.name, info.dtype)));
+            return Err(mismatch(format!("tensor {name} is {}, expected F32", info.dtype)));
         }
         if info.shape != t.shape {
-            return Err(mismatch(format!("tensor {} has shape {:?}, expected {:?}", t.name, info.shape, t.shape)));
+            return Err(mismatch(format!("tensor {name} has shape {:?}, expected {:?}", info.shape, t.shape)));
         }
         ranges.push(info.data_offsets.0..info.data_offsets.1);
     }
     let mut parameters = vec![0f32; layout.len];
-    for (t, range) in layout.tensors.iter().zip(ranges) {
+    for ((t, name), range) in layout.tensors.iter().zip(&names).zip(ranges) {
         let target = &mut parameters[t.range()];
         for (p, b) in target.iter_mut().zip(data[range].chunks_exact(4)) {
             *p = f32::from_le_bytes(b.try_into().unwrap());
         }
         if let Some(i) = target.iter().position(|p| !p.is_finite()) {
-            return Err(mismatch(format!("tensor {} holds a non-finite value at element {i}", t.name)));
+            return Err(mismatch(format!("tensor {name} holds a non-finite value at element {i}")));
         }
     }
     Ok(Checkpoint { config, parameters, step })

@@ -16,228 +16,79 @@ use std::num::NonZeroU64;
 
 use bytemuck::{Pod, Zeroable};
 
-pub const SHADERS: &[(&str, &str)] = &[
-    ("data.wgsl", include_str!("../shaders/data.wgsl")),
-    ("latent.wgsl", include_str!("../shaders/latent.wgsl")),
-    ("linear.wgsl", include_str!("../shaders/linear.wgsl")),
-    ("linear4.wgsl", include_str!("../shaders/linear4.wgsl")),
-    ("loss.wgsl", include_str!("../shaders/loss.wgsl")),
-    ("optim.wgsl", include_str!("../shaders/optim.wgsl")),
+/// What every shader starts with (the Step record, activations, the workgroup sum).
+pub const COMMON: &str = include_str!("../shaders/common.wgsl");
+/// The tiled matrix product that linear.wgsl and conv.wgsl read their operands into.
+pub const GEMM: &str = include_str!("../shaders/gemm.wgsl");
+
+/// The shader files of the op families: (file, source, whether it builds on gemm.wgsl).
+pub const SHADERS: &[(&str, &str, bool)] = &[
+    ("conv.wgsl", include_str!("../shaders/conv.wgsl"), true),
+    ("data.wgsl", include_str!("../shaders/data.wgsl"), false),
+    ("latent.wgsl", include_str!("../shaders/latent.wgsl"), false),
+    ("linear.wgsl", include_str!("../shaders/linear.wgsl"), true),
+    ("linear4.wgsl", include_str!("../shaders/linear4.wgsl"), false),
+    ("loss.wgsl", include_str!("../shaders/loss.wgsl"), false),
+    ("optim.wgsl", include_str!("../shaders/optim.wgsl"), false),
 ];
+
+/// A shader file as it is compiled: common.wgsl, then gemm.wgsl if it builds on it, then the
+/// file itself (plain concatenation, so line numbers in errors are offset by the prefix).
+pub fn joined(file: &str) -> String {
+    let &(_, source, gemm) = SHADERS.iter().find(|s| s.0 == file).unwrap_or_else(|| panic!("{file} is not in SHADERS"));
+    [COMMON, if gemm { GEMM } else { "" }, source].concat()
+}
+
+/// Marks an absent tensor in an offset field (`NONE` in common.wgsl).
+pub const NONE: u32 = u32::MAX;
 
 /// Bytes between uniform records: WebGPU's largest allowed `minUniformBufferOffsetAlignment`.
 pub const UNIFORM_SLOT: u64 = 256;
 
-/// Every entry point, and the shader file it lives in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Kernel {
-    Gather,
-    LinearForward,
-    LinearBackwardInput,
-    LinearBackwardWeight,
-    LinearForward4,
-    LinearBackwardInput4,
-    LinearBackwardWeight4,
-    Transpose4,
-    Reparameterize,
-    LatentBackward,
-    ImportanceWeighted,
-    EpsBitsTest,
-    Reconstruction,
-    Accumulate,
-    Adam,
-}
+/// Declares the entry points once: the enum, `Kernel::ALL`, and each one's (file, entry point).
+macro_rules! kernels {
+    ($($kernel:ident => $file:literal, $entry:literal;)*) => {
+        /// Every entry point, and the shader file it lives in.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Kernel { $($kernel),* }
 
-impl Kernel {
-    pub const ALL: [Kernel; 15] = [
-        Kernel::Gather,
-        Kernel::LinearForward,
-        Kernel::LinearBackwardInput,
-        Kernel::LinearBackwardWeight,
-        Kernel::LinearForward4,
-        Kernel::LinearBackwardInput4,
-        Kernel::LinearBackwardWeight4,
-        Kernel::Transpose4,
-        Kernel::Reparameterize,
-        Kernel::LatentBackward,
-        Kernel::ImportanceWeighted,
-        Kernel::EpsBitsTest,
-        Kernel::Reconstruction,
-        Kernel::Accumulate,
-        Kernel::Adam,
-    ];
+        impl Kernel {
+            pub const ALL: &[Kernel] = &[$(Kernel::$kernel),*];
 
-    /// (shader file, entry point).
-    pub fn source(self) -> (&'static str, &'static str) {
-        match self {
-            Kernel::Gather => ("data.wgsl", "gather"),
-            Kernel::LinearForward => ("linear.wgsl", "linear_forward"),
-            Kernel::LinearBackwardInput => ("linear.wgsl", "linear_backward_input"),
-            Kernel::LinearBackwardWeight => ("linear.wgsl", "linear_backward_weight"),
-            Kernel::LinearForward4 => ("linear4.wgsl", "linear_forward4"),
-            Kernel::LinearBackwardInput4 => ("linear4.wgsl", "linear_backward_input4"),
-            Kernel::LinearBackwardWeight4 => ("linear4.wgsl", "linear_backward_weight4"),
-            Kernel::Transpose4 => ("linear4.wgsl", "transpose4"),
-            Kernel::Reparameterize => ("latent.wgsl", "reparameterize"),
-            Kernel::LatentBackward => ("latent.wgsl", "latent_backward"),
-            Kernel::ImportanceWeighted => ("latent.wgsl", "importance_weighted"),
-            Kernel::EpsBitsTest => ("latent.wgsl", "eps_bits_test"),
-            Kernel::Reconstruction => ("loss.wgsl", "reconstruction"),
-            Kernel::Accumulate => ("optim.wgsl", "accumulate"),
-            Kernel::Adam => ("optim.wgsl", "adam"),
+            /// (shader file, entry point).
+            pub fn source(self) -> (&'static str, &'static str) {
+                match self { $(Kernel::$kernel => ($file, $entry)),* }
+            }
         }
-    }
+    };
 }
 
-/// Record of `shaders/data.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct GatherOp {
-    pub rows: u32,
-    pub pixels: u32,
-    pub x_off: u32,
+kernels! {
+    Gather => "data.wgsl", "gather";
+    LinearForward => "linear.wgsl", "linear_forward";
+    LinearBackwardInput => "linear.wgsl", "linear_backward_input";
+    LinearBackwardWeight => "linear.wgsl", "linear_backward_weight";
+    LinearForward4 => "linear4.wgsl", "linear_forward4";
+    LinearBackwardInput4 => "linear4.wgsl", "linear_backward_input4";
+    LinearBackwardWeight4 => "linear4.wgsl", "linear_backward_weight4";
+    Transpose4 => "linear4.wgsl", "transpose4";
+    ConvDown => "conv.wgsl", "conv_down";
+    ConvUp => "conv.wgsl", "conv_up";
+    ConvWeight => "conv.wgsl", "conv_weight";
+    ConvDownDirect => "conv.wgsl", "conv_down_direct";
+    ConvUpDirect => "conv.wgsl", "conv_up_direct";
+    ConvWeightDirect => "conv.wgsl", "conv_weight_direct";
+    ChannelSums => "conv.wgsl", "channel_sums";
+    Reparameterize => "latent.wgsl", "reparameterize";
+    LatentBackward => "latent.wgsl", "latent_backward";
+    ImportanceWeighted => "latent.wgsl", "importance_weighted";
+    EpsBitsTest => "latent.wgsl", "eps_bits_test";
+    Reconstruction => "loss.wgsl", "reconstruction";
+    Accumulate => "optim.wgsl", "accumulate";
+    Adam => "optim.wgsl", "adam";
 }
 
-/// Record of `shaders/linear.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct LinearOp {
-    pub rows: u32,
-    pub inner: u32,
-    pub cols: u32,
-    pub act: u32,
-    pub x_off: u32,
-    pub w_off: u32,
-    pub b_off: u32,
-    pub y_off: u32,
-    pub dy_off: u32,
-    pub dx_off: u32,
-    pub dw_off: u32,
-    pub db_off: u32,
-    /// linear4 dX: where dy is transposed into ([cols, rows]) first.
-    pub dyt_off: u32,
-}
-
-impl LinearOp {
-    /// Whether every row and tensor of this product starts on a vec4 boundary (and rows come
-    /// in fours), so that the `linear4.wgsl` kernels apply.
-    pub fn is_vec4(&self) -> bool {
-        let offsets = [self.x_off, self.w_off, self.b_off, self.y_off, self.dy_off, self.dx_off, self.dw_off, self.db_off, self.dyt_off];
-        [self.rows, self.inner, self.cols].iter().chain(&offsets).all(|v| v.is_multiple_of(4))
-    }
-
-    /// One layer's products in buffers of their own, for checking and timing kernels alone:
-    /// acts x | y | dy | dx | dy transposed; params W | b; grads dW | db. `act` is the
-    /// activation's code; the output width is `b.len()`. Outputs lie at `y_off..dy_off`,
-    /// `dx_off..dyt_off` and in `grads`.
-    pub fn standalone(rows: usize, inner: usize, act: u32, x: &[f32], w: &[f32], b: &[f32], dy: &[f32]) -> (LinearOp, Scratch) {
-        let cols = b.len();
-        let (y_off, dy_off) = (rows * inner, rows * inner + rows * cols);
-        let (dx_off, dyt_off) = (dy_off + rows * cols, dy_off + rows * cols + rows * inner);
-        let scratch = Scratch {
-            params: [w, b].concat(),
-            grads: vec![0.0; w.len() + b.len()],
-            acts: [x, &vec![0.0; rows * cols], dy, &vec![0.0; rows * inner + rows * cols]].concat(),
-            ..Default::default()
-        };
-        let op = LinearOp {
-            rows: rows as u32,
-            inner: inner as u32,
-            cols: cols as u32,
-            act,
-            x_off: 0,
-            w_off: 0,
-            b_off: w.len() as u32,
-            y_off: y_off as u32,
-            dy_off: dy_off as u32,
-            dx_off: dx_off as u32,
-            dw_off: 0,
-            db_off: w.len() as u32,
-            dyt_off: dyt_off as u32,
-        };
-        (op, scratch)
-    }
-
-    /// The dispatches computing `product` (LinearForward, LinearBackwardInput or
-    /// LinearBackwardWeight) on this record's shape: the vec4 kernels where they apply (dX
-    /// first transposes dy), otherwise the general tiled kernel (64 x 64 outputs per workgroup).
-    pub fn dispatches(&self, product: Kernel) -> Vec<(Kernel, (u32, u32, u32))> {
-        self.dispatches_as(product, self.is_vec4())
-    }
-
-    /// As `dispatches`, choosing the kind of kernel (tests run both on aligned shapes).
-    pub fn dispatches_as(&self, product: Kernel, vec4: bool) -> Vec<(Kernel, (u32, u32, u32))> {
-        assert!(!vec4 || self.is_vec4(), "the vec4 kernels need aligned shapes and offsets");
-        let tiles = |n: u32| n.div_ceil(64);
-        match (product, vec4) {
-            (Kernel::LinearForward, false) => vec![(product, (tiles(self.cols), tiles(self.rows), 1))],
-            (Kernel::LinearBackwardInput, false) => vec![(product, (tiles(self.inner), tiles(self.rows), 1))],
-            (Kernel::LinearBackwardWeight, false) => vec![(product, (tiles(self.inner), tiles(self.cols), 1))],
-            // Workgroups of 8 x 8 invocations; blocks per invocation as in linear4.wgsl.
-            (Kernel::LinearForward, true) => vec![(Kernel::LinearForward4, (self.cols.div_ceil(32), self.rows.div_ceil(64), 1))],
-            (Kernel::LinearBackwardInput, true) => vec![
-                (Kernel::Transpose4, (self.cols.div_ceil(32), self.rows.div_ceil(32), 1)),
-                (Kernel::LinearBackwardInput4, (self.inner.div_ceil(64), self.rows.div_ceil(64), 1)),
-            ],
-            (Kernel::LinearBackwardWeight, true) => vec![(Kernel::LinearBackwardWeight4, (self.inner.div_ceil(64), self.cols.div_ceil(64), 1))],
-            _ => panic!("{product:?} is not a linear product"),
-        }
-    }
-}
-
-/// Record of `shaders/latent.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct LatentOp {
-    pub batch: u32,
-    pub rows: u32,
-    pub latent: u32,
-    pub seed: u32,
-    pub ml_off: u32,
-    pub eps_off: u32,
-    pub z_off: u32,
-    pub dz_off: u32,
-    pub dml_off: u32,
-    pub kl_off: u32,
-    pub recon_off: u32,
-    pub out_off: u32,
-    pub kl_weight: f32,
-    pub use_mean: u32,
-}
-
-/// Record of `shaders/loss.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct LossOp {
-    pub rows: u32,
-    pub pixels: u32,
-    pub batch: u32,
-    pub likelihood: u32,
-    pub out_off: u32,
-    pub x_off: u32,
-    pub grad_off: u32,
-    pub recon_off: u32,
-    pub scale: f32,
-    pub inv_var: f32,
-    pub log_norm: f32,
-}
-
-/// Record of `shaders/optim.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct OptimOp {
-    pub batch: u32,
-    pub rows: u32,
-    pub recon_off: u32,
-    pub kl_off: u32,
-    pub metrics_off: u32,
-    pub count: u32,
-    pub lr: f32,
-    pub beta: f32,
-    pub check: u32,
-}
-
-/// The per-step record (binding 1), shared by every shader that reads it.
+/// The per-step record (binding 1): `Step` in common.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
 pub struct StepRecord {
@@ -247,6 +98,21 @@ pub struct StepRecord {
     pub rng_step: u32,
     /// First entry of this step's batch in the index buffer.
     pub batch_start: u32,
+}
+
+/// Records of one plan before they are placed in the ops buffer: each op module's
+/// `record_*` functions push their dispatches here, in step order.
+#[derive(Default)]
+pub struct Records {
+    pub bytes: Vec<Vec<u8>>,
+    pub dispatches: Vec<Dispatch>,
+}
+
+impl Records {
+    pub fn push<T: Pod>(&mut self, kernel: Kernel, record: T, groups: (u32, u32, u32)) {
+        self.bytes.push(bytemuck::bytes_of(&record).to_vec());
+        self.dispatches.push(Dispatch { kernel, record: 0, groups });
+    }
 }
 
 /// One dispatch: which kernel, where its record is, and how many workgroups.
@@ -326,10 +192,10 @@ impl Kernels {
         });
         let modules: Vec<(&str, wgpu::ShaderModule)> = SHADERS
             .iter()
-            .map(|&(name, source)| {
+            .map(|&(name, _, _)| {
                 let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(name),
-                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                    source: wgpu::ShaderSource::Wgsl(joined(name).into()),
                 });
                 (name, module)
             })

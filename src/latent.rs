@@ -2,12 +2,12 @@
 //! one dimension, the decoded manifold over the prior's quantiles (the paper's figure 4), and
 //! which dimensions the model actually uses. Plain functions on codes [n, Z], row after row.
 
-use crate::reference;
-use crate::trainer::PRIOR_RNG_STEP;
+use crate::ops::latent::eps;
+use crate::rng::PRIOR_RNG_STEP;
 
 /// The prior codes z ~ N(0, I) [n, Z] for `seed`, from the same hash as the GPU's eps.
 pub fn prior_codes(n: usize, latent: usize, seed: u32) -> Vec<f32> {
-    (0..n * latent).map(|i| reference::eps(seed, PRIOR_RNG_STEP, (i / latent) as u32, (i % latent) as u32) as f32).collect()
+    (0..n * latent).map(|i| eps(seed, PRIOR_RNG_STEP, (i / latent) as u32, (i % latent) as u32) as f32).collect()
 }
 
 /// `steps` codes from `a` to `b` inclusive: linear, or spherical (slerp, which keeps codes at

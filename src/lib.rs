@@ -2,7 +2,9 @@
 //! forward and backward passes are hand-written WGSL compute shaders, run through `wgpu`
 //! natively (Vulkan, Metal, DX12) and in the browser (WebGPU).
 //!
-//! - [`reference`]: the plain-loop CPU version of every op: the oracle the GPU is checked against.
+//! - [`model`]: the configuration (layers), shapes, parameter layout and initialisation.
+//! - [`ops`]: one module per op family: its uniform record, dispatches and CPU reference.
+//! - [`reference`]: the whole model as plain loops over the layers: the oracle the GPU is checked against.
 //! - [`gpu`]: the device, its queue, and the one readback helper.
 //! - [`kernels`]: the WGSL pipelines, built once, and the uniforms that drive them.
 //! - [`latent`]: prior samples, interpolation, traversals and the manifold the page draws.
@@ -17,6 +19,7 @@ pub mod gpu;
 pub mod kernels;
 pub mod latent;
 pub mod model;
+pub mod ops;
 pub mod reference;
 pub mod rng;
 pub mod trainer;

@@ -1,11 +1,12 @@
-//! The model's configuration, its parameter layout (one flat buffer plus an offset table) and
-//! its initialisation.
+//! The model's configuration (an encoder and a decoder, each a list of layers, around the latent
+//! heads), its shapes inferred and checked layer by layer, its parameter layout (one flat buffer
+//! plus an offset table, PyTorch names) and its initialisation.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::reference::Activation;
+use crate::ops::Activation;
 use crate::rng::Rng;
 
 /// p(x|z): what the decoder's outputs parameterise. As JSON: `{"kind": "bernoulli"}` or
@@ -42,19 +43,182 @@ impl TryFrom<LikelihoodJson> for Likelihood {
     }
 }
 
+/// The shape of one datapoint's tensor: flat (what a linear layer takes) or channels x height x
+/// width (what a convolution takes), in PyTorch's C, H, W memory order. As JSON: `[784]` or
+/// `[1, 28, 28]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    Flat(usize),
+    Image { channels: usize, height: usize, width: usize },
+}
+
+impl Shape {
+    pub fn len(self) -> usize {
+        match self {
+            Shape::Flat(n) => n,
+            Shape::Image { channels, height, width } => channels * height * width,
+        }
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Shape::Flat(n) => write!(f, "{n}"),
+            Shape::Image { channels, height, width } => write!(f, "{channels}x{height}x{width}"),
+        }
+    }
+}
+
+impl Serialize for Shape {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            Shape::Flat(n) => [n].serialize(s),
+            Shape::Image { channels, height, width } => [channels, height, width].serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Shape {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Vec::<usize>::deserialize(d)?[..] {
+            [n] => Ok(Shape::Flat(n)),
+            [channels, height, width] => Ok(Shape::Image { channels, height, width }),
+            ref other => Err(serde::de::Error::custom(format!("a shape is [n] or [channels, height, width], got {other:?}"))),
+        }
+    }
+}
+
+/// One layer of the encoder or decoder. Each maps one shape to the next; PyTorch's modules of
+/// the same name and arguments compute the same function with the same parameters. As JSON,
+/// e.g. `{"type": "conv2d", "out": 32, "kernel": 4, "stride": 2, "padding": 1, "activation": "relu"}`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Layer {
+    /// `nn.Linear(in, out)` on a flat input, then the activation.
+    Linear { out: usize, activation: Activation },
+    /// `nn.Conv2d(in, out, kernel, stride, padding)` (square kernel), then the activation.
+    Conv2d { out: usize, kernel: usize, stride: usize, padding: usize, activation: Activation },
+    /// `nn.ConvTranspose2d(in, out, kernel, stride, padding)`, then the activation.
+    ConvTranspose2d { out: usize, kernel: usize, stride: usize, padding: usize, activation: Activation },
+    /// `nn.Flatten()`: C x H x W to C * H * W (the same memory).
+    Flatten {},
+    /// `nn.Unflatten(1, shape)`: a flat input viewed as channels x height x width.
+    Reshape { shape: [usize; 3] },
+}
+
+impl Layer {
+    pub fn linear(out: usize, activation: Activation) -> Layer {
+        Layer::Linear { out, activation }
+    }
+
+    /// The activation applied to this layer's output (identity for flatten and reshape).
+    pub fn activation(&self) -> Activation {
+        match *self {
+            Layer::Linear { activation, .. } | Layer::Conv2d { activation, .. } | Layer::ConvTranspose2d { activation, .. } => activation,
+            Layer::Flatten {} | Layer::Reshape { .. } => Activation::Identity,
+        }
+    }
+
+    /// Whether the layer only views its input differently (no parameters, no computation).
+    pub fn is_view(&self) -> bool {
+        matches!(self, Layer::Flatten {} | Layer::Reshape { .. })
+    }
+
+    /// Lower-case name, as in the JSON and in error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Layer::Linear { .. } => "linear",
+            Layer::Conv2d { .. } => "conv2d",
+            Layer::ConvTranspose2d { .. } => "conv_transpose2d",
+            Layer::Flatten {} => "flatten",
+            Layer::Reshape { .. } => "reshape",
+        }
+    }
+
+    /// Short description for the page's model summary, e.g. "conv2d 32 k4 s2 p1 relu".
+    pub fn describe(&self) -> String {
+        let act = |a: Activation| if a == Activation::Identity { String::new() } else { format!(" {}", a.name()) };
+        match *self {
+            Layer::Linear { out, activation } => format!("linear {out}{}", act(activation)),
+            Layer::Conv2d { out, kernel, stride, padding, activation } | Layer::ConvTranspose2d { out, kernel, stride, padding, activation } => {
+                format!("{} {out} k{kernel} s{stride} p{padding}{}", self.kind(), act(activation))
+            }
+            Layer::Flatten {} => "flatten".into(),
+            Layer::Reshape { shape: [c, h, w] } => format!("reshape {c}x{h}x{w}"),
+        }
+    }
+
+    /// The output shape for `input`, or why this layer cannot take it.
+    pub fn output_shape(&self, input: Shape) -> Result<Shape, String> {
+        let image = |what: &str| match input {
+            Shape::Image { channels, height, width } => Ok((channels, height, width)),
+            Shape::Flat(n) => Err(format!("{what} needs a channels x height x width input, got a flat {n} (add a reshape before it)")),
+        };
+        let positive = |what: &str, v: usize, max: usize| {
+            if (1..=max).contains(&v) { Ok(()) } else { Err(format!("{what} must be 1..={max}, got {v}")) }
+        };
+        match *self {
+            Layer::Linear { out, .. } => {
+                positive("out", out, 1 << 16)?;
+                match input {
+                    Shape::Flat(_) => Ok(Shape::Flat(out)),
+                    Shape::Image { .. } => Err(format!("linear needs a flat input, got {input} (add a flatten before it)")),
+                }
+            }
+            Layer::Conv2d { out, kernel, stride, padding, .. } | Layer::ConvTranspose2d { out, kernel, stride, padding, .. } => {
+                let (_, height, width) = image(self.kind())?;
+                positive("out channels", out, 1024)?;
+                positive("kernel", kernel, 8)?;
+                positive("stride", stride, 4)?;
+                if padding >= kernel {
+                    return Err(format!("padding {padding} must be smaller than the kernel {kernel}"));
+                }
+                let size = |n: usize| -> Option<usize> {
+                    if matches!(self, Layer::Conv2d { .. }) {
+                        (n + 2 * padding).checked_sub(kernel).map(|v| v / stride + 1)
+                    } else {
+                        ((n - 1) * stride + kernel).checked_sub(2 * padding).filter(|&v| v > 0)
+                    }
+                };
+                match (size(height), size(width)) {
+                    (Some(h), Some(w)) => Ok(Shape::Image { channels: out, height: h, width: w }),
+                    _ => Err(format!("kernel {kernel}, stride {stride}, padding {padding} do not fit a {input} input")),
+                }
+            }
+            Layer::Flatten {} => Ok(Shape::Flat(input.len())),
+            Layer::Reshape { shape: [channels, height, width] } => {
+                let to = Shape::Image { channels, height, width };
+                match input {
+                    Shape::Flat(n) if n == to.len() => Ok(to),
+                    _ => Err(format!("cannot view a {input} input as {to} (a reshape takes a flat input of the same size)")),
+                }
+            }
+        }
+    }
+}
+
 /// Everything that defines a model and how it trains. As JSON (checkpoints) every field is
 /// required and unknown fields are refused, so a misspelt field is an error rather than a
 /// silently filled-in default; `from_partial_json` fills in what a caller leaves out.
+/// Checkpoints saved before layers existed (`hidden` and `activation` instead of `encoder` and
+/// `decoder`) are read as the MLP they describe.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Pixels per image (784 for MNIST).
-    pub input: usize,
-    /// Encoder hidden layer sizes, input side first; the decoder mirrors them.
-    pub hidden: Vec<usize>,
+    /// One datapoint's shape: `[pixels]` for an MLP, `[1, rows, cols]` for a convolutional encoder.
+    pub input: Shape,
+    /// Layers from the input to the trunk's output, which must be flat: the mu and log-variance
+    /// heads are linear layers on it.
+    pub encoder: Vec<Layer>,
     /// Latent dimensions, 1..=64.
     pub latent: usize,
-    pub activation: Activation,
+    /// Layers from z to the decoder's output, which must have the input's shape.
+    pub decoder: Vec<Layer>,
     pub likelihood: Likelihood,
     /// Weight of the KL term (1 = the true ELBO).
     pub beta: f32,
@@ -65,15 +229,75 @@ pub struct Config {
     pub seed: u32,
 }
 
+/// The two model families the page offers, as the layers they stand for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Architecture {
+    /// Fully connected: `hidden` widths in the encoder, mirrored in the decoder.
+    Mlp { hidden: Vec<usize>, activation: Activation },
+    /// Convolutional: a 4x4, stride-2, padding-1 Conv2d + ReLU per entry of `channels` (each
+    /// halves the image), flatten, a `dense` linear layer; the decoder mirrors it with
+    /// ConvTranspose2d layers up to one channel of logits.
+    Conv { channels: Vec<usize>, dense: usize },
+}
+
+impl Architecture {
+    /// The input shape and the layers for images of `height` x `width` and `latent` dimensions.
+    pub fn layers(&self, height: usize, width: usize, latent: usize) -> Result<(Shape, Vec<Layer>, Vec<Layer>), ConfigError> {
+        let pixels = height * width;
+        match self {
+            Architecture::Mlp { hidden, activation } => {
+                let encoder = hidden.iter().map(|&h| Layer::linear(h, *activation)).collect();
+                let decoder = hidden.iter().rev().map(|&h| Layer::linear(h, *activation)).chain([Layer::linear(pixels, Activation::Identity)]).collect();
+                let _ = latent;
+                Ok((Shape::Flat(pixels), encoder, decoder))
+            }
+            Architecture::Conv { channels, dense } => {
+                let halvings = channels.len() as u32;
+                if channels.is_empty() || channels.len() > 4 {
+                    return Err(bad("channels", format!("give 1 to 4 channel counts, got {}", channels.len())));
+                }
+                let (h, w) = (height >> halvings, width >> halvings);
+                if h == 0 || w == 0 || h << halvings != height || w << halvings != width {
+                    return Err(bad("channels", format!("{} stride-2 layers need image sides divisible by {}; the images are {height}x{width}", halvings, 1 << halvings)));
+                }
+                let conv = |out| Layer::Conv2d { out, kernel: 4, stride: 2, padding: 1, activation: Activation::Relu };
+                let convt = |out, activation| Layer::ConvTranspose2d { out, kernel: 4, stride: 2, padding: 1, activation };
+                let last = *channels.last().unwrap();
+                let mut encoder: Vec<Layer> = channels.iter().map(|&c| conv(c)).collect();
+                encoder.extend([Layer::Flatten {}, Layer::linear(*dense, Activation::Relu)]);
+                let mut decoder = vec![
+                    Layer::linear(*dense, Activation::Relu),
+                    Layer::linear(last * h * w, Activation::Relu),
+                    Layer::Reshape { shape: [last, h, w] },
+                ];
+                decoder.extend(channels.iter().rev().skip(1).map(|&c| convt(c, Activation::Relu)));
+                decoder.push(convt(1, Activation::Identity));
+                Ok((Shape::Image { channels: 1, height, width }, encoder, decoder))
+            }
+        }
+    }
+}
+
 impl Default for Config {
     /// The reference configuration: PyTorch's examples/vae model (784-400-20, ReLU, Bernoulli,
     /// batch 128, Adam 1e-3).
     fn default() -> Self {
+        Config::mlp(784, &[400], 20)
+    }
+}
+
+impl Config {
+    /// An MLP with ReLU hidden layers of these widths (mirrored in the decoder), otherwise the
+    /// reference settings.
+    pub fn mlp(pixels: usize, hidden: &[usize], latent: usize) -> Config {
+        let arch = Architecture::Mlp { hidden: hidden.to_vec(), activation: Activation::Relu };
+        let (input, encoder, decoder) = arch.layers(1, pixels, latent).expect("an MLP fits any image");
         Config {
-            input: 784,
-            hidden: vec![400],
-            latent: 20,
-            activation: Activation::Relu,
+            input,
+            encoder,
+            latent,
+            decoder,
             likelihood: Likelihood::Bernoulli,
             beta: 1.0,
             samples: 1,
@@ -82,28 +306,24 @@ impl Default for Config {
             seed: 1,
         }
     }
-}
 
-/// A configuration that cannot be used, naming the field at fault.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ConfigError {
-    pub field: &'static str,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
+    /// The `conv` preset on 28x28 digits: Conv2d 1->32->64 (4x4, stride 2, padding 1, ReLU),
+    /// flatten, Linear 3136->256 + ReLU, z20; the decoder mirrors it with ConvTranspose2d.
+    pub fn conv() -> Config {
+        let arch = Architecture::Conv { channels: vec![32, 64], dense: 256 };
+        let (input, encoder, decoder) = arch.layers(28, 28, 20).expect("the preset fits 28x28");
+        Config { input, encoder, decoder, ..Config::default() }
     }
-}
 
-impl std::error::Error for ConfigError {}
+    /// A named preset: "mlp" (the reference) or "conv".
+    pub fn preset(name: &str) -> Option<Config> {
+        match name {
+            "mlp" => Some(Config::default()),
+            "conv" => Some(Config::conv()),
+            _ => None,
+        }
+    }
 
-fn bad(field: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError { field, message: message.into() }
-}
-
-impl Config {
     /// A configuration from a JSON object holding any of the fields; the rest take the
     /// reference values. Unknown fields (a misspelling) and wrongly typed values are refused,
     /// naming the field.
@@ -123,16 +343,38 @@ impl Config {
         serde_json::from_value(serde_json::Value::Object(full)).map_err(|e| bad("config", e.to_string()))
     }
 
-    /// Checks every field on its own terms; device limits are checked by the GPU trainer.
+    /// Reads a configuration as a checkpoint stores it: today's form, or the form saved before
+    /// layers existed (`input` pixels, `hidden` widths, one `activation`), which describes an MLP.
+    pub fn from_json(json: &str) -> Result<Config, String> {
+        let value: serde_json::Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        if value.get("hidden").is_some() {
+            let old: LegacyConfig = serde_json::from_value(value).map_err(|e| e.to_string())?;
+            Ok(old.into())
+        } else {
+            serde_json::from_value(value).map_err(|e| e.to_string())
+        }
+    }
+
+    /// Checks every field on its own terms and infers every layer's shape; device limits are
+    /// checked by the GPU trainer. Errors name the layer and the shapes.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.input == 0 || self.input > 1 << 16 {
+        Layout::try_new(self).map(|_| ())
+    }
+
+    fn validate_settings(&self) -> Result<(), ConfigError> {
+        let pixels = self.input.len();
+        if pixels == 0 || pixels > 1 << 16 {
             return Err(bad("input", format!("must be 1..=65536 pixels, got {}", self.input)));
         }
-        if self.hidden.len() > 4 {
-            return Err(bad("hidden", format!("at most 4 hidden layers, got {}", self.hidden.len())));
+        if let Shape::Image { channels, .. } = self.input {
+            if channels != 1 {
+                return Err(bad("input", format!("images have one channel, got {}", self.input)));
+            }
         }
-        if let Some(&h) = self.hidden.iter().find(|&&h| h == 0 || h > 4096) {
-            return Err(bad("hidden", format!("layer sizes must be 1..=4096, got {h}")));
+        for (field, layers) in [("encoder", &self.encoder), ("decoder", &self.decoder)] {
+            if layers.len() > 12 {
+                return Err(bad(field, format!("at most 12 layers, got {}", layers.len())));
+            }
         }
         if !(1..=64).contains(&self.latent) {
             return Err(bad("latent", format!("must be 1..=64, got {}", self.latent)));
@@ -160,26 +402,84 @@ impl Config {
         Ok(())
     }
 
-    /// Layer widths of the encoder trunk: input, hidden...
-    pub fn encoder_widths(&self) -> Vec<usize> {
-        std::iter::once(self.input).chain(self.hidden.iter().copied()).collect()
+    /// Pixels per image.
+    pub fn pixels(&self) -> usize {
+        self.input.len()
     }
 
-    /// Layer widths of the decoder: latent, hidden reversed..., input.
-    pub fn decoder_widths(&self) -> Vec<usize> {
-        std::iter::once(self.latent)
-            .chain(self.hidden.iter().rev().copied())
-            .chain(std::iter::once(self.input))
-            .collect()
+    /// "1x28x28 → conv2d 32 k4 s2 p1 relu → ... → z20 → ... → 1x28x28": the page's summary.
+    pub fn summary(&self) -> String {
+        let enc = self.encoder.iter().map(Layer::describe);
+        let dec = self.decoder.iter().map(Layer::describe);
+        let parts: Vec<String> = std::iter::once(self.input.to_string())
+            .chain(enc)
+            .chain([format!("z{}", self.latent)])
+            .chain(dec)
+            .collect();
+        parts.join(" → ")
     }
+}
+
+/// A configuration as saved before layers existed: an MLP of `hidden` widths.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LegacyConfig {
+    input: usize,
+    hidden: Vec<usize>,
+    latent: usize,
+    activation: Activation,
+    likelihood: Likelihood,
+    beta: f32,
+    samples: usize,
+    learning_rate: f32,
+    batch_size: usize,
+    seed: u32,
+}
+
+impl From<LegacyConfig> for Config {
+    fn from(c: LegacyConfig) -> Config {
+        let arch = Architecture::Mlp { hidden: c.hidden, activation: c.activation };
+        let (input, encoder, decoder) = arch.layers(1, c.input, c.latent).expect("an MLP fits any image");
+        Config {
+            input,
+            encoder,
+            latent: c.latent,
+            decoder,
+            likelihood: c.likelihood,
+            beta: c.beta,
+            samples: c.samples,
+            learning_rate: c.learning_rate,
+            batch_size: c.batch_size,
+            seed: c.seed,
+        }
+    }
+}
+
+/// A configuration that cannot be used, naming the field at fault.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConfigError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn bad(field: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError { field, message: message.into() }
 }
 
 /// One tensor in the flat parameter buffer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
-    /// PyTorch-style name, e.g. "encoder.0.weight".
+    /// The name PyTorch gives it, e.g. "encoder.0.weight".
     pub name: String,
-    /// [out, in] for weights, [out] for biases.
+    /// Linear: [out, in] and [out]; Conv2d: [out, in, k, k]; ConvTranspose2d: [in, out, k, k].
     pub shape: Vec<usize>,
     pub offset: usize,
 }
@@ -198,25 +498,49 @@ impl Tensor {
     }
 }
 
-/// A linear layer's place in the parameter buffer.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct LinearLayout {
-    pub inputs: usize,
-    pub outputs: usize,
-    /// Offset of W [outputs, inputs].
+/// One layer with its shapes resolved and its parameters placed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerLayout {
+    pub layer: Layer,
+    /// PyTorch's name for the module, e.g. "encoder.3".
+    pub name: String,
+    pub input: Shape,
+    pub output: Shape,
+    /// Offsets of the weight and bias in the flat buffer (0 for views).
     pub weight: usize,
-    /// Offset of b [outputs].
     pub bias: usize,
 }
 
+impl LayerLayout {
+    pub fn activation(&self) -> Activation {
+        self.layer.activation()
+    }
+
+    /// (weight elements, bias elements, fan_in as PyTorch computes it for initialisation), or
+    /// None for a view. ConvTranspose2d's weight is [in, out, k, k] and PyTorch takes fan_in
+    /// from its size(1), the output channels.
+    pub fn parameter_sizes(&self) -> Option<(usize, usize, usize)> {
+        match (self.layer, self.input) {
+            (Layer::Linear { out, .. }, input) => Some((out * input.len(), out, input.len())),
+            (Layer::Conv2d { out, kernel, .. }, Shape::Image { channels, .. }) => {
+                Some((out * channels * kernel * kernel, out, channels * kernel * kernel))
+            }
+            (Layer::ConvTranspose2d { out, kernel, .. }, Shape::Image { channels, .. }) => {
+                Some((out * channels * kernel * kernel, out, out * kernel * kernel))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Where every parameter lives. The mu and log-variance heads are stored so that together they
-/// form one [2 * latent, hidden] layer (mu rows first), computed by a single matmul.
+/// form one linear layer [2 * latent, trunk] (mu rows first), computed by a single matmul.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Layout {
-    pub encoder: Vec<LinearLayout>,
-    /// mu and logvar heads as one layer with 2 * latent outputs.
-    pub head: LinearLayout,
-    pub decoder: Vec<LinearLayout>,
+    pub encoder: Vec<LayerLayout>,
+    /// mu and logvar heads as one linear layer with 2 * latent outputs.
+    pub head: LayerLayout,
+    pub decoder: Vec<LayerLayout>,
     pub tensors: Vec<Tensor>,
     pub len: usize,
 }
@@ -238,75 +562,146 @@ impl LayoutBuilder {
         offset
     }
 
-    fn linear(&mut self, prefix: &str, inputs: usize, outputs: usize) -> LinearLayout {
-        let weight = self.push(format!("{prefix}.weight"), vec![outputs, inputs]);
-        let bias = self.push(format!("{prefix}.bias"), vec![outputs]);
-        LinearLayout { inputs, outputs, weight, bias }
+    /// Places a stack of layers named as the modules of an `nn.Sequential` called `prefix`
+    /// (where each activation other than identity is a module of its own).
+    fn stack(&mut self, field: &'static str, prefix: &str, input: Shape, layers: &[Layer]) -> Result<Vec<LayerLayout>, ConfigError> {
+        let mut shape = input;
+        let mut index = 0;
+        let mut out = Vec::with_capacity(layers.len());
+        for layer in layers {
+            let name = format!("{prefix}.{index}");
+            let output = layer
+                .output_shape(shape)
+                .map_err(|e| bad(field, format!("layer {name} ({}): {e}", layer.kind())))?;
+            let (weight, bias) = match (*layer, shape, output) {
+                (Layer::Linear { out, .. }, Shape::Flat(inputs), _) => {
+                    (self.push(format!("{name}.weight"), vec![out, inputs]), self.push(format!("{name}.bias"), vec![out]))
+                }
+                (Layer::Conv2d { out, kernel, .. }, Shape::Image { channels, .. }, _) => (
+                    self.push(format!("{name}.weight"), vec![out, channels, kernel, kernel]),
+                    self.push(format!("{name}.bias"), vec![out]),
+                ),
+                (Layer::ConvTranspose2d { out, kernel, .. }, Shape::Image { channels, .. }, _) => (
+                    self.push(format!("{name}.weight"), vec![channels, out, kernel, kernel]),
+                    self.push(format!("{name}.bias"), vec![out]),
+                ),
+                _ => (0, 0),
+            };
+            out.push(LayerLayout { layer: *layer, name, input: shape, output, weight, bias });
+            index += 1 + (layer.activation() != Activation::Identity) as usize;
+            shape = output;
+        }
+        Ok(out)
     }
 }
 
 impl Layout {
+    /// The layout of a valid configuration.
     pub fn new(config: &Config) -> Layout {
+        Layout::try_new(config).unwrap_or_else(|e| panic!("Layout::new needs a valid configuration: {e}"))
+    }
+
+    /// Validates `config` and places its parameters.
+    pub fn try_new(config: &Config) -> Result<Layout, ConfigError> {
+        config.validate_settings()?;
         let mut b = LayoutBuilder::default();
-        let enc = config.encoder_widths();
-        let encoder: Vec<_> = enc.windows(2).enumerate().map(|(i, w)| b.linear(&format!("encoder.{i}"), w[0], w[1])).collect();
-        let h = *enc.last().unwrap();
+        let encoder = b.stack("encoder", "encoder", config.input, &config.encoder)?;
+        let trunk = encoder.last().map_or(config.input, |l| l.output);
+        let Shape::Flat(h) = trunk else {
+            return Err(bad("encoder", format!("the encoder ends in a {trunk} output; the latent heads need a flat one (end with flatten or linear)")));
+        };
         let z = config.latent;
         // Heads: both weights, then both biases, so that they are contiguous [2z, h] and [2z].
-        let weight = b.push("encoder.mu.weight".into(), vec![z, h]);
-        b.push("encoder.logvar.weight".into(), vec![z, h]);
-        let bias = b.push("encoder.mu.bias".into(), vec![z]);
-        b.push("encoder.logvar.bias".into(), vec![z]);
-        let head = LinearLayout { inputs: h, outputs: 2 * z, weight, bias };
-        let dec = config.decoder_widths();
-        let n = dec.len() - 1;
-        let decoder = dec
-            .windows(2)
-            .enumerate()
-            .map(|(i, w)| {
-                let name = if i + 1 == n { "decoder.out".to_string() } else { format!("decoder.{i}") };
-                b.linear(&name, w[0], w[1])
-            })
-            .collect();
-        Layout { encoder, head, decoder, tensors: b.tensors, len: b.len }
+        let weight = b.push("mu.weight".into(), vec![z, h]);
+        b.push("logvar.weight".into(), vec![z, h]);
+        let bias = b.push("mu.bias".into(), vec![z]);
+        b.push("logvar.bias".into(), vec![z]);
+        let head = LayerLayout {
+            layer: Layer::linear(2 * z, Activation::Identity),
+            name: "mu+logvar".into(),
+            input: trunk,
+            output: Shape::Flat(2 * z),
+            weight,
+            bias,
+        };
+        let decoder = b.stack("decoder", "decoder", Shape::Flat(z), &config.decoder)?;
+        let output = decoder.last().map_or(Shape::Flat(z), |l| l.output);
+        if output != config.input {
+            return Err(bad("decoder", format!("the decoder ends in a {output} output but the images are {}", config.input)));
+        }
+        if decoder.last().is_some_and(|l| l.activation() != Activation::Identity) {
+            return Err(bad("decoder", "the last decoder layer outputs the likelihood's parameters (logits or means): give it no activation"));
+        }
+        Ok(Layout { encoder, head, decoder, tensors: b.tensors, len: b.len })
     }
 
     pub fn tensor(&self, name: &str) -> Option<&Tensor> {
         self.tensors.iter().find(|t| t.name == name)
     }
 
-    /// All linear layers in forward order (encoder, head, decoder).
-    pub fn layers(&self) -> impl Iterator<Item = &LinearLayout> {
+    /// All layers in forward order (encoder, heads, decoder).
+    pub fn layers(&self) -> impl Iterator<Item = &LayerLayout> {
         self.encoder.iter().chain(std::iter::once(&self.head)).chain(&self.decoder)
+    }
+
+    /// The names checkpoints used before layers existed, in `tensors` order, for an MLP:
+    /// encoder.i and decoder.i counted over linear layers only, encoder.mu / encoder.logvar
+    /// for the heads, decoder.out for the last layer.
+    pub fn legacy_names(&self) -> Vec<String> {
+        let linear = |prefix: &str, layers: &[LayerLayout], last: Option<&str>| -> Vec<String> {
+            (0..layers.len())
+                .flat_map(|i| {
+                    let module = match last {
+                        Some(last) if i + 1 == layers.len() => format!("{prefix}.{last}"),
+                        _ => format!("{prefix}.{i}"),
+                    };
+                    [format!("{module}.weight"), format!("{module}.bias")]
+                })
+                .collect()
+        };
+        let heads = ["encoder.mu.weight", "encoder.logvar.weight", "encoder.mu.bias", "encoder.logvar.bias"].map(String::from);
+        [linear("encoder", &self.encoder, None), heads.to_vec(), linear("decoder", &self.decoder, Some("out"))].concat()
     }
 }
 
-/// Initial parameters, as PyTorch's `nn.Linear` does: W and b uniform in +-1/sqrt(fan_in).
-/// The decoder's output bias starts at the logit of the mean pixel (Bernoulli) or at the mean
-/// pixel (Gaussian), when `mean_pixel` is given, so the first samples are the average image
-/// rather than uniform grey.
+/// Initial parameters, as PyTorch initialises `nn.Linear`, `nn.Conv2d` and
+/// `nn.ConvTranspose2d`: W and b uniform in +-1/sqrt(fan_in), where fan_in is the weight's
+/// size(1) times the kernel's area (for ConvTranspose2d, PyTorch's size(1) is the output
+/// channels). The decoder's output bias starts at the logit of the mean pixel (Bernoulli) or at
+/// the mean pixel (Gaussian), when `mean_pixel` is given, so the first samples are the average
+/// image rather than uniform grey; a convolutional output layer has one bias for all pixels,
+/// so it starts at the mean over the image.
 pub fn initial_parameters(config: &Config, layout: &Layout, mean_pixel: Option<&[f32]>) -> Vec<f32> {
     let mut rng = Rng::new(config.seed);
     let mut params = vec![0.0; layout.len];
-    for layer in layout.layers() {
-        let bound = 1.0 / (layer.inputs as f32).sqrt();
-        for v in &mut params[layer.weight..layer.weight + layer.inputs * layer.outputs] {
+    for l in layout.layers() {
+        let Some((weights, biases, fan_in)) = l.parameter_sizes() else { continue };
+        let bound = 1.0 / (fan_in as f32).sqrt();
+        for v in &mut params[l.weight..l.weight + weights] {
             *v = rng.range(-bound, bound);
         }
-        for v in &mut params[layer.bias..layer.bias + layer.outputs] {
+        for v in &mut params[l.bias..l.bias + biases] {
             *v = rng.range(-bound, bound);
         }
     }
-    if let Some(mean) = mean_pixel {
-        let out = layout.decoder.last().unwrap();
-        for (b, &m) in params[out.bias..out.bias + out.outputs].iter_mut().zip(mean) {
-            *b = match config.likelihood {
-                Likelihood::Bernoulli => {
-                    let p = m.clamp(1e-3, 1.0 - 1e-3);
-                    (p / (1.0 - p)).ln()
+    if let (Some(mean), Some(out)) = (mean_pixel, layout.decoder.last()) {
+        let start = |m: f32| match config.likelihood {
+            Likelihood::Bernoulli => {
+                let p = m.clamp(1e-3, 1.0 - 1e-3);
+                (p / (1.0 - p)).ln()
+            }
+            Likelihood::Gaussian { .. } => m,
+        };
+        match out.layer {
+            Layer::Linear { out: n, .. } => {
+                for (b, &m) in params[out.bias..out.bias + n].iter_mut().zip(mean) {
+                    *b = start(m);
                 }
-                Likelihood::Gaussian { .. } => m,
-            };
+            }
+            Layer::Conv2d { .. } | Layer::ConvTranspose2d { .. } => {
+                params[out.bias] = start(mean.iter().sum::<f32>() / mean.len().max(1) as f32);
+            }
+            _ => {}
         }
     }
     params

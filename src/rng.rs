@@ -8,6 +8,12 @@ pub fn pcg_hash(input: u32) -> u32 {
     (word >> 22) ^ word
 }
 
+/// The RNG "steps" of noise that is not training noise, never reached by training: evaluation,
+/// the importance-weighted bound and prior samples are repeatable, and unlike any step's.
+pub const EVAL_RNG_STEP: u32 = u32::MAX;
+pub const IWAE_RNG_STEP: u32 = u32::MAX - 1;
+pub const PRIOR_RNG_STEP: u32 = u32::MAX - 2;
+
 /// A small seeded generator for host-side needs (initialisation, shuffling, test inputs):
 /// the n-th value is `pcg_hash(seed_hash + n)`.
 #[derive(Clone, Debug)]

@@ -7,22 +7,17 @@ use std::fmt;
 
 use crate::data::{epoch_permutation, Dataset};
 use crate::gpu::{Gpu, GpuError};
-use crate::kernels::{
-    pack_slots, storage_buffer, Buffers, Dispatch, GatherOp, Kernel, Kernels, LatentOp, LinearOp, LossOp, OptimOp, StepRecord,
-    UNIFORM_SLOT,
-};
-use crate::model::{initial_parameters, Config, ConfigError, Layout, Likelihood, LinearLayout};
+use crate::kernels::{pack_slots, storage_buffer, Buffers, Dispatch, Kernel, Kernels, Records, StepRecord, UNIFORM_SLOT};
 use crate::latent;
-use crate::reference::Activation;
+use crate::model::{initial_parameters, Config, ConfigError, Layer, LayerLayout, Layout, Likelihood, Shape};
+use crate::ops::{self, data::GatherOp, latent::LatentOp, loss::LossOp, optim::OptimOp, Activation};
+use crate::reference::activation_before;
+use crate::rng::{EVAL_RNG_STEP, IWAE_RNG_STEP};
 
 /// Steps whose records fit in the step ring: the most steps one submission can hold.
 pub const STEP_SLOTS: u32 = 256;
 /// Record slots in the ops buffer (plans are cached; the cache is rebuilt when full).
 const OP_SLOTS: u32 = 1024;
-/// The RNG "step" of evaluation noise, never reached by training, so evaluation is repeatable.
-pub const EVAL_RNG_STEP: u32 = u32::MAX;
-pub const IWAE_RNG_STEP: u32 = u32::MAX - 1;
-pub const PRIOR_RNG_STEP: u32 = u32::MAX - 2;
 /// Decoder rows per importance-weighted batch (datapoints x k).
 const IWAE_ROWS: usize = 2048;
 /// Rows per submission of the encode/decode/reconstruct passes.
@@ -98,30 +93,35 @@ pub struct Evaluation {
 }
 
 /// Where each tensor of one pass lives in `acts`, for `batch` datapoints and `rows` decoder rows.
+/// A view (flatten, reshape) has no tensor of its own: its output, and its gradient, are its
+/// input's.
 #[derive(Clone, Debug, PartialEq)]
 struct Acts {
     x: usize,
-    /// Outputs of the encoder trunk's layers.
+    /// Outputs of the encoder's layers, and their gradients (w.r.t. pre-activations).
     enc: Vec<usize>,
+    d_enc: Vec<usize>,
     ml: usize,
     eps: usize,
     z: usize,
-    /// Outputs of the decoder's layers; the last is the decoder's output.
+    /// Outputs of the decoder's layers (the last is the decoder's output), and their gradients.
     dec: Vec<usize>,
+    d_dec: Vec<usize>,
     recon: usize,
     kl: usize,
-    /// Gradients (w.r.t. pre-activations) of the decoder outputs, of z, of ml, of the trunk.
-    d_dec: Vec<usize>,
+    /// Gradients of z and of ml.
     dz: usize,
     dml: usize,
-    d_enc: Vec<usize>,
-    /// Scratch for one layer's dy, transposed (the vec4 dX kernel reads it).
+    /// Scratch for one linear layer's dy, transposed (the vec4 dX kernel reads it).
     dyt: usize,
     len: usize,
 }
 
+/// Gives no tensor: the encoder's input has no gradient.
+const NO_TENSOR: usize = usize::MAX;
+
 impl Acts {
-    fn new(config: &Config, batch: usize, rows: usize) -> Acts {
+    fn new(config: &Config, layout: &Layout, batch: usize, rows: usize) -> Acts {
         // Every tensor starts on a 16-byte boundary, so the vec4 matmuls can read it.
         let mut len = 0;
         let mut take = |n: usize| {
@@ -129,22 +129,49 @@ impl Acts {
             len = (len + n).next_multiple_of(4);
             at
         };
-        let x = take(batch * config.input);
-        let enc = config.hidden.iter().map(|&h| take(batch * h)).collect();
-        let ml = take(batch * 2 * config.latent);
-        let eps = take(rows * config.latent);
-        let z = take(rows * config.latent);
-        let widths = config.decoder_widths();
-        let dec = widths[1..].iter().map(|&w| take(rows * w)).collect();
+        let z_len = config.latent;
+        let x = take(batch * config.pixels());
+        let (enc, d_enc) = Acts::stack(&layout.encoder, batch, (x, NO_TENSOR), &mut take);
+        let ml = take(batch * 2 * z_len);
+        let eps = take(rows * z_len);
+        let z = take(rows * z_len);
+        let dz = take(rows * z_len);
+        let (dec, d_dec) = Acts::stack(&layout.decoder, rows, (z, dz), &mut take);
         let recon = take(rows);
         let kl = take(batch);
-        let d_dec = widths[1..].iter().map(|&w| take(rows * w)).collect();
-        let dz = take(rows * config.latent);
-        let dml = take(batch * 2 * config.latent);
-        let d_enc = config.hidden.iter().map(|&h| take(batch * h)).collect();
-        let widest = config.hidden.iter().copied().chain([config.input, 2 * config.latent]).max().unwrap();
+        let dml = take(batch * 2 * z_len);
+        let widest = layout.layers().filter(|l| matches!(l.layer, Layer::Linear { .. })).map(|l| l.output.len()).max().unwrap_or(0);
         let dyt = take(rows.max(batch) * widest);
-        Acts { x, enc, ml, eps, z, dec, recon, kl, d_dec, dz, dml, d_enc, dyt, len }
+        Acts { x, enc, d_enc, ml, eps, z, dec, d_dec, recon, kl, dz, dml, dyt, len }
+    }
+
+    /// Output and gradient offsets of each layer of a stack whose input (and its gradient) is at
+    /// `input`.
+    fn stack(layers: &[LayerLayout], rows: usize, input: (usize, usize), take: &mut impl FnMut(usize) -> usize) -> (Vec<usize>, Vec<usize>) {
+        let (mut out, mut grad) = (Vec::new(), Vec::new());
+        let mut at = input;
+        for l in layers {
+            if !l.layer.is_view() {
+                at = (take(rows * l.output.len()), take(rows * l.output.len()));
+            }
+            out.push(at.0);
+            grad.push(at.1);
+        }
+        (out, grad)
+    }
+
+    /// (output, gradient) of the tensor feeding layer i of the encoder.
+    fn encoder_input(&self, i: usize) -> (usize, usize) {
+        if i == 0 { (self.x, NO_TENSOR) } else { (self.enc[i - 1], self.d_enc[i - 1]) }
+    }
+
+    fn decoder_input(&self, i: usize) -> (usize, usize) {
+        if i == 0 { (self.z, self.dz) } else { (self.dec[i - 1], self.d_dec[i - 1]) }
+    }
+
+    /// The encoder's output: the heads' input.
+    fn trunk(&self) -> (usize, usize) {
+        self.encoder_input(self.enc.len())
     }
 }
 
@@ -228,7 +255,11 @@ impl Trainer {
     pub fn new(gpu: Gpu, config: Config, train: &Dataset, test: &Dataset) -> Result<Trainer, TrainError> {
         config.validate()?;
         for (name, d) in [("training", train), ("test", test)] {
-            if d.pixels_per_image() != config.input {
+            let fits = match config.input {
+                Shape::Flat(n) => d.pixels_per_image() == n,
+                Shape::Image { height, width, .. } => (d.rows, d.cols) == (height, width),
+            };
+            if !fits {
                 return Err(TrainError::Data(format!(
                     "the {name} images have {} pixels ({}x{}) but the model expects {}",
                     d.pixels_per_image(), d.rows, d.cols, config.input
@@ -239,7 +270,7 @@ impl Trainer {
             return Err(ConfigError { field: "batch_size", message: format!("is larger than the {} training images", train.count) }.into());
         }
         let layout = Layout::new(&config);
-        let acts = Acts::new(&config, config.batch_size, config.batch_size * config.samples);
+        let acts = Acts::new(&config, &layout, config.batch_size, config.batch_size * config.samples);
         check_limits(&gpu.device.limits(), &config, &layout, &acts, train, test)?;
 
         let params = initial_parameters(&config, &layout, Some(&train.mean_image()));
@@ -464,7 +495,7 @@ impl Trainer {
     /// mu and log-variance of q(z|x) for images x [n, input] in [0, 1]: ([n, Z], [n, Z]).
     pub async fn encode(&mut self, x: &[f32]) -> Result<(Vec<f32>, Vec<f32>), TrainError> {
         let z = self.config.latent;
-        let ml = self.run_pass(Pass::Encode, x, self.config.input, |a| a.ml, 2 * z).await?;
+        let ml = self.run_pass(Pass::Encode, x, self.config.pixels(), |a| a.ml, 2 * z).await?;
         let mu = ml.chunks(2 * z).flat_map(|r| &r[..z]).copied().collect();
         let logvar = ml.chunks(2 * z).flat_map(|r| &r[z..]).copied().collect();
         Ok((mu, logvar))
@@ -473,13 +504,13 @@ impl Trainer {
     /// Images (pixel intensities in [0, 1]) decoded from latent codes z [n, Z]: the Bernoulli
     /// means sigmoid(logits), or the Gaussian means clamped to [0, 1].
     pub async fn decode(&mut self, z: &[f32]) -> Result<Vec<f32>, TrainError> {
-        let out = self.run_pass(Pass::Decode, z, self.config.latent, |a| *a.dec.last().unwrap(), self.config.input).await?;
+        let out = self.run_pass(Pass::Decode, z, self.config.latent, |a| *a.dec.last().unwrap(), self.config.pixels()).await?;
         Ok(self.to_pixels(out))
     }
 
     /// Reconstructions of images x [n, input]: decoded at z = mu(x).
     pub async fn reconstruct(&mut self, x: &[f32]) -> Result<Vec<f32>, TrainError> {
-        let out = self.run_pass(Pass::Reconstruct, x, self.config.input, |a| *a.dec.last().unwrap(), self.config.input).await?;
+        let out = self.run_pass(Pass::Reconstruct, x, self.config.pixels(), |a| *a.dec.last().unwrap(), self.config.pixels()).await?;
         Ok(self.to_pixels(out))
     }
 
@@ -541,7 +572,7 @@ impl Trainer {
         if let Some(i) = self.plans.iter().position(|p| p.pass == pass && p.batch == batch && p.rows == rows) {
             return &self.plans[i];
         }
-        let acts = Acts::new(&self.config, batch, rows);
+        let acts = Acts::new(&self.config, &self.layout, batch, rows);
         if acts.len > self.acts_capacity {
             // Plans hold offsets only, so a bigger scratch buffer invalidates nothing.
             self.buffers.acts = storage_buffer(&self.gpu.device, "acts", bytes_of_f32(&vec![0f32; acts.len]));
@@ -580,7 +611,7 @@ fn check_limits(limits: &wgpu::Limits, config: &Config, layout: &Layout, acts: &
     // The largest parameter-shaped buffer is Adam's moments, m and v together.
     if 2 * params > max {
         let message = format!("the model's parameters need {:.0} MB but this GPU allows {:.0} MB per buffer", mb(2 * params), mb(max));
-        return Err(ConfigError { field: "hidden", message });
+        return Err(ConfigError { field: "encoder", message });
     }
     let activations = acts.len as u64 * 4;
     if activations > max {
@@ -599,53 +630,22 @@ fn check_limits(limits: &wgpu::Limits, config: &Config, layout: &Layout, acts: &
     Ok(())
 }
 
-/// Records of one plan before they are placed in the ops buffer.
-#[derive(Default)]
-struct Records {
-    bytes: Vec<Vec<u8>>,
-    dispatches: Vec<Dispatch>,
-}
-
-impl Records {
-    fn push<T: bytemuck::Pod>(&mut self, kernel: Kernel, record: T, groups: (u32, u32, u32)) {
-        self.bytes.push(bytemuck::bytes_of(&record).to_vec());
-        self.dispatches.push(Dispatch { kernel, record: 0, groups });
-    }
-
-    fn linear_forward(&mut self, l: &LinearLayout, rows: usize, act: Activation, x: usize, y: usize) {
-        let op = LinearOp { w_off: l.weight as u32, b_off: l.bias as u32, x_off: x as u32, y_off: y as u32, act: act.code(), ..linear_dims(l, rows) };
-        self.product(Kernel::LinearForward, op);
-    }
-
-    /// dW, db from dy and x; then, if `dx` is given, dx = (dy W) * act'(x), using `dyt` as
-    /// scratch for dy transposed.
-    fn linear_backward(&mut self, l: &LinearLayout, rows: usize, x: usize, dy: usize, dx: Option<(usize, Activation)>, dyt: usize) {
-        let dims = linear_dims(l, rows);
-        let op = LinearOp { x_off: x as u32, dy_off: dy as u32, dw_off: l.weight as u32, db_off: l.bias as u32, ..dims };
-        self.product(Kernel::LinearBackwardWeight, op);
-        if let Some((dx, act)) = dx {
-            let op = LinearOp { x_off: x as u32, dy_off: dy as u32, w_off: l.weight as u32, dx_off: dx as u32, dyt_off: dyt as u32, act: act.code(), ..dims };
-            self.product(Kernel::LinearBackwardInput, op);
-        }
-    }
-
-    /// The dispatches of one linear product, all with the same record.
-    fn product(&mut self, product: Kernel, op: LinearOp) {
-        for (kernel, groups) in op.dispatches(product) {
-            self.push(kernel, op, groups);
-        }
+/// Adds a stack's backward dispatches, last layer first. `input(i)` gives the tensor feeding
+/// layer i and its gradient; a layer computes its dX only if a computing layer (or, for the
+/// decoder, z) is there to receive it.
+fn record_stack_backward(rec: &mut Records, layers: &[LayerLayout], rows: usize, input: impl Fn(usize) -> (usize, usize), d_out: &[usize], dyt: usize) {
+    for i in (0..layers.len()).rev() {
+        let (x, dx) = input(i);
+        let dx = (dx != NO_TENSOR).then(|| (dx, activation_before(layers, i, Activation::Identity)));
+        ops::record_layer_backward(rec, &layers[i], rows, x, d_out[i], dx, dyt);
     }
 }
 
-fn linear_dims(l: &LinearLayout, rows: usize) -> LinearOp {
-    LinearOp { rows: rows as u32, inner: l.inputs as u32, cols: l.outputs as u32, ..Default::default() }
-}
-
-/// The dispatches of one pass, in order. Forward: gather, encoder, heads, reparameterise,
-/// decoder, loss. Backward (training): decoder layers in reverse, latent, heads, encoder. Then
-/// metrics and Adam.
+/// The dispatches of one pass, in order. Forward: gather, encoder layers, heads, reparameterise,
+/// decoder layers, loss. Backward (training): decoder layers in reverse, latent, heads, encoder
+/// layers in reverse. Then metrics and Adam.
 fn build_plan(rec: &mut Records, config: &Config, layout: &Layout, a: &Acts, pass: Pass, batch: usize, rows: usize) {
-    let (z, d) = (config.latent as u32, config.input as u32);
+    let (z, d) = (config.latent as u32, config.pixels() as u32);
     let latent = LatentOp {
         batch: batch as u32,
         rows: rows as u32,
@@ -662,31 +662,24 @@ fn build_plan(rec: &mut Records, config: &Config, layout: &Layout, a: &Acts, pas
         kl_weight: if pass == Pass::Train { config.beta / batch as f32 } else { 0.0 },
         use_mean: (pass == Pass::Reconstruct) as u32,
     };
-    let latent_groups = (z.div_ceil(16), (rows as u32).div_ceil(4), 1);
-    let per_datapoint = ((batch as u32).div_ceil(64), 1, 1);
 
     // Forward.
     if matches!(pass, Pass::Train | Pass::Evaluate | Pass::ImportanceWeighted) {
         let op = GatherOp { rows: batch as u32, pixels: d, x_off: a.x as u32 };
-        rec.push(Kernel::Gather, op, (d.div_ceil(64), batch as u32, 1));
+        rec.push(Kernel::Gather, op, op.groups());
     }
     if pass != Pass::Decode {
-        let mut x = a.x;
-        for (l, &h) in layout.encoder.iter().zip(&a.enc) {
-            rec.linear_forward(l, batch, config.activation, x, h);
-            x = h;
+        for (i, l) in layout.encoder.iter().enumerate() {
+            ops::record_layer_forward(rec, l, batch, a.encoder_input(i).0, a.enc[i]);
         }
-        rec.linear_forward(&layout.head, batch, Activation::Identity, x, a.ml);
+        ops::record_layer_forward(rec, &layout.head, batch, a.trunk().0, a.ml);
         if pass == Pass::Encode {
             return;
         }
-        rec.push(Kernel::Reparameterize, latent, latent_groups);
+        rec.push(Kernel::Reparameterize, latent, latent.per_element());
     }
-    let mut x = a.z;
-    for (i, (l, &y)) in layout.decoder.iter().zip(&a.dec).enumerate() {
-        let act = if i + 1 == layout.decoder.len() { Activation::Identity } else { config.activation };
-        rec.linear_forward(l, rows, act, x, y);
-        x = y;
+    for (i, l) in layout.decoder.iter().enumerate() {
+        ops::record_layer_forward(rec, l, rows, a.decoder_input(i).0, a.dec[i]);
     }
     if matches!(pass, Pass::Decode | Pass::Reconstruct) {
         return;
@@ -724,7 +717,7 @@ fn build_plan(rec: &mut Records, config: &Config, layout: &Layout, a: &Acts, pas
         Pass::Evaluate => {
             // latent_backward also yields KL per datapoint; with kl_weight 0 its gradients are
             // unused scratch.
-            rec.push(Kernel::LatentBackward, latent, per_datapoint);
+            rec.push(Kernel::LatentBackward, latent, latent.per_datapoint());
             rec.push(Kernel::Accumulate, accumulate(EVAL_METRICS, 0, 1.0), (1, 1, 1));
             return;
         }
@@ -735,23 +728,15 @@ fn build_plan(rec: &mut Records, config: &Config, layout: &Layout, a: &Acts, pas
         _ => {}
     }
 
-    // Backward: decoder, output layer first.
-    let n = layout.decoder.len();
-    for i in (0..n).rev() {
-        let (input, dx) = if i == 0 { (a.z, (a.dz, Activation::Identity)) } else { (a.dec[i - 1], (a.d_dec[i - 1], config.activation)) };
-        rec.linear_backward(&layout.decoder[i], rows, input, a.d_dec[i], Some(dx), a.dyt);
-    }
-    rec.push(Kernel::LatentBackward, latent, per_datapoint);
-    let m = layout.encoder.len();
-    let trunk_out = if m == 0 { a.x } else { a.enc[m - 1] };
-    let dx = (m > 0).then(|| (a.d_enc[m - 1], config.activation));
-    rec.linear_backward(&layout.head, batch, trunk_out, a.dml, dx, a.dyt);
-    for i in (0..m).rev() {
-        let (input, dx) = if i == 0 { (a.x, None) } else { (a.enc[i - 1], Some((a.d_enc[i - 1], config.activation))) };
-        rec.linear_backward(&layout.encoder[i], batch, input, a.d_enc[i], dx, a.dyt);
-    }
+    // Backward: decoder, latent, heads, encoder.
+    record_stack_backward(rec, &layout.decoder, rows, |i| a.decoder_input(i), &a.d_dec, a.dyt);
+    rec.push(Kernel::LatentBackward, latent, latent.per_datapoint());
+    let (trunk, d_trunk) = a.trunk();
+    let dx = (d_trunk != NO_TENSOR).then(|| (d_trunk, activation_before(&layout.encoder, layout.encoder.len(), Activation::Identity)));
+    ops::record_layer_backward(rec, &layout.head, batch, trunk, a.dml, dx, a.dyt);
+    record_stack_backward(rec, &layout.encoder, batch, |i| a.encoder_input(i), &a.d_enc, a.dyt);
     rec.push(Kernel::Accumulate, accumulate(TRAIN_METRICS, 1, config.beta), (1, 1, 1));
     let vec4s = (adam_len(layout) / 4) as u32;
     let adam = OptimOp { count: vec4s, lr: config.learning_rate, ..Default::default() };
-    rec.push(Kernel::Adam, adam, (vec4s.div_ceil(256).min(1024), 1, 1));
+    rec.push(Kernel::Adam, adam, adam.adam_groups());
 }

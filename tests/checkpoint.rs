@@ -7,7 +7,7 @@ use webvae::checkpoint::{load, save, CheckpointError};
 use webvae::model::{initial_parameters, Config, Layout};
 
 fn small() -> (Config, Layout, Vec<f32>) {
-    let config = Config { input: 12, hidden: vec![7, 5], latent: 3, ..Config::default() };
+    let config = Config::mlp(12, &[7, 5], 3);
     let layout = Layout::new(&config);
     let params = initial_parameters(&config, &layout, None);
     (config, layout, params)
@@ -57,9 +57,10 @@ fn layout_is_pytorch_shaped_aligned_and_contiguous() {
     let (h, start) = header(&bytes);
     assert_eq!(start % 8, 0, "data must start 8-byte aligned");
     assert_eq!(h["encoder.0.weight"]["shape"], serde_json::json!([7, 12]), "nn.Linear weight is [out, in]");
-    assert_eq!(h["encoder.mu.weight"]["shape"], serde_json::json!([3, 5]));
-    assert_eq!(h["encoder.logvar.bias"]["shape"], serde_json::json!([3]));
-    assert_eq!(h["decoder.out.weight"]["shape"], serde_json::json!([12, 7]));
+    assert_eq!(h["mu.weight"]["shape"], serde_json::json!([3, 5]));
+    assert_eq!(h["logvar.bias"]["shape"], serde_json::json!([3]));
+    // nn.Sequential(Linear, ReLU, Linear, ReLU, Linear): the output layer is module 4.
+    assert_eq!(h["decoder.4.weight"]["shape"], serde_json::json!([12, 7]));
     assert_eq!(h["__metadata__"]["format"], "webvae");
     // Tensors tile the data section exactly, which safetensors requires.
     let mut ranges: Vec<(u64, u64)> = layout
@@ -74,6 +75,44 @@ fn layout_is_pytorch_shaped_aligned_and_contiguous() {
     assert_eq!(ranges[0].0, 0);
     assert!(ranges.windows(2).all(|w| w[0].1 == w[1].0));
     assert_eq!(ranges.last().unwrap().1 as usize, bytes.len() - start);
+}
+
+/// The conv preset's tensors are named and shaped as the README's PyTorch module's
+/// `state_dict()`: nn.Sequential indices count ReLU, Flatten and Unflatten as modules; Conv2d
+/// weights are [out, in, k, k], ConvTranspose2d weights [in, out, k, k].
+#[test]
+fn conv_checkpoints_have_pytorch_names_and_shapes() {
+    let config = Config::conv();
+    let layout = Layout::new(&config);
+    assert_eq!(layout.len, 1_691_369, "the conv preset's parameter count");
+    let shapes: Vec<(&str, Vec<usize>)> = layout.tensors.iter().map(|t| (t.name.as_str(), t.shape.clone())).collect();
+    let expected: Vec<(&str, Vec<usize>)> = vec![
+        ("encoder.0.weight", vec![32, 1, 4, 4]),
+        ("encoder.0.bias", vec![32]),
+        ("encoder.2.weight", vec![64, 32, 4, 4]),
+        ("encoder.2.bias", vec![64]),
+        ("encoder.5.weight", vec![256, 3136]),
+        ("encoder.5.bias", vec![256]),
+        ("mu.weight", vec![20, 256]),
+        ("logvar.weight", vec![20, 256]),
+        ("mu.bias", vec![20]),
+        ("logvar.bias", vec![20]),
+        ("decoder.0.weight", vec![256, 20]),
+        ("decoder.0.bias", vec![256]),
+        ("decoder.2.weight", vec![3136, 256]),
+        ("decoder.2.bias", vec![3136]),
+        ("decoder.5.weight", vec![64, 32, 4, 4]),
+        ("decoder.5.bias", vec![32]),
+        ("decoder.7.weight", vec![32, 1, 4, 4]),
+        ("decoder.7.bias", vec![1]),
+    ];
+    assert_eq!(shapes, expected);
+    let params = initial_parameters(&config, &layout, None);
+    let bytes = save(&config, &layout, &params, 9);
+    let (h, _) = header(&bytes);
+    assert!(h["__metadata__"]["layers"].as_str().unwrap().contains("conv_transpose2d 32 k4 s2 p1 relu"), "{}", h["__metadata__"]["layers"]);
+    let loaded = load(&bytes).unwrap();
+    assert_eq!((loaded.config, loaded.parameters, loaded.step), (config, params, 9));
 }
 
 #[test]
@@ -95,7 +134,7 @@ fn python_safetensors_reads_the_file() {
     assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
     let read: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(read["metadata"]["step"], "42");
-    let saved: Config = serde_json::from_str(read["metadata"]["config"].as_str().unwrap()).unwrap();
+    let saved = Config::from_json(read["metadata"]["config"].as_str().unwrap()).unwrap();
     assert_eq!(saved, config);
     assert_eq!(read["tensors"].as_object().unwrap().len(), layout.tensors.len());
     for t in &layout.tensors {
@@ -127,7 +166,7 @@ fn malformed_files_say_what_is_wrong() {
     assert!(malformed(&not_json).contains("not valid JSON"));
     // An IDX file or a PNG is not a checkpoint.
     assert!(load(&[0, 0, 8, 3, 0, 0, 0, 1, 0, 0, 0, 28, 0, 0, 0, 28]).is_err());
-    let bad_offsets = with_header(&good, |h| h["decoder.out.bias"]["data_offsets"] = serde_json::json!([0, 4]));
+    let bad_offsets = with_header(&good, |h| h["decoder.4.bias"]["data_offsets"] = serde_json::json!([0, 4]));
     assert!(malformed(&bad_offsets).contains("does not match its shape"), "{}", malformed(&bad_offsets));
     let bad_step = with_header(&good, |h| h["__metadata__"]["step"] = "many".into());
     assert!(malformed(&bad_step).contains("step"));
@@ -186,7 +225,7 @@ fn with_config(bytes: &[u8], config: serde_json::Value) -> Vec<u8> {
 #[test]
 fn a_tiny_file_claiming_a_huge_model_allocates_nothing_for_it() {
     // The largest configuration validation allows: about 600 M parameters, 2.4 GB of f32s.
-    let config = Config { input: 65536, hidden: vec![4096; 4], latent: 64, ..Config::default() };
+    let config = Config::mlp(65536, &[4096; 4], 64);
     config.validate().unwrap();
     let layout = Layout::new(&config);
     let mut header = serde_json::Map::new();
@@ -219,7 +258,7 @@ fn a_tiny_file_claiming_a_huge_model_allocates_nothing_for_it() {
 
 #[test]
 fn loading_costs_about_the_files_size() {
-    let config = Config { hidden: vec![400], ..Config::default() };
+    let config = Config::default();
     let layout = Layout::new(&config);
     let bytes = save(&config, &layout, &initial_parameters(&config, &layout, None), 3);
     let (result, peak) = peak::peak_bytes(|| load(&bytes));
@@ -232,12 +271,12 @@ fn tensors_must_tile_the_data_exactly() {
     let (config, layout, params) = small();
     let good = save(&config, &layout, &params, 0);
     // Two tensors of the same shape pointing at the same bytes.
-    let same = with_header(&good, |h| h["encoder.logvar.bias"]["data_offsets"] = h["encoder.mu.bias"]["data_offsets"].clone());
+    let same = with_header(&good, |h| h["logvar.bias"]["data_offsets"] = h["mu.bias"]["data_offsets"].clone());
     assert!(malformed(&same).contains("overlap or leave a gap"), "{}", malformed(&same));
     // Overlapping by one element.
     let overlap = with_header(&good, |h| {
-        let [a, b] = [h["encoder.mu.bias"]["data_offsets"][0].as_u64().unwrap(), h["encoder.mu.bias"]["data_offsets"][1].as_u64().unwrap()];
-        h["encoder.mu.bias"]["data_offsets"] = serde_json::json!([a - 4, b - 4]);
+        let [a, b] = [h["mu.bias"]["data_offsets"][0].as_u64().unwrap(), h["mu.bias"]["data_offsets"][1].as_u64().unwrap()];
+        h["mu.bias"]["data_offsets"] = serde_json::json!([a - 4, b - 4]);
     });
     assert!(malformed(&overlap).contains("overlap or leave a gap"), "{}", malformed(&overlap));
     // A gap: every tensor moved 4 bytes on, 4 junk bytes in front.
@@ -325,7 +364,7 @@ fn files_saved_by_earlier_versions_keep_loading() {
     let old = include_bytes!("fixtures/mlp-2026-11.safetensors");
     let loaded = load(old).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(loaded.step, 700);
-    let expected = Config { input: 12, hidden: vec![7, 5], latent: 3, likelihood: webvae::model::Likelihood::Gaussian { sigma: 0.25 }, ..Config::default() };
+    let expected = Config { likelihood: webvae::model::Likelihood::Gaussian { sigma: 0.25 }, ..Config::mlp(12, &[7, 5], 3) };
     assert_eq!(loaded.config, expected);
     let layout = Layout::new(&expected);
     assert_eq!(loaded.parameters, initial_parameters(&expected, &layout, None));

@@ -190,12 +190,20 @@ fn mutated_file_sets_are_refused_or_make_consistent_datasets() {
     assert!(accepted > 50 && refused > 1000, "the mutations should both keep and break file sets");
 }
 
+/// A convolutional model on 6x6 images: 1 -> 3 channels, dense 5, z2.
+fn small_conv() -> Config {
+    let arch = webvae::model::Architecture::Conv { channels: vec![3], dense: 5 };
+    let (input, encoder, decoder) = arch.layers(6, 6, 2).unwrap();
+    Config { input, encoder, decoder, latent: 2, ..Config::default() }
+}
+
 #[test]
 fn mutated_checkpoints_are_refused_or_round_trip() {
     let mut rng = Rng::new(7);
     let configs = [
-        Config { input: 12, hidden: vec![7, 5], latent: 3, ..Config::default() },
-        Config { input: 6, hidden: vec![], latent: 2, likelihood: Likelihood::Gaussian { sigma: 0.5 }, ..Config::default() },
+        Config::mlp(12, &[7, 5], 3),
+        Config { likelihood: Likelihood::Gaussian { sigma: 0.5 }, ..Config::mlp(6, &[], 2) },
+        small_conv(),
     ];
     let files: Vec<Vec<u8>> = configs
         .iter()

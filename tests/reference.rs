@@ -1,27 +1,16 @@
-//! The CPU oracle against finite differences: every parameter tensor and the encoder outputs
-//! (mu, log-variance), for each activation and likelihood, with L > 1 and beta != 1.
+//! The CPU oracle against finite differences: each layer type alone on awkward shapes (every
+//! weight, bias and input element), then whole models (every parameter tensor and the encoder
+//! outputs mu and log-variance), for each activation and likelihood, with L > 1 and beta != 1.
 #![cfg(not(target_arch = "wasm32"))]
 
-use webvae::model::{initial_parameters, Config, Layout, Likelihood};
-use webvae::reference::{self, Activation};
+use webvae::model::{initial_parameters, Config, Layer, LayerLayout, Layout, Likelihood, Shape};
+use webvae::ops::{self, latent, optim, Activation};
+use webvae::reference;
 use webvae::rng::Rng;
 
-fn tiny(activation: Activation, likelihood: Likelihood) -> Config {
-    Config {
-        input: 6,
-        hidden: vec![5, 4],
-        latent: 3,
-        activation,
-        likelihood,
-        beta: 0.7,
-        samples: 2,
-        batch_size: 4,
-        seed: 3,
-        ..Config::default()
-    }
-}
+mod common;
 
-/// Central difference of the training objective, in f64.
+/// Central difference of f at `at`, in f64.
 fn numeric(f: impl Fn(f64) -> f64, at: f64) -> f64 {
     let h = 1e-5 * at.abs().max(1.0);
     (f(at + h) - f(at - h)) / (2.0 * h)
@@ -34,18 +23,132 @@ fn check(what: &str, analytic: f64, numeric: f64) {
     );
 }
 
+/// One layer with its parameters at the start of a flat buffer.
+pub fn lone_layer(layer: Layer, input: Shape) -> LayerLayout {
+    let output = layer.output_shape(input).unwrap_or_else(|e| panic!("{e}"));
+    let mut l = LayerLayout { layer, name: "layer".into(), input, output, weight: 0, bias: 0 };
+    l.bias = l.parameter_sizes().map_or(0, |(w, _, _)| w);
+    l
+}
+
+fn image(channels: usize, height: usize, width: usize) -> Shape {
+    Shape::Image { channels, height, width }
+}
+
+fn conv(out: usize, kernel: usize, stride: usize, padding: usize, activation: Activation) -> Layer {
+    Layer::Conv2d { out, kernel, stride, padding, activation }
+}
+
+fn convt(out: usize, kernel: usize, stride: usize, padding: usize, activation: Activation) -> Layer {
+    Layer::ConvTranspose2d { out, kernel, stride, padding, activation }
+}
+
+/// Odd sizes, stride 1 and 2, padding 0 and 1, kernels 3 and 4, channel counts that are not
+/// multiples of 4, every activation.
+fn awkward_convolutions() -> Vec<(Layer, Shape)> {
+    vec![
+        (conv(5, 3, 2, 1, Activation::Relu), image(3, 7, 5)),
+        (conv(3, 4, 1, 0, Activation::Tanh), image(2, 6, 7)),
+        (conv(6, 4, 2, 1, Activation::Identity), image(1, 9, 8)),
+        (conv(2, 3, 1, 1, Activation::Tanh), image(3, 5, 5)),
+        (convt(5, 3, 2, 1, Activation::Relu), image(3, 4, 3)),
+        (convt(3, 4, 1, 0, Activation::Tanh), image(2, 3, 5)),
+        (convt(2, 4, 2, 1, Activation::Identity), image(5, 3, 4)),
+        (convt(1, 3, 1, 1, Activation::Tanh), image(3, 5, 4)),
+    ]
+}
+
+#[test]
+fn each_layer_matches_finite_differences() {
+    let mut rng = Rng::new(4);
+    let mut cases = awkward_convolutions();
+    cases.push((Layer::linear(5, Activation::Tanh), Shape::Flat(7)));
+    for (layer, input) in cases {
+        let l = lone_layer(layer, input);
+        let rows = 2;
+        let (w, b, _) = l.parameter_sizes().unwrap();
+        let params: Vec<f64> = (0..w + b).map(|_| rng.range(-0.5, 0.5) as f64).collect();
+        // Inputs away from zero, so that no ReLU sits on its kink within the step.
+        let x: Vec<f64> = (0..rows * input.len()).map(|_| rng.range(0.1, 1.0) as f64 * if rng.uniform() < 0.5 { -1.0 } else { 1.0 }).collect();
+        let r: Vec<f64> = (0..rows * l.output.len()).map(|_| rng.range(-1.0, 1.0) as f64).collect();
+        // L = sum r * layer(x), so dL/d(pre-activation) = r * act'(y).
+        let loss = |p: &[f64], x: &[f64]| ops::layer_forward(&l, p, x, rows).iter().zip(&r).map(|(y, r)| y * r).sum::<f64>();
+        let y = ops::layer_forward(&l, &params, &x, rows);
+        let dz: Vec<f64> = y.iter().zip(&r).map(|(&y, &r)| r * l.activation().derivative_from_output(y)).collect();
+        let mut grads = vec![0.0; params.len()];
+        let dx = ops::layer_backward(&l, &params, &x, &dz, rows, Activation::Identity, &mut grads);
+        let what = format!("{} on {input}", layer.describe());
+        assert!(grads.iter().any(|&g| g != 0.0) && dx.iter().any(|&g| g != 0.0), "{what}: all-zero gradients");
+        for i in 0..params.len() {
+            let n = numeric(|v| { let mut p = params.clone(); p[i] = v; loss(&p, &x) }, params[i]);
+            check(&format!("{what} parameter {i}"), grads[i], n);
+        }
+        for i in 0..x.len() {
+            let n = numeric(|v| { let mut xx = x.clone(); xx[i] = v; loss(&params, &xx) }, x[i]);
+            check(&format!("{what} input {i}"), dx[i], n);
+        }
+    }
+}
+
+/// The transposed convolution is the adjoint of the convolution: <down(L), S> = <L, up(S)>,
+/// and the oracle computes them independently (a gather and a scatter).
+#[test]
+fn convolution_and_transpose_are_adjoint() {
+    let mut rng = Rng::new(8);
+    for (layer, input) in awkward_convolutions() {
+        let l = lone_layer(layer, input);
+        let g = ops::conv::Geometry::of(&l);
+        let w: Vec<f64> = (0..g.weight_len()).map(|_| rng.range(-1.0, 1.0) as f64).collect();
+        let large: Vec<f64> = (0..2 * g.large_len()).map(|_| rng.range(-1.0, 1.0) as f64).collect();
+        let small: Vec<f64> = (0..2 * g.small_len()).map(|_| rng.range(-1.0, 1.0) as f64).collect();
+        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(a, b)| a * b).sum::<f64>();
+        let (lhs, rhs) = (dot(&ops::conv::down(&g, &large, &w, 2), &small), dot(&large, &ops::conv::up(&g, &small, &w, 2)));
+        assert!((lhs - rhs).abs() < 1e-9 * lhs.abs().max(1.0), "{}: {lhs} vs {rhs}", layer.describe());
+    }
+}
+
+/// A small convolutional VAE: odd channel counts, both strides, a reshape and a flatten.
+pub fn tiny_conv(likelihood: Likelihood) -> Config {
+    Config {
+        input: image(1, 6, 6),
+        encoder: vec![
+            conv(3, 3, 2, 1, Activation::Relu),
+            conv(5, 2, 1, 0, Activation::Tanh),
+            Layer::Flatten {},
+            Layer::linear(4, Activation::Tanh),
+        ],
+        latent: 3,
+        decoder: vec![
+            Layer::linear(7, Activation::Relu),
+            Layer::linear(12, Activation::Tanh),
+            Layer::Reshape { shape: [3, 2, 2] },
+            convt(2, 3, 2, 1, Activation::Relu),
+            convt(1, 4, 2, 1, Activation::Identity),
+        ],
+        likelihood,
+        beta: 0.7,
+        samples: 2,
+        batch_size: 4,
+        seed: 3,
+        ..Config::default()
+    }
+}
+
 #[test]
 fn gradients_match_finite_differences() {
-    for (act, lik) in [
-        (Activation::Relu, Likelihood::Bernoulli),
-        (Activation::Tanh, Likelihood::Bernoulli),
-        (Activation::Tanh, Likelihood::Gaussian { sigma: 0.3 }),
+    let mlp = |activation, likelihood| Config { likelihood, beta: 0.7, samples: 2, batch_size: 4, seed: 3, ..common::mlp_with(6, &[5, 4], 3, activation) };
+    for config in [
+        mlp(Activation::Relu, Likelihood::Bernoulli),
+        mlp(Activation::Tanh, Likelihood::Bernoulli),
+        mlp(Activation::Tanh, Likelihood::Gaussian { sigma: 0.3 }),
+        tiny_conv(Likelihood::Bernoulli),
+        tiny_conv(Likelihood::Gaussian { sigma: 0.3 }),
     ] {
-        let config = tiny(act, lik);
+        let what = format!("{} {:?}", config.summary(), config.likelihood);
         let layout = Layout::new(&config);
         let params: Vec<f64> = initial_parameters(&config, &layout, None).iter().map(|&p| p as f64).collect();
         let mut rng = Rng::new(11);
-        let x: Vec<f64> = (0..config.batch_size * config.input).map(|_| rng.uniform() as f64).collect();
+        let x: Vec<f64> = (0..config.batch_size * config.pixels()).map(|_| rng.uniform() as f64).collect();
         let eps = reference::step_eps(&config, 5, config.batch_size);
         let beta = config.beta as f64;
         let loss_at = |p: &[f64]| reference::forward(&config, &layout, p, &x, &eps).losses(beta).loss;
@@ -57,7 +160,7 @@ fn gradients_match_finite_differences() {
         for t in &layout.tensors {
             for i in t.range() {
                 let n = numeric(|v| { let mut p = params.clone(); p[i] = v; loss_at(&p) }, params[i]);
-                check(&format!("{act:?}/{lik:?} {}[{}]", t.name, i - t.offset), grads[i], n);
+                check(&format!("{what} {}[{}]", t.name, i - t.offset), grads[i], n);
             }
         }
         // The encoder outputs: perturb mu and log-variance directly.
@@ -71,7 +174,7 @@ fn gradients_match_finite_differences() {
                 },
                 fwd.ml[i],
             );
-            check(&format!("{act:?}/{lik:?} d(mu, logvar)[{i}]"), dml[i], n);
+            check(&format!("{what} d(mu, logvar)[{i}]"), dml[i], n);
         }
     }
 }
@@ -79,7 +182,7 @@ fn gradients_match_finite_differences() {
 #[test]
 fn eps_is_standard_normal() {
     let n = 200_000;
-    let e: Vec<f64> = (0..n).map(|i| reference::eps(9, i / 1000, i % 1000, 7)).collect();
+    let e: Vec<f64> = (0..n).map(|i| latent::eps(9, i / 1000, i % 1000, 7)).collect();
     let mean = e.iter().sum::<f64>() / n as f64;
     let var = e.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64;
     let within1 = e.iter().filter(|v| v.abs() < 1.0).count() as f64 / n as f64;
@@ -91,16 +194,16 @@ fn eps_is_standard_normal() {
 #[test]
 fn adam_first_step_moves_each_parameter_by_lr() {
     // With bias correction, the first step is lr * g / (|g| + eps) ~ lr * sign(g).
-    let mut p = vec![1.0, 1.0, 1.0];
+    let mut p: Vec<f64> = vec![1.0, 1.0, 1.0];
     let (mut m, mut v) = (vec![0.0; 3], vec![0.0; 3]);
-    reference::adam(&mut p, &[0.5, -2.0, 0.0], &mut m, &mut v, 1, 0.01);
+    optim::adam(&mut p, &[0.5, -2.0, 0.0], &mut m, &mut v, 1, 0.01);
     assert!((p[0] - 0.99).abs() < 1e-9 && (p[1] - 1.01).abs() < 1e-9 && p[2] == 1.0, "{p:?}");
 }
 
 #[test]
 fn cpu_training_lowers_the_loss() {
     let (train, _) = webvae::data::bundled_mnist().unwrap();
-    let config = Config { hidden: vec![64], latent: 8, batch_size: 32, ..Config::default() };
+    let config = Config { batch_size: 32, ..Config::mlp(784, &[64], 8) };
     let layout = Layout::new(&config);
     let mut t = reference::Trainer::new(config.clone(), &initial_parameters(&config, &layout, None));
     let batch = |s: usize| -> Vec<f64> {

@@ -1,26 +1,99 @@
-//! Every `shaders/*.wgsl` file parses and validates with naga, and every one is built into a
-//! pipeline by the crate (so no file is dead or missing from `kernels::SHADERS`).
+//! Every shader, as the crate compiles it (common.wgsl, gemm.wgsl where used, then the file),
+//! parses and validates with naga; every file in shaders/ is used; and every uniform record's
+//! members sit at the offsets of its Rust `#[repr(C)]` twin, so the two cannot drift apart.
 #![cfg(not(target_arch = "wasm32"))]
 
 use std::collections::BTreeSet;
+use std::mem::{offset_of, size_of};
+
+use webvae::kernels::{joined, StepRecord, SHADERS};
+use webvae::ops::{conv::ConvOp, data::GatherOp, latent::LatentOp, linear::LinearOp, loss::LossOp, optim::OptimOp};
+
+fn module(file: &str) -> naga::Module {
+    let source = joined(file);
+    let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| panic!("{file} (joined):\n{}", e.emit_to_string(&source)));
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default())
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{file} (joined):\n{}", e.emit_to_string(&source)));
+    module
+}
 
 #[test]
 fn every_shader_parses_and_validates() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
-    let mut on_disk = BTreeSet::new();
-    for entry in std::fs::read_dir(dir).expect("shaders/ exists") {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "wgsl") {
-            let source = std::fs::read_to_string(&path).unwrap();
-            let module = naga::front::wgsl::parse_str(&source)
-                .unwrap_or_else(|e| panic!("{}:\n{}", path.display(), e.emit_to_string(&source)));
-            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default())
-                .validate(&module)
-                .unwrap_or_else(|e| panic!("{}:\n{}", path.display(), e.emit_to_string(&source)));
-            on_disk.insert(path.file_name().unwrap().to_string_lossy().into_owned());
-        }
+    let on_disk: BTreeSet<String> = std::fs::read_dir(dir)
+        .expect("shaders/ exists")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".wgsl"))
+        .collect();
+    let mut used: BTreeSet<String> = ["common.wgsl", "gemm.wgsl"].map(String::from).into();
+    for &(file, _, _) in SHADERS {
+        module(file);
+        used.insert(file.to_string());
     }
-    let built: BTreeSet<String> = webvae::kernels::SHADERS.iter().map(|(name, _)| name.to_string()).collect();
-    assert!(!on_disk.is_empty(), "no shaders found in {dir}");
-    assert_eq!(on_disk, built, "shaders/ and kernels::SHADERS disagree");
+    assert_eq!(on_disk, used, "shaders/ and kernels::SHADERS disagree");
+}
+
+/// Member names and byte offsets of WGSL struct `name` in `file`'s joined module, and its size.
+fn wgsl_layout(file: &str, name: &str) -> (Vec<(String, usize)>, usize) {
+    let module = module(file);
+    let (_, ty) = module.types.iter().find(|(_, t)| t.name.as_deref() == Some(name)).unwrap_or_else(|| panic!("no struct {name} in {file}"));
+    match &ty.inner {
+        naga::TypeInner::Struct { members, span } => {
+            (members.iter().map(|m| (m.name.clone().unwrap_or_default(), m.offset as usize)).collect(), *span as usize)
+        }
+        other => panic!("{name} in {file} is not a struct: {other:?}"),
+    }
+}
+
+/// (field name, offset) of a Rust record, listed by name; `offset_of!` fails to compile if a
+/// listed field does not exist, and the size check catches one that is not listed.
+macro_rules! fields {
+    ($t:ty { $($f:ident),* $(,)? }) => {
+        (vec![$((stringify!($f).to_string(), offset_of!($t, $f))),*], size_of::<$t>())
+    };
+}
+
+#[test]
+fn uniform_records_match_their_rust_twins() {
+    let records = [
+        ("common.wgsl", "Step", fields!(StepRecord { t, rng_step, batch_start })),
+        ("data.wgsl", "Gather", fields!(GatherOp { rows, pixels, x_off })),
+        (
+            "linear.wgsl",
+            "Linear",
+            fields!(LinearOp { rows, inner, cols, act, x_off, w_off, b_off, y_off, dy_off, dx_off, dw_off, db_off, dyt_off }),
+        ),
+        (
+            "linear4.wgsl",
+            "Linear",
+            fields!(LinearOp { rows, inner, cols, act, x_off, w_off, b_off, y_off, dy_off, dx_off, dw_off, db_off, dyt_off }),
+        ),
+        (
+            "conv.wgsl",
+            "Conv",
+            fields!(ConvOp {
+                batch, lc, lh, lw, sc, sh, sw, k, s, p, act, mode, large_off, small_off, out_off, w_off, b_off, slope_off, db_off,
+                sum_off, sum_c, sum_hw
+            }),
+        ),
+        (
+            "latent.wgsl",
+            "Latent",
+            fields!(LatentOp { batch, rows, latent, seed, ml_off, eps_off, z_off, dz_off, dml_off, kl_off, recon_off, out_off, kl_weight, use_mean }),
+        ),
+        (
+            "loss.wgsl",
+            "Loss",
+            fields!(LossOp { rows, pixels, batch, likelihood, out_off, x_off, grad_off, recon_off, scale, inv_var, log_norm }),
+        ),
+        ("optim.wgsl", "Optim", fields!(OptimOp { batch, rows, recon_off, kl_off, metrics_off, count, lr, beta, check })),
+    ];
+    for (file, name, (rust, rust_size)) in records {
+        // The Step record is in common.wgsl, which every joined module starts with.
+        let file = if file == "common.wgsl" { "data.wgsl" } else { file };
+        let (wgsl, span) = wgsl_layout(file, name);
+        assert_eq!(wgsl, rust, "{name} in {file}: WGSL members vs the Rust record's fields");
+        assert_eq!(span, rust_size, "{name} in {file}: WGSL size vs the Rust record's");
+    }
 }

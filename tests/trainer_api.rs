@@ -16,7 +16,7 @@ fn trainer(config: Config) -> Trainer {
 }
 
 fn small() -> Config {
-    Config { hidden: vec![64], latent: 4, batch_size: 32, learning_rate: 3e-3, ..Config::default() }
+    Config { batch_size: 32, learning_rate: 3e-3, ..Config::mlp(784, &[64], 4) }
 }
 
 #[test]
@@ -81,7 +81,9 @@ fn bad_configurations_name_the_field() {
     for (config, field) in [
         (Config { latent: 0, ..small() }, "latent"),
         (Config { latent: 65, ..small() }, "latent"),
-        (Config { hidden: vec![64, 0], ..small() }, "hidden"),
+        (Config::mlp(784, &[64, 0], 4), "encoder"),
+        (Config { encoder: Config::conv().encoder, ..small() }, "encoder"), // a conv on flat pixels
+        (Config { decoder: Config::conv().decoder, ..small() }, "decoder"), // 1x28x28 out, [784] in
         (Config { learning_rate: f32::NAN, ..small() }, "learning_rate"),
         (Config { beta: -1.0, ..small() }, "beta"),
         (Config { samples: 0, ..small() }, "samples"),
@@ -94,7 +96,7 @@ fn bad_configurations_name_the_field() {
         }
     }
     let gpu = pollster::block_on(Gpu::new()).unwrap();
-    let wrong_size = Config { input: 100, ..small() };
+    let wrong_size = Config::mlp(100, &[64], 4);
     assert!(matches!(Trainer::new(gpu, wrong_size, &train, &test), Err(TrainError::Data(_))));
 }
 
@@ -103,7 +105,7 @@ fn a_non_finite_loss_stops_training_and_keeps_the_weights() {
     let mut t = trainer(small());
     pollster::block_on(async {
         let mut huge = t.parameters().await.unwrap();
-        let out = t.layout().tensor("encoder.logvar.bias").unwrap().range();
+        let out = t.layout().tensor("logvar.bias").unwrap().range();
         for v in &mut huge[out] {
             *v = 1e6; // exp(logvar) overflows: KL is infinite
         }

@@ -4,8 +4,12 @@
 #![allow(dead_code)]
 
 use webvae::gpu::Gpu;
-use webvae::kernels::{run_single, Kernel, Kernels, LatentOp, LinearOp, LossOp, OptimOp, Scratch, SingleKernel};
-use webvae::reference::{linear_backward_input, linear_backward_weight, linear_forward, Activation};
+use webvae::kernels::{run_single, Kernel, Kernels, Scratch, SingleKernel};
+use webvae::ops::latent::{self, LatentOp};
+use webvae::ops::linear::{self, LinearOp};
+use webvae::ops::loss::{self, LossOp};
+use webvae::ops::optim::{self, OptimOp};
+use webvae::ops::Activation;
 use webvae::rng::Rng;
 
 /// Opens the GPU or fails the test with the reason and how to get an adapter: a GPU test must
@@ -72,17 +76,17 @@ pub async fn linear_parity(log: impl Fn(&str)) {
             let run = |product| run_product(&gpu, &kernels, op, product, vec4, &scratch);
 
             let out = run(Kernel::LinearForward).await.unwrap();
-            let want = linear_forward(&f64s(&x), &f64s(&w), &f64s(&b), rows, inner, cols, act);
+            let want = linear::forward(&f64s(&x), &f64s(&w), &f64s(&b), rows, inner, cols, act);
             assert_close(&format!("linear_forward {what}"), &out.acts[y_off..dy_off], &f32s(&want), 1e-4, 1e-5);
             assert!(want.iter().any(|&v| v != 0.0), "a kernel that wrote nothing must fail this check");
 
             // Backward, with x standing for the activation's output (x = act(previous z)).
             let out = run(Kernel::LinearBackwardInput).await.unwrap();
-            let want = linear_backward_input(&f64s(&dy), &f64s(&w), &f64s(&x), rows, inner, cols, act);
+            let want = linear::backward_input(&f64s(&dy), &f64s(&w), &f64s(&x), rows, inner, cols, act);
             assert_close(&format!("linear_backward_input {what}"), &out.acts[dx_off..dyt_off], &f32s(&want), 1e-4, 1e-5);
 
             let out = run(Kernel::LinearBackwardWeight).await.unwrap();
-            let (dw, db) = linear_backward_weight(&f64s(&x), &f64s(&dy), rows, inner, cols);
+            let (dw, db) = linear::backward_weight(&f64s(&x), &f64s(&dy), rows, inner, cols);
             assert_close(&format!("linear_backward_weight dW {what}"), &out.grads[..w.len()], &f32s(&dw), 1e-4, 1e-4);
             assert_close(&format!("linear_backward_weight db {what}"), &out.grads[w.len()..], &f32s(&db), 1e-4, 1e-4);
             log(&format!("linear forward, dX, dW/db {what}: match the CPU reference"));
@@ -118,7 +122,7 @@ pub async fn small_kernels_parity(log: impl Fn(&str)) {
         };
         let scratch = Scratch { acts: [out.clone(), x.clone(), vec![0.0; r * d + r]].concat(), ..Default::default() };
         let got = run_single(&gpu, &kernels, Kernel::Reconstruction, op, (r as u32, 1, 1), &scratch, 0).await.unwrap();
-        let (recon, grad) = reference::reconstruction(&f64s(&out), &f64s(&x), b, d, lik, 1.0 / r as f64);
+        let (recon, grad) = loss::reconstruction(&f64s(&out), &f64s(&x), b, d, lik, 1.0 / r as f64);
         let g0 = r * d + b * d;
         assert_close(&format!("reconstruction {lik:?}"), &got.acts[g0 + r * d..], &f32s(&recon), 1e-5, 1e-4);
         assert_close(&format!("reconstruction gradient {lik:?}"), &got.acts[g0..g0 + r * d], &f32s(&grad), 1e-4, 1e-7);
@@ -139,14 +143,14 @@ pub async fn small_kernels_parity(log: impl Fn(&str)) {
     let scratch = Scratch { acts: [ml.clone(), vec![0.0; 2 * r * z], dz.clone(), vec![0.0; b * 2 * z + b]].concat(), ..Default::default() };
     let step = 12;
     let got = run_single(&gpu, &kernels, Kernel::Reparameterize, op, ((z as u32).div_ceil(16), (r as u32).div_ceil(4), 1), &scratch, step).await.unwrap();
-    let eps: Vec<f64> = (0..r * z).map(|i| reference::eps(77, step, (i / z) as u32, (i % z) as u32)).collect();
+    let eps: Vec<f64> = (0..r * z).map(|i| latent::eps(77, step, (i / z) as u32, (i % z) as u32)).collect();
     assert_close("reparameterize eps", &got.acts[eps_off..z_off], &f32s(&eps), 1e-5, 1e-6);
-    let want_z = reference::reparameterize(&f64s(&ml), &eps, b, z);
+    let want_z = latent::reparameterize(&f64s(&ml), &eps, b, z);
     assert_close("reparameterize z", &got.acts[z_off..dz_off], &f32s(&want_z), 1e-5, 1e-6);
     let got = run_single(&gpu, &kernels, Kernel::LatentBackward, op, (1, 1, 1), &got, step).await.unwrap();
-    let want = reference::latent_backward(&f64s(&ml), &f64s(&got.acts[eps_off..z_off]), &f64s(&dz), b, z, 0.3);
+    let want = latent::backward(&f64s(&ml), &f64s(&got.acts[eps_off..z_off]), &f64s(&dz), b, z, 0.3);
     assert_close("latent_backward d(mu, logvar)", &got.acts[dml_off..kl_off], &f32s(&want), 1e-5, 1e-6);
-    assert_close("latent_backward KL", &got.acts[kl_off..], &f32s(&reference::kl(&f64s(&ml), b, z)), 1e-5, 1e-6);
+    assert_close("latent_backward KL", &got.acts[kl_off..], &f32s(&latent::kl(&f64s(&ml), b, z)), 1e-5, 1e-6);
 
     // Adam: one step (t = 1) from nonzero moments over a flat buffer (of whole vec4s).
     let n = 1000;
@@ -156,7 +160,7 @@ pub async fn small_kernels_parity(log: impl Fn(&str)) {
     let scratch = Scratch { params: params.clone(), grads: grads.clone(), moments: [m.clone(), v.clone()].concat(), ..Default::default() };
     let got = run_single(&gpu, &kernels, Kernel::Adam, op, (2, 1, 1), &scratch, 0).await.unwrap();
     let (mut p, mut mm, mut vv) = (f64s(&params), f64s(&m), f64s(&v));
-    reference::adam(&mut p, &f64s(&grads), &mut mm, &mut vv, 1, 0.01);
+    optim::adam(&mut p, &f64s(&grads), &mut mm, &mut vv, 1, 0.01);
     // Updates are about lr = 0.01; f32 bias corrections (1 - 0.999^t) hold them to ~1e-3 relative.
     assert_close("adam parameters", &got.params, &f32s(&p), 1e-6, 1e-5);
     assert_close("adam moments", &got.moments, &f32s(&[mm, vv].concat()), 1e-5, 1e-9);
@@ -187,7 +191,7 @@ pub async fn rng_parity(log: impl Fn(&str)) {
 }
 
 use webvae::data::Dataset;
-use webvae::model::{Config, Likelihood};
+use webvae::model::{Architecture, Config, Likelihood};
 use webvae::reference;
 use webvae::trainer::Trainer;
 
@@ -206,23 +210,27 @@ pub fn small_mnist(n: usize) -> (Dataset, Dataset) {
     (train.take(n), test.take(n / 4))
 }
 
+/// An MLP whose hidden layers use `activation`.
+pub fn mlp_with(pixels: usize, hidden: &[usize], latent: usize, activation: Activation) -> Config {
+    let arch = Architecture::Mlp { hidden: hidden.to_vec(), activation };
+    let (input, encoder, decoder) = arch.layers(1, pixels, latent).unwrap();
+    Config { input, encoder, decoder, latent, ..Config::default() }
+}
+
 /// Configurations for the whole-step parity test: between them, both activations, both
 /// likelihoods, L = 1 and 2, beta != 1, one and two hidden layers, and sizes that are not
 /// multiples of 4 (batch 13, latent 5, hidden 18) so every kernel's edges are exercised.
 pub fn parity_configs() -> Vec<Config> {
     vec![
-        Config { hidden: vec![32], latent: 5, batch_size: 13, seed: 5, ..Config::default() },
+        Config { batch_size: 13, seed: 5, ..Config::mlp(784, &[32], 5) },
         Config {
-            hidden: vec![24, 18],
-            latent: 3,
-            activation: reference::Activation::Tanh,
             likelihood: Likelihood::Gaussian { sigma: 0.5 },
             beta: 0.5,
             samples: 2,
             batch_size: 16,
             learning_rate: 3e-3,
             seed: 9,
-            ..Config::default()
+            ..mlp_with(784, &[24, 18], 3, Activation::Tanh)
         },
     ]
 }
@@ -253,7 +261,7 @@ pub async fn training_parity(log: impl Fn(&str)) {
             }
             let want = cpu.step(&x);
             let got = trainer.metrics().await.unwrap_or_else(|e| panic!("{e}"));
-            let what = format!("{:?}/{:?} step {step}", config.activation, config.likelihood);
+            let what = format!("{} step {step}", config.summary());
             assert_close(&format!("{what} loss"), &[got.loss as f32], &[want.loss as f32], 2e-4, 1e-3);
             assert_close(&format!("{what} reconstruction"), &[got.reconstruction as f32], &[want.reconstruction as f32], 2e-4, 1e-3);
             assert_close(&format!("{what} KL"), &[got.kl as f32], &[want.kl as f32], 2e-3, 1e-3);
@@ -270,9 +278,6 @@ pub async fn training_parity(log: impl Fn(&str)) {
         assert_close("parameters after 20 steps", &got, &want, 0.0, 2.0 * moved);
         let changed = got.iter().zip(&initial).filter(|(a, b)| a != b).count();
         assert!(changed > got.len() / 2, "only {changed} of {} parameters changed", got.len());
-        log(&format!(
-            "training parity {:?}/{:?}/L={}: 20 steps match the CPU oracle",
-            config.activation, config.likelihood, config.samples
-        ));
+        log(&format!("training parity {} {:?} L={}: 20 steps match the CPU oracle", config.summary(), config.likelihood, config.samples));
     }
 }

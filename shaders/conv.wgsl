@@ -1,0 +1,259 @@
+// Convolutions (src/ops/conv.rs): Conv2d and ConvTranspose2d, forward with fused bias and
+// activation, dX, dW, db. Both are written with one geometry naming the two sides of a
+// convolution, the large side L [batch, lc, lh, lw] and the small side S [batch, sc, sh, sw],
+// tied by W [sc, lc, k, k], stride s and padding p. Three products cover both layers:
+//   down    S[n, cs, y, x] = sum_{cl, ky, kx} W[cs, cl, ky, kx] L[n, cl, y s - p + ky, x s - p + kx]
+//           (Conv2d forward, ConvTranspose2d dX)
+//   up      L[n, cl, Y, X] = sum over the taps that reach (Y, X) of W[cs, cl, ky, kx] S[n, cs, y, x]
+//           (ConvTranspose2d forward, Conv2d dX)
+//   weight  dW[cs, cl, ky, kx] = sum_{n, y, x} S[n, cs, y, x] L[n, cl, y s - p + ky, x s - p + kx]
+// Each is a matrix product read in place by gemm.wgsl (implicit GEMM):
+//   down    C[(n, y, x), cs]        A = L gathered through the taps, B = W rows     K = lc k k
+//   up      C[(n, Y, X), cl]        A = S gathered, B = W columns                   K = sc (k/s)^2
+//   weight  C[cs, (cl, ky, kx)]     A = S rows, B = L gathered                      K = batch sh sw
+// `up` is computed as a gather, one output per invocation, in s x s phases (grid z): the large
+// pixels whose (Y + p) mod s and (X + p) mod s agree are reached by the same k/s x k/s taps, so
+// no invocation walks taps that cannot reach it (three quarters of them at stride 2).
+// Every output element is written by exactly one invocation: no atomics.
+// Narrow outputs (one channel, a first layer's dW) use the *_direct kernels: one output per
+// invocation, the same indexing, no tiles of padding.
+
+struct Conv {
+    batch: u32,
+    lc: u32,
+    lh: u32,
+    lw: u32,
+    sc: u32,
+    sh: u32,
+    sw: u32,
+    k: u32,
+    s: u32,
+    p: u32,
+    act: u32,       // mode 0: applied to the output; mode 1: the one that made slope_off's tensor
+    mode: u32,      // 0: out = act(C + bias); 1: out = C * act'(acts[slope_off + same index])
+    large_off: u32, // L (acts)
+    small_off: u32, // S (acts)
+    out_off: u32,   // the product (acts; grads for weight)
+    w_off: u32,     // W (params)
+    b_off: u32,     // bias (params) or NONE
+    slope_off: u32,
+    db_off: u32,    // weight: row sums of S (grads) or NONE; channel_sums: the sums (grads)
+    sum_off: u32,   // channel_sums: a tensor [batch, sum_c, sum_hw] (acts)
+    sum_c: u32,
+    sum_hw: u32,
+}
+
+@group(0) @binding(0) var<uniform> op: Conv;
+@group(0) @binding(2) var<storage, read_write> params: array<f32>;
+@group(0) @binding(3) var<storage, read_write> grads: array<f32>;
+@group(0) @binding(4) var<storage, read_write> acts: array<f32>;
+
+const DOWN: u32 = 0u;
+const UP: u32 = 1u;
+const WEIGHT: u32 = 2u;
+
+// up's phase (grid z): the residues (Y + p) mod s and (X + p) mod s of this dispatch's pixels.
+var<private> phase: vec2<u32>;
+
+// The first large row (or column) with residue r, and how many there are in `size`.
+fn phase_start(r: u32) -> u32 { return (r + op.s - op.p % op.s) % op.s; }
+fn phase_count(start: u32, size: u32) -> u32 { return select(0u, (size - start + op.s - 1u) / op.s, start < size); }
+// Taps per dimension that reach a large pixel: ceil(k / s).
+fn taps() -> u32 { return (op.k + op.s - 1u) / op.s; }
+
+fn extent(kernel: u32) -> vec3<u32> {
+    switch kernel {
+        case UP: {
+            let rows = phase_count(phase_start(phase.x), op.lh) * phase_count(phase_start(phase.y), op.lw);
+            return vec3<u32>(op.batch * rows, op.lc, op.sc * taps() * taps());
+        }
+        case WEIGHT: { return vec3<u32>(op.sc, op.lc * op.k * op.k, op.batch * op.sh * op.sw); }
+        default: { return vec3<u32>(op.batch * op.sh * op.sw, op.sc, op.lc * op.k * op.k); }
+    }
+}
+
+// Row i of A: down, the small pixel (n, y, x); up, the large pixel (n, Y, X) of this phase.
+fn a_row(kernel: u32, i: u32) -> vec4<i32> {
+    switch kernel {
+        case UP: {
+            let sy = phase_start(phase.x);
+            let sx = phase_start(phase.y);
+            let cx = phase_count(sx, op.lw);
+            let per = phase_count(sy, op.lh) * cx;
+            let r = i % max(per, 1u);
+            return vec4<i32>(i32(i / max(per, 1u)), i32(sy + op.s * (r / max(cx, 1u))), i32(sx + op.s * (r % max(cx, 1u))), 0);
+        }
+        case WEIGHT: { return vec4<i32>(i32(i), 0, 0, 0); }
+        default: {
+            let r = i % (op.sh * op.sw);
+            return vec4<i32>(i32(i / (op.sh * op.sw)), i32(r / op.sw), i32(r % op.sw), 0);
+        }
+    }
+}
+
+fn large(n: u32, c: u32, y: i32, x: i32) -> f32 {
+    if y < 0 || x < 0 || u32(y) >= op.lh || u32(x) >= op.lw { return 0.0; }
+    return acts[op.large_off + ((n * op.lc + c) * op.lh + u32(y)) * op.lw + u32(x)];
+}
+
+// up's tap t of this phase as (small channel, ky, kx); ky or kx >= k when the tap does not exist.
+fn up_tap(t: u32) -> vec3<u32> {
+    let tt = taps();
+    let r = t % (tt * tt);
+    return vec3<u32>(t / (tt * tt), phase.x + op.s * (r / tt), phase.y + op.s * (r % tt));
+}
+
+fn load_a(kernel: u32, ra: vec4<i32>, t: u32) -> f32 {
+    let n = u32(ra.x);
+    switch kernel {
+        case UP: {
+            let tap = up_tap(t);
+            if tap.y >= op.k || tap.z >= op.k { return 0.0; }
+            // (Y + p - ky) is a multiple of s by the choice of phase.
+            let yy = ra.y + i32(op.p) - i32(tap.y);
+            let xx = ra.z + i32(op.p) - i32(tap.z);
+            if yy < 0 || xx < 0 { return 0.0; }
+            let y = u32(yy) / op.s;
+            let x = u32(xx) / op.s;
+            if y >= op.sh || x >= op.sw { return 0.0; }
+            return acts[op.small_off + ((n * op.sc + tap.x) * op.sh + y) * op.sw + x];
+        }
+        case WEIGHT: {
+            let hw = op.sh * op.sw;
+            return acts[op.small_off + ((t / hw) * op.sc + n) * hw + t % hw];
+        }
+        default: {
+            let kk = op.k * op.k;
+            let r = t % kk;
+            let s = i32(op.s);
+            let p = i32(op.p);
+            return large(n, t / kk, ra.y * s - p + i32(r / op.k), ra.z * s - p + i32(r % op.k));
+        }
+    }
+}
+
+// Column j of B: down and up, an output channel; weight, the tap (cl, ky, kx).
+fn b_row(kernel: u32, j: u32) -> vec4<i32> {
+    if kernel == WEIGHT {
+        let kk = op.k * op.k;
+        let r = j % kk;
+        return vec4<i32>(i32(j / kk), i32(r / op.k), i32(r % op.k), 0);
+    }
+    return vec4<i32>(i32(j), 0, 0, 0);
+}
+
+fn load_b(kernel: u32, rb: vec4<i32>, t: u32) -> f32 {
+    switch kernel {
+        case UP: {
+            let tap = up_tap(t);
+            if tap.y >= op.k || tap.z >= op.k { return 0.0; }
+            return params[op.w_off + ((tap.x * op.lc + u32(rb.x)) * op.k + tap.y) * op.k + tap.z];
+        }
+        case WEIGHT: {
+            let hw = op.sh * op.sw;
+            let r = t % hw;
+            let s = i32(op.s);
+            let p = i32(op.p);
+            return large(t / hw, u32(rb.x), i32(r / op.sw) * s - p + rb.y, i32(r % op.sw) * s - p + rb.z);
+        }
+        default: { return params[op.w_off + u32(rb.x) * op.lc * op.k * op.k + t]; }
+    }
+}
+
+// Stores C[i, j] of a down or up product, i's position given by a_row, with the epilogue.
+fn store(kernel: u32, ra: vec4<i32>, j: u32, v: f32) {
+    let n = u32(ra.x);
+    var at: u32;
+    if kernel == UP {
+        at = ((n * op.lc + j) * op.lh + u32(ra.y)) * op.lw + u32(ra.z);
+    } else {
+        at = ((n * op.sc + j) * op.sh + u32(ra.y)) * op.sw + u32(ra.z);
+    }
+    if op.mode == 0u {
+        var z = v;
+        if op.b_off != NONE { z += params[op.b_off + j]; }
+        acts[op.out_off + at] = activate(op.act, vec4<f32>(z)).x;
+    } else {
+        acts[op.out_off + at] = v * activation_slope(op.act, vec4<f32>(acts[op.slope_off + at])).x;
+    }
+}
+
+fn store_block(kernel: u32, wid: vec3<u32>, lid: vec3<u32>) {
+    let c = product(kernel, wid, lid);
+    let mnk = extent(kernel);
+    let i = wid.y * TILE + lid.y * 8u;
+    let j = wid.x * TILE + lid.x * 8u;
+    for (var r = 0u; r < 8u; r++) {
+        if i + r >= mnk.x { break; }
+        let ra = a_row(kernel, i + r);
+        let v = block_row(c, r);
+        for (var q = 0u; q < 8u; q++) {
+            if j + q < mnk.y { store(kernel, ra, j + q, v[q / 4u][q % 4u]); }
+        }
+    }
+}
+
+// ---- tiled: grid (N / 64, M / 64, phases).
+@compute @workgroup_size(8, 8)
+fn conv_down(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    store_block(DOWN, wid, lid);
+}
+
+@compute @workgroup_size(8, 8)
+fn conv_up(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    phase = vec2<u32>(wid.z / op.s, wid.z % op.s);
+    store_block(UP, wid, lid);
+}
+
+// dW, and db = row sums of S (from the first column of workgroups) when db_off is given.
+@compute @workgroup_size(8, 8)
+fn conv_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let c = product(WEIGHT, wid, lid);
+    let n = op.lc * op.k * op.k;
+    let i = wid.y * TILE + lid.y * 8u;
+    let j = wid.x * TILE + lid.x * 8u;
+    for (var r = 0u; r < 8u; r++) {
+        if i + r >= op.sc { break; }
+        let v = block_row(c, r);
+        for (var q = 0u; q < 8u; q++) {
+            if j + q < n { grads[op.out_off + (i + r) * n + j + q] = v[q / 4u][q % 4u]; }
+        }
+    }
+    let me = wid.y * TILE + lid.y * 8u + lid.x;
+    if op.db_off != NONE && wid.x == 0u && me < op.sc { grads[op.db_off + me] = c.a_sum; }
+}
+
+// ---- direct, one output per invocation: grid (M / 64, N, phases).
+@compute @workgroup_size(64)
+fn conv_down_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let mnk = extent(DOWN);
+    if gid.x >= mnk.x || gid.y >= mnk.y { return; }
+    store(DOWN, a_row(DOWN, gid.x), gid.y, single(DOWN, gid.x, gid.y));
+}
+
+@compute @workgroup_size(64)
+fn conv_up_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
+    phase = vec2<u32>(gid.z / op.s, gid.z % op.s);
+    let mnk = extent(UP);
+    if gid.x >= mnk.x || gid.y >= mnk.y { return; }
+    store(UP, a_row(UP, gid.x), gid.y, single(UP, gid.x, gid.y));
+}
+
+@compute @workgroup_size(64)
+fn conv_weight_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let mnk = extent(WEIGHT);
+    if gid.x >= mnk.x || gid.y >= mnk.y { return; }
+    grads[op.out_off + gid.x * mnk.y + gid.y] = single(WEIGHT, gid.x, gid.y);
+}
+
+// ---- a bias's gradient: per-channel sums of [batch, sum_c, sum_hw]. One workgroup per channel.
+@compute @workgroup_size(64)
+fn channel_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let c = wid.x;
+    var sum = 0.0;
+    for (var e = lid; e < op.batch * op.sum_hw; e += WG) {
+        sum += acts[op.sum_off + ((e / op.sum_hw) * op.sum_c + c) * op.sum_hw + e % op.sum_hw];
+    }
+    let total = workgroup_sum(lid, sum);
+    if lid == 0u { grads[op.db_off + c] = total; }
+}

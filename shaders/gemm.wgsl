@@ -1,0 +1,107 @@
+// The tiled matrix product shared by linear.wgsl and conv.wgsl, joined (after common.wgsl) in
+// front of each of them. It computes C[i, j] = sum_t A(i, t) B(j, t) for i < M, j < N, t < K,
+// reading A and B through functions the op's file defines, so the same engine serves a plain
+// matmul and a convolution read as one (implicit GEMM, no im2col buffer):
+//   fn extent(kernel: u32) -> vec3<u32>                       (M, N, K)
+//   fn a_row(kernel: u32, i: u32) -> vec4<i32>                what row i needs, computed once
+//   fn load_a(kernel: u32, ra: vec4<i32>, t: u32) -> f32      A(i, t)
+//   fn b_row(kernel: u32, j: u32) -> vec4<i32>
+//   fn load_b(kernel: u32, rb: vec4<i32>, t: u32) -> f32      B(j, t)
+// A workgroup of 8x8 invocations computes a 64x64 tile of C. The reduction runs in chunks of
+// TK: the workgroup copies the A and B chunks into workgroup memory (each invocation one row
+// of each), then every invocation accumulates an 8x8 block from them in 16 named vec4
+// registers (named, not an indexed array: several times faster on software adapters).
+// Copies are guarded, so edges need no special cases; callers store only in-range outputs.
+
+const TILE: u32 = 64u;
+const TK: u32 = 16u;
+
+// Chunks of A and B, transposed so that a row of eight outputs is two vec4 reads:
+// a_tile[t * 16 + i / 4][i % 4] = A(i0 + i, t0 + t), likewise b_tile for B(j0 + j, t0 + t).
+var<workgroup> a_tile: array<vec4<f32>, 256>;
+var<workgroup> b_tile: array<vec4<f32>, 256>;
+
+// An 8x8 block of C: rIl / rIh hold row I's columns 0-3 / 4-7.
+struct Block {
+    r0l: vec4<f32>, r0h: vec4<f32>, r1l: vec4<f32>, r1h: vec4<f32>,
+    r2l: vec4<f32>, r2h: vec4<f32>, r3l: vec4<f32>, r3h: vec4<f32>,
+    r4l: vec4<f32>, r4h: vec4<f32>, r5l: vec4<f32>, r5h: vec4<f32>,
+    r6l: vec4<f32>, r6h: vec4<f32>, r7l: vec4<f32>, r7h: vec4<f32>,
+    // sum_t A(i0 + 8 lid.y + lid.x, t) over the whole reduction (a bias gradient, for dW).
+    a_sum: f32,
+}
+
+// This invocation's 8x8 block of the workgroup's tile (rows 8 * lid.y.., columns 8 * lid.x..).
+fn product(kernel: u32, wid: vec3<u32>, lid: vec3<u32>) -> Block {
+    let mnk = extent(kernel);
+    let i0 = wid.y * TILE;
+    let j0 = wid.x * TILE;
+    let me = lid.y * 8u + lid.x;
+    var r0l = vec4<f32>(0.0); var r0h = vec4<f32>(0.0); var r1l = vec4<f32>(0.0); var r1h = vec4<f32>(0.0);
+    var r2l = vec4<f32>(0.0); var r2h = vec4<f32>(0.0); var r3l = vec4<f32>(0.0); var r3h = vec4<f32>(0.0);
+    var r4l = vec4<f32>(0.0); var r4h = vec4<f32>(0.0); var r5l = vec4<f32>(0.0); var r5h = vec4<f32>(0.0);
+    var r6l = vec4<f32>(0.0); var r6h = vec4<f32>(0.0); var r7l = vec4<f32>(0.0); var r7h = vec4<f32>(0.0);
+    var a_sum = 0.0;
+    let ai = i0 + me;
+    let bj = j0 + me;
+    let ra = a_row(kernel, min(ai, mnk.x - 1u));
+    let rb = b_row(kernel, min(bj, mnk.y - 1u));
+    let slot = me / 4u;
+    let lane = me % 4u;
+    for (var t0 = 0u; t0 < mnk.z; t0 += TK) {
+        // Copy: this invocation fills row `me` of both chunks (zeros past the edges).
+        for (var t = 0u; t < TK; t++) {
+            let in_k = t0 + t < mnk.z;
+            var a = 0.0;
+            if ai < mnk.x && in_k { a = load_a(kernel, ra, t0 + t); }
+            var b = 0.0;
+            if bj < mnk.y && in_k { b = load_b(kernel, rb, t0 + t); }
+            a_tile[t * 16u + slot][lane] = a;
+            b_tile[t * 16u + slot][lane] = b;
+            a_sum += a;
+        }
+        workgroupBarrier();
+        let ar = lid.y * 2u;
+        let bc = lid.x * 2u;
+        for (var t = 0u; t < TK; t++) {
+            let al = a_tile[t * 16u + ar];
+            let ah = a_tile[t * 16u + ar + 1u];
+            let bl = b_tile[t * 16u + bc];
+            let bh = b_tile[t * 16u + bc + 1u];
+            r0l += al.x * bl; r0h += al.x * bh;
+            r1l += al.y * bl; r1h += al.y * bh;
+            r2l += al.z * bl; r2h += al.z * bh;
+            r3l += al.w * bl; r3h += al.w * bh;
+            r4l += ah.x * bl; r4h += ah.x * bh;
+            r5l += ah.y * bl; r5h += ah.y * bh;
+            r6l += ah.z * bl; r6h += ah.z * bh;
+            r7l += ah.w * bl; r7h += ah.w * bh;
+        }
+        workgroupBarrier();
+    }
+    return Block(r0l, r0h, r1l, r1h, r2l, r2h, r3l, r3h, r4l, r4h, r5l, r5h, r6l, r6h, r7l, r7h, a_sum);
+}
+
+// Row `r` of a block as two vec4s.
+fn block_row(c: Block, r: u32) -> array<vec4<f32>, 2> {
+    switch r {
+        case 0u: { return array(c.r0l, c.r0h); }
+        case 1u: { return array(c.r1l, c.r1h); }
+        case 2u: { return array(c.r2l, c.r2h); }
+        case 3u: { return array(c.r3l, c.r3h); }
+        case 4u: { return array(c.r4l, c.r4h); }
+        case 5u: { return array(c.r5l, c.r5h); }
+        case 6u: { return array(c.r6l, c.r6h); }
+        default: { return array(c.r7l, c.r7h); }
+    }
+}
+
+// C[i, j] alone, for outputs too narrow to fill tiles (i < M, j < N).
+fn single(kernel: u32, i: u32, j: u32) -> f32 {
+    let mnk = extent(kernel);
+    let ra = a_row(kernel, i);
+    let rb = b_row(kernel, j);
+    var sum = 0.0;
+    for (var t = 0u; t < mnk.z; t++) { sum += load_a(kernel, ra, t) * load_b(kernel, rb, t); }
+    return sum;
+}
