@@ -291,17 +291,26 @@ pub struct SingleKernel {
 impl SingleKernel {
     /// `dispatches` run in order, all with `record`.
     pub fn new<T: Pod>(gpu: &crate::gpu::Gpu, kernels: &Kernels, dispatches: &[(Kernel, (u32, u32, u32))], record: T, scratch: &Scratch, rng_step: u32) -> SingleKernel {
+        let mut records = Records::default();
+        for &(kernel, groups) in dispatches {
+            records.push(kernel, record, groups);
+        }
+        SingleKernel::with_records(gpu, kernels, &records, scratch, rng_step)
+    }
+
+    /// The dispatches of `records` run in order, each with its own record (e.g. all of one
+    /// layer's backward pass, as a step adds them).
+    pub fn with_records(gpu: &crate::gpu::Gpu, kernels: &Kernels, records: &Records, scratch: &Scratch, rng_step: u32) -> SingleKernel {
         use wgpu::util::DeviceExt;
         let device = &gpu.device;
         let storage = |label, data: &[f32]| storage_buffer(device, label, bytemuck::cast_slice(data));
-        let uniform = |label, record: &[u8]| {
-            let contents = pack_slots([record]);
+        let uniform = |label, contents: Vec<u8>| {
             device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: &contents, usage: wgpu::BufferUsages::UNIFORM })
         };
         let step = StepRecord { t: 1, rng_step, batch_start: 0 };
         let buffers = Buffers {
-            ops: uniform("ops", bytemuck::bytes_of(&record)),
-            steps: uniform("steps", bytemuck::bytes_of(&step)),
+            ops: uniform("ops", pack_slots(records.bytes.iter().map(Vec::as_slice))),
+            steps: uniform("steps", pack_slots([bytemuck::bytes_of(&step)])),
             params: storage("params", &scratch.params),
             grads: storage("grads", &scratch.grads),
             acts: storage("acts", &scratch.acts),
@@ -312,7 +321,12 @@ impl SingleKernel {
         };
         let bind_group = kernels.bind_group(device, &buffers);
         let lens = [scratch.params.len(), scratch.grads.len(), scratch.acts.len(), scratch.moments.len()];
-        let dispatches = dispatches.iter().map(|&(kernel, groups)| Dispatch { kernel, record: 0, groups }).collect();
+        let dispatches = records
+            .dispatches
+            .iter()
+            .enumerate()
+            .map(|(i, d)| Dispatch { record: (i as u64 * UNIFORM_SLOT) as u32, ..*d })
+            .collect();
         SingleKernel { buffers, bind_group, dispatches, lens }
     }
 

@@ -17,6 +17,11 @@ async fn linear_kernels_match_reference() {
 }
 
 #[wasm_bindgen_test]
+async fn conv_kernels_match_reference() {
+    common::conv_parity(log).await;
+}
+
+#[wasm_bindgen_test]
 async fn loss_latent_and_adam_kernels_match_reference() {
     common::small_kernels_parity(log).await;
 }

@@ -13,6 +13,11 @@ fn linear_kernels_match_reference() {
 }
 
 #[test]
+fn conv_kernels_match_reference() {
+    pollster::block_on(common::conv_parity(log));
+}
+
+#[test]
 fn loss_latent_and_adam_kernels_match_reference() {
     pollster::block_on(common::small_kernels_parity(log));
 }

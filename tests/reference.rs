@@ -3,7 +3,7 @@
 //! outputs mu and log-variance), for each activation and likelihood, with L > 1 and beta != 1.
 #![cfg(not(target_arch = "wasm32"))]
 
-use webvae::model::{initial_parameters, Config, Layer, LayerLayout, Layout, Likelihood, Shape};
+use webvae::model::{initial_parameters, Config, Layer, Layout, Likelihood};
 use webvae::ops::{self, latent, optim, Activation};
 use webvae::reference;
 use webvae::rng::Rng;
@@ -23,48 +23,13 @@ fn check(what: &str, analytic: f64, numeric: f64) {
     );
 }
 
-/// One layer with its parameters at the start of a flat buffer.
-pub fn lone_layer(layer: Layer, input: Shape) -> LayerLayout {
-    let output = layer.output_shape(input).unwrap_or_else(|e| panic!("{e}"));
-    let mut l = LayerLayout { layer, name: "layer".into(), input, output, weight: 0, bias: 0 };
-    l.bias = l.parameter_sizes().map_or(0, |(w, _, _)| w);
-    l
-}
-
-fn image(channels: usize, height: usize, width: usize) -> Shape {
-    Shape::Image { channels, height, width }
-}
-
-fn conv(out: usize, kernel: usize, stride: usize, padding: usize, activation: Activation) -> Layer {
-    Layer::Conv2d { out, kernel, stride, padding, activation }
-}
-
-fn convt(out: usize, kernel: usize, stride: usize, padding: usize, activation: Activation) -> Layer {
-    Layer::ConvTranspose2d { out, kernel, stride, padding, activation }
-}
-
-/// Odd sizes, stride 1 and 2, padding 0 and 1, kernels 3 and 4, channel counts that are not
-/// multiples of 4, every activation.
-fn awkward_convolutions() -> Vec<(Layer, Shape)> {
-    vec![
-        (conv(5, 3, 2, 1, Activation::Relu), image(3, 7, 5)),
-        (conv(3, 4, 1, 0, Activation::Tanh), image(2, 6, 7)),
-        (conv(6, 4, 2, 1, Activation::Identity), image(1, 9, 8)),
-        (conv(2, 3, 1, 1, Activation::Tanh), image(3, 5, 5)),
-        (convt(5, 3, 2, 1, Activation::Relu), image(3, 4, 3)),
-        (convt(3, 4, 1, 0, Activation::Tanh), image(2, 3, 5)),
-        (convt(2, 4, 2, 1, Activation::Identity), image(5, 3, 4)),
-        (convt(1, 3, 1, 1, Activation::Tanh), image(3, 5, 4)),
-    ]
-}
-
 #[test]
 fn each_layer_matches_finite_differences() {
     let mut rng = Rng::new(4);
-    let mut cases = awkward_convolutions();
-    cases.push((Layer::linear(5, Activation::Tanh), Shape::Flat(7)));
+    let mut cases = common::awkward_convolutions();
+    cases.push((Layer::linear(5, Activation::Tanh), webvae::model::Shape::Flat(7)));
     for (layer, input) in cases {
-        let l = lone_layer(layer, input);
+        let l = common::lone_layer(layer, input);
         let rows = 2;
         let (w, b, _) = l.parameter_sizes().unwrap();
         let params: Vec<f64> = (0..w + b).map(|_| rng.range(-0.5, 0.5) as f64).collect();
@@ -95,8 +60,8 @@ fn each_layer_matches_finite_differences() {
 #[test]
 fn convolution_and_transpose_are_adjoint() {
     let mut rng = Rng::new(8);
-    for (layer, input) in awkward_convolutions() {
-        let l = lone_layer(layer, input);
+    for (layer, input) in common::awkward_convolutions() {
+        let l = common::lone_layer(layer, input);
         let g = ops::conv::Geometry::of(&l);
         let w: Vec<f64> = (0..g.weight_len()).map(|_| rng.range(-1.0, 1.0) as f64).collect();
         let large: Vec<f64> = (0..2 * g.large_len()).map(|_| rng.range(-1.0, 1.0) as f64).collect();
@@ -107,33 +72,6 @@ fn convolution_and_transpose_are_adjoint() {
     }
 }
 
-/// A small convolutional VAE: odd channel counts, both strides, a reshape and a flatten.
-pub fn tiny_conv(likelihood: Likelihood) -> Config {
-    Config {
-        input: image(1, 6, 6),
-        encoder: vec![
-            conv(3, 3, 2, 1, Activation::Relu),
-            conv(5, 2, 1, 0, Activation::Tanh),
-            Layer::Flatten {},
-            Layer::linear(4, Activation::Tanh),
-        ],
-        latent: 3,
-        decoder: vec![
-            Layer::linear(7, Activation::Relu),
-            Layer::linear(12, Activation::Tanh),
-            Layer::Reshape { shape: [3, 2, 2] },
-            convt(2, 3, 2, 1, Activation::Relu),
-            convt(1, 4, 2, 1, Activation::Identity),
-        ],
-        likelihood,
-        beta: 0.7,
-        samples: 2,
-        batch_size: 4,
-        seed: 3,
-        ..Config::default()
-    }
-}
-
 #[test]
 fn gradients_match_finite_differences() {
     let mlp = |activation, likelihood| Config { likelihood, beta: 0.7, samples: 2, batch_size: 4, seed: 3, ..common::mlp_with(6, &[5, 4], 3, activation) };
@@ -141,8 +79,8 @@ fn gradients_match_finite_differences() {
         mlp(Activation::Relu, Likelihood::Bernoulli),
         mlp(Activation::Tanh, Likelihood::Bernoulli),
         mlp(Activation::Tanh, Likelihood::Gaussian { sigma: 0.3 }),
-        tiny_conv(Likelihood::Bernoulli),
-        tiny_conv(Likelihood::Gaussian { sigma: 0.3 }),
+        common::tiny_conv(Likelihood::Bernoulli),
+        common::tiny_conv(Likelihood::Gaussian { sigma: 0.3 }),
     ] {
         let what = format!("{} {:?}", config.summary(), config.likelihood);
         let layout = Layout::new(&config);

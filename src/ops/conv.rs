@@ -299,25 +299,48 @@ fn geometry(l: &LayerLayout) -> Geometry {
     Geometry::of(l)
 }
 
-fn push(rec: &mut Records, op: ConvOp, product: Product) {
-    for (kernel, groups) in op.dispatches(product) {
+/// Which kernels a layer's products use: chosen by shape, or forced (tests run both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Choice {
+    ByShape,
+    Tiled,
+    Direct,
+}
+
+fn push(rec: &mut Records, op: ConvOp, product: Product, choice: Choice) {
+    let direct = match choice {
+        Choice::ByShape => op.is_narrow(product),
+        Choice::Tiled => false,
+        Choice::Direct => true,
+    };
+    for (kernel, groups) in op.dispatches_as(product, direct) {
         rec.push(kernel, op, groups);
     }
 }
 
 /// Adds y = act(layer(x) + b) for a Conv2d or ConvTranspose2d layer on `rows` rows.
 pub fn record_forward(rec: &mut Records, l: &LayerLayout, rows: usize, x: usize, y: usize) {
-    let base = ConvOp { w_off: l.weight as u32, b_off: l.bias as u32, out_off: y as u32, act: l.activation().code(), mode: 0, ..ConvOp::new(&geometry(l), rows) };
-    match l.layer {
-        Layer::Conv2d { .. } => push(rec, ConvOp { large_off: x as u32, ..base }, Product::Down),
-        Layer::ConvTranspose2d { .. } => push(rec, ConvOp { small_off: x as u32, ..base }, Product::Up),
-        _ => unreachable!("not a convolution"),
-    }
+    record_forward_as(rec, l, rows, x, y, Choice::ByShape)
 }
 
 /// Adds dW and db from dy and x; then, if `dx` is given, dx = (dy through the layer's
 /// transpose) * act'(x).
 pub fn record_backward(rec: &mut Records, l: &LayerLayout, rows: usize, x: usize, dy: usize, dx: Option<(usize, Activation)>) {
+    record_backward_as(rec, l, rows, x, dy, dx, Choice::ByShape)
+}
+
+/// `record_forward` with the kernels chosen.
+pub fn record_forward_as(rec: &mut Records, l: &LayerLayout, rows: usize, x: usize, y: usize, choice: Choice) {
+    let base = ConvOp { w_off: l.weight as u32, b_off: l.bias as u32, out_off: y as u32, act: l.activation().code(), mode: 0, ..ConvOp::new(&geometry(l), rows) };
+    match l.layer {
+        Layer::Conv2d { .. } => push(rec, ConvOp { large_off: x as u32, ..base }, Product::Down, choice),
+        Layer::ConvTranspose2d { .. } => push(rec, ConvOp { small_off: x as u32, ..base }, Product::Up, choice),
+        _ => unreachable!("not a convolution"),
+    }
+}
+
+/// `record_backward` with the kernels chosen.
+pub fn record_backward_as(rec: &mut Records, l: &LayerLayout, rows: usize, x: usize, dy: usize, dx: Option<(usize, Activation)>, choice: Choice) {
     let g = geometry(l);
     let base = ConvOp { w_off: l.weight as u32, ..ConvOp::new(&g, rows) };
     let transpose = matches!(l.layer, Layer::ConvTranspose2d { .. });
@@ -327,10 +350,14 @@ pub fn record_backward(rec: &mut Records, l: &LayerLayout, rows: usize, x: usize
     // db: a by-product of the tiled weight product for Conv2d (row sums of S = dy); otherwise
     // its own reduction over dy.
     let (channels, pixels) = if transpose { (g.lc, g.lh * g.lw) } else { (g.sc, g.sh * g.sw) };
-    if !transpose && !weight.is_narrow(Product::Weight) {
-        push(rec, ConvOp { db_off: l.bias as u32, ..weight }, Product::Weight);
+    let tiled = match choice {
+        Choice::ByShape => !weight.is_narrow(Product::Weight),
+        other => other == Choice::Tiled,
+    };
+    if !transpose && tiled {
+        push(rec, ConvOp { db_off: l.bias as u32, ..weight }, Product::Weight, Choice::Tiled);
     } else {
-        push(rec, weight, Product::Weight);
+        push(rec, weight, Product::Weight, choice);
         let sums = ConvOp { sum_off: dy as u32, sum_c: channels as u32, sum_hw: pixels as u32, db_off: l.bias as u32, ..base };
         let (kernel, groups) = sums.channel_sums_dispatch();
         rec.push(kernel, sums, groups);
@@ -338,9 +365,9 @@ pub fn record_backward(rec: &mut Records, l: &LayerLayout, rows: usize, x: usize
     if let Some((dx, act)) = dx {
         let op = ConvOp { out_off: dx as u32, slope_off: x as u32, act: act.code(), mode: 1, ..base };
         if transpose {
-            push(rec, ConvOp { large_off: dy as u32, ..op }, Product::Down);
+            push(rec, ConvOp { large_off: dy as u32, ..op }, Product::Down, choice);
         } else {
-            push(rec, ConvOp { small_off: dy as u32, ..op }, Product::Up);
+            push(rec, ConvOp { small_off: dy as u32, ..op }, Product::Up, choice);
         }
     }
 }

@@ -191,7 +191,7 @@ pub async fn rng_parity(log: impl Fn(&str)) {
 }
 
 use webvae::data::Dataset;
-use webvae::model::{Architecture, Config, Likelihood};
+use webvae::model::{Architecture, Config, Layer, LayerLayout, Likelihood, Shape};
 use webvae::reference;
 use webvae::trainer::Trainer;
 
@@ -218,8 +218,9 @@ pub fn mlp_with(pixels: usize, hidden: &[usize], latent: usize, activation: Acti
 }
 
 /// Configurations for the whole-step parity test: between them, both activations, both
-/// likelihoods, L = 1 and 2, beta != 1, one and two hidden layers, and sizes that are not
-/// multiples of 4 (batch 13, latent 5, hidden 18) so every kernel's edges are exercised.
+/// likelihoods, L = 1 and 2, beta != 1, one and two hidden layers, a convolutional model (both
+/// convolutions, kernels 3 and 4, flatten and reshape), and sizes that are not multiples of 4
+/// (batch 13, latent 5, hidden 18, 3 and 5 channels) so every kernel's edges are exercised.
 pub fn parity_configs() -> Vec<Config> {
     vec![
         Config { batch_size: 13, seed: 5, ..Config::mlp(784, &[32], 5) },
@@ -231,6 +232,22 @@ pub fn parity_configs() -> Vec<Config> {
             learning_rate: 3e-3,
             seed: 9,
             ..mlp_with(784, &[24, 18], 3, Activation::Tanh)
+        },
+        Config {
+            input: image(1, 28, 28),
+            encoder: vec![conv(3, 3, 2, 1, Activation::Relu), conv(5, 4, 2, 1, Activation::Tanh), Layer::Flatten {}, Layer::linear(12, Activation::Relu)],
+            latent: 4,
+            decoder: vec![
+                Layer::linear(12, Activation::Relu),
+                Layer::linear(245, Activation::Relu),
+                Layer::Reshape { shape: [5, 7, 7] },
+                convt(3, 4, 2, 1, Activation::Relu),
+                convt(1, 4, 2, 1, Activation::Identity),
+            ],
+            batch_size: 13,
+            learning_rate: 3e-3,
+            seed: 2,
+            ..Config::default()
         },
     ]
 }
@@ -280,4 +297,125 @@ pub async fn training_parity(log: impl Fn(&str)) {
         assert!(changed > got.len() / 2, "only {changed} of {} parameters changed", got.len());
         log(&format!("training parity {} {:?} L={}: 20 steps match the CPU oracle", config.summary(), config.likelihood, config.samples));
     }
+}
+
+/// One layer with its parameters at the start of a flat buffer.
+pub fn lone_layer(layer: Layer, input: Shape) -> LayerLayout {
+    let output = layer.output_shape(input).unwrap_or_else(|e| panic!("{e}"));
+    let mut l = LayerLayout { layer, name: "layer".into(), input, output, weight: 0, bias: 0 };
+    l.bias = l.parameter_sizes().map_or(0, |(w, _, _)| w);
+    l
+}
+
+pub fn image(channels: usize, height: usize, width: usize) -> Shape {
+    Shape::Image { channels, height, width }
+}
+
+pub fn conv(out: usize, kernel: usize, stride: usize, padding: usize, activation: Activation) -> Layer {
+    Layer::Conv2d { out, kernel, stride, padding, activation }
+}
+
+pub fn convt(out: usize, kernel: usize, stride: usize, padding: usize, activation: Activation) -> Layer {
+    Layer::ConvTranspose2d { out, kernel, stride, padding, activation }
+}
+
+/// Odd sizes, stride 1 and 2, padding 0 and 1, kernels 3 and 4, channel counts that are not
+/// multiples of 4, every activation.
+pub fn awkward_convolutions() -> Vec<(Layer, Shape)> {
+    vec![
+        (conv(5, 3, 2, 1, Activation::Relu), image(3, 7, 5)),
+        (conv(3, 4, 1, 0, Activation::Tanh), image(2, 6, 7)),
+        (conv(6, 4, 2, 1, Activation::Identity), image(1, 9, 8)),
+        (conv(2, 3, 1, 1, Activation::Tanh), image(3, 5, 5)),
+        (convt(5, 3, 2, 1, Activation::Relu), image(3, 4, 3)),
+        (convt(3, 4, 1, 0, Activation::Tanh), image(2, 3, 5)),
+        (convt(2, 4, 2, 1, Activation::Identity), image(5, 3, 4)),
+        (convt(1, 3, 1, 1, Activation::Tanh), image(3, 5, 4)),
+    ]
+}
+
+/// A small convolutional VAE: odd channel counts, both strides, a reshape and a flatten.
+pub fn tiny_conv(likelihood: Likelihood) -> Config {
+    Config {
+        input: image(1, 6, 6),
+        encoder: vec![
+            conv(3, 3, 2, 1, Activation::Relu),
+            conv(5, 2, 1, 0, Activation::Tanh),
+            Layer::Flatten {},
+            Layer::linear(4, Activation::Tanh),
+        ],
+        latent: 3,
+        decoder: vec![
+            Layer::linear(7, Activation::Relu),
+            Layer::linear(12, Activation::Tanh),
+            Layer::Reshape { shape: [3, 2, 2] },
+            convt(2, 3, 2, 1, Activation::Relu),
+            convt(1, 4, 2, 1, Activation::Identity),
+        ],
+        likelihood,
+        beta: 0.7,
+        samples: 2,
+        batch_size: 4,
+        seed: 3,
+        ..Config::default()
+    }
+}
+
+
+/// Every convolution kernel against the oracle: forward (bias, activation), then the backward
+/// pass as a step adds it (dW, db, dX times the slope of the activation that made x), on the
+/// awkward shapes and on shapes spanning several tiles, each with the tiled and the direct
+/// kernels.
+pub async fn conv_parity(log: impl Fn(&str)) {
+    use webvae::ops::conv::{record_backward_as, record_forward_as, Choice};
+    let gpu = gpu_or_fail(&log).await;
+    let kernels = Kernels::new(&gpu.device);
+    let mut rng = Rng::new(13);
+    let mut cases: Vec<(Layer, Shape, usize)> = awkward_convolutions().into_iter().map(|(l, s)| (l, s, 3)).collect();
+    cases.push((conv(20, 3, 2, 1, Activation::Relu), image(3, 17, 15), 16));
+    cases.push((convt(3, 4, 2, 1, Activation::Identity), image(20, 9, 7), 16));
+    cases.push((conv(33, 4, 2, 1, Activation::Relu), image(18, 14, 14), 8));
+    cases.push((convt(18, 4, 2, 1, Activation::Relu), image(33, 7, 7), 8));
+    for (layer, input, rows) in cases {
+        let l = lone_layer(layer, input);
+        let (wn, bn, _) = l.parameter_sizes().unwrap();
+        let (xn, yn) = (rows * input.len(), rows * l.output.len());
+        let w = rng.vec(wn, -0.3, 0.3);
+        let b = rng.vec(bn, -0.5, 0.5);
+        // x as the output of the activation before it, so dX's slope has something to do.
+        let act_x = if xn % 2 == 0 { Activation::Tanh } else { Activation::Relu };
+        let x: Vec<f32> = rng.vec(xn, -1.5, 1.5).iter().map(|&u| act_x.apply(u as f64) as f32).collect();
+        let dy = rng.vec(yn, -1.0, 1.0);
+        let (x_off, y_off, dy_off, dx_off) = (0, xn, xn + yn, xn + 2 * yn);
+        let scratch = Scratch {
+            params: [w.clone(), b.clone()].concat(),
+            grads: vec![0.0; wn + bn],
+            acts: [x.clone(), vec![0.0; yn], dy.clone(), vec![0.0; xn]].concat(),
+            ..Default::default()
+        };
+        let params = f64s(&scratch.params);
+        let want_y = webvae::ops::layer_forward(&l, &params, &f64s(&x), rows);
+        let mut want_grads = vec![0.0; wn + bn];
+        let want_dx = webvae::ops::layer_backward(&l, &params, &f64s(&x), &f64s(&dy), rows, act_x, &mut want_grads);
+        for choice in [Choice::Tiled, Choice::Direct] {
+            let what = format!("{} on {rows} rows of {input} ({choice:?})", layer.describe());
+            let mut rec = webvae::kernels::Records::default();
+            record_forward_as(&mut rec, &l, rows, x_off, y_off, choice);
+            let out = run_records(&gpu, &kernels, &rec, &scratch).await;
+            assert_close(&format!("{what} forward"), &out.acts[y_off..dy_off], &f32s(&want_y), 1e-4, 1e-5);
+            let mut rec = webvae::kernels::Records::default();
+            record_backward_as(&mut rec, &l, rows, x_off, dy_off, Some((dx_off, act_x)), choice);
+            let out = run_records(&gpu, &kernels, &rec, &scratch).await;
+            assert_close(&format!("{what} dW"), &out.grads[..wn], &f32s(&want_grads[..wn]), 1e-4, 1e-4);
+            assert_close(&format!("{what} db"), &out.grads[wn..], &f32s(&want_grads[wn..]), 1e-4, 1e-4);
+            assert_close(&format!("{what} dX"), &out.acts[dx_off..], &f32s(&want_dx), 1e-4, 1e-5);
+            log(&format!("{what}: forward, dW, db, dX match the CPU reference"));
+        }
+    }
+}
+
+async fn run_records(gpu: &Gpu, kernels: &Kernels, rec: &webvae::kernels::Records, scratch: &Scratch) -> Scratch {
+    let single = SingleKernel::with_records(gpu, kernels, rec, scratch, 0);
+    single.submit(gpu, kernels, 1);
+    single.read(gpu).await.unwrap()
 }
