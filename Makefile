@@ -36,9 +36,11 @@ test-e2e:
 	$(WASM_ENV) trunk build --release --offline
 	cd e2e && node e2e.mjs
 
-# Reference model, 10 epochs on the bundled digits, natively; last line: test_nelbo <nats>.
+# A preset (MODEL=mlp, the reference, or MODEL=conv), 10 epochs on the bundled digits,
+# natively; last line: test_nelbo <nats>.
+MODEL ?= mlp
 quality:
-	XDG_RUNTIME_DIR="$${XDG_RUNTIME_DIR:-$$(mktemp -d)}" cargo run --example quality
+	XDG_RUNTIME_DIR="$${XDG_RUNTIME_DIR:-$$(mktemp -d)}" MODEL=$(MODEL) cargo run --example quality
 
 # The reference training step timed side by side: natively (lavapipe here) and in headless
 # Chromium on WebGPU (SwiftShader here); lines `bench <backend> ms_per_step ...`.

@@ -1,6 +1,7 @@
-//! `make bench`, native half: the reference training step on the native adapter.
-//! Prints `bench native ms_per_step <median> samples_per_s <n> dispatches_per_step <n>
-//! readbacks_per_step <n>`, then the matmul kernels' GFLOP/s.
+//! `make bench`, native half: the training step of each preset (MODELS="mlp conv" by default)
+//! on the native adapter. Prints `bench native model <m> ms_per_step <median> samples_per_s <n>
+//! dispatches_per_step <n> readbacks_per_step <n>`, then the matmul kernels' GFLOP/s (MLP) and
+//! each dispatch of the step timed alone, with the products' GFLOP/s.
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -8,9 +9,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let gpu = pollster::block_on(webvae::gpu::Gpu::new())?;
     let start = Instant::now();
-    let report = pollster::block_on(webvae::bench::run(gpu, 15, || start.elapsed().as_secs_f64() * 1000.0))?;
-    for line in report.lines("native") {
-        println!("{line}");
+    let models = std::env::var("MODELS").unwrap_or_else(|_| "mlp conv".into());
+    for model in models.split_whitespace() {
+        let report = pollster::block_on(webvae::bench::run(gpu.clone(), model, 15, || start.elapsed().as_secs_f64() * 1000.0))?;
+        for line in report.lines("native") {
+            println!("{line}");
+        }
     }
     Ok(())
 }

@@ -72,62 +72,25 @@ fn extent(kernel: u32) -> vec3<u32> {
     }
 }
 
-// Row i of A: down, the small pixel (n, y, x); up, the large pixel (n, Y, X) of this phase.
+// Row i of A: down, the small pixel (n, y, x); up, the large pixel (n, Y, X) of this phase as
+// (n, (Y + p - ry) / s, (X + p - rx) / s): tap (ty, tx) of it reads small pixel
+// ((Y + p - ry) / s - ty, (X + p - rx) / s - tx), no division per tap.
 fn a_row(kernel: u32, i: u32) -> vec4<i32> {
     switch kernel {
         case UP: {
             let sy = phase_start(phase.x);
             let sx = phase_start(phase.y);
-            let cx = phase_count(sx, op.lw);
-            let per = phase_count(sy, op.lh) * cx;
-            let r = i % max(per, 1u);
-            return vec4<i32>(i32(i / max(per, 1u)), i32(sy + op.s * (r / max(cx, 1u))), i32(sx + op.s * (r % max(cx, 1u))), 0);
+            let cx = max(phase_count(sx, op.lw), 1u);
+            let per = max(phase_count(sy, op.lh) * cx, 1u);
+            let r = i % per;
+            let y = r / cx + (sy + op.p - phase.x) / op.s;
+            let x = r % cx + (sx + op.p - phase.y) / op.s;
+            return vec4<i32>(i32(i / per), i32(y), i32(x), 0);
         }
         case WEIGHT: { return vec4<i32>(i32(i), 0, 0, 0); }
         default: {
             let r = i % (op.sh * op.sw);
             return vec4<i32>(i32(i / (op.sh * op.sw)), i32(r / op.sw), i32(r % op.sw), 0);
-        }
-    }
-}
-
-fn large(n: u32, c: u32, y: i32, x: i32) -> f32 {
-    if y < 0 || x < 0 || u32(y) >= op.lh || u32(x) >= op.lw { return 0.0; }
-    return acts[op.large_off + ((n * op.lc + c) * op.lh + u32(y)) * op.lw + u32(x)];
-}
-
-// up's tap t of this phase as (small channel, ky, kx); ky or kx >= k when the tap does not exist.
-fn up_tap(t: u32) -> vec3<u32> {
-    let tt = taps();
-    let r = t % (tt * tt);
-    return vec3<u32>(t / (tt * tt), phase.x + op.s * (r / tt), phase.y + op.s * (r % tt));
-}
-
-fn load_a(kernel: u32, ra: vec4<i32>, t: u32) -> f32 {
-    let n = u32(ra.x);
-    switch kernel {
-        case UP: {
-            let tap = up_tap(t);
-            if tap.y >= op.k || tap.z >= op.k { return 0.0; }
-            // (Y + p - ky) is a multiple of s by the choice of phase.
-            let yy = ra.y + i32(op.p) - i32(tap.y);
-            let xx = ra.z + i32(op.p) - i32(tap.z);
-            if yy < 0 || xx < 0 { return 0.0; }
-            let y = u32(yy) / op.s;
-            let x = u32(xx) / op.s;
-            if y >= op.sh || x >= op.sw { return 0.0; }
-            return acts[op.small_off + ((n * op.sc + tap.x) * op.sh + y) * op.sw + x];
-        }
-        case WEIGHT: {
-            let hw = op.sh * op.sw;
-            return acts[op.small_off + ((t / hw) * op.sc + n) * hw + t % hw];
-        }
-        default: {
-            let kk = op.k * op.k;
-            let r = t % kk;
-            let s = i32(op.s);
-            let p = i32(op.p);
-            return large(n, t / kk, ra.y * s - p + i32(r / op.k), ra.z * s - p + i32(r % op.k));
         }
     }
 }
@@ -142,21 +105,72 @@ fn b_row(kernel: u32, j: u32) -> vec4<i32> {
     return vec4<i32>(i32(j), 0, 0, 0);
 }
 
-fn load_b(kernel: u32, rb: vec4<i32>, t: u32) -> f32 {
+// The reduction index t as a tuple: down (cl, ky, kx); up (cs, ty, tx) with taps
+// ky = ry + s ty, kx = rx + s tx; weight (n, y, x).
+fn term(kernel: u32, t: u32) -> vec4<u32> {
     switch kernel {
         case UP: {
-            let tap = up_tap(t);
-            if tap.y >= op.k || tap.z >= op.k { return 0.0; }
-            return params[op.w_off + ((tap.x * op.lc + u32(rb.x)) * op.k + tap.y) * op.k + tap.z];
+            let tt = taps();
+            let r = t % (tt * tt);
+            return vec4<u32>(t / (tt * tt), r / tt, r % tt, 0u);
         }
         case WEIGHT: {
-            let hw = op.sh * op.sw;
-            let r = t % hw;
+            let r = t % (op.sh * op.sw);
+            return vec4<u32>(t / (op.sh * op.sw), r / op.sw, r % op.sw, 0u);
+        }
+        default: {
+            let r = t % (op.k * op.k);
+            return vec4<u32>(t / (op.k * op.k), r / op.k, r % op.k, 0u);
+        }
+    }
+}
+
+fn next_term(kernel: u32, d: vec4<u32>) -> vec4<u32> {
+    switch kernel {
+        case UP: { return odometer(d, taps(), taps()); }
+        case WEIGHT: { return odometer(d, op.sh, op.sw); }
+        default: { return odometer(d, op.k, op.k); }
+    }
+}
+
+fn large(n: u32, c: u32, y: i32, x: i32) -> f32 {
+    if y < 0 || x < 0 || u32(y) >= op.lh || u32(x) >= op.lw { return 0.0; }
+    return acts[op.large_off + ((n * op.lc + c) * op.lh + u32(y)) * op.lw + u32(x)];
+}
+
+fn load_a(kernel: u32, ra: vec4<i32>, d: vec4<u32>) -> f32 {
+    let n = u32(ra.x);
+    switch kernel {
+        case UP: {
+            if phase.x + op.s * d.y >= op.k || phase.y + op.s * d.z >= op.k { return 0.0; }
+            let y = ra.y - i32(d.y);
+            let x = ra.z - i32(d.z);
+            if y < 0 || x < 0 || u32(y) >= op.sh || u32(x) >= op.sw { return 0.0; }
+            return acts[op.small_off + ((n * op.sc + d.x) * op.sh + u32(y)) * op.sw + u32(x)];
+        }
+        case WEIGHT: { return acts[op.small_off + ((d.x * op.sc + n) * op.sh + d.y) * op.sw + d.z]; }
+        default: {
             let s = i32(op.s);
             let p = i32(op.p);
-            return large(t / hw, u32(rb.x), i32(r / op.sw) * s - p + rb.y, i32(r % op.sw) * s - p + rb.z);
+            return large(n, d.x, ra.y * s - p + i32(d.y), ra.z * s - p + i32(d.z));
         }
-        default: { return params[op.w_off + u32(rb.x) * op.lc * op.k * op.k + t]; }
+    }
+}
+
+fn load_b(kernel: u32, rb: vec4<i32>, d: vec4<u32>) -> f32 {
+    switch kernel {
+        case UP: {
+            let ky = phase.x + op.s * d.y;
+            let kx = phase.y + op.s * d.z;
+            if ky >= op.k || kx >= op.k { return 0.0; }
+            return params[op.w_off + ((d.x * op.lc + u32(rb.x)) * op.k + ky) * op.k + kx];
+        }
+        case WEIGHT: {
+            let s = i32(op.s);
+            let p = i32(op.p);
+            return large(d.x, u32(rb.x), i32(d.y) * s - p + rb.y, i32(d.z) * s - p + rb.z);
+        }
+        default: { return params[op.w_off + ((u32(rb.x) * op.lc + d.x) * op.k + d.y) * op.k + d.z]; }
     }
 }
 
@@ -165,7 +179,9 @@ fn store(kernel: u32, ra: vec4<i32>, j: u32, v: f32) {
     let n = u32(ra.x);
     var at: u32;
     if kernel == UP {
-        at = ((n * op.lc + j) * op.lh + u32(ra.y)) * op.lw + u32(ra.z);
+        let y = u32(ra.y) * op.s + phase.x - op.p;
+        let x = u32(ra.z) * op.s + phase.y - op.p;
+        at = ((n * op.lc + j) * op.lh + y) * op.lw + x;
     } else {
         at = ((n * op.sc + j) * op.sh + u32(ra.y)) * op.sw + u32(ra.z);
     }
@@ -181,8 +197,8 @@ fn store(kernel: u32, ra: vec4<i32>, j: u32, v: f32) {
 fn store_block(kernel: u32, wid: vec3<u32>, lid: vec3<u32>) {
     let c = product(kernel, wid, lid);
     let mnk = extent(kernel);
-    let i = wid.y * TILE + lid.y * 8u;
-    let j = wid.x * TILE + lid.x * 8u;
+    let i = wid.y * TILE_ROWS + lid.y * 8u;
+    let j = wid.x * TILE_COLS + lid.x * 8u;
     for (var r = 0u; r < 8u; r++) {
         if i + r >= mnk.x { break; }
         let ra = a_row(kernel, i + r);
@@ -193,13 +209,13 @@ fn store_block(kernel: u32, wid: vec3<u32>, lid: vec3<u32>) {
     }
 }
 
-// ---- tiled: grid (N / 64, M / 64, phases).
-@compute @workgroup_size(8, 8)
+// ---- tiled: grid (N / TILE_COLS, M / TILE_ROWS, phases).
+@compute @workgroup_size(TILE_COLS / 8u, 512u / TILE_COLS)
 fn conv_down(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     store_block(DOWN, wid, lid);
 }
 
-@compute @workgroup_size(8, 8)
+@compute @workgroup_size(TILE_COLS / 8u, 512u / TILE_COLS)
 fn conv_up(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     phase = vec2<u32>(wid.z / op.s, wid.z % op.s);
     store_block(UP, wid, lid);
@@ -210,8 +226,8 @@ fn conv_up(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
 fn conv_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = product(WEIGHT, wid, lid);
     let n = op.lc * op.k * op.k;
-    let i = wid.y * TILE + lid.y * 8u;
-    let j = wid.x * TILE + lid.x * 8u;
+    let i = wid.y * TILE_ROWS + lid.y * 8u;
+    let j = wid.x * TILE_COLS + lid.x * 8u;
     for (var r = 0u; r < 8u; r++) {
         if i + r >= op.sc { break; }
         let v = block_row(c, r);
@@ -219,7 +235,7 @@ fn conv_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
             if j + q < n { grads[op.out_off + (i + r) * n + j + q] = v[q / 4u][q % 4u]; }
         }
     }
-    let me = wid.y * TILE + lid.y * 8u + lid.x;
+    let me = wid.y * TILE_ROWS + lid.y * 8u + lid.x;
     if op.db_off != NONE && wid.x == 0u && me < op.sc { grads[op.db_off + me] = c.a_sum; }
 }
 

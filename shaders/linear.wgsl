@@ -79,8 +79,13 @@ fn extent(kernel: u32) -> vec3<u32> {
 fn a_row(kernel: u32, i: u32) -> vec4<i32> { return vec4<i32>(i32(i), 0, 0, 0); }
 fn b_row(kernel: u32, j: u32) -> vec4<i32> { return vec4<i32>(i32(j), 0, 0, 0); }
 
-fn load_a(kernel: u32, ra: vec4<i32>, t: u32) -> f32 {
+// The reduction index needs no decomposing either.
+fn term(kernel: u32, t: u32) -> vec4<u32> { return vec4<u32>(t, 0u, 0u, 0u); }
+fn next_term(kernel: u32, d: vec4<u32>) -> vec4<u32> { return vec4<u32>(d.x + 1u, 0u, 0u, 0u); }
+
+fn load_a(kernel: u32, ra: vec4<i32>, d: vec4<u32>) -> f32 {
     let i = u32(ra.x);
+    let t = d.x;
     switch kernel {
         case BACKWARD_INPUT: { return acts[op.dy_off + i * op.cols + t]; }
         case BACKWARD_WEIGHT: { return acts[op.dy_off + t * op.cols + i]; }
@@ -88,8 +93,9 @@ fn load_a(kernel: u32, ra: vec4<i32>, t: u32) -> f32 {
     }
 }
 
-fn load_b(kernel: u32, rb: vec4<i32>, t: u32) -> f32 {
+fn load_b(kernel: u32, rb: vec4<i32>, d: vec4<u32>) -> f32 {
     let j = u32(rb.x);
+    let t = d.x;
     switch kernel {
         case BACKWARD_INPUT: { return params[op.w_off + t * op.inner + j]; }
         case BACKWARD_WEIGHT: { return acts[op.x_off + t * op.inner + j]; }
@@ -101,8 +107,8 @@ fn load_b(kernel: u32, rb: vec4<i32>, t: u32) -> f32 {
 @compute @workgroup_size(8, 8)
 fn linear_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = product(FORWARD, wid, lid);
-    let i = wid.y * TILE + lid.y * 8u;
-    let j = wid.x * TILE + lid.x * 8u;
+    let i = wid.y * TILE_ROWS + lid.y * 8u;
+    let j = wid.x * TILE_COLS + lid.x * 8u;
     let bl = params4(op.b_off, j, op.cols);
     let bh = params4(op.b_off, j + 4u, op.cols);
     for (var r = 0u; r < 8u; r++) {
@@ -116,8 +122,8 @@ fn linear_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
 @compute @workgroup_size(8, 8)
 fn linear_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = product(BACKWARD_INPUT, wid, lid);
-    let i = wid.y * TILE + lid.y * 8u;
-    let j = wid.x * TILE + lid.x * 8u;
+    let i = wid.y * TILE_ROWS + lid.y * 8u;
+    let j = wid.x * TILE_COLS + lid.x * 8u;
     for (var r = 0u; r < 8u; r++) {
         let v = block_row(c, r);
         let x = op.x_off + row(i + r) * op.inner;
@@ -131,8 +137,8 @@ fn linear_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
 @compute @workgroup_size(8, 8)
 fn linear_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = product(BACKWARD_WEIGHT, wid, lid);
-    let i = wid.y * TILE + lid.y * 8u;
-    let j = wid.x * TILE + lid.x * 8u;
+    let i = wid.y * TILE_ROWS + lid.y * 8u;
+    let j = wid.x * TILE_COLS + lid.x * 8u;
     for (var r = 0u; r < 8u; r++) {
         if i + r >= op.cols { break; }
         let v = block_row(c, r);
@@ -140,6 +146,6 @@ fn linear_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
             if j + q < op.inner { grads[op.dw_off + (i + r) * op.inner + j + q] = v[q / 4u][q % 4u]; }
         }
     }
-    let me = wid.y * TILE + lid.y * 8u + lid.x;
+    let me = wid.y * TILE_ROWS + lid.y * 8u + lid.x;
     if wid.x == 0u && me < op.cols { grads[op.db_off + me] = c.a_sum; }
 }

@@ -22,6 +22,8 @@ pub struct KernelTiming {
 
 #[derive(Clone, Debug)]
 pub struct Report {
+    /// The preset timed: "mlp" or "conv".
+    pub model: String,
     pub adapter: String,
     pub ms_per_step: f64,
     pub samples_per_s: f64,
@@ -29,15 +31,16 @@ pub struct Report {
     pub readbacks_per_step: f64,
     pub steps_timed: u32,
     pub kernels: Vec<KernelTiming>,
-    /// Each dispatch of one step timed alone: (entry point, milliseconds).
-    pub profile: Vec<(&'static str, f64)>,
+    /// Each dispatch of one step timed alone: (entry point, milliseconds, GFLOP/s for products).
+    pub profile: Vec<(&'static str, f64, Option<f64>)>,
 }
 
 impl Report {
     /// The lines `make bench` prints; the first is the one to compare across backends.
     pub fn lines(&self, backend: &str) -> Vec<String> {
         let mut lines = vec![format!(
-            "bench {backend} ms_per_step {:.1} samples_per_s {:.0} dispatches_per_step {} readbacks_per_step {}",
+            "bench {backend} model {} ms_per_step {:.1} samples_per_s {:.0} dispatches_per_step {} readbacks_per_step {}",
+            self.model,
             self.ms_per_step, self.samples_per_s, self.dispatches_per_step, self.readbacks_per_step
         )];
         for k in &self.kernels {
@@ -45,8 +48,15 @@ impl Report {
             lines.push(format!("matmul {backend} {} {r}x{i}x{c} ms {:.2} gflops {:.2}", k.kernel, k.ms, k.gflops));
         }
         let total: f64 = self.profile.iter().map(|p| p.1).sum();
-        let profile: Vec<String> = self.profile.iter().map(|(k, ms)| format!("{k} {ms:.1}")).collect();
-        lines.push(format!("profile {backend} sum_ms {total:.1} : {}", profile.join(", ")));
+        let profile: Vec<String> = self
+            .profile
+            .iter()
+            .map(|(k, ms, gflops)| match gflops {
+                Some(g) => format!("{k} {ms:.1} ({g:.2} GFLOP/s)"),
+                None => format!("{k} {ms:.1}"),
+            })
+            .collect();
+        lines.push(format!("profile {backend} model {} sum_ms {total:.1} : {}", self.model, profile.join(", ")));
         lines.push(format!("adapter {backend} {} (median of {} timed steps)", self.adapter, self.steps_timed));
         lines
     }
@@ -69,12 +79,14 @@ fn synthetic(count: usize, seed: u32) -> Dataset {
     }
 }
 
-/// Times the reference training step (after warm-up, `samples` times, each over enough steps
-/// to take ~200 ms) and the three matmul kernels. `now` is a clock in milliseconds.
-pub async fn run(gpu: Gpu, samples: usize, now: impl Fn() -> f64) -> Result<Report, TrainError> {
-    let kernel_timings = time_matmuls(&gpu, &now).await?;
+/// Times the training step of the preset `model` ("mlp", the reference, or "conv"; after
+/// warm-up, `samples` times, each over enough steps to take ~200 ms), each of its dispatches
+/// alone, and for the MLP the three matmul kernels at its largest shape. `now` is a clock in
+/// milliseconds.
+pub async fn run(gpu: Gpu, model: &str, samples: usize, now: impl Fn() -> f64) -> Result<Report, TrainError> {
+    let config = Config::preset(model).ok_or_else(|| TrainError::Data(format!("unknown model \"{model}\" (expected mlp or conv)")))?;
+    let kernel_timings = if model == "mlp" { time_matmuls(&gpu, &now).await? } else { Vec::new() };
     let adapter = gpu.adapter_summary();
-    let config = Config::default();
     let mut trainer = Trainer::new(gpu, config.clone(), &synthetic(9000, 1), &synthetic(1000, 2))?;
     let gpu = trainer.gpu().clone();
 
@@ -99,8 +111,14 @@ pub async fn run(gpu: Gpu, samples: usize, now: impl Fn() -> f64) -> Result<Repo
     trainer.metrics().await?;
     let ms_per_step = median(times);
     let dispatches_per_step = trainer.dispatches_per_step();
-    let profile = trainer.profile_step(3, &now).await?.into_iter().map(|(k, ms)| (k.source().1, ms)).collect();
+    let profile = trainer
+        .profile_step(3, &now)
+        .await?
+        .into_iter()
+        .map(|(d, ms)| (d.kernel.source().1, ms, (d.flops > 0.0).then(|| d.flops / (ms * 1e6))))
+        .collect();
     Ok(Report {
+        model: model.to_string(),
         adapter,
         ms_per_step,
         samples_per_s: config.batch_size as f64 * 1000.0 / ms_per_step,

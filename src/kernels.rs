@@ -47,7 +47,7 @@ pub const UNIFORM_SLOT: u64 = 256;
 
 /// Declares the entry points once: the enum, `Kernel::ALL`, and each one's (file, entry point).
 macro_rules! kernels {
-    ($($kernel:ident => $file:literal, $entry:literal;)*) => {
+    ($($kernel:ident => $file:literal, $entry:literal $(, $constant:literal = $value:literal)?;)*) => {
         /// Every entry point, and the shader file it lives in.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         pub enum Kernel { $($kernel),* }
@@ -58,6 +58,11 @@ macro_rules! kernels {
             /// (shader file, entry point).
             pub fn source(self) -> (&'static str, &'static str) {
                 match self { $(Kernel::$kernel => ($file, $entry)),* }
+            }
+
+            /// The pipeline-overridable constants this pipeline sets (gemm.wgsl's tile shape).
+            pub fn constants(self) -> &'static [(&'static str, f64)] {
+                match self { $(Kernel::$kernel => &[$(($constant, $value))?]),* }
             }
         }
     };
@@ -74,6 +79,8 @@ kernels! {
     Transpose4 => "linear4.wgsl", "transpose4";
     ConvDown => "conv.wgsl", "conv_down";
     ConvUp => "conv.wgsl", "conv_up";
+    ConvDownTall => "conv.wgsl", "conv_down", "TILE_COLS" = 32.0;
+    ConvUpTall => "conv.wgsl", "conv_up", "TILE_COLS" = 32.0;
     ConvWeight => "conv.wgsl", "conv_weight";
     ConvDownDirect => "conv.wgsl", "conv_down_direct";
     ConvUpDirect => "conv.wgsl", "conv_up_direct";
@@ -110,8 +117,13 @@ pub struct Records {
 
 impl Records {
     pub fn push<T: Pod>(&mut self, kernel: Kernel, record: T, groups: (u32, u32, u32)) {
+        self.push_product(kernel, record, groups, 0.0);
+    }
+
+    /// `push` for a product whose useful floating-point operations are known (for the benchmark).
+    pub fn push_product<T: Pod>(&mut self, kernel: Kernel, record: T, groups: (u32, u32, u32), flops: f64) {
         self.bytes.push(bytemuck::bytes_of(&record).to_vec());
-        self.dispatches.push(Dispatch { kernel, record: 0, groups });
+        self.dispatches.push(Dispatch { kernel, record: 0, groups, flops });
     }
 }
 
@@ -122,6 +134,8 @@ pub struct Dispatch {
     /// Byte offset of the record in the ops uniform buffer.
     pub record: u32,
     pub groups: (u32, u32, u32),
+    /// Multiply-adds x 2 of a product (0 for other kernels): what the benchmark divides by time.
+    pub flops: f64,
 }
 
 /// The buffers behind the shared layout's bindings, in binding order (see the module docs).
@@ -210,7 +224,7 @@ impl Kernels {
                     layout: Some(&pipeline_layout),
                     module,
                     entry_point: Some(entry_point),
-                    compilation_options: Default::default(),
+                    compilation_options: wgpu::PipelineCompilationOptions { constants: kernel.constants(), ..Default::default() },
                     cache: None,
                 });
                 (kernel, pipeline)

@@ -326,11 +326,31 @@ impl Config {
 
     /// A configuration from a JSON object holding any of the fields; the rest take the
     /// reference values. Unknown fields (a misspelling) and wrongly typed values are refused,
-    /// naming the field.
+    /// naming the field. Instead of `input`, `encoder` and `decoder`, the object may give an
+    /// `architecture` (`{"kind": "mlp", "hidden": [400], "activation": "relu"}` or
+    /// `{"kind": "conv", "channels": [32, 64], "dense": 256}`) and the `image` size
+    /// `[rows, cols]`, as the page's settings do.
     pub fn from_partial_json(partial: serde_json::Value) -> Result<Config, ConfigError> {
-        let serde_json::Value::Object(partial) = partial else {
+        let serde_json::Value::Object(mut partial) = partial else {
             return Err(bad("config", "must be an object of configuration fields"));
         };
+        if let Some(arch) = partial.remove("architecture") {
+            if let Some(key) = ["input", "encoder", "decoder"].into_iter().find(|k| partial.contains_key(*k)) {
+                return Err(bad("architecture", format!("give either an architecture or \"{key}\", not both")));
+            }
+            let arch: Architecture = serde_json::from_value(arch).map_err(|e| bad("architecture", e.to_string()))?;
+            let image = partial.remove("image").ok_or_else(|| bad("architecture", "an architecture needs the image size, \"image\": [rows, cols]"))?;
+            let [rows, cols]: [usize; 2] = serde_json::from_value(image).map_err(|e| bad("image", e.to_string()))?;
+            let latent = match partial.get("latent") {
+                Some(v) => serde_json::from_value(v.clone()).map_err(|e| bad("latent", e.to_string()))?,
+                None => Config::default().latent,
+            };
+            let (input, encoder, decoder) = arch.layers(rows, cols, latent)?;
+            let to_value = |v: serde_json::Result<serde_json::Value>| v.expect("layers serialise");
+            partial.insert("input".into(), to_value(serde_json::to_value(input)));
+            partial.insert("encoder".into(), to_value(serde_json::to_value(encoder)));
+            partial.insert("decoder".into(), to_value(serde_json::to_value(decoder)));
+        }
         let serde_json::Value::Object(mut full) = serde_json::to_value(Config::default()).expect("a Config serialises") else {
             unreachable!("a Config serialises to an object")
         };
@@ -341,6 +361,25 @@ impl Config {
             *field = value;
         }
         serde_json::from_value(serde_json::Value::Object(full)).map_err(|e| bad("config", e.to_string()))
+    }
+
+    /// The architecture these layers are an instance of, if they are one (the page's settings
+    /// show it; a checkpoint with other layers has none).
+    pub fn architecture(&self) -> Option<Architecture> {
+        let (rows, cols) = match self.input {
+            Shape::Flat(n) => (1, n),
+            Shape::Image { height, width, .. } => (height, width),
+        };
+        let linear_outs = |layers: &[Layer]| layers.iter().filter_map(|l| if let Layer::Linear { out, .. } = l { Some(*out) } else { None }).collect::<Vec<_>>();
+        let candidate = if matches!(self.input, Shape::Flat(_)) {
+            let activation = self.encoder.first().map_or(Activation::Relu, Layer::activation);
+            Architecture::Mlp { hidden: linear_outs(&self.encoder), activation }
+        } else {
+            let channels = self.encoder.iter().filter_map(|l| if let Layer::Conv2d { out, .. } = l { Some(*out) } else { None }).collect();
+            Architecture::Conv { channels, dense: *linear_outs(&self.encoder).first()? }
+        };
+        let (input, encoder, decoder) = candidate.layers(rows, cols, self.latent).ok()?;
+        (input == self.input && encoder == self.encoder && decoder == self.decoder).then_some(candidate)
     }
 
     /// Reads a configuration as a checkpoint stores it: today's form, or the form saved before

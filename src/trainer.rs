@@ -383,9 +383,9 @@ impl Trainer {
     }
 
     /// For the benchmark: each dispatch of the training step, submitted `repeats` times on its
-    /// own and timed with `now` (milliseconds): (kernel, milliseconds per dispatch). Repeating
+    /// own and timed with `now` (milliseconds): (dispatch, milliseconds per dispatch). Repeating
     /// Adam and friends leaves the model in no useful state; use a throwaway trainer.
-    pub async fn profile_step(&mut self, repeats: u32, now: impl Fn() -> f64) -> Result<Vec<(Kernel, f64)>, TrainError> {
+    pub async fn profile_step(&mut self, repeats: u32, now: impl Fn() -> f64) -> Result<Vec<(Dispatch, f64)>, TrainError> {
         let (b, l) = (self.config.batch_size, self.config.samples);
         let plan = self.plan(Pass::Train, b, b * l).dispatches.clone();
         let records = vec![StepRecord { t: 1, rng_step: 0, batch_start: 0 }; repeats as usize];
@@ -396,7 +396,7 @@ impl Trainer {
             let t0 = now();
             self.submit(std::slice::from_ref(d), &records);
             self.gpu.finish().await?;
-            times.push((d.kernel, (now() - t0) / repeats as f64));
+            times.push((*d, (now() - t0) / repeats as f64));
         }
         Ok(times)
     }

@@ -267,8 +267,9 @@ impl ConvOp {
         n < 16 || m < 16 || m * n < 16384
     }
 
-    /// The dispatches computing `product`: tiled (8 x 8 invocations, 64 x 64 outputs per
-    /// workgroup) or, for narrow outputs, one output per invocation (64 per workgroup).
+    /// The dispatches computing `product`: tiled (64 invocations, 64 x 64 outputs per
+    /// workgroup, or 128 x 32 for outputs at most 32 wide) or, for narrow outputs, one output
+    /// per invocation (64 per workgroup).
     pub fn dispatches(&self, product: Product) -> Vec<(Kernel, (u32, u32, u32))> {
         self.dispatches_as(product, self.is_narrow(product))
     }
@@ -277,7 +278,10 @@ impl ConvOp {
     pub fn dispatches_as(&self, product: Product, direct: bool) -> Vec<(Kernel, (u32, u32, u32))> {
         let (m, n, _) = self.extent(product);
         let phases = if product == Product::Up { self.s * self.s } else { 1 };
+        let tall = !direct && product != Product::Weight && n <= 32;
         let kernel = match (product, direct) {
+            (Product::Down, false) if tall => Kernel::ConvDownTall,
+            (Product::Up, false) if tall => Kernel::ConvUpTall,
             (Product::Down, false) => Kernel::ConvDown,
             (Product::Up, false) => Kernel::ConvUp,
             (Product::Weight, false) => Kernel::ConvWeight,
@@ -285,7 +289,11 @@ impl ConvOp {
             (Product::Up, true) => Kernel::ConvUpDirect,
             (Product::Weight, true) => Kernel::ConvWeightDirect,
         };
-        let groups = if direct { (m.div_ceil(64), n, phases) } else { (n.div_ceil(64), m.div_ceil(64), phases) };
+        let groups = match (direct, tall) {
+            (true, _) => (m.div_ceil(64), n, phases),
+            (false, true) => (n.div_ceil(32), m.div_ceil(128), phases),
+            (false, false) => (n.div_ceil(64), m.div_ceil(64), phases),
+        };
         vec![(kernel, groups)]
     }
 
@@ -313,8 +321,13 @@ fn push(rec: &mut Records, op: ConvOp, product: Product, choice: Choice) {
         Choice::Tiled => false,
         Choice::Direct => true,
     };
+    // Useful work: every (small element, tap inside the large side) pair once.
+    let g = Geometry::new((op.lc as usize, op.lh as usize, op.lw as usize), (op.sc as usize, op.sh as usize, op.sw as usize), op.k as usize, op.s as usize, op.p as usize);
+    let mut taps = 0usize;
+    g.each(1, |_, _, _, _| taps += 1);
+    let flops = 2.0 * op.batch as f64 * taps as f64;
     for (kernel, groups) in op.dispatches_as(product, direct) {
-        rec.push(kernel, op, groups);
+        rec.push_product(kernel, op, groups, flops);
     }
 }
 

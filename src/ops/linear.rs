@@ -115,8 +115,9 @@ pub fn record_backward(rec: &mut Records, l: &LayerLayout, rows: usize, x: usize
 
 /// The dispatches of one linear product, all with the same record.
 fn product(rec: &mut Records, product: Kernel, op: LinearOp) {
+    let flops = 2.0 * op.rows as f64 * op.inner as f64 * op.cols as f64;
     for (kernel, groups) in op.dispatches(product) {
-        rec.push(kernel, op, groups);
+        rec.push_product(kernel, op, groups, if kernel == Kernel::Transpose4 { 0.0 } else { flops });
     }
 }
 
