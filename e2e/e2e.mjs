@@ -202,9 +202,10 @@ try {
     await download.saveAs(file);
     const read = JSON.parse(execFileSync(PYTHON, [CHECK_SAFETENSORS, file]).toString());
     const config = JSON.parse(read.metadata.config);
-    assert(config.latent === 20 && config.hidden[0] === 400, `saved config: ${read.metadata.config}`);
+    assert(config.latent === 20 && config.encoder[0].out === 400, `saved config: ${read.metadata.config}`);
     assert(JSON.stringify(read.tensors["encoder.0.weight"].shape) === "[400,784]", "encoder.0.weight is not [400, 784]");
-    assert(read.tensors["decoder.out.weight"], "no decoder.out.weight");
+    // nn.Sequential(Linear, ReLU, Linear): the output layer is module 2.
+    assert(JSON.stringify(read.tensors["decoder.2.weight"].shape) === "[784,400]", "decoder.2.weight is not [784, 400]");
     await page.click("#reset");
     await idle();
     assert(diff(await pixels("samples"), trainedSamples) > 5, "Reset did not change the samples");
@@ -253,10 +254,58 @@ try {
     await page.fill('#settings [name="latent"]', "2");
     await page.click("#apply");
     await idle();
-    assert(/-2,/.test(await page.textContent("#model-summary")), await page.textContent("#model-summary"));
+    assert(/→ z2 →/.test(await page.textContent("#model-summary")), await page.textContent("#model-summary"));
     assert(!(await page.isHidden("#manifold")), "no manifold for a 2-D latent space");
     assert((await pixels("manifold")).some((v) => v > 0), "the manifold is blank");
     assert((await page.locator("#traversal .trow").count()) === 2, "expected one traversal row per dimension");
+  });
+
+  await check("the convolutional preset trains, draws every view and round-trips its weights", async () => {
+    await page.selectOption('#settings [name="kind"]', "conv");
+    assert(await page.isVisible('#settings [name="channels"]'), "no channel field for the conv architecture");
+    assert(await page.isHidden('#settings [name="hidden"]'), "the MLP's hidden sizes are still shown");
+    await page.fill('#settings [name="channels"]', "32, 0");
+    await page.click("#apply");
+    assert(/whole numbers/.test(await page.textContent("#encoder-error")), await page.textContent("#encoder-error"));
+    await page.fill('#settings [name="channels"]', "32, 64");
+    await page.fill('#settings [name="latent"]', "20");
+    await page.click("#apply");
+    await idle();
+    const summary = await page.textContent("#model-summary");
+    console.log(`     ${summary}`);
+    assert(/conv2d 32 k4 s2 p1 relu → conv2d 64 k4 s2 p1 relu → flatten → linear 256 relu → z20/.test(summary), summary);
+    assert(/1,691,369 parameters/.test(summary), summary);
+    const before = await pixels("samples");
+    await page.click("#train");
+    await page.waitForFunction(() => Number(document.getElementById("step").textContent) >= 3, null, { timeout: 600000 });
+    await page.click("#train");
+    await idle();
+    const after = await pixels("samples");
+    const changed = diff(before, after);
+    console.log(`     ${await page.textContent("#step")} steps; samples/s ${await page.textContent("#rate")}; samples moved ${changed.toFixed(1)} levels`);
+    assert(changed > 1, `the conv model's samples did not change (${changed.toFixed(2)} levels)`);
+    for (const id of ["strip", "slot-a-recon", "scatter"]) assert((await pixels(id)).some((v) => v > 0), `${id} is blank`);
+    assert((await page.locator("#traversal .trow").count()) > 0, "no traversal rows");
+    const [download] = await Promise.all([page.waitForEvent("download"), page.click("#save")]);
+    const file = join(ARTIFACTS, "conv.safetensors");
+    await download.saveAs(file);
+    const read = JSON.parse(execFileSync(PYTHON, [CHECK_SAFETENSORS, file]).toString());
+    assert(JSON.stringify(read.tensors["encoder.0.weight"].shape) === "[32,1,4,4]", "Conv2d weight is not [out, in, k, k]");
+    assert(JSON.stringify(read.tensors["decoder.5.weight"].shape) === "[64,32,4,4]", "ConvTranspose2d weight is not [in, out, k, k]");
+    assert(/conv_transpose2d/.test(read.metadata.layers), `layers: ${read.metadata.layers}`);
+    await page.click("#reset");
+    await idle();
+    await page.setInputFiles("#load", file);
+    await page.waitForFunction(() => /was not loaded|Loaded conv/.test(document.getElementById("data-message").textContent));
+    await idle();
+    assert(/Loaded conv.safetensors/.test(await message()), await message());
+    const restored = diff(await pixels("samples"), after);
+    assert(restored < 0.01, `the loaded conv weights draw different samples (${restored.toFixed(3)} levels)`);
+    // Back to the MLP for the checks that follow.
+    await page.selectOption('#settings [name="kind"]', "mlp");
+    await page.click("#apply");
+    await idle();
+    assert(/^Model 784 → linear 400/.test(await page.textContent("#model-summary")), await page.textContent("#model-summary"));
   });
 
   await check("the page fits a phone's width", async () => {

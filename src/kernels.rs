@@ -27,7 +27,6 @@ pub const SHADERS: &[(&str, &str, bool)] = &[
     ("data.wgsl", include_str!("../shaders/data.wgsl"), false),
     ("latent.wgsl", include_str!("../shaders/latent.wgsl"), false),
     ("linear.wgsl", include_str!("../shaders/linear.wgsl"), true),
-    ("linear4.wgsl", include_str!("../shaders/linear4.wgsl"), false),
     ("loss.wgsl", include_str!("../shaders/loss.wgsl"), false),
     ("optim.wgsl", include_str!("../shaders/optim.wgsl"), false),
 ];
@@ -73,10 +72,10 @@ kernels! {
     LinearForward => "linear.wgsl", "linear_forward";
     LinearBackwardInput => "linear.wgsl", "linear_backward_input";
     LinearBackwardWeight => "linear.wgsl", "linear_backward_weight";
-    LinearForward4 => "linear4.wgsl", "linear_forward4";
-    LinearBackwardInput4 => "linear4.wgsl", "linear_backward_input4";
-    LinearBackwardWeight4 => "linear4.wgsl", "linear_backward_weight4";
-    Transpose4 => "linear4.wgsl", "transpose4";
+    LinearForward4 => "linear.wgsl", "linear_forward4";
+    LinearBackwardInput4 => "linear.wgsl", "linear_backward_input4";
+    LinearBackwardWeight4 => "linear.wgsl", "linear_backward_weight4";
+    Transpose4 => "linear.wgsl", "transpose4";
     ConvDown => "conv.wgsl", "conv_down";
     ConvUp => "conv.wgsl", "conv_up";
     ConvDownTall => "conv.wgsl", "conv_down", "TILE_COLS" = 32.0;
@@ -189,7 +188,7 @@ impl Kernels {
             entries: &[
                 entry(0, Uniform, true, UNIFORM_SLOT),
                 entry(1, Uniform, true, UNIFORM_SLOT),
-                // At least one vec4: linear4.wgsl reads these as vec4 arrays.
+                // At least one vec4: the vec4 linear kernels read these as vec4 arrays.
                 entry(2, rw, false, 16),
                 entry(3, rw, false, 16),
                 entry(4, rw, false, 16),
@@ -279,7 +278,7 @@ pub struct Scratch {
     pub moments: Vec<f32>,
 }
 
-/// A storage buffer holding `contents`, padded to whole vec4s (at least one): linear4.wgsl and
+/// A storage buffer holding `contents`, padded to whole vec4s (at least one): the vec4 linear kernels and
 /// Adam read these buffers as vec4 arrays.
 pub fn storage_buffer(device: &wgpu::Device, label: &str, contents: &[u8]) -> wgpu::Buffer {
     use wgpu::util::DeviceExt;

@@ -58,7 +58,8 @@ fn set(obj: &js_sys::Object, key: &str, value: impl Into<JsValue>) {
 }
 
 /// A `Config` from a plain object with any of its fields (the rest take the reference values),
-/// validated: errors name the field; unknown fields are refused.
+/// or with an `architecture` and the `image` size instead of the layers (see
+/// `Config::from_partial_json`), validated: errors name the field; unknown fields are refused.
 fn config_from_js(config: JsValue) -> Result<Config, JsValue> {
     let config = if config.is_undefined() || config.is_null() {
         Config::default()
@@ -219,6 +220,16 @@ impl WebTrainer {
         self.trainer.config().latent
     }
 
+    /// The layers, input to output, e.g. "1x28x28 → conv2d 32 k4 s2 p1 relu → ... → z20 → ...".
+    pub fn summary(&self) -> String {
+        self.trainer.config().summary()
+    }
+
+    /// Trainable parameters.
+    pub fn parameters(&self) -> usize {
+        self.trainer.layout().len
+    }
+
     /// Submits `n` training steps to the GPU and returns without waiting.
     pub fn train(&mut self, n: u32) -> Result<(), JsValue> {
         self.trainer.train(n).map_err(train_error_to_js)
@@ -349,14 +360,18 @@ pub fn centre_digit(ink: Vec<f32>, width: usize, height: usize) -> Result<Vec<f3
     Ok(data::centre_digit(&ink, width, height))
 }
 
-/// `make bench`, browser half: times the reference training step on this page's GPU and
-/// returns the lines to print (see `bench::Report::lines`).
+/// `make bench`, browser half: times the training step of each preset in `models` (e.g.
+/// "mlp conv") on this page's GPU and returns the lines to print (see `bench::Report::lines`).
 #[wasm_bindgen]
-pub async fn benchmark(samples: usize) -> Result<Vec<String>, JsValue> {
+pub async fn benchmark(models: String, samples: usize) -> Result<Vec<String>, JsValue> {
     let gpu = Gpu::new().await.map_err(gpu_error_to_js)?;
     let performance = js_sys::Reflect::get(&js_sys::global(), &"performance".into())?;
     let now_fn: js_sys::Function = js_sys::Reflect::get(&performance, &"now".into())?.into();
     let now = move || now_fn.call0(&performance).ok().and_then(|v| v.as_f64()).unwrap_or(0.0);
-    let report = crate::bench::run(gpu, samples, now).await.map_err(train_error_to_js)?;
-    Ok(report.lines("browser"))
+    let mut lines = Vec::new();
+    for model in models.split_whitespace() {
+        let report = crate::bench::run(gpu.clone(), model, samples, &now).await.map_err(train_error_to_js)?;
+        lines.extend(report.lines("browser"));
+    }
+    Ok(lines)
 }

@@ -65,11 +65,6 @@ fn uniform_records_match_their_rust_twins() {
             fields!(LinearOp { rows, inner, cols, act, x_off, w_off, b_off, y_off, dy_off, dx_off, dw_off, db_off, dyt_off }),
         ),
         (
-            "linear4.wgsl",
-            "Linear",
-            fields!(LinearOp { rows, inner, cols, act, x_off, w_off, b_off, y_off, dy_off, dx_off, dw_off, db_off, dyt_off }),
-        ),
-        (
             "conv.wgsl",
             "Conv",
             fields!(ConvOp {

@@ -168,7 +168,7 @@ async function useBundled() {
 
 // Replaces the dataset and starts a fresh model on it; on any error both stay as they were.
 function setData(data, name) {
-  const config = { ...(state.trainer ? state.trainer.config() : readSettings().config), input: data.rows() * data.cols() };
+  const config = configFor(state.trainer ? state.trainer.config() : readSettings().config, data);
   let trainer;
   try {
     trainer = new wasm.WebTrainer(state.gpu, config, data);
@@ -188,6 +188,14 @@ function setData(data, name) {
 
 // ---- The model ----
 
+// A configuration for `data`'s image size: one given as an architecture takes the new size;
+// one with layers of its own (from a checkpoint) keeps them, and the trainer says if they fit.
+function configFor(config, data) {
+  if (!config.architecture) return config;
+  const { input, encoder, decoder, ...rest } = config;
+  return { ...rest, image: [data.rows(), data.cols()] };
+}
+
 function replaceTrainer(trainer, startStep = 0) {
   stopTraining();
   const old = state.trainer;
@@ -206,10 +214,9 @@ function replaceTrainer(trainer, startStep = 0) {
   chart.clear();
   clearAlert();
   writeSettings(trainer.config());
-  const c = trainer.config();
   $("model-summary").textContent =
-    `Model ${[c.input, ...c.hidden, c.latent].join("-")}, ${trainer.dispatchesPerStep()} GPU dispatches per step, ` +
-    `${trainer.stepsPerEpoch()} steps per epoch.`;
+    `Model ${trainer.summary()}: ${trainer.parameters().toLocaleString("en")} parameters, ` +
+    `${trainer.dispatchesPerStep()} GPU dispatches per step, ${trainer.stepsPerEpoch()} steps per epoch.`;
   showProgress();
   updateControls();
   refreshAll();
@@ -508,9 +515,11 @@ async function refreshTraversal() {
 
 const INTEGER_FIELDS = ["latent", "batch_size"];
 const NUMBER_FIELDS = ["beta", "learning_rate"];
+// Errors about the layers are shown under the architecture's fields.
+const FIELD_ERRORS = { decoder: "encoder", architecture: "encoder", channels: "encoder", dense: "encoder", hidden: "encoder", image: "encoder" };
 
 function showFieldError(err) {
-  const target = $(`${err.field}-error`) || $("settings-error");
+  const target = $(`${FIELD_ERRORS[err.field] || err.field}-error`) || $("settings-error");
   target.textContent = err.message;
   const input = document.querySelector(`#settings [name="${err.field}"]`);
   if (input) input.setAttribute("aria-invalid", "true");
@@ -525,7 +534,7 @@ function clearFieldErrors() {
 function readSettings() {
   clearFieldErrors();
   const form = $("settings").elements;
-  const config = { activation: form.activation.value };
+  const config = {};
   const problems = [];
   for (const name of INTEGER_FIELDS) {
     const v = Number(form[name].value);
@@ -537,14 +546,23 @@ function readSettings() {
     if (form[name].value.trim() === "" || !Number.isFinite(v)) problems.push({ field: name, message: "enter a number" });
     config[name] = v;
   }
-  const hidden = form.hidden.value.split(/[\s,]+/).filter(Boolean).map(Number);
-  if (!hidden.every((h) => Number.isInteger(h) && h > 0)) {
-    problems.push({ field: "hidden", message: "enter layer sizes as whole numbers separated by commas, e.g. 400 or 512, 256" });
+  const sizes = (field, example) => {
+    const list = form[field].value.split(/[\s,]+/).filter(Boolean).map(Number);
+    if (!list.every((h) => Number.isInteger(h) && h > 0)) {
+      problems.push({ field: "encoder", message: `enter whole numbers separated by commas, e.g. ${example}` });
+    }
+    return list;
+  };
+  if (form.kind.value === "conv") {
+    const dense = Number(form.dense.value);
+    if (!Number.isInteger(dense) || dense < 1) problems.push({ field: "encoder", message: "enter the dense width as a whole number" });
+    config.architecture = { kind: "conv", channels: sizes("channels", "32, 64"), dense };
+  } else {
+    config.architecture = { kind: "mlp", hidden: sizes("hidden", "400 or 512, 256"), activation: form.activation.value };
   }
-  config.hidden = hidden;
+  config.image = state.data ? [state.data.rows(), state.data.cols()] : [SIDE, SIDE];
   const sigma = Number(form.sigma.value);
   config.likelihood = form.likelihood.value === "gaussian" ? { kind: "gaussian", sigma } : { kind: "bernoulli" };
-  if (state.data) config.input = state.data.rows() * state.data.cols();
   if (problems.length === 0 && wasm) {
     try {
       wasm.validateConfig(config);
@@ -561,14 +579,30 @@ function writeSettings(c) {
   // The trainer holds f32s: show 0.001, not 0.0010000000474974513.
   const short = (v) => String(Number(v.toPrecision(6)));
   form.latent.value = c.latent;
-  form.hidden.value = c.hidden.join(", ");
-  form.activation.value = c.activation;
+  const arch = c.architecture;
+  if (arch) {
+    form.kind.value = arch.kind;
+    if (arch.kind === "conv") {
+      form.channels.value = arch.channels.join(", ");
+      form.dense.value = arch.dense;
+    } else {
+      form.hidden.value = arch.hidden.join(", ");
+      form.activation.value = arch.activation;
+    }
+  }
+  showArchitectureFields();
   form.beta.value = short(c.beta);
   form.learning_rate.value = short(c.learning_rate);
   form.batch_size.value = c.batch_size;
   form.likelihood.value = c.likelihood.kind;
   if (c.likelihood.kind === "gaussian") form.sigma.value = short(c.likelihood.sigma);
   clearFieldErrors();
+}
+
+// Only the chosen architecture's fields are shown.
+function showArchitectureFields() {
+  const kind = $("settings").elements.kind.value;
+  for (const group of document.querySelectorAll("#settings [data-arch]")) group.hidden = group.dataset.arch !== kind;
 }
 
 // ---- Files ----
@@ -598,7 +632,7 @@ async function save() {
     const c = state.trainer.config();
     const a = document.createElement("a");
     a.href = URL.createObjectURL(new Blob([bytes], { type: "application/octet-stream" }));
-    a.download = `vae-${[c.input, ...c.hidden, c.latent].join("-")}-step${step}.safetensors`;
+    a.download = `vae-${c.architecture ? c.architecture.kind : "custom"}-z${c.latent}-step${step}.safetensors`;
     a.click();
     setTimeout(() => URL.revokeObjectURL(a.href), 10000);
   } catch (err) { fail(err); }
@@ -635,6 +669,7 @@ $("train").addEventListener("click", () => {
   }
 });
 $("reset").addEventListener("click", reset);
+$("settings").elements.kind.addEventListener("change", showArchitectureFields);
 $("save").addEventListener("click", save);
 $("load").addEventListener("change", (e) => loadWeights(e.target));
 $("data-files").addEventListener("change", (e) => loadDataFiles(e.target));

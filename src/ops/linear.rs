@@ -1,6 +1,6 @@
 //! Linear layers, PyTorch's `nn.Linear` layout (W [out, in]): forward with fused bias and
 //! activation, dX, dW and db. Kernels: `shaders/linear.wgsl` (tiled, any shape) and
-//! `shaders/linear4.wgsl` (vec4 loads and outer products, for aligned shapes).
+//! the vec4 kernels beside them (vec4 loads and outer products, for aligned shapes).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -30,7 +30,7 @@ pub struct LinearOp {
 
 impl LinearOp {
     /// Whether every row and tensor of this product starts on a vec4 boundary (and rows come
-    /// in fours), so that the `linear4.wgsl` kernels apply.
+    /// in fours), so that the vec4 kernels apply.
     pub fn is_vec4(&self) -> bool {
         let offsets = [self.x_off, self.w_off, self.b_off, self.y_off, self.dy_off, self.dx_off, self.dw_off, self.db_off, self.dyt_off];
         [self.rows, self.inner, self.cols].iter().chain(&offsets).all(|v| v.is_multiple_of(4))
@@ -83,7 +83,7 @@ impl LinearOp {
             (Kernel::LinearForward, false) => vec![(product, (tiles(self.cols), tiles(self.rows), 1))],
             (Kernel::LinearBackwardInput, false) => vec![(product, (tiles(self.inner), tiles(self.rows), 1))],
             (Kernel::LinearBackwardWeight, false) => vec![(product, (tiles(self.inner), tiles(self.cols), 1))],
-            // Workgroups of 8 x 8 invocations; blocks per invocation as in linear4.wgsl.
+            // Workgroups of 8 x 8 invocations; blocks per invocation as in the vec4 kernels of linear.wgsl.
             (Kernel::LinearForward, true) => vec![(Kernel::LinearForward4, (self.cols.div_ceil(32), self.rows.div_ceil(64), 1))],
             (Kernel::LinearBackwardInput, true) => vec![
                 (Kernel::Transpose4, (self.cols.div_ceil(32), self.rows.div_ceil(32), 1)),
