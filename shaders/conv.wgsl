@@ -52,8 +52,14 @@ const DOWN: u32 = 0u;
 const UP: u32 = 1u;
 const WEIGHT: u32 = 2u;
 
-// up's phase (grid z): the residues (Y + p) mod s and (X + p) mod s of this dispatch's pixels.
-var<private> phase: vec2<u32>;
+// up's phase (grid z): the residues (Y + p) mod s and (X + p) mod s of a workgroup's pixels,
+// carried in the `kernel` argument's upper bits (kernel = UP | z << 4) rather than in a private
+// variable, which Tint's uniformity analysis would treat as varying by invocation (and the
+// tiled product's barriers need the loop bounds it feeds to be uniform).
+fn phase_of(kernel: u32) -> vec2<u32> {
+    let z = kernel >> 4u;
+    return vec2<u32>(z / op.s, z % op.s);
+}
 
 // The first large row (or column) with residue r, and how many there are in `size`.
 fn phase_start(r: u32) -> u32 { return (r + op.s - op.p % op.s) % op.s; }
@@ -62,7 +68,8 @@ fn phase_count(start: u32, size: u32) -> u32 { return select(0u, (size - start +
 fn taps() -> u32 { return (op.k + op.s - 1u) / op.s; }
 
 fn extent(kernel: u32) -> vec3<u32> {
-    switch kernel {
+    let phase = phase_of(kernel);
+    switch kernel & 15u {
         case UP: {
             let rows = phase_count(phase_start(phase.x), op.lh) * phase_count(phase_start(phase.y), op.lw);
             return vec3<u32>(op.batch * rows, op.lc, op.sc * taps() * taps());
@@ -76,7 +83,8 @@ fn extent(kernel: u32) -> vec3<u32> {
 // (n, (Y + p - ry) / s, (X + p - rx) / s): tap (ty, tx) of it reads small pixel
 // ((Y + p - ry) / s - ty, (X + p - rx) / s - tx), no division per tap.
 fn a_row(kernel: u32, i: u32) -> vec4<i32> {
-    switch kernel {
+    let phase = phase_of(kernel);
+    switch kernel & 15u {
         case UP: {
             let sy = phase_start(phase.x);
             let sx = phase_start(phase.y);
@@ -97,7 +105,7 @@ fn a_row(kernel: u32, i: u32) -> vec4<i32> {
 
 // Column j of B: down and up, an output channel; weight, the tap (cl, ky, kx).
 fn b_row(kernel: u32, j: u32) -> vec4<i32> {
-    if kernel == WEIGHT {
+    if (kernel & 15u) == WEIGHT {
         let kk = op.k * op.k;
         let r = j % kk;
         return vec4<i32>(i32(j / kk), i32(r / op.k), i32(r % op.k), 0);
@@ -108,7 +116,7 @@ fn b_row(kernel: u32, j: u32) -> vec4<i32> {
 // The reduction index t as a tuple: down (cl, ky, kx); up (cs, ty, tx) with taps
 // ky = ry + s ty, kx = rx + s tx; weight (n, y, x).
 fn term(kernel: u32, t: u32) -> vec4<u32> {
-    switch kernel {
+    switch kernel & 15u {
         case UP: {
             let tt = taps();
             let r = t % (tt * tt);
@@ -126,7 +134,7 @@ fn term(kernel: u32, t: u32) -> vec4<u32> {
 }
 
 fn next_term(kernel: u32, d: vec4<u32>) -> vec4<u32> {
-    switch kernel {
+    switch kernel & 15u {
         case UP: { return odometer(d, taps(), taps()); }
         case WEIGHT: { return odometer(d, op.sh, op.sw); }
         default: { return odometer(d, op.k, op.k); }
@@ -139,8 +147,9 @@ fn large(n: u32, c: u32, y: i32, x: i32) -> f32 {
 }
 
 fn load_a(kernel: u32, ra: vec4<i32>, d: vec4<u32>) -> f32 {
+    let phase = phase_of(kernel);
     let n = u32(ra.x);
-    switch kernel {
+    switch kernel & 15u {
         case UP: {
             if phase.x + op.s * d.y >= op.k || phase.y + op.s * d.z >= op.k { return 0.0; }
             let y = ra.y - i32(d.y);
@@ -158,7 +167,8 @@ fn load_a(kernel: u32, ra: vec4<i32>, d: vec4<u32>) -> f32 {
 }
 
 fn load_b(kernel: u32, rb: vec4<i32>, d: vec4<u32>) -> f32 {
-    switch kernel {
+    let phase = phase_of(kernel);
+    switch kernel & 15u {
         case UP: {
             let ky = phase.x + op.s * d.y;
             let kx = phase.y + op.s * d.z;
@@ -176,9 +186,10 @@ fn load_b(kernel: u32, rb: vec4<i32>, d: vec4<u32>) -> f32 {
 
 // Stores C[i, j] of a down or up product, i's position given by a_row, with the epilogue.
 fn store(kernel: u32, ra: vec4<i32>, j: u32, v: f32) {
+    let phase = phase_of(kernel);
     let n = u32(ra.x);
     var at: u32;
-    if kernel == UP {
+    if (kernel & 15u) == UP {
         let y = u32(ra.y) * op.s + phase.x - op.p;
         let x = u32(ra.z) * op.s + phase.y - op.p;
         at = ((n * op.lc + j) * op.lh + y) * op.lw + x;
@@ -217,8 +228,7 @@ fn conv_down(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
 
 @compute @workgroup_size(TILE_COLS / 8u, 512u / TILE_COLS)
 fn conv_up(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    phase = vec2<u32>(wid.z / op.s, wid.z % op.s);
-    store_block(UP, wid, lid);
+    store_block(UP | (wid.z << 4u), wid, lid);
 }
 
 // dW, and db = row sums of S (from the first column of workgroups) when db_off is given.
@@ -249,10 +259,10 @@ fn conv_down_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 @compute @workgroup_size(64)
 fn conv_up_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
-    phase = vec2<u32>(gid.z / op.s, gid.z % op.s);
-    let mnk = extent(UP);
+    let up = UP | (gid.z << 4u);
+    let mnk = extent(up);
     if gid.x >= mnk.x || gid.y >= mnk.y { return; }
-    store(UP, a_row(UP, gid.x), gid.y, single(UP, gid.x, gid.y));
+    store(up, a_row(up, gid.x), gid.y, single(up, gid.x, gid.y));
 }
 
 @compute @workgroup_size(64)

@@ -623,9 +623,19 @@ fn check_limits(limits: &wgpu::Limits, config: &Config, layout: &Layout, acts: &
         let message = format!("the images need {:.0} MB but this GPU allows {:.0} MB per buffer", mb(data), mb(max));
         return Err(ConfigError { field: "data", message });
     }
-    let rows = (config.batch_size * config.samples) as u32;
-    if rows > limits.max_compute_workgroups_per_dimension {
-        return Err(ConfigError { field: "samples", message: "batch_size x samples exceeds this GPU's dispatch size".into() });
+    // Every dispatch of a training step must fit the grid's limit (the largest pass; the
+    // evaluation passes use at most as many rows).
+    let mut rec = Records::default();
+    let (batch, rows) = (config.batch_size, config.batch_size * config.samples);
+    build_plan(&mut rec, config, layout, acts, Pass::Train, batch, rows);
+    let limit = limits.max_compute_workgroups_per_dimension;
+    if let Some(d) = rec.dispatches.iter().find(|d| d.groups.0.max(d.groups.1).max(d.groups.2) > limit) {
+        let (x, y, z) = d.groups;
+        let message = format!(
+            "one step's {} dispatch needs {x}x{y}x{z} workgroups but this GPU allows {limit} per dimension; use a smaller batch or fewer samples",
+            d.kernel.source().1
+        );
+        return Err(ConfigError { field: "batch_size", message });
     }
     Ok(())
 }
