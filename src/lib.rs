@@ -4,7 +4,10 @@
 //!
 //! - [`model`]: the configuration (layers), shapes, parameter layout and initialisation.
 //! - [`ops`]: one module per op family: its uniform record, dispatches and CPU reference.
+//!   Dependencies run one way: model <- ops <- reference, trainer; latent and rng depend on
+//!   neither trainer nor reference.
 //! - [`reference`]: the whole model as plain loops over the layers: the oracle the GPU is checked against.
+//! - [`trainer`]: the one owner of GPU state; the training step as a loop over the layers.
 //! - [`gpu`]: the device, its queue, and the one readback helper.
 //! - [`kernels`]: the WGSL pipelines, built once, and the uniforms that drive them.
 //! - [`latent`]: prior samples, interpolation, traversals and the manifold the page draws.

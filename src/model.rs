@@ -6,7 +6,6 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ops::Activation;
 use crate::rng::Rng;
 
 /// p(x|z): what the decoder's outputs parameterise. As JSON: `{"kind": "bernoulli"}` or
@@ -39,6 +38,51 @@ impl TryFrom<LikelihoodJson> for Likelihood {
             ("gaussian", Some(sigma)) => Ok(Likelihood::Gaussian { sigma }),
             ("gaussian", None) => Err("a Gaussian likelihood needs its sigma".into()),
             (other, _) => Err(format!("unknown likelihood \"{other}\" (expected \"bernoulli\" or \"gaussian\")")),
+        }
+    }
+}
+
+/// Element-wise nonlinearity applied after a layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    Identity,
+    Relu,
+    Tanh,
+}
+
+impl Activation {
+    /// The code the WGSL kernels switch on (`common.wgsl`).
+    pub fn code(self) -> u32 {
+        match self {
+            Activation::Identity => 0,
+            Activation::Relu => 1,
+            Activation::Tanh => 2,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Identity => "identity",
+            Activation::Relu => "relu",
+            Activation::Tanh => "tanh",
+        }
+    }
+
+    pub fn apply(self, z: f64) -> f64 {
+        match self {
+            Activation::Identity => z,
+            Activation::Relu => z.max(0.0),
+            Activation::Tanh => z.tanh(),
+        }
+    }
+
+    /// d act / d z, written in terms of the output y = act(z).
+    pub fn derivative_from_output(self, y: f64) -> f64 {
+        match self {
+            Activation::Identity => 1.0,
+            Activation::Relu => (y > 0.0) as u8 as f64,
+            Activation::Tanh => 1.0 - y * y,
         }
     }
 }
@@ -701,6 +745,13 @@ impl Layout {
         let heads = ["encoder.mu.weight", "encoder.logvar.weight", "encoder.mu.bias", "encoder.logvar.bias"].map(String::from);
         [linear("encoder", &self.encoder, None), heads.to_vec(), linear("decoder", &self.decoder, Some("out"))].concat()
     }
+}
+
+/// The activation whose derivative turns dL/d(input of layer i) into dL/d(pre-activation) of
+/// whatever computed that input: that of the nearest layer before i that computes (views keep
+/// their input's values), or `first` (identity: x or z) if there is none.
+pub fn activation_before(layers: &[LayerLayout], i: usize, first: Activation) -> Activation {
+    layers[..i].iter().rev().find(|l| !l.layer.is_view()).map_or(first, |l| l.activation())
 }
 
 /// Initial parameters, as PyTorch initialises `nn.Linear`, `nn.Conv2d` and

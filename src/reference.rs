@@ -6,8 +6,8 @@
 //! Shapes: B = batch, L = latent samples per datapoint, D = pixels, Z = latent size.
 //! Rows of decoder tensors are ordered l * B + b (sample-major), as on the GPU.
 
-use crate::model::{Config, LayerLayout, Layout};
-use crate::ops::{self, latent, loss, optim, Activation};
+use crate::model::{activation_before, Activation, Config, LayerLayout, Layout};
+use crate::ops::{self, latent, loss, optim};
 
 /// Everything the forward pass computed, kept for the backward pass.
 #[derive(Clone, Debug)]
@@ -79,13 +79,6 @@ impl Forward {
         let kl = self.kl.iter().sum::<f64>() / batch;
         Losses { reconstruction, kl, loss: reconstruction + beta * kl }
     }
-}
-
-/// The activation whose derivative turns dL/d(input of layer i) into dL/d(pre-activation) of
-/// whatever computed that input: that of the nearest layer before i that computes (views keep
-/// their input's values), or `first` (identity: x or z) if there is none.
-pub fn activation_before(layers: &[LayerLayout], i: usize, first: Activation) -> Activation {
-    layers[..i].iter().rev().find(|l| !l.layer.is_view()).map_or(first, |l| l.activation())
 }
 
 /// Backward through `layers` from dz = dL/d(pre-activation of the last layer's output), writing

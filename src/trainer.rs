@@ -9,9 +9,8 @@ use crate::data::{epoch_permutation, Dataset};
 use crate::gpu::{Gpu, GpuError};
 use crate::kernels::{pack_slots, storage_buffer, Buffers, Dispatch, Kernel, Kernels, Records, StepRecord, UNIFORM_SLOT};
 use crate::latent;
-use crate::model::{initial_parameters, Config, ConfigError, Layer, LayerLayout, Layout, Likelihood, Shape};
-use crate::ops::{self, data::GatherOp, latent::LatentOp, loss::LossOp, optim::OptimOp, Activation};
-use crate::reference::activation_before;
+use crate::model::{activation_before, initial_parameters, Activation, Config, ConfigError, Layer, LayerLayout, Layout, Likelihood, Shape};
+use crate::ops::{self, data::GatherOp, latent::LatentOp, loss::LossOp, optim::OptimOp};
 use crate::rng::{EVAL_RNG_STEP, IWAE_RNG_STEP};
 
 /// Steps whose records fit in the step ring: the most steps one submission can hold.

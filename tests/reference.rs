@@ -4,7 +4,8 @@
 #![cfg(not(target_arch = "wasm32"))]
 
 use webvae::model::{initial_parameters, Config, Layer, Layout, Likelihood};
-use webvae::ops::{self, latent, optim, Activation};
+use webvae::model::Activation;
+use webvae::ops::{self, latent, optim};
 use webvae::reference;
 use webvae::rng::Rng;
 

@@ -13,9 +13,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::Activation;
 use crate::kernels::{Kernel, Records, NONE};
-use crate::model::{Layer, LayerLayout, Shape};
+use crate::model::{Activation, Layer, LayerLayout, Shape};
 
 /// Sizes of one convolution (see the module docs), per datapoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

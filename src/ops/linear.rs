@@ -4,9 +4,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::Activation;
 use crate::kernels::{Kernel, Records, Scratch};
-use crate::model::LayerLayout;
+use crate::model::{Activation, LayerLayout};
 
 /// Record of `shaders/linear.wgsl`.
 #[repr(C)]

@@ -9,7 +9,7 @@ use webvae::ops::latent::{self, LatentOp};
 use webvae::ops::linear::{self, LinearOp};
 use webvae::ops::loss::{self, LossOp};
 use webvae::ops::optim::{self, OptimOp};
-use webvae::ops::Activation;
+use webvae::model::Activation;
 use webvae::rng::Rng;
 
 /// Opens the GPU or fails the test with the reason and how to get an adapter: a GPU test must
