@@ -208,8 +208,9 @@ fn store(kernel: u32, ra: vec4<i32>, j: u32, v: f32) {
 fn store_block(kernel: u32, wid: vec3<u32>, lid: vec3<u32>) {
     let c = product(kernel, wid, lid);
     let mnk = extent(kernel);
-    let i = wid.y * TILE_ROWS + lid.y * 8u;
-    let j = wid.x * TILE_COLS + lid.x * 8u;
+    let origin = block_origin(lid);
+    let i = wid.y * TILE_ROWS + origin.x;
+    let j = wid.x * TILE_COLS + origin.y;
     for (var r = 0u; r < 8u; r++) {
         if i + r >= mnk.x { break; }
         let ra = a_row(kernel, i + r);

@@ -39,7 +39,19 @@ struct Block {
     a_sum: f32,
 }
 
-// This invocation's 8x8 block of the workgroup's tile (rows 8 * lid.y.., columns 8 * lid.x..).
+// Where this invocation's 8x8 block starts in the workgroup's tile: (row, column). Neighbouring
+// invocations (which software adapters run as the lanes of one SIMD instruction) share their
+// B columns in tall tiles and their A rows in square ones, so one of the two reads from
+// workgroup memory below is the same for all lanes.
+fn block_origin(lid: vec3<u32>) -> vec2<u32> {
+    if TILE_ROWS > 64u {
+        let me = lid.y * (TILE_COLS / 8u) + lid.x;
+        return vec2<u32>(me % (TILE_ROWS / 8u), me / (TILE_ROWS / 8u)) * 8u;
+    }
+    return vec2<u32>(lid.y, lid.x) * 8u;
+}
+
+// This invocation's 8x8 block of the workgroup's tile (starting at block_origin(lid)).
 fn product(kernel: u32, wid: vec3<u32>, lid: vec3<u32>) -> Block {
     let mnk = extent(kernel);
     let i0 = wid.y * TILE_ROWS;
@@ -58,6 +70,7 @@ fn product(kernel: u32, wid: vec3<u32>, lid: vec3<u32>) -> Block {
     let ra2 = a_row(kernel, min(ai2, mnk.x - 1u));
     let rb = b_row(kernel, min(bj, mnk.y - 1u));
     let tall = TILE_ROWS > 64u;
+    let origin = block_origin(lid);
     let copies_b = me < TILE_COLS;
     let a_stride = TILE_ROWS / 4u;
     let b_stride = TILE_COLS / 4u;
@@ -83,8 +96,8 @@ fn product(kernel: u32, wid: vec3<u32>, lid: vec3<u32>) -> Block {
             d = next_term(kernel, d);
         }
         workgroupBarrier();
-        let ar = lid.y * 2u;
-        let bc = lid.x * 2u;
+        let ar = origin.x / 4u;
+        let bc = origin.y / 4u;
         for (var t = 0u; t < TK; t++) {
             let al = a_tile[t * a_stride + ar];
             let ah = a_tile[t * a_stride + ar + 1u];

@@ -474,7 +474,17 @@ impl Trainer {
 
     /// Runs an evaluation pass over the test set in batches, `k` samples per datapoint.
     async fn run_over_test_set(&mut self, pass: Pass, k: usize) -> Result<(), TrainError> {
-        let batch = if k == 1 { self.config.batch_size } else { (IWAE_ROWS / k).max(1) };
+        let mut batch = if k == 1 { self.config.batch_size } else { (IWAE_ROWS / k).max(1) };
+        // A batch's activations live in one buffer: halve the batch until they fit the device's
+        // limit (a conv decoder's k samples of a digit take megabytes).
+        let max = self.gpu.device.limits().max_storage_buffer_binding_size as usize / 4;
+        while batch > 1 && Acts::new(&self.config, &self.layout, batch, batch * k).len > max {
+            batch /= 2;
+        }
+        if Acts::new(&self.config, &self.layout, batch, batch * k).len > max {
+            let message = format!("{k} samples of one digit need more GPU memory than one buffer allows here; use a smaller k");
+            return Err(ConfigError { field: "k", message }.into());
+        }
         let rng_step = if pass == Pass::Evaluate { EVAL_RNG_STEP } else { IWAE_RNG_STEP };
         let mut start = 0;
         while start < self.test_count {

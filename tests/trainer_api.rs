@@ -100,6 +100,27 @@ fn bad_configurations_name_the_field() {
     assert!(matches!(Trainer::new(gpu, wrong_size, &train, &test), Err(TrainError::Data(_))));
 }
 
+/// The importance-weighted bound runs in batches whose activations fit one buffer: k samples of
+/// one conv digit that cannot fit are refused, naming k, rather than losing the device.
+#[test]
+fn iwae_batches_fit_the_device_or_k_is_refused() {
+    let (train, test) = common::small_mnist(256);
+    let gpu = pollster::block_on(common::gpu_or_fail(|s| println!("{s}")));
+    let limit = gpu.device.limits().max_storage_buffer_binding_size;
+    let mut t = Trainer::new(gpu, Config::conv(), &train, &test).unwrap_or_else(|e| panic!("{e}"));
+    pollster::block_on(async {
+        // 2048 conv decoder rows take about 205 MB of activations (lavapipe and WebGPU's
+        // default allow 128 MB per buffer; a GPU allowing more computes it).
+        match t.importance_weighted_nll(2048).await {
+            Err(TrainError::Config(e)) if limit < 210_000_000 => assert_eq!(e.field, "k", "{e}"),
+            Ok(v) if limit >= 210_000_000 => assert!(v.is_finite()),
+            other => panic!("k = 2048 under a {limit}-byte buffer limit gave {other:?}"),
+        }
+        let iwae = t.importance_weighted_nll(2).await.unwrap();
+        assert!(iwae.is_finite() && iwae > 0.0, "{iwae}");
+    });
+}
+
 #[test]
 fn a_non_finite_loss_stops_training_and_keeps_the_weights() {
     let mut t = trainer(small());
