@@ -1,5 +1,5 @@
 //! `make bench`, native half: the training step of each preset (MODELS="mlp conv" by default)
-//! on the native adapter. Prints `bench native model <m> ms_per_step <median> samples_per_s <n>
+//! on the native adapter, timed SAMPLES times (15 by default). Prints `bench native model <m> ms_per_step <median> samples_per_s <n>
 //! dispatches_per_step <n> readbacks_per_step <n>`, then the matmul kernels' GFLOP/s (MLP) and
 //! each dispatch of the step timed alone, with the products' GFLOP/s.
 
@@ -10,8 +10,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let gpu = pollster::block_on(webvae::gpu::Gpu::new())?;
     let start = Instant::now();
     let models = std::env::var("MODELS").unwrap_or_else(|_| "mlp conv".into());
+    // Timed samples per model (a quick look: SAMPLES=1).
+    let samples = std::env::var("SAMPLES").ok().and_then(|s| s.parse().ok()).unwrap_or(15);
     for model in models.split_whitespace() {
-        let report = pollster::block_on(webvae::bench::run(gpu.clone(), model, 15, || start.elapsed().as_secs_f64() * 1000.0))?;
+        let report = pollster::block_on(webvae::bench::run(gpu.clone(), model, samples, || start.elapsed().as_secs_f64() * 1000.0))?;
         for line in report.lines("native") {
             println!("{line}");
         }

@@ -29,6 +29,7 @@ struct Conv {
     k: u32,
     s: u32,
     p: u32,
+    taps: u32,      // taps per dimension that reach a large pixel in up: ceil(k / s)
     act: u32,       // mode 0: applied to the output; mode 1: the one that made slope_off's tensor
     mode: u32,      // 0: out = act(C + bias); 1: out = C * act'(acts[slope_off + same index])
     large_off: u32, // L (acts)
@@ -52,39 +53,33 @@ const DOWN: u32 = 0u;
 const UP: u32 = 1u;
 const WEIGHT: u32 = 2u;
 
-// up's phase (grid z): the residues (Y + p) mod s and (X + p) mod s of a workgroup's pixels,
-// carried in the `kernel` argument's upper bits (kernel = UP | z << 4) rather than in a private
-// variable, which Tint's uniformity analysis would treat as varying by invocation (and the
-// tiled product's barriers need the loop bounds it feeds to be uniform).
-fn phase_of(kernel: u32) -> vec2<u32> {
-    let z = kernel >> 4u;
-    return vec2<u32>(z / op.s, z % op.s);
-}
+// up's phase, the grid's z: the residues (Y + p) mod s and (X + p) mod s of a dispatch's
+// large pixels. Divided out once per row (a_row, b_row): software adapters divide integers
+// lane by lane, and the per-element functions read it from the row descriptors.
+fn phase_of(z: u32) -> vec2<u32> { return vec2<u32>(z / op.s, z % op.s); }
 
 // The first large row (or column) with residue r, and how many there are in `size`.
 fn phase_start(r: u32) -> u32 { return (r + op.s - op.p % op.s) % op.s; }
 fn phase_count(start: u32, size: u32) -> u32 { return select(0u, (size - start + op.s - 1u) / op.s, start < size); }
-// Taps per dimension that reach a large pixel: ceil(k / s).
-fn taps() -> u32 { return (op.k + op.s - 1u) / op.s; }
 
-fn extent(kernel: u32) -> vec3<u32> {
-    let phase = phase_of(kernel);
-    switch kernel & 15u {
+fn extent(kernel: u32, z: u32) -> vec3<u32> {
+    let phase = phase_of(z);
+    switch kernel {
         case UP: {
             let rows = phase_count(phase_start(phase.x), op.lh) * phase_count(phase_start(phase.y), op.lw);
-            return vec3<u32>(op.batch * rows, op.lc, op.sc * taps() * taps());
+            return vec3<u32>(op.batch * rows, op.lc, op.sc * op.taps * op.taps);
         }
         case WEIGHT: { return vec3<u32>(op.sc, op.lc * op.k * op.k, op.batch * op.sh * op.sw); }
         default: { return vec3<u32>(op.batch * op.sh * op.sw, op.sc, op.lc * op.k * op.k); }
     }
 }
 
-// Row i of A: down, the small pixel (n, y, x); up, the large pixel (n, Y, X) of this phase as
-// (n, (Y + p - ry) / s, (X + p - rx) / s): tap (ty, tx) of it reads small pixel
-// ((Y + p - ry) / s - ty, (X + p - rx) / s - tx), no division per tap.
-fn a_row(kernel: u32, i: u32) -> vec4<i32> {
-    let phase = phase_of(kernel);
-    switch kernel & 15u {
+// Row i of A: down, the small pixel (n, y, x); up, the large pixel (n, Y, X) of phase
+// (ry, rx) as (n, (Y + p - ry) / s, (X + p - rx) / s, ry + rx << 16): tap (ty, tx) of it reads
+// small pixel ((Y + p - ry) / s - ty, (X + p - rx) / s - tx), no division per tap.
+fn a_row(kernel: u32, z: u32, i: u32) -> vec4<i32> {
+    let phase = phase_of(z);
+    switch kernel {
         case UP: {
             let sy = phase_start(phase.x);
             let sx = phase_start(phase.y);
@@ -93,7 +88,7 @@ fn a_row(kernel: u32, i: u32) -> vec4<i32> {
             let r = i % per;
             let y = r / cx + (sy + op.p - phase.x) / op.s;
             let x = r % cx + (sx + op.p - phase.y) / op.s;
-            return vec4<i32>(i32(i / per), i32(y), i32(x), 0);
+            return vec4<i32>(i32(i / per), i32(y), i32(x), i32(phase.x | phase.y << 16u));
         }
         case WEIGHT: { return vec4<i32>(i32(i), 0, 0, 0); }
         default: {
@@ -103,22 +98,32 @@ fn a_row(kernel: u32, i: u32) -> vec4<i32> {
     }
 }
 
-// Column j of B: down and up, an output channel; weight, the tap (cl, ky, kx).
-fn b_row(kernel: u32, j: u32) -> vec4<i32> {
-    if (kernel & 15u) == WEIGHT {
-        let kk = op.k * op.k;
-        let r = j % kk;
-        return vec4<i32>(i32(j / kk), i32(r / op.k), i32(r % op.k), 0);
+// The phase (ry, rx) of an up row.
+fn row_phase(ra: vec4<i32>) -> vec2<u32> { return vec2<u32>(u32(ra.w) & 65535u, u32(ra.w) >> 16u); }
+
+// Column j of B: down, an output channel; up, an output channel and the phase (cl, ry, rx);
+// weight, the tap (cl, ky, kx).
+fn b_row(kernel: u32, z: u32, j: u32) -> vec4<i32> {
+    switch kernel {
+        case UP: {
+            let phase = phase_of(z);
+            return vec4<i32>(i32(j), i32(phase.x), i32(phase.y), 0);
+        }
+        case WEIGHT: {
+            let kk = op.k * op.k;
+            let r = j % kk;
+            return vec4<i32>(i32(j / kk), i32(r / op.k), i32(r % op.k), 0);
+        }
+        default: { return vec4<i32>(i32(j), 0, 0, 0); }
     }
-    return vec4<i32>(i32(j), 0, 0, 0);
 }
 
 // The reduction index t as a tuple: down (cl, ky, kx); up (cs, ty, tx) with taps
 // ky = ry + s ty, kx = rx + s tx; weight (n, y, x).
 fn term(kernel: u32, t: u32) -> vec4<u32> {
-    switch kernel & 15u {
+    switch kernel {
         case UP: {
-            let tt = taps();
+            let tt = op.taps;
             let r = t % (tt * tt);
             return vec4<u32>(t / (tt * tt), r / tt, r % tt, 0u);
         }
@@ -134,28 +139,32 @@ fn term(kernel: u32, t: u32) -> vec4<u32> {
 }
 
 fn next_term(kernel: u32, d: vec4<u32>) -> vec4<u32> {
-    switch kernel & 15u {
-        case UP: { return odometer(d, taps(), taps()); }
+    switch kernel {
+        case UP: { return odometer(d, op.taps, op.taps); }
         case WEIGHT: { return odometer(d, op.sh, op.sw); }
         default: { return odometer(d, op.k, op.k); }
     }
 }
 
+// Branch-free reads (an index clamped into the tensor, the value masked): software adapters
+// run every branch an element takes as masked control flow, which costs more than the load.
 fn large(n: u32, c: u32, y: i32, x: i32) -> f32 {
-    if y < 0 || x < 0 || u32(y) >= op.lh || u32(x) >= op.lw { return 0.0; }
-    return acts[op.large_off + ((n * op.lc + c) * op.lh + u32(y)) * op.lw + u32(x)];
+    let inside = y >= 0 && x >= 0 && u32(y) < op.lh && u32(x) < op.lw;
+    let at = ((n * op.lc + c) * op.lh + u32(max(y, 0))) * op.lw + u32(max(x, 0));
+    return select(0.0, acts[op.large_off + select(0u, at, inside)], inside);
 }
 
 fn load_a(kernel: u32, ra: vec4<i32>, d: vec4<u32>) -> f32 {
-    let phase = phase_of(kernel);
     let n = u32(ra.x);
-    switch kernel & 15u {
+    switch kernel {
         case UP: {
-            if phase.x + op.s * d.y >= op.k || phase.y + op.s * d.z >= op.k { return 0.0; }
+            let phase = row_phase(ra);
             let y = ra.y - i32(d.y);
             let x = ra.z - i32(d.z);
-            if y < 0 || x < 0 || u32(y) >= op.sh || u32(x) >= op.sw { return 0.0; }
-            return acts[op.small_off + ((n * op.sc + d.x) * op.sh + u32(y)) * op.sw + u32(x)];
+            let inside = phase.x + op.s * d.y < op.k && phase.y + op.s * d.z < op.k
+                && y >= 0 && x >= 0 && u32(y) < op.sh && u32(x) < op.sw;
+            let at = ((n * op.sc + d.x) * op.sh + u32(max(y, 0))) * op.sw + u32(max(x, 0));
+            return select(0.0, acts[op.small_off + select(0u, at, inside)], inside);
         }
         case WEIGHT: { return acts[op.small_off + ((d.x * op.sc + n) * op.sh + d.y) * op.sw + d.z]; }
         default: {
@@ -167,13 +176,13 @@ fn load_a(kernel: u32, ra: vec4<i32>, d: vec4<u32>) -> f32 {
 }
 
 fn load_b(kernel: u32, rb: vec4<i32>, d: vec4<u32>) -> f32 {
-    let phase = phase_of(kernel);
-    switch kernel & 15u {
+    switch kernel {
         case UP: {
-            let ky = phase.x + op.s * d.y;
-            let kx = phase.y + op.s * d.z;
-            if ky >= op.k || kx >= op.k { return 0.0; }
-            return params[op.w_off + ((d.x * op.lc + u32(rb.x)) * op.k + ky) * op.k + kx];
+            let ky = u32(rb.y) + op.s * d.y;
+            let kx = u32(rb.z) + op.s * d.z;
+            let inside = ky < op.k && kx < op.k;
+            let at = ((d.x * op.lc + u32(rb.x)) * op.k + ky) * op.k + kx;
+            return select(0.0, params[op.w_off + select(0u, at, inside)], inside);
         }
         case WEIGHT: {
             let s = i32(op.s);
@@ -184,40 +193,52 @@ fn load_b(kernel: u32, rb: vec4<i32>, d: vec4<u32>) -> f32 {
     }
 }
 
-// Stores C[i, j] of a down or up product, i's position given by a_row, with the epilogue.
-fn store(kernel: u32, ra: vec4<i32>, j: u32, v: f32) {
-    let phase = phase_of(kernel);
+// Where C[i, j] of a down or up product goes (i's position given by a_row), and the distance
+// between channels j and j + 1 there.
+fn out_at(kernel: u32, ra: vec4<i32>, j: u32) -> vec2<u32> {
     let n = u32(ra.x);
-    var at: u32;
-    if (kernel & 15u) == UP {
+    if kernel == UP {
+        let phase = row_phase(ra);
         let y = u32(ra.y) * op.s + phase.x - op.p;
         let x = u32(ra.z) * op.s + phase.y - op.p;
-        at = ((n * op.lc + j) * op.lh + y) * op.lw + x;
-    } else {
-        at = ((n * op.sc + j) * op.sh + u32(ra.y)) * op.sw + u32(ra.z);
+        return vec2<u32>(((n * op.lc + j) * op.lh + y) * op.lw + x, op.lh * op.lw);
     }
+    return vec2<u32>(((n * op.sc + j) * op.sh + u32(ra.y)) * op.sw + u32(ra.z), op.sh * op.sw);
+}
+
+// Stores four channels j..j+3 of C[i, .] (`count` of them in range) with the epilogue, the
+// activation applied to the four at once (software adapters pay for its switch per call).
+fn store4(kernel: u32, ra: vec4<i32>, j: u32, count: u32, v: vec4<f32>) {
+    let at = out_at(kernel, ra, j);
+    var out: vec4<f32>;
     if op.mode == 0u {
-        var z = v;
-        if op.b_off != NONE { z += params[op.b_off + j]; }
-        acts[op.out_off + at] = activate(op.act, vec4<f32>(z)).x;
+        var bias = vec4<f32>(0.0);
+        if op.b_off != NONE {
+            for (var q = 0u; q < count; q++) { bias[q] = params[op.b_off + j + q]; }
+        }
+        out = activate(op.act, v + bias);
     } else {
-        acts[op.out_off + at] = v * activation_slope(op.act, vec4<f32>(acts[op.slope_off + at])).x;
+        var y = vec4<f32>(0.0);
+        for (var q = 0u; q < count; q++) { y[q] = acts[op.slope_off + at.x + q * at.y]; }
+        out = v * activation_slope(op.act, y);
     }
+    for (var q = 0u; q < count; q++) { acts[op.out_off + at.x + q * at.y] = out[q]; }
 }
 
 fn store_block(kernel: u32, wid: vec3<u32>, lid: vec3<u32>) {
     let c = product(kernel, wid, lid);
-    let mnk = extent(kernel);
+    let mnk = extent(kernel, wid.z);
     let origin = block_origin(lid);
     let i = wid.y * TILE_ROWS + origin.x;
     let j = wid.x * TILE_COLS + origin.y;
+    let low = min(select(0u, mnk.y - j, j < mnk.y), 4u);
+    let high = min(select(0u, mnk.y - j - 4u, j + 4u < mnk.y), 4u);
     for (var r = 0u; r < 8u; r++) {
         if i + r >= mnk.x { break; }
-        let ra = a_row(kernel, i + r);
+        let ra = a_row(kernel, wid.z, i + r);
         let v = block_row(c, r);
-        for (var q = 0u; q < 8u; q++) {
-            if j + q < mnk.y { store(kernel, ra, j + q, v[q / 4u][q % 4u]); }
-        }
+        store4(kernel, ra, j, low, v[0]);
+        store4(kernel, ra, j + 4u, high, v[1]);
     }
 }
 
@@ -229,7 +250,7 @@ fn conv_down(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
 
 @compute @workgroup_size(TILE_COLS / 8u, 512u / TILE_COLS)
 fn conv_up(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    store_block(UP | (wid.z << 4u), wid, lid);
+    store_block(UP, wid, lid);
 }
 
 // dW, and db = row sums of S (from the first column of workgroups) when db_off is given.
@@ -253,24 +274,26 @@ fn conv_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 // ---- direct, one output per invocation: grid (M / 64, N, phases).
 @compute @workgroup_size(64)
 fn conv_down_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let mnk = extent(DOWN);
+    let mnk = extent(DOWN, 0u);
     if gid.x >= mnk.x || gid.y >= mnk.y { return; }
-    store(DOWN, a_row(DOWN, gid.x), gid.y, single(DOWN, gid.x, gid.y));
+    store4(DOWN, a_row(DOWN, 0u, gid.x), gid.y, 1u, vec4<f32>(single(DOWN, 0u, gid.x, gid.y)));
 }
 
 @compute @workgroup_size(64)
 fn conv_up_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let up = UP | (gid.z << 4u);
-    let mnk = extent(up);
+    let mnk = extent(UP, gid.z);
     if gid.x >= mnk.x || gid.y >= mnk.y { return; }
-    store(up, a_row(up, gid.x), gid.y, single(up, gid.x, gid.y));
+    store4(UP, a_row(UP, gid.z, gid.x), gid.y, 1u, vec4<f32>(single(UP, gid.z, gid.x, gid.y)));
 }
 
+// dW of a narrow weight product (see split_product): grid (N / 8, M / 8).
 @compute @workgroup_size(64)
-fn conv_weight_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let mnk = extent(WEIGHT);
-    if gid.x >= mnk.x || gid.y >= mnk.y { return; }
-    grads[op.out_off + gid.x * mnk.y + gid.y] = single(WEIGHT, gid.x, gid.y);
+fn conv_weight_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) me: u32) {
+    let v = split_product(WEIGHT, wid, me);
+    let mnk = extent(WEIGHT, 0u);
+    let i = wid.y * 8u + me / 8u;
+    let j = wid.x * 8u + me % 8u;
+    if i < mnk.x && j < mnk.y { grads[op.out_off + i * mnk.y + j] = v; }
 }
 
 // ---- a bias's gradient: per-channel sums of [batch, sum_c, sum_hw]. One workgroup per channel.

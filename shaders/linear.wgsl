@@ -67,7 +67,7 @@ const BACKWARD_INPUT: u32 = 1u;
 const BACKWARD_WEIGHT: u32 = 2u;
 
 // The product's extent for each kernel: (M, N, K) = (rows of C, columns of C, reduction).
-fn extent(kernel: u32) -> vec3<u32> {
+fn extent(kernel: u32, z: u32) -> vec3<u32> {
     switch kernel {
         case BACKWARD_INPUT: { return vec3<u32>(op.rows, op.inner, op.cols); }
         case BACKWARD_WEIGHT: { return vec3<u32>(op.cols, op.inner, op.rows); }
@@ -76,8 +76,8 @@ fn extent(kernel: u32) -> vec3<u32> {
 }
 
 // Rows of A and B need nothing precomputed: the index is enough.
-fn a_row(kernel: u32, i: u32) -> vec4<i32> { return vec4<i32>(i32(i), 0, 0, 0); }
-fn b_row(kernel: u32, j: u32) -> vec4<i32> { return vec4<i32>(i32(j), 0, 0, 0); }
+fn a_row(kernel: u32, z: u32, i: u32) -> vec4<i32> { return vec4<i32>(i32(i), 0, 0, 0); }
+fn b_row(kernel: u32, z: u32, j: u32) -> vec4<i32> { return vec4<i32>(i32(j), 0, 0, 0); }
 
 // The reduction index needs no decomposing either.
 fn term(kernel: u32, t: u32) -> vec4<u32> { return vec4<u32>(t, 0u, 0u, 0u); }

@@ -83,7 +83,7 @@ kernels! {
     ConvWeight => "conv.wgsl", "conv_weight";
     ConvDownDirect => "conv.wgsl", "conv_down_direct";
     ConvUpDirect => "conv.wgsl", "conv_up_direct";
-    ConvWeightDirect => "conv.wgsl", "conv_weight_direct";
+    ConvWeightSplit => "conv.wgsl", "conv_weight_split";
     ChannelSums => "conv.wgsl", "channel_sums";
     Reparameterize => "latent.wgsl", "reparameterize";
     LatentBackward => "latent.wgsl", "latent_backward";

@@ -68,7 +68,7 @@ fn uniform_records_match_their_rust_twins() {
             "conv.wgsl",
             "Conv",
             fields!(ConvOp {
-                batch, lc, lh, lw, sc, sh, sw, k, s, p, act, mode, large_off, small_off, out_off, w_off, b_off, slope_off, db_off,
+                batch, lc, lh, lw, sc, sh, sw, k, s, p, taps, act, mode, large_off, small_off, out_off, w_off, b_off, slope_off, db_off,
                 sum_off, sum_c, sum_hw
             }),
         ),

@@ -192,6 +192,8 @@ pub struct ConvOp {
     pub k: u32,
     pub s: u32,
     pub p: u32,
+    /// Taps per dimension that reach one large pixel in `up`: k / s rounded up.
+    pub taps: u32,
     /// Forward: the activation applied to the output; backward: the one that made `slope_off`'s tensor.
     pub act: u32,
     /// 0: out = act(product + bias); 1: out = product * act'(acts[slope_off + same index]).
@@ -236,6 +238,7 @@ impl ConvOp {
             k: u(g.k),
             s: u(g.s),
             p: u(g.p),
+            taps: u(g.k.div_ceil(g.s)),
             b_off: NONE,
             slope_off: NONE,
             db_off: NONE,
@@ -243,17 +246,12 @@ impl ConvOp {
         }
     }
 
-    /// Taps per dimension that reach one large pixel in `up` (k / s rounded up).
-    fn taps(&self) -> u32 {
-        self.k.div_ceil(self.s)
-    }
-
     /// (M, N, K) of a product as a matrix product C[M, N] = A[M, K] B[K, N] (for `up`, of one
     /// of the s x s phases: large pixels sharing (y + p) mod s and (x + p) mod s use the same taps).
     pub fn extent(&self, product: Product) -> (u32, u32, u32) {
         match product {
             Product::Down => (self.batch * self.sh * self.sw, self.sc, self.lc * self.k * self.k),
-            Product::Up => (self.batch * self.lh.div_ceil(self.s) * self.lw.div_ceil(self.s), self.lc, self.sc * self.taps() * self.taps()),
+            Product::Up => (self.batch * self.lh.div_ceil(self.s) * self.lw.div_ceil(self.s), self.lc, self.sc * self.taps * self.taps),
             Product::Weight => (self.sc, self.lc * self.k * self.k, self.batch * self.sh * self.sw),
         }
     }
@@ -286,9 +284,10 @@ impl ConvOp {
             (Product::Weight, false) => Kernel::ConvWeight,
             (Product::Down, true) => Kernel::ConvDownDirect,
             (Product::Up, true) => Kernel::ConvUpDirect,
-            (Product::Weight, true) => Kernel::ConvWeightDirect,
+            (Product::Weight, true) => Kernel::ConvWeightSplit,
         };
         let groups = match (direct, tall) {
+            (true, _) if product == Product::Weight => (n.div_ceil(8), m.div_ceil(8), 1),
             (true, _) => (m.div_ceil(64), n, phases),
             (false, true) => (n.div_ceil(32), m.div_ceil(128), phases),
             (false, false) => (n.div_ceil(64), m.div_ceil(64), phases),
