@@ -146,10 +146,11 @@ fn next_term(kernel: u32, d: vec4<u32>) -> vec4<u32> {
     }
 }
 
-// Branch-free reads (an index clamped into the tensor, the value masked): software adapters
-// run every branch an element takes as masked control flow, which costs more than the load.
+// Branch-free reads (an index clamped into the tensor, the value masked; `&`, not the
+// short-circuiting `&&`, which compiles to branches): software adapters run every branch an
+// element takes as masked control flow, which costs more than the load.
 fn large(n: u32, c: u32, y: i32, x: i32) -> f32 {
-    let inside = y >= 0 && x >= 0 && u32(y) < op.lh && u32(x) < op.lw;
+    let inside = (y >= 0) & (x >= 0) & (u32(y) < op.lh) & (u32(x) < op.lw);
     let at = ((n * op.lc + c) * op.lh + u32(max(y, 0))) * op.lw + u32(max(x, 0));
     return select(0.0, acts[op.large_off + select(0u, at, inside)], inside);
 }
@@ -161,8 +162,8 @@ fn load_a(kernel: u32, ra: vec4<i32>, d: vec4<u32>) -> f32 {
             let phase = row_phase(ra);
             let y = ra.y - i32(d.y);
             let x = ra.z - i32(d.z);
-            let inside = phase.x + op.s * d.y < op.k && phase.y + op.s * d.z < op.k
-                && y >= 0 && x >= 0 && u32(y) < op.sh && u32(x) < op.sw;
+            let inside = (phase.x + op.s * d.y < op.k) & (phase.y + op.s * d.z < op.k)
+                & (y >= 0) & (x >= 0) & (u32(y) < op.sh) & (u32(x) < op.sw);
             let at = ((n * op.sc + d.x) * op.sh + u32(max(y, 0))) * op.sw + u32(max(x, 0));
             return select(0.0, acts[op.small_off + select(0u, at, inside)], inside);
         }
@@ -180,7 +181,7 @@ fn load_b(kernel: u32, rb: vec4<i32>, d: vec4<u32>) -> f32 {
         case UP: {
             let ky = u32(rb.y) + op.s * d.y;
             let kx = u32(rb.z) + op.s * d.z;
-            let inside = ky < op.k && kx < op.k;
+            let inside = (ky < op.k) & (kx < op.k);
             let at = ((d.x * op.lc + u32(rb.x)) * op.k + ky) * op.k + kx;
             return select(0.0, params[op.w_off + select(0u, at, inside)], inside);
         }
@@ -271,19 +272,22 @@ fn conv_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
     if op.db_off != NONE && wid.x == 0u && me < op.sc { grads[op.db_off + me] = c.a_sum; }
 }
 
-// ---- direct, one output per invocation: grid (M / 64, N, phases).
+// ---- direct, four outputs of one column per invocation: grid (M / 256, N, phases).
+fn store_column4(kernel: u32, z: u32, i: u32, j: u32) {
+    let mnk = extent(kernel, z);
+    if i >= mnk.x || j >= mnk.y { return; }
+    let v = column4(kernel, z, i, j);
+    for (var q = 0u; q < min(mnk.x - i, 4u); q++) { store4(kernel, a_row(kernel, z, i + q), j, 1u, vec4<f32>(v[q])); }
+}
+
 @compute @workgroup_size(64)
 fn conv_down_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let mnk = extent(DOWN, 0u);
-    if gid.x >= mnk.x || gid.y >= mnk.y { return; }
-    store4(DOWN, a_row(DOWN, 0u, gid.x), gid.y, 1u, vec4<f32>(single(DOWN, 0u, gid.x, gid.y)));
+    store_column4(DOWN, 0u, gid.x * 4u, gid.y);
 }
 
 @compute @workgroup_size(64)
 fn conv_up_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let mnk = extent(UP, gid.z);
-    if gid.x >= mnk.x || gid.y >= mnk.y { return; }
-    store4(UP, a_row(UP, gid.z, gid.x), gid.y, 1u, vec4<f32>(single(UP, gid.z, gid.x, gid.y)));
+    store_column4(UP, gid.z, gid.x * 4u, gid.y);
 }
 
 // dW of a narrow weight product (see split_product): grid (N / 8, M / 8).

@@ -135,15 +135,20 @@ fn block_row(c: Block, r: u32) -> array<vec4<f32>, 2> {
     }
 }
 
-// C[i, j] alone, for outputs too narrow to fill tiles (i < M, j < N).
-fn single(kernel: u32, z: u32, i: u32, j: u32) -> f32 {
+// C[i .. i + 3, j], for outputs too narrow to fill tiles (i < M, j < N; rows past M repeat the
+// last): four rows share each load of B.
+fn column4(kernel: u32, z: u32, i: u32, j: u32) -> vec4<f32> {
     let mnk = extent(kernel, z);
-    let ra = a_row(kernel, z, i);
+    let ra0 = a_row(kernel, z, i);
+    let ra1 = a_row(kernel, z, min(i + 1u, mnk.x - 1u));
+    let ra2 = a_row(kernel, z, min(i + 2u, mnk.x - 1u));
+    let ra3 = a_row(kernel, z, min(i + 3u, mnk.x - 1u));
     let rb = b_row(kernel, z, j);
-    var sum = 0.0;
+    var sum = vec4<f32>(0.0);
     var d = term(kernel, 0u);
     for (var t = 0u; t < mnk.z; t++) {
-        sum += load_a(kernel, ra, d) * load_b(kernel, rb, d);
+        let a = vec4<f32>(load_a(kernel, ra0, d), load_a(kernel, ra1, d), load_a(kernel, ra2, d), load_a(kernel, ra3, d));
+        sum += a * load_b(kernel, rb, d);
         d = next_term(kernel, d);
     }
     return sum;

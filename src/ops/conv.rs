@@ -288,7 +288,7 @@ impl ConvOp {
         };
         let groups = match (direct, tall) {
             (true, _) if product == Product::Weight => (n.div_ceil(8), m.div_ceil(8), 1),
-            (true, _) => (m.div_ceil(64), n, phases),
+            (true, _) => (m.div_ceil(256), n, phases),
             (false, true) => (n.div_ceil(32), m.div_ceil(128), phases),
             (false, false) => (n.div_ceil(64), m.div_ceil(64), phases),
         };
