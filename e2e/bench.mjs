@@ -38,7 +38,7 @@ try {
   for (const model of models) {
     // The conv step takes seconds on a software adapter: fewer samples keep the run short.
     const n = model === "conv" ? Number(process.env.CONV_SAMPLES || 5) : samples;
-    const lines = await page.evaluate(([m, k]) => window.wasmBindings.benchmark(m, k), [model, n]);
+    const lines = await page.evaluate(([m, k]) => window.wasmBindings.benchmark(m, k).catch((e) => { throw new Error(String(e?.message ?? e)); }), [model, n]);
     for (const line of lines) console.log(line);
   }
 } catch (e) {

@@ -11,12 +11,18 @@
 //   down    C[(n, y, x), cs]        A = L gathered through the taps, B = W rows     K = lc k k
 //   up      C[(n, Y, X), cl]        A = S gathered, B = W columns                   K = sc (k/s)^2
 //   weight  C[cs, (cl, ky, kx)]     A = S rows, B = L gathered                      K = batch sh sw
-// `up` is computed as a gather, one output per invocation, in s x s phases (grid z): the large
+// `up` is computed as a gather, each output by one invocation, in s x s phases (grid z): the large
 // pixels whose (Y + p) mod s and (X + p) mod s agree are reached by the same k/s x k/s taps, so
 // no invocation walks taps that cannot reach it (three quarters of them at stride 2).
 // Every output element is written by exactly one invocation: no atomics.
-// Narrow outputs (one channel, a first layer's dW) use the *_direct kernels: one output per
-// invocation, the same indexing, no tiles of padding.
+// Narrow outputs (one channel, a first layer's dW) use the direct kernels: four outputs of a
+// column per invocation for down and up, split_product (gemm.wgsl) for weight; the same
+// indexing, no tiles of padding.
+// What makes these fast on software adapters (SwiftShader runs each invocation as a SIMD lane
+// and every branch as masked control flow): `kernel` is a constant at every call, so the
+// switches fold away (a selector derived from the grid cost 4x); bounds are tested with `&`
+// and loads masked by `select`, not branched around; the reduction index is stepped, not
+// divided.
 
 struct Conv {
     batch: u32,
@@ -88,7 +94,7 @@ fn a_row(kernel: u32, z: u32, i: u32) -> vec4<i32> {
             let r = i % per;
             let y = r / cx + (sy + op.p - phase.x) / op.s;
             let x = r % cx + (sx + op.p - phase.y) / op.s;
-            return vec4<i32>(i32(i / per), i32(y), i32(x), i32(phase.x | phase.y << 16u));
+            return vec4<i32>(i32(i / per), i32(y), i32(x), i32(phase.x | (phase.y << 16u)));
         }
         case WEIGHT: { return vec4<i32>(i32(i), 0, 0, 0); }
         default: {

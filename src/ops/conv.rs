@@ -256,8 +256,7 @@ impl ConvOp {
         }
     }
 
-    /// Whether a product is better computed one output per invocation than in 64 x 64 tiles:
-    /// when the output is too narrow or too small to fill tiles (a one-channel image, the
+    /// Whether a product is too narrow or too small to fill tiles (a one-channel image, the
     /// first layer's dW), where tiles would mostly compute padding.
     pub fn is_narrow(&self, product: Product) -> bool {
         let (m, n, _) = self.extent(product);
@@ -265,8 +264,9 @@ impl ConvOp {
     }
 
     /// The dispatches computing `product`: tiled (64 invocations, 64 x 64 outputs per
-    /// workgroup, or 128 x 32 for outputs at most 32 wide) or, for narrow outputs, one output
-    /// per invocation (64 per workgroup).
+    /// workgroup, or 128 x 32 for outputs at most 32 wide) or, for narrow outputs, direct:
+    /// down and up four outputs of a column per invocation (256 per workgroup), weight one
+    /// 8 x 8 block per workgroup with the reduction split over its invocations.
     pub fn dispatches(&self, product: Product) -> Vec<(Kernel, (u32, u32, u32))> {
         self.dispatches_as(product, self.is_narrow(product))
     }
