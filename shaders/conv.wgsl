@@ -81,7 +81,7 @@ fn extent(kernel: u32, z: u32) -> vec3<u32> {
 }
 
 // Row i of A: down, the small pixel (n, y, x); up, the large pixel (n, Y, X) of phase
-// (ry, rx) as (n, (Y + p - ry) / s, (X + p - rx) / s, ry + rx << 16): tap (ty, tx) of it reads
+// (ry, rx) as (n, (Y + p - ry) / s, (X + p - rx) / s, ry | rx << 16): tap (ty, tx) of it reads
 // small pixel ((Y + p - ry) / s - ty, (X + p - rx) / s - tx), no division per tap.
 fn a_row(kernel: u32, z: u32, i: u32) -> vec4<i32> {
     let phase = phase_of(z);
