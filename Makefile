@@ -40,7 +40,7 @@ test-e2e:
 # natively; last line: test_nelbo <nats>.
 MODEL ?= mlp
 quality:
-	XDG_RUNTIME_DIR="$${XDG_RUNTIME_DIR:-$$(mktemp -d)}" MODEL=$(MODEL) cargo run --example quality
+	XDG_RUNTIME_DIR="$${XDG_RUNTIME_DIR:-$$(mktemp -d)}" MODEL=$(MODEL) cargo run --release --example quality
 
 # The reference training step timed side by side: natively (lavapipe here) and in headless
 # Chromium on WebGPU (SwiftShader here); lines `bench <backend> ms_per_step ...`.

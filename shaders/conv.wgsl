@@ -238,43 +238,45 @@ fn store_block(kernel: u32, wid: vec3<u32>, lid: vec3<u32>) {
     let origin = block_origin(lid);
     let i = wid.y * TILE_ROWS + origin.x;
     let j = wid.x * TILE_COLS + origin.y;
-    let low = min(select(0u, mnk.y - j, j < mnk.y), 4u);
-    let high = min(select(0u, mnk.y - j - 4u, j + 4u < mnk.y), 4u);
-    for (var r = 0u; r < 8u; r++) {
+    for (var r = 0u; r < 16u; r++) {
         if i + r >= mnk.x { break; }
         let ra = a_row(kernel, wid.z, i + r);
         let v = block_row(c, r);
-        store4(kernel, ra, j, low, v[0]);
-        store4(kernel, ra, j + 4u, high, v[1]);
+        for (var q = 0u; q < BLOCK_COLS / 4u; q++) {
+            let jq = j + 4u * q;
+            store4(kernel, ra, jq, min(select(0u, mnk.y - jq, jq < mnk.y), 4u), v[q]);
+        }
     }
 }
 
 // ---- tiled: grid (N / TILE_COLS, M / TILE_ROWS, phases).
-@compute @workgroup_size(TILE_COLS / 8u, 512u / TILE_COLS)
+@compute @workgroup_size(TILE_COLS / BLOCK_COLS, TILE_ROWS / 16u)
 fn conv_down(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     store_block(DOWN, wid, lid);
 }
 
-@compute @workgroup_size(TILE_COLS / 8u, 512u / TILE_COLS)
+@compute @workgroup_size(TILE_COLS / BLOCK_COLS, TILE_ROWS / 16u)
 fn conv_up(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     store_block(UP, wid, lid);
 }
 
 // dW, and db = row sums of S (from the first column of workgroups) when db_off is given.
-@compute @workgroup_size(8, 8)
+// The pipeline sets TILE_COLS = 256: 64 rows, one copied by each invocation (a_sum).
+@compute @workgroup_size(TILE_COLS / 16u, TILE_ROWS / 16u)
 fn conv_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = product(WEIGHT, wid, lid);
-    let n = op.lc * op.k * op.k;
-    let i = wid.y * TILE_ROWS + lid.y * 8u;
-    let j = wid.x * TILE_COLS + lid.x * 8u;
-    for (var r = 0u; r < 8u; r++) {
-        if i + r >= op.sc { break; }
+    let mnk = extent(WEIGHT, 0u);
+    let origin = block_origin(lid);
+    let i = wid.y * TILE_ROWS + origin.x;
+    let j = wid.x * TILE_COLS + origin.y;
+    for (var r = 0u; r < 16u; r++) {
+        if i + r >= mnk.x { break; }
         let v = block_row(c, r);
-        for (var q = 0u; q < 8u; q++) {
-            if j + q < n { grads[op.out_off + (i + r) * n + j + q] = v[q / 4u][q % 4u]; }
+        for (var q = 0u; q < 16u; q++) {
+            if j + q < mnk.y { grads[op.out_off + (i + r) * mnk.y + j + q] = v[q / 4u][q % 4u]; }
         }
     }
-    let me = wid.y * TILE_ROWS + lid.y * 8u + lid.x;
+    let me = wid.y * TILE_ROWS + lid.y * (TILE_COLS / 16u) + lid.x;
     if op.db_off != NONE && wid.x == 0u && me < op.sc { grads[op.db_off + me] = c.a_sum; }
 }
 

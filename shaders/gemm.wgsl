@@ -16,122 +16,171 @@
 // adapters fold away only when it is); `z` is the grid's z, for ops that compute several
 // products in one dispatch (a transposed convolution's phases), and reaches the per-element
 // functions only through what a_row and b_row return.
-// A workgroup of 64 invocations computes a tile of C: 64x64 by default, or 128x32 where the
-// pipeline sets TILE_COLS = 32 (outputs 32 wide, e.g. a 32-channel convolution, would leave
-// half of a square tile idle); its entry points are @workgroup_size(TILE_COLS / 8, 512 / TILE_COLS). The reduction runs in chunks of
-// TK: the workgroup copies the A and B chunks into workgroup memory (each invocation one row
-// of each), then every invocation accumulates an 8x8 block from them in 16 named vec4
-// registers (named, not an indexed array: several times faster on software adapters).
-// Copies are guarded, so edges need no special cases; callers store only in-range outputs.
+// A workgroup of 64 invocations computes a TILE_ROWS x TILE_COLS tile of C, each invocation a
+// block of 16 rows x BLOCK_COLS columns: 256 x 64 tiles of 16 x 16 blocks by default; where the
+// pipeline sets TILE_COLS = 256, 64 x 256 (few rows, many columns: dW); where it sets
+// TILE_COLS = 32 and BLOCK_COLS = 8, 256 x 32 (outputs 32 wide: a 32-channel convolution).
+// Entry points are @workgroup_size(TILE_COLS / BLOCK_COLS, TILE_ROWS / 16). A block is held in
+// 16 named 4 x 4 matrices (named, not an indexed array: several times faster on software
+// adapters). The reduction runs in chunks of TK: the workgroup copies the A and B chunks into
+// workgroup memory, then every invocation reads its 16 rows of A and 16 columns of B from there
+// (8 vec4 loads) for 256 multiply-adds.
+// Loads are what software adapters pay for: lavapipe reads each one lane by lane (a loop with a
+// branch per lane, through the stack: seen in its JIT code), whatever the vector width, so the
+// work per load, not per multiply-add, sets the speed; a 16 x 16 block does twice an 8 x 8
+// block's per load (the conv step 19% faster on lavapipe, 3% on SwiftShader).
+// Copies are masked, so edges need no special cases; callers store only in-range outputs.
 
 override TILE_COLS: u32 = 64u;
-override TILE_ROWS: u32 = 4096u / TILE_COLS;
-const TK: u32 = 16u;
+override BLOCK_COLS: u32 = 16u;
+override TILE_ROWS: u32 = 1024u * BLOCK_COLS / TILE_COLS;
+// The chunk: the two tiles' chunks fill WebGPU's guaranteed 16 KB of workgroup memory.
+override TK: u32 = 2048u / max(TILE_ROWS, TILE_COLS);
+// How chunks are copied: all of an invocation's rows in one pass over the chunk, their
+// descriptors computed once (the default: SwiftShader divides lane by lane), or row by row,
+// each described again per chunk (set for lavapipe, which spills the live values around each
+// of its lane-by-lane loads: with eight descriptors live, 8% slower per step, the other way
+// round 8% slower on SwiftShader).
+override ROW_BY_ROW: bool = false;
 
-// Chunks of A and B, transposed so that a row of eight outputs is two vec4 reads:
+// Chunks of A and B, transposed so that four rows (columns) are one vec4 read:
 // a_tile[t * TILE_ROWS / 4 + i / 4][i % 4] = A(i0 + i, t0 + t), likewise b_tile for B(j0 + j, t0 + t).
 var<workgroup> a_tile: array<vec4<f32>, 512>;
-var<workgroup> b_tile: array<vec4<f32>, 256>;
+var<workgroup> b_tile: array<vec4<f32>, 512>;
 
-// An 8x8 block of C: rIl / rIh hold row I's columns 0-3 / 4-7.
+// A 16 x 16 block of C: mIJ[r][c] = C[4 I + r, 4 J + c].
 struct Block {
-    r0l: vec4<f32>, r0h: vec4<f32>, r1l: vec4<f32>, r1h: vec4<f32>,
-    r2l: vec4<f32>, r2h: vec4<f32>, r3l: vec4<f32>, r3h: vec4<f32>,
-    r4l: vec4<f32>, r4h: vec4<f32>, r5l: vec4<f32>, r5h: vec4<f32>,
-    r6l: vec4<f32>, r6h: vec4<f32>, r7l: vec4<f32>, r7h: vec4<f32>,
-    // sum_t A(i0 + me, t) over the whole reduction (a bias gradient, for dW; square tiles).
+    m00: mat4x4<f32>, m01: mat4x4<f32>, m02: mat4x4<f32>, m03: mat4x4<f32>,
+    m10: mat4x4<f32>, m11: mat4x4<f32>, m12: mat4x4<f32>, m13: mat4x4<f32>,
+    m20: mat4x4<f32>, m21: mat4x4<f32>, m22: mat4x4<f32>, m23: mat4x4<f32>,
+    m30: mat4x4<f32>, m31: mat4x4<f32>, m32: mat4x4<f32>, m33: mat4x4<f32>,
+    // sum_t A(i0 + me, t) over the whole reduction (a bias gradient, for dW; valid where
+    // TILE_ROWS = 64, i.e. each invocation copies one row of A).
     a_sum: f32,
 }
 
-// Where this invocation's 8x8 block starts in the workgroup's tile: (row, column). Neighbouring
-// invocations (which software adapters run as the lanes of one SIMD instruction) share their
-// B columns in tall tiles and their A rows in square ones, so one of the two reads from
-// workgroup memory below is the same for all lanes.
-fn block_origin(lid: vec3<u32>) -> vec2<u32> {
-    if TILE_ROWS > 64u {
-        let me = lid.y * (TILE_COLS / 8u) + lid.x;
-        return vec2<u32>(me % (TILE_ROWS / 8u), me / (TILE_ROWS / 8u)) * 8u;
-    }
-    return vec2<u32>(lid.y, lid.x) * 8u;
+// The outer product a b^T as a matrix whose column r is row r: a[r] * b.
+fn outer(a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(a.x * b, a.y * b, a.z * b, a.w * b);
 }
 
-// This invocation's 8x8 block of the workgroup's tile (starting at block_origin(lid)).
+// Where this invocation's 16 x 16 block starts in the workgroup's tile: (row, column).
+fn block_origin(lid: vec3<u32>) -> vec2<u32> { return vec2<u32>(lid.y * 16u, lid.x * BLOCK_COLS); }
+
+// Row i of a chunk of A (B) at position `at` (t times the tile's stride): A(ra, d), or zero
+// outside the product. Returns what it stored.
+fn copy_a(kernel: u32, at: u32, i: u32, ra: vec4<i32>, d: vec4<u32>, inside: bool) -> f32 {
+    let a = select(0.0, load_a(kernel, ra, d), inside);
+    a_tile[at + i / 4u][i % 4u] = a;
+    return a;
+}
+
+fn copy_b(kernel: u32, at: u32, j: u32, rb: vec4<i32>, d: vec4<u32>, inside: bool) {
+    b_tile[at + j / 4u][j % 4u] = select(0.0, load_b(kernel, rb, d), inside);
+}
+
+// The chunk t0 .. t0 + TK of A and B copied row by row; returns A's sum over row `me`.
+fn copy_by_rows(kernel: u32, z: u32, i0: u32, j0: u32, me: u32, t0: u32, mnk: vec3<u32>) -> f32 {
+    var a_sum = 0.0;
+    for (var i = me; i < TILE_ROWS; i += 64u) {
+        let ra = a_row(kernel, z, min(i0 + i, mnk.x - 1u));
+        var d = term(kernel, t0);
+        for (var t = 0u; t < TK; t++) {
+            let a = select(0.0, load_a(kernel, ra, d), (i0 + i < mnk.x) & (t0 + t < mnk.z));
+            a_tile[t * (TILE_ROWS / 4u) + i / 4u][i % 4u] = a;
+            if i == me { a_sum += a; }
+            d = next_term(kernel, d);
+        }
+    }
+    for (var j = me; j < TILE_COLS; j += 64u) {
+        let rb = b_row(kernel, z, min(j0 + j, mnk.y - 1u));
+        var d = term(kernel, t0);
+        for (var t = 0u; t < TK; t++) {
+            b_tile[t * (TILE_COLS / 4u) + j / 4u][j % 4u] = select(0.0, load_b(kernel, rb, d), (j0 + j < mnk.y) & (t0 + t < mnk.z));
+            d = next_term(kernel, d);
+        }
+    }
+    return a_sum;
+}
+
+// This invocation's 16 x 16 block of the workgroup's tile (starting at block_origin(lid)).
 fn product(kernel: u32, wid: vec3<u32>, lid: vec3<u32>) -> Block {
     let mnk = extent(kernel, wid.z);
     let i0 = wid.y * TILE_ROWS;
     let j0 = wid.x * TILE_COLS;
-    let me = lid.y * (TILE_COLS / 8u) + lid.x;
-    var r0l = vec4<f32>(0.0); var r0h = vec4<f32>(0.0); var r1l = vec4<f32>(0.0); var r1h = vec4<f32>(0.0);
-    var r2l = vec4<f32>(0.0); var r2h = vec4<f32>(0.0); var r3l = vec4<f32>(0.0); var r3h = vec4<f32>(0.0);
-    var r4l = vec4<f32>(0.0); var r4h = vec4<f32>(0.0); var r5l = vec4<f32>(0.0); var r5h = vec4<f32>(0.0);
-    var r6l = vec4<f32>(0.0); var r6h = vec4<f32>(0.0); var r7l = vec4<f32>(0.0); var r7h = vec4<f32>(0.0);
+    let me = lid.y * (TILE_COLS / BLOCK_COLS) + lid.x;
+    var m00 = mat4x4<f32>(); var m01 = mat4x4<f32>(); var m02 = mat4x4<f32>(); var m03 = mat4x4<f32>();
+    var m10 = mat4x4<f32>(); var m11 = mat4x4<f32>(); var m12 = mat4x4<f32>(); var m13 = mat4x4<f32>();
+    var m20 = mat4x4<f32>(); var m21 = mat4x4<f32>(); var m22 = mat4x4<f32>(); var m23 = mat4x4<f32>();
+    var m30 = mat4x4<f32>(); var m31 = mat4x4<f32>(); var m32 = mat4x4<f32>(); var m33 = mat4x4<f32>();
     var a_sum = 0.0;
-    // Invocation `me` copies rows me (and me + 64 in tall tiles) of A and row me of B.
-    let ai = i0 + me;
-    let ai2 = ai + 64u;
-    let bj = j0 + me;
-    let ra = a_row(kernel, wid.z, min(ai, mnk.x - 1u));
-    let ra2 = a_row(kernel, wid.z, min(ai2, mnk.x - 1u));
-    let rb = b_row(kernel, wid.z, min(bj, mnk.y - 1u));
-    let tall = TILE_ROWS > 64u;
-    let origin = block_origin(lid);
-    let copies_b = me < TILE_COLS;
+    // Invocation `me` copies rows me + 64 q of A and of B, q < 4, those inside the tile (one
+    // or four rows of A, one to four of B); ROW_BY_ROW says how.
+    let a4 = TILE_ROWS > 64u;
+    let b4 = TILE_COLS > 64u;
+    let last = mnk.xy - 1u;
+    let ra0 = a_row(kernel, wid.z, min(i0 + me, last.x)); let ra1 = a_row(kernel, wid.z, min(i0 + me + 64u, last.x));
+    let ra2 = a_row(kernel, wid.z, min(i0 + me + 128u, last.x)); let ra3 = a_row(kernel, wid.z, min(i0 + me + 192u, last.x));
+    let rb0 = b_row(kernel, wid.z, min(j0 + me, last.y)); let rb1 = b_row(kernel, wid.z, min(j0 + me + 64u, last.y));
+    let rb2 = b_row(kernel, wid.z, min(j0 + me + 128u, last.y)); let rb3 = b_row(kernel, wid.z, min(j0 + me + 192u, last.y));
     let a_stride = TILE_ROWS / 4u;
     let b_stride = TILE_COLS / 4u;
+    let origin = block_origin(lid);
     for (var t0 = 0u; t0 < mnk.z; t0 += TK) {
         // Copy (zeros past the edges).
-        var d = term(kernel, t0);
-        for (var t = 0u; t < TK; t++) {
-            let in_k = t0 + t < mnk.z;
-            var a = 0.0;
-            if ai < mnk.x && in_k { a = load_a(kernel, ra, d); }
-            a_tile[t * a_stride + me / 4u][me % 4u] = a;
-            a_sum += a;
-            if tall {
-                var a2 = 0.0;
-                if ai2 < mnk.x && in_k { a2 = load_a(kernel, ra2, d); }
-                a_tile[t * a_stride + (me + 64u) / 4u][me % 4u] = a2;
+        if ROW_BY_ROW {
+            a_sum += copy_by_rows(kernel, wid.z, i0, j0, me, t0, mnk);
+        } else {
+            var d = term(kernel, t0);
+            for (var t = 0u; t < TK; t++) {
+                let in_k = t0 + t < mnk.z;
+                a_sum += copy_a(kernel, t * a_stride, me, ra0, d, (i0 + me < mnk.x) & in_k);
+                if a4 {
+                    copy_a(kernel, t * a_stride, me + 64u, ra1, d, (i0 + me + 64u < mnk.x) & in_k);
+                    copy_a(kernel, t * a_stride, me + 128u, ra2, d, (i0 + me + 128u < mnk.x) & in_k);
+                    copy_a(kernel, t * a_stride, me + 192u, ra3, d, (i0 + me + 192u < mnk.x) & in_k);
+                }
+                if me < TILE_COLS { copy_b(kernel, t * b_stride, me, rb0, d, (j0 + me < mnk.y) & in_k); }
+                if b4 {
+                    copy_b(kernel, t * b_stride, me + 64u, rb1, d, (j0 + me + 64u < mnk.y) & in_k);
+                    copy_b(kernel, t * b_stride, me + 128u, rb2, d, (j0 + me + 128u < mnk.y) & in_k);
+                    copy_b(kernel, t * b_stride, me + 192u, rb3, d, (j0 + me + 192u < mnk.y) & in_k);
+                }
+                d = next_term(kernel, d);
             }
-            if copies_b {
-                var b = 0.0;
-                if bj < mnk.y && in_k { b = load_b(kernel, rb, d); }
-                b_tile[t * b_stride + me / 4u][me % 4u] = b;
-            }
-            d = next_term(kernel, d);
         }
         workgroupBarrier();
         let ar = origin.x / 4u;
         let bc = origin.y / 4u;
         for (var t = 0u; t < TK; t++) {
-            let al = a_tile[t * a_stride + ar];
-            let ah = a_tile[t * a_stride + ar + 1u];
-            let bl = b_tile[t * b_stride + bc];
-            let bh = b_tile[t * b_stride + bc + 1u];
-            r0l += al.x * bl; r0h += al.x * bh;
-            r1l += al.y * bl; r1h += al.y * bh;
-            r2l += al.z * bl; r2h += al.z * bh;
-            r3l += al.w * bl; r3h += al.w * bh;
-            r4l += ah.x * bl; r4h += ah.x * bh;
-            r5l += ah.y * bl; r5h += ah.y * bh;
-            r6l += ah.z * bl; r6h += ah.z * bh;
-            r7l += ah.w * bl; r7h += ah.w * bh;
+            let a0 = a_tile[t * a_stride + ar]; let a1 = a_tile[t * a_stride + ar + 1u];
+            let a2 = a_tile[t * a_stride + ar + 2u]; let a3 = a_tile[t * a_stride + ar + 3u];
+            let b0 = b_tile[t * b_stride + bc]; let b1 = b_tile[t * b_stride + bc + 1u];
+            m00 += outer(a0, b0); m01 += outer(a0, b1);
+            m10 += outer(a1, b0); m11 += outer(a1, b1);
+            m20 += outer(a2, b0); m21 += outer(a2, b1);
+            m30 += outer(a3, b0); m31 += outer(a3, b1);
+            if BLOCK_COLS > 8u {
+                let b2 = b_tile[t * b_stride + bc + 2u]; let b3 = b_tile[t * b_stride + bc + 3u];
+                m02 += outer(a0, b2); m03 += outer(a0, b3);
+                m12 += outer(a1, b2); m13 += outer(a1, b3);
+                m22 += outer(a2, b2); m23 += outer(a2, b3);
+                m32 += outer(a3, b2); m33 += outer(a3, b3);
+            }
         }
         workgroupBarrier();
     }
-    return Block(r0l, r0h, r1l, r1h, r2l, r2h, r3l, r3h, r4l, r4h, r5l, r5h, r6l, r6h, r7l, r7h, a_sum);
+    return Block(m00, m01, m02, m03, m10, m11, m12, m13, m20, m21, m22, m23, m30, m31, m32, m33, a_sum);
 }
 
-// Row `r` of a block as two vec4s.
-fn block_row(c: Block, r: u32) -> array<vec4<f32>, 2> {
-    switch r {
-        case 0u: { return array(c.r0l, c.r0h); }
-        case 1u: { return array(c.r1l, c.r1h); }
-        case 2u: { return array(c.r2l, c.r2h); }
-        case 3u: { return array(c.r3l, c.r3h); }
-        case 4u: { return array(c.r4l, c.r4h); }
-        case 5u: { return array(c.r5l, c.r5h); }
-        case 6u: { return array(c.r6l, c.r6h); }
-        default: { return array(c.r7l, c.r7h); }
+// Row `r` (< 16) of a block as four vec4s (columns 0-3, 4-7, 8-11, 12-15).
+fn block_row(c: Block, r: u32) -> array<vec4<f32>, 4> {
+    let k = r % 4u;
+    switch r / 4u {
+        case 0u: { return array(c.m00[k], c.m01[k], c.m02[k], c.m03[k]); }
+        case 1u: { return array(c.m10[k], c.m11[k], c.m12[k], c.m13[k]); }
+        case 2u: { return array(c.m20[k], c.m21[k], c.m22[k], c.m23[k]); }
+        default: { return array(c.m30[k], c.m31[k], c.m32[k], c.m33[k]); }
     }
 }
 
@@ -184,9 +233,8 @@ fn split_product(kernel: u32, wid: vec3<u32>, me: u32) -> f32 {
     var r2l = vec4<f32>(0.0); var r2h = vec4<f32>(0.0); var r3l = vec4<f32>(0.0); var r3h = vec4<f32>(0.0);
     var r4l = vec4<f32>(0.0); var r4h = vec4<f32>(0.0); var r5l = vec4<f32>(0.0); var r5h = vec4<f32>(0.0);
     var r6l = vec4<f32>(0.0); var r6h = vec4<f32>(0.0); var r7l = vec4<f32>(0.0); var r7h = vec4<f32>(0.0);
-    // The same 16 named accumulators as `product`, written out again: a Block updated through a
-    // helper returning a new Block made the conv step 2-4% slower on SwiftShader (measured
-    // alternating, twice each).
+    // An 8 x 8 block in 16 named vec4s, written out: a struct updated through a helper returning
+    // a new one made the conv step 2-4% slower on SwiftShader (measured alternating, twice each).
     var d = term(kernel, t_begin);
     for (var t = t_begin; t < t_end; t++) {
         let al = vec4<f32>(load_a(kernel, a0, d), load_a(kernel, a1, d), load_a(kernel, a2, d), load_a(kernel, a3, d));

@@ -103,50 +103,57 @@ fn load_b(kernel: u32, rb: vec4<i32>, d: vec4<u32>) -> f32 {
     }
 }
 
+// The general kernels run with TILE_COLS = 256 (the pipeline sets it): tiles of 64 x 256, one
+// row of A copied by each invocation (a_sum).
 // ---- forward: y = act(x W^T + b).
-@compute @workgroup_size(8, 8)
+@compute @workgroup_size(TILE_COLS / 16u, TILE_ROWS / 16u)
 fn linear_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = product(FORWARD, wid, lid);
-    let i = wid.y * TILE_ROWS + lid.y * 8u;
-    let j = wid.x * TILE_COLS + lid.x * 8u;
-    let bl = params4(op.b_off, j, op.cols);
-    let bh = params4(op.b_off, j + 4u, op.cols);
-    for (var r = 0u; r < 8u; r++) {
+    let origin = block_origin(lid);
+    let i = wid.y * TILE_ROWS + origin.x;
+    let j = wid.x * TILE_COLS + origin.y;
+    for (var r = 0u; r < 16u; r++) {
         let v = block_row(c, r);
-        store_acts4(op.y_off, i + r, j, op.cols, activate(op.act, v[0] + bl));
-        store_acts4(op.y_off, i + r, j + 4u, op.cols, activate(op.act, v[1] + bh));
+        for (var q = 0u; q < 4u; q++) {
+            let jq = j + 4u * q;
+            store_acts4(op.y_off, i + r, jq, op.cols, activate(op.act, v[q] + params4(op.b_off, jq, op.cols)));
+        }
     }
 }
 
 // ---- backward, input side: dx = (dy W) * act'(x).
-@compute @workgroup_size(8, 8)
+@compute @workgroup_size(TILE_COLS / 16u, TILE_ROWS / 16u)
 fn linear_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = product(BACKWARD_INPUT, wid, lid);
-    let i = wid.y * TILE_ROWS + lid.y * 8u;
-    let j = wid.x * TILE_COLS + lid.x * 8u;
-    for (var r = 0u; r < 8u; r++) {
+    let origin = block_origin(lid);
+    let i = wid.y * TILE_ROWS + origin.x;
+    let j = wid.x * TILE_COLS + origin.y;
+    for (var r = 0u; r < 16u; r++) {
         let v = block_row(c, r);
         let x = op.x_off + row(i + r) * op.inner;
-        store_acts4(op.dx_off, i + r, j, op.inner, v[0] * activation_slope(op.act, acts4(x, j, op.inner)));
-        store_acts4(op.dx_off, i + r, j + 4u, op.inner, v[1] * activation_slope(op.act, acts4(x, j + 4u, op.inner)));
+        for (var q = 0u; q < 4u; q++) {
+            let jq = j + 4u * q;
+            store_acts4(op.dx_off, i + r, jq, op.inner, v[q] * activation_slope(op.act, acts4(x, jq, op.inner)));
+        }
     }
 }
 
 // ---- backward, weight side: dW = dy^T x, and db = column sums of dy (from the first column
 // of workgroups, whose invocations each summed one row of A = dy^T while copying it).
-@compute @workgroup_size(8, 8)
+@compute @workgroup_size(TILE_COLS / 16u, TILE_ROWS / 16u)
 fn linear_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = product(BACKWARD_WEIGHT, wid, lid);
-    let i = wid.y * TILE_ROWS + lid.y * 8u;
-    let j = wid.x * TILE_COLS + lid.x * 8u;
-    for (var r = 0u; r < 8u; r++) {
+    let origin = block_origin(lid);
+    let i = wid.y * TILE_ROWS + origin.x;
+    let j = wid.x * TILE_COLS + origin.y;
+    for (var r = 0u; r < 16u; r++) {
         if i + r >= op.cols { break; }
         let v = block_row(c, r);
-        for (var q = 0u; q < 8u; q++) {
+        for (var q = 0u; q < 16u; q++) {
             if j + q < op.inner { grads[op.dw_off + (i + r) * op.inner + j + q] = v[q / 4u][q % 4u]; }
         }
     }
-    let me = wid.y * TILE_ROWS + lid.y * 8u + lid.x;
+    let me = wid.y * TILE_ROWS + lid.y * (TILE_COLS / 16u) + lid.x;
     if wid.x == 0u && me < op.cols { grads[op.db_off + me] = c.a_sum; }
 }
 

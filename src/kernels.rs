@@ -46,7 +46,7 @@ pub const UNIFORM_SLOT: u64 = 256;
 
 /// Declares the entry points once: the enum, `Kernel::ALL`, and each one's (file, entry point).
 macro_rules! kernels {
-    ($($kernel:ident => $file:literal, $entry:literal $(, $constant:literal = $value:literal)?;)*) => {
+    ($($kernel:ident => $file:literal, $entry:literal $(, $constant:literal = $value:literal)*;)*) => {
         /// Every entry point, and the shader file it lives in.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         pub enum Kernel { $($kernel),* }
@@ -61,7 +61,17 @@ macro_rules! kernels {
 
             /// The pipeline-overridable constants this pipeline sets (gemm.wgsl's tile shape).
             pub fn constants(self) -> &'static [(&'static str, f64)] {
-                match self { $(Kernel::$kernel => &[$(($constant, $value))?]),* }
+                match self { $(Kernel::$kernel => &[$(($constant, $value)),*]),* }
+            }
+
+            /// The (rows, columns) of C a tiled pipeline computes per workgroup: gemm.wgsl's
+            /// TILE_ROWS and TILE_COLS, from the constants it sets.
+            pub fn tile(self) -> (u32, u32) {
+                let constant = |name: &str, default: u32| {
+                    self.constants().iter().find(|c| c.0 == name).map_or(default, |c| c.1 as u32)
+                };
+                let cols = constant("TILE_COLS", 64);
+                (1024 * constant("BLOCK_COLS", 16) / cols, cols)
             }
         }
     };
@@ -69,18 +79,18 @@ macro_rules! kernels {
 
 kernels! {
     Gather => "data.wgsl", "gather";
-    LinearForward => "linear.wgsl", "linear_forward";
-    LinearBackwardInput => "linear.wgsl", "linear_backward_input";
-    LinearBackwardWeight => "linear.wgsl", "linear_backward_weight";
+    LinearForward => "linear.wgsl", "linear_forward", "TILE_COLS" = 256.0;
+    LinearBackwardInput => "linear.wgsl", "linear_backward_input", "TILE_COLS" = 256.0;
+    LinearBackwardWeight => "linear.wgsl", "linear_backward_weight", "TILE_COLS" = 256.0;
     LinearForward4 => "linear.wgsl", "linear_forward4";
     LinearBackwardInput4 => "linear.wgsl", "linear_backward_input4";
     LinearBackwardWeight4 => "linear.wgsl", "linear_backward_weight4";
     Transpose4 => "linear.wgsl", "transpose4";
     ConvDown => "conv.wgsl", "conv_down";
     ConvUp => "conv.wgsl", "conv_up";
-    ConvDownTall => "conv.wgsl", "conv_down", "TILE_COLS" = 32.0;
-    ConvUpTall => "conv.wgsl", "conv_up", "TILE_COLS" = 32.0;
-    ConvWeight => "conv.wgsl", "conv_weight";
+    ConvDownTall => "conv.wgsl", "conv_down", "TILE_COLS" = 32.0, "BLOCK_COLS" = 8.0;
+    ConvUpTall => "conv.wgsl", "conv_up", "TILE_COLS" = 32.0, "BLOCK_COLS" = 8.0;
+    ConvWeight => "conv.wgsl", "conv_weight", "TILE_COLS" = 256.0;
     ConvDownDirect => "conv.wgsl", "conv_down_direct";
     ConvUpDirect => "conv.wgsl", "conv_up_direct";
     ConvWeightSplit => "conv.wgsl", "conv_weight_split";
@@ -213,17 +223,23 @@ impl Kernels {
                 (name, module)
             })
             .collect();
+        // gemm.wgsl copies its chunks row by row on lavapipe (see ROW_BY_ROW there; measured).
+        let row_by_row = device.adapter_info().name.contains("llvmpipe");
         let pipelines = Kernel::ALL
             .iter()
             .map(|&kernel| {
                 let (file, entry_point) = kernel.source();
                 let module = &modules.iter().find(|(name, _)| *name == file).expect("shader listed in SHADERS").1;
+                let mut constants = kernel.constants().to_vec();
+                if row_by_row && SHADERS.iter().any(|&(name, _, gemm)| name == file && gemm) {
+                    constants.push(("ROW_BY_ROW", 1.0));
+                }
                 let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some(entry_point),
                     layout: Some(&pipeline_layout),
                     module,
                     entry_point: Some(entry_point),
-                    compilation_options: wgpu::PipelineCompilationOptions { constants: kernel.constants(), ..Default::default() },
+                    compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, ..Default::default() },
                     cache: None,
                 });
                 (kernel, pipeline)

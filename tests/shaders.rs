@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::mem::{offset_of, size_of};
 
-use webvae::kernels::{joined, StepRecord, SHADERS};
+use webvae::kernels::{joined, Kernel, StepRecord, SHADERS};
 use webvae::ops::{conv::ConvOp, data::GatherOp, latent::LatentOp, linear::LinearOp, loss::LossOp, optim::OptimOp};
 
 fn module(file: &str) -> naga::Module {
@@ -90,5 +90,39 @@ fn uniform_records_match_their_rust_twins() {
         let (wgsl, span) = wgsl_layout(file, name);
         assert_eq!(wgsl, rust, "{name} in {file}: WGSL members vs the Rust record's fields");
         assert_eq!(span, rust_size, "{name} in {file}: WGSL size vs the Rust record's");
+    }
+}
+
+/// The tiled products' pipelines, with the constants each sets, have 64 invocations covering
+/// exactly the tile the dispatch geometry assumes (`Kernel::tile`): gemm.wgsl's override
+/// expressions and their Rust mirror cannot drift apart.
+#[test]
+fn tiled_pipelines_cover_the_tiles_dispatched() {
+    use naga::back::pipeline_constants::{process_overrides, PipelineConstants};
+    let tiled = [
+        Kernel::LinearForward, Kernel::LinearBackwardInput, Kernel::LinearBackwardWeight,
+        Kernel::ConvDown, Kernel::ConvUp, Kernel::ConvDownTall, Kernel::ConvUpTall, Kernel::ConvWeight,
+    ];
+    for kernel in tiled {
+        let (file, entry) = kernel.source();
+        let module = module(file);
+        let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default())
+            .validate(&module)
+            .unwrap();
+        let constants: PipelineConstants = kernel.constants().iter().map(|&(k, v)| (k.to_string(), v)).collect();
+        let (module, _) = process_overrides(&module, &info, Some((naga::ShaderStage::Compute, entry)), &constants)
+            .unwrap_or_else(|e| panic!("{kernel:?}: {e}"));
+        let value = |name: &str| {
+            let (_, c) = module.constants.iter().find(|(_, c)| c.name.as_deref() == Some(name)).unwrap();
+            match module.global_expressions[c.init] {
+                naga::Expression::Literal(naga::Literal::U32(v)) => v,
+                ref e => panic!("{kernel:?}: {name} = {e:?}"),
+            }
+        };
+        let tile = (value("TILE_ROWS"), value("TILE_COLS"));
+        assert_eq!(tile, kernel.tile(), "{kernel:?}: the shader's tile and the dispatches' disagree");
+        let size = module.entry_points.iter().find(|e| e.name == entry).unwrap().workgroup_size;
+        assert_eq!(size[0] * size[1] * size[2], 64, "{kernel:?}: workgroup {size:?}");
+        assert_eq!((size[1] * 16, size[0] * value("BLOCK_COLS")), tile, "{kernel:?}: blocks do not cover the tile");
     }
 }

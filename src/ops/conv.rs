@@ -263,8 +263,8 @@ impl ConvOp {
         n < 16 || m < 16 || m * n < 16384
     }
 
-    /// The dispatches computing `product`: tiled (64 invocations, 64 x 64 outputs per
-    /// workgroup, or 128 x 32 for outputs at most 32 wide) or, for narrow outputs, direct:
+    /// The dispatches computing `product`: tiled (64 invocations, 256 x 64 outputs per
+    /// workgroup, 256 x 32 for outputs at most 32 wide, 64 x 256 for dW) or, for narrow outputs, direct:
     /// down and up four outputs of a column per invocation (256 per workgroup), weight one
     /// 8 x 8 block per workgroup with the reduction split over its invocations.
     pub fn dispatches(&self, product: Product) -> Vec<(Kernel, (u32, u32, u32))> {
@@ -286,11 +286,13 @@ impl ConvOp {
             (Product::Up, true) => Kernel::ConvUpDirect,
             (Product::Weight, true) => Kernel::ConvWeightSplit,
         };
-        let groups = match (direct, tall) {
-            (true, _) if product == Product::Weight => (n.div_ceil(8), m.div_ceil(8), 1),
-            (true, _) => (m.div_ceil(256), n, phases),
-            (false, true) => (n.div_ceil(32), m.div_ceil(128), phases),
-            (false, false) => (n.div_ceil(64), m.div_ceil(64), phases),
+        let groups = match direct {
+            true if product == Product::Weight => (n.div_ceil(8), m.div_ceil(8), 1),
+            true => (m.div_ceil(256), n, phases),
+            false => {
+                let (rows, cols) = kernel.tile();
+                (n.div_ceil(cols), m.div_ceil(rows), phases)
+            }
         };
         vec![(kernel, groups)]
     }

@@ -69,7 +69,7 @@ impl LinearOp {
 
     /// The dispatches computing `product` (LinearForward, LinearBackwardInput or
     /// LinearBackwardWeight) on this record's shape: the vec4 kernels where they apply (dX
-    /// first transposes dy), otherwise the general tiled kernel (64 x 64 outputs per workgroup).
+    /// first transposes dy), otherwise the general tiled kernel (64 x 256 outputs per workgroup).
     pub fn dispatches(&self, product: Kernel) -> Vec<(Kernel, (u32, u32, u32))> {
         self.dispatches_as(product, self.is_vec4())
     }
@@ -77,11 +77,12 @@ impl LinearOp {
     /// As `dispatches`, choosing the kind of kernel (tests run both on aligned shapes).
     pub fn dispatches_as(&self, product: Kernel, vec4: bool) -> Vec<(Kernel, (u32, u32, u32))> {
         assert!(!vec4 || self.is_vec4(), "the vec4 kernels need aligned shapes and offsets");
-        let tiles = |n: u32| n.div_ceil(64);
+        let (tile_rows, tile_cols) = product.tile();
+        let tiles = |cols: u32, rows: u32| (cols.div_ceil(tile_cols), rows.div_ceil(tile_rows), 1);
         match (product, vec4) {
-            (Kernel::LinearForward, false) => vec![(product, (tiles(self.cols), tiles(self.rows), 1))],
-            (Kernel::LinearBackwardInput, false) => vec![(product, (tiles(self.inner), tiles(self.rows), 1))],
-            (Kernel::LinearBackwardWeight, false) => vec![(product, (tiles(self.inner), tiles(self.cols), 1))],
+            (Kernel::LinearForward, false) => vec![(product, tiles(self.cols, self.rows))],
+            (Kernel::LinearBackwardInput, false) => vec![(product, tiles(self.inner, self.rows))],
+            (Kernel::LinearBackwardWeight, false) => vec![(product, tiles(self.inner, self.cols))],
             // Workgroups of 8 x 8 invocations; blocks per invocation as in the vec4 kernels of linear.wgsl.
             (Kernel::LinearForward, true) => vec![(Kernel::LinearForward4, (self.cols.div_ceil(32), self.rows.div_ceil(64), 1))],
             (Kernel::LinearBackwardInput, true) => vec![
