@@ -224,7 +224,8 @@ impl Kernels {
             })
             .collect();
         // gemm.wgsl copies its chunks row by row on lavapipe (see ROW_BY_ROW there; measured).
-        let row_by_row = device.adapter_info().name.contains("llvmpipe");
+        // Browsers are left out: GPUDevice.adapterInfo is recent, and they do not run lavapipe.
+        let row_by_row = !cfg!(target_arch = "wasm32") && device.adapter_info().name.contains("llvmpipe");
         let pipelines = Kernel::ALL
             .iter()
             .map(|&kernel| {

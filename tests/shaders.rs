@@ -98,7 +98,7 @@ fn uniform_records_match_their_rust_twins() {
 /// expressions and their Rust mirror cannot drift apart.
 #[test]
 fn tiled_pipelines_cover_the_tiles_dispatched() {
-    use naga::back::pipeline_constants::{process_overrides, PipelineConstants};
+    use naga::back::{pipeline_constants::process_overrides, PipelineConstants};
     let tiled = [
         Kernel::LinearForward, Kernel::LinearBackwardInput, Kernel::LinearBackwardWeight,
         Kernel::ConvDown, Kernel::ConvUp, Kernel::ConvDownTall, Kernel::ConvUpTall, Kernel::ConvWeight,
