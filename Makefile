@@ -36,7 +36,8 @@ test-e2e:
 	$(WASM_ENV) trunk build --release --offline
 	cd e2e && node e2e.mjs
 
-# A preset (MODEL=mlp, the reference, or MODEL=conv), 10 epochs on the bundled digits,
+# A preset (MODEL=mlp, the reference; conv; mlp-gauss-var or conv-gauss-var, with a mean and a
+# variance per pixel), 10 epochs on the bundled digits,
 # natively; last line: test_nelbo <nats>.
 MODEL ?= mlp
 quality:

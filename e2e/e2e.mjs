@@ -308,6 +308,62 @@ try {
     assert(/^Model 784 → linear 400/.test(await page.textContent("#model-summary")), await page.textContent("#model-summary"));
   });
 
+  await check("the learned-variance decoder trains, shows its per-pixel σ and round-trips its weights", async () => {
+    const likelihood = '#settings [name="likelihood"]';
+    await page.selectOption(likelihood, "gaussian_var");
+    assert(await page.isVisible('#settings [name="variance_floor"]'), "no variance floor field");
+    assert(await page.isHidden('#settings [name="sigma"]'), "the fixed Gaussian's σ is still shown");
+    await page.fill('#settings [name="variance_floor"]', "0");
+    await page.click("#apply");
+    assert(/variance floor must be in/.test(await page.textContent("#likelihood-error")), await page.textContent("#likelihood-error"));
+    await page.fill('#settings [name="variance_floor"]', "0.001");
+    await page.click("#apply");
+    await idle();
+    const summary = await page.textContent("#model-summary");
+    assert(/linear 400 relu → linear 1568/.test(summary), `no mean and log-variance per pixel: ${summary}`);
+    const before = await pixels("samples");
+    await page.click("#train");
+    await page.waitForFunction(() => Number(document.getElementById("step").textContent) >= 20, null, { timeout: 300000 });
+    await page.click("#train");
+    await idle();
+    const means = await pixels("samples");
+    assert(diff(before, means) > 1, "the samples did not change");
+    await page.check("#samples-std");
+    await idle();
+    const std = await pixels("samples");
+    assert(std.some((v) => v > 0) && diff(std, means) > 5, "the σ image is blank or the same as the means");
+    assert(/own standard deviation/.test(await page.textContent("#samples-std-caption")), await page.textContent("#samples-std-caption"));
+    await page.check("#recon-std");
+    await idle();
+    const recon = await page.evaluate(() => document.getElementById("recon").height);
+    assert(recon === 3 * 28, `the reconstructions have no σ row (canvas ${recon} px high)`);
+    await page.screenshot({ path: join(ARTIFACTS, "gauss-var.png"), fullPage: true });
+    const [download] = await Promise.all([page.waitForEvent("download"), page.click("#save")]);
+    const file = join(ARTIFACTS, "gauss-var.safetensors");
+    await download.saveAs(file);
+    const read = JSON.parse(execFileSync(PYTHON, [CHECK_SAFETENSORS, file]).toString());
+    // One output layer of 2 x 784: torch.chunk(out, 2, dim=1) gives the means' logits and the log-variances.
+    assert(JSON.stringify(read.tensors["decoder.2.weight"].shape) === "[1568,400]", "decoder.2.weight is not [1568, 400]");
+    assert(JSON.parse(read.metadata.config).likelihood.kind === "gaussian_var", read.metadata.config);
+    await page.selectOption(likelihood, "bernoulli");
+    await page.click("#apply");
+    await idle();
+    await page.setInputFiles("#load", file);
+    await page.waitForFunction(() => /was not loaded|Loaded gauss-var/.test(document.getElementById("data-message").textContent));
+    await idle();
+    assert(/Loaded gauss-var.safetensors/.test(await message()), await message());
+    assert((await page.inputValue(likelihood)) === "gaussian_var", "the settings do not show the loaded likelihood");
+    assert(diff(await pixels("samples"), std) < 0.01, "the loaded weights draw different σ images");
+    await page.uncheck("#samples-std");
+    await page.uncheck("#recon-std");
+    await idle();
+    assert(diff(await pixels("samples"), means) < 0.01, "the loaded weights draw different samples");
+    // Back to the reference for the checks that follow.
+    await page.selectOption(likelihood, "bernoulli");
+    await page.click("#apply");
+    await idle();
+  });
+
   await check("the page fits a phone's width", async () => {
     await page.setViewportSize({ width: 375, height: 800 });
     const width = await page.evaluate(() => document.documentElement.scrollWidth);

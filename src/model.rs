@@ -8,16 +8,60 @@ use serde::{Deserialize, Serialize};
 
 use crate::rng::Rng;
 
-/// p(x|z): what the decoder's outputs parameterise. As JSON: `{"kind": "bernoulli"}` or
-/// `{"kind": "gaussian", "sigma": 0.1}`, nothing else.
+/// p(x|z): what the decoder's outputs parameterise. As JSON: `{"kind": "bernoulli"}`,
+/// `{"kind": "gaussian", "sigma": 0.1}` or `{"kind": "gaussian_var", "variance_floor": 0.001}`,
+/// nothing else.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", tag = "kind", try_from = "LikelihoodJson")]
+#[serde(rename_all = "snake_case", tag = "kind", try_from = "LikelihoodJson")]
 pub enum Likelihood {
     /// Pixels in [0, 1] as Bernoulli probabilities; outputs are logits; loss = BCE with logits.
     Bernoulli,
     /// Pixels as Gaussian with mean = output and a fixed standard deviation `sigma`;
     /// loss = sum (x - mean)^2 / (2 sigma^2) + D log(sigma sqrt(2 pi)).
     Gaussian { sigma: f32 },
+    /// Kingma & Welling's Gaussian decoder: per pixel a mean and a variance. The decoder
+    /// outputs two values per pixel, all the means' logits first, then all the log-variances
+    /// (a flat output of 2 x pixels, or two channels): mean = sigmoid(first), log-variance =
+    /// max(second, ln variance_floor). loss = sum (x - mean)^2 / (2 var) + log(2 pi var) / 2.
+    GaussianVar { variance_floor: f32 },
+}
+
+/// The default variance floor of `Likelihood::GaussianVar` (a standard deviation of 0.032,
+/// about 8 grey levels of 255). Without a floor, pixels that are always 0 (a digit's borders)
+/// drive their variance to zero and the density to infinity.
+pub const DEFAULT_VARIANCE_FLOOR: f32 = 1e-3;
+
+impl Likelihood {
+    /// The learned-variance Gaussian with the default floor.
+    pub fn gaussian_var() -> Likelihood {
+        Likelihood::GaussianVar { variance_floor: DEFAULT_VARIANCE_FLOOR }
+    }
+
+    /// Decoder outputs per pixel: 2 (mean and log-variance) for `GaussianVar`, else 1.
+    pub fn outputs_per_pixel(self) -> usize {
+        match self {
+            Likelihood::GaussianVar { .. } => 2,
+            Likelihood::Bernoulli | Likelihood::Gaussian { .. } => 1,
+        }
+    }
+
+    /// The decoder's output shape for images of shape `input`: the outputs per pixel as
+    /// channels of an image, or as blocks of a flat vector.
+    pub fn output_shape(self, input: Shape) -> Shape {
+        let k = self.outputs_per_pixel();
+        match input {
+            Shape::Flat(n) => Shape::Flat(k * n),
+            Shape::Image { channels, height, width } => Shape::Image { channels: k * channels, height, width },
+        }
+    }
+
+    /// The lower bound on the log-variance (`GaussianVar`), as the kernels clamp it.
+    pub fn log_variance_floor(self) -> f32 {
+        match self {
+            Likelihood::GaussianVar { variance_floor } => variance_floor.ln(),
+            Likelihood::Bernoulli | Likelihood::Gaussian { .. } => f32::NEG_INFINITY,
+        }
+    }
 }
 
 /// How a likelihood is read: serde's internally tagged enums let a unit variant carry unknown
@@ -27,17 +71,22 @@ pub enum Likelihood {
 struct LikelihoodJson {
     kind: String,
     sigma: Option<f32>,
+    variance_floor: Option<f32>,
 }
 
 impl TryFrom<LikelihoodJson> for Likelihood {
     type Error = String;
     fn try_from(j: LikelihoodJson) -> Result<Self, String> {
-        match (j.kind.as_str(), j.sigma) {
-            ("bernoulli", None) => Ok(Likelihood::Bernoulli),
-            ("bernoulli", Some(_)) => Err("a Bernoulli likelihood has no sigma".into()),
-            ("gaussian", Some(sigma)) => Ok(Likelihood::Gaussian { sigma }),
-            ("gaussian", None) => Err("a Gaussian likelihood needs its sigma".into()),
-            (other, _) => Err(format!("unknown likelihood \"{other}\" (expected \"bernoulli\" or \"gaussian\")")),
+        match (j.kind.as_str(), j.sigma, j.variance_floor) {
+            ("bernoulli", None, None) => Ok(Likelihood::Bernoulli),
+            ("bernoulli", ..) => Err("a Bernoulli likelihood has no sigma or variance_floor".into()),
+            ("gaussian", Some(sigma), None) => Ok(Likelihood::Gaussian { sigma }),
+            ("gaussian", None, None) => Err("a Gaussian likelihood needs its sigma".into()),
+            ("gaussian", _, Some(_)) => Err("a fixed-variance Gaussian has no variance_floor (use \"gaussian_var\" to learn the variance)".into()),
+            ("gaussian_var", None, Some(variance_floor)) => Ok(Likelihood::GaussianVar { variance_floor }),
+            ("gaussian_var", None, None) => Err("a learned-variance Gaussian needs its variance_floor (e.g. 0.001)".into()),
+            ("gaussian_var", Some(_), _) => Err("a learned-variance Gaussian has no sigma (its variance is learned)".into()),
+            (other, ..) => Err(format!("unknown likelihood \"{other}\" (expected \"bernoulli\", \"gaussian\" or \"gaussian_var\")")),
         }
     }
 }
@@ -281,19 +330,20 @@ pub enum Architecture {
     Mlp { hidden: Vec<usize>, activation: Activation },
     /// Convolutional: a 4x4, stride-2, padding-1 Conv2d + ReLU per entry of `channels` (each
     /// halves the image), flatten, a `dense` linear layer; the decoder mirrors it with
-    /// ConvTranspose2d layers up to one channel of logits.
+    /// ConvTranspose2d layers up to one channel of logits (two for a learned variance).
     Conv { channels: Vec<usize>, dense: usize },
 }
 
 impl Architecture {
-    /// The input shape and the layers for images of `height` x `width` and `latent` dimensions.
-    pub fn layers(&self, height: usize, width: usize, latent: usize) -> Result<(Shape, Vec<Layer>, Vec<Layer>), ConfigError> {
+    /// The input shape and the layers for images of `height` x `width`, the decoder ending in
+    /// `outputs` values per pixel (`Likelihood::outputs_per_pixel`).
+    pub fn layers(&self, height: usize, width: usize, outputs: usize) -> Result<(Shape, Vec<Layer>, Vec<Layer>), ConfigError> {
         let pixels = height * width;
         match self {
             Architecture::Mlp { hidden, activation } => {
                 let encoder = hidden.iter().map(|&h| Layer::linear(h, *activation)).collect();
-                let decoder = hidden.iter().rev().map(|&h| Layer::linear(h, *activation)).chain([Layer::linear(pixels, Activation::Identity)]).collect();
-                let _ = latent;
+                let last = Layer::linear(outputs * pixels, Activation::Identity);
+                let decoder = hidden.iter().rev().map(|&h| Layer::linear(h, *activation)).chain([last]).collect();
                 Ok((Shape::Flat(pixels), encoder, decoder))
             }
             Architecture::Conv { channels, dense } => {
@@ -316,7 +366,7 @@ impl Architecture {
                     Layer::Reshape { shape: [last, h, w] },
                 ];
                 decoder.extend(channels.iter().rev().skip(1).map(|&c| convt(c, Activation::Relu)));
-                decoder.push(convt(1, Activation::Identity));
+                decoder.push(convt(outputs, Activation::Identity));
                 Ok((Shape::Image { channels: 1, height, width }, encoder, decoder))
             }
         }
@@ -336,7 +386,7 @@ impl Config {
     /// reference settings.
     pub fn mlp(pixels: usize, hidden: &[usize], latent: usize) -> Config {
         let arch = Architecture::Mlp { hidden: hidden.to_vec(), activation: Activation::Relu };
-        let (input, encoder, decoder) = arch.layers(1, pixels, latent).expect("an MLP fits any image");
+        let (input, encoder, decoder) = arch.layers(1, pixels, 1).expect("an MLP fits any image");
         Config {
             input,
             encoder,
@@ -355,17 +405,42 @@ impl Config {
     /// flatten, Linear 3136->256 + ReLU, z20; the decoder mirrors it with ConvTranspose2d.
     pub fn conv() -> Config {
         let arch = Architecture::Conv { channels: vec![32, 64], dense: 256 };
-        let (input, encoder, decoder) = arch.layers(28, 28, 20).expect("the preset fits 28x28");
+        let (input, encoder, decoder) = arch.layers(28, 28, 1).expect("the preset fits 28x28");
         Config { input, encoder, decoder, ..Config::default() }
     }
 
-    /// A named preset: "mlp" (the reference) or "conv".
-    pub fn preset(name: &str) -> Option<Config> {
-        match name {
-            "mlp" => Some(Config::default()),
-            "conv" => Some(Config::conv()),
-            _ => None,
+    /// This configuration with another likelihood, its decoder's last layer resized to the
+    /// likelihood's outputs per pixel (linear: outputs x pixels; convolution: outputs x the
+    /// image's channels).
+    pub fn with_likelihood(mut self, likelihood: Likelihood) -> Config {
+        let per_pixel = |shape: Shape| match shape {
+            Shape::Flat(n) => n,
+            Shape::Image { channels, .. } => channels,
+        };
+        let (from, to) = (self.likelihood.outputs_per_pixel(), likelihood.outputs_per_pixel());
+        if let Some(Layer::Linear { out, .. } | Layer::Conv2d { out, .. } | Layer::ConvTranspose2d { out, .. }) = self.decoder.last_mut() {
+            if *out == from * per_pixel(self.input) {
+                *out = to * per_pixel(self.input);
+            }
         }
+        self.likelihood = likelihood;
+        self
+    }
+
+    /// A named preset: "mlp" (the reference), "conv", or either with a suffix for another
+    /// likelihood: "-gauss-var" (Kingma & Welling's Gaussian decoder, a mean and a variance per
+    /// pixel, default floor).
+    pub fn preset(name: &str) -> Option<Config> {
+        let (base, likelihood) = match name.strip_suffix("-gauss-var") {
+            Some(base) => (base, Likelihood::gaussian_var()),
+            None => (name, Likelihood::Bernoulli),
+        };
+        let config = match base {
+            "mlp" => Config::default(),
+            "conv" => Config::conv(),
+            _ => return None,
+        };
+        Some(config.with_likelihood(likelihood))
     }
 
     /// A configuration from a JSON object holding any of the fields; the rest take the
@@ -385,11 +460,11 @@ impl Config {
             let arch: Architecture = serde_json::from_value(arch).map_err(|e| bad("architecture", e.to_string()))?;
             let image = partial.remove("image").ok_or_else(|| bad("architecture", "an architecture needs the image size, \"image\": [rows, cols]"))?;
             let [rows, cols]: [usize; 2] = serde_json::from_value(image).map_err(|e| bad("image", e.to_string()))?;
-            let latent = match partial.get("latent") {
-                Some(v) => serde_json::from_value(v.clone()).map_err(|e| bad("latent", e.to_string()))?,
-                None => Config::default().latent,
+            let likelihood: Likelihood = match partial.get("likelihood") {
+                Some(v) => serde_json::from_value(v.clone()).map_err(|e| bad("likelihood", e.to_string()))?,
+                None => Config::default().likelihood,
             };
-            let (input, encoder, decoder) = arch.layers(rows, cols, latent)?;
+            let (input, encoder, decoder) = arch.layers(rows, cols, likelihood.outputs_per_pixel())?;
             let to_value = |v: serde_json::Result<serde_json::Value>| v.expect("layers serialise");
             partial.insert("input".into(), to_value(serde_json::to_value(input)));
             partial.insert("encoder".into(), to_value(serde_json::to_value(encoder)));
@@ -422,7 +497,7 @@ impl Config {
             let channels = self.encoder.iter().filter_map(|l| if let Layer::Conv2d { out, .. } = l { Some(*out) } else { None }).collect();
             Architecture::Conv { channels, dense: *linear_outs(&self.encoder).first()? }
         };
-        let (input, encoder, decoder) = candidate.layers(rows, cols, self.latent).ok()?;
+        let (input, encoder, decoder) = candidate.layers(rows, cols, self.likelihood.outputs_per_pixel()).ok()?;
         (input == self.input && encoder == self.encoder && decoder == self.decoder).then_some(candidate)
     }
 
@@ -462,10 +537,16 @@ impl Config {
         if !(1..=64).contains(&self.latent) {
             return Err(bad("latent", format!("must be 1..=64, got {}", self.latent)));
         }
-        if let Likelihood::Gaussian { sigma } = self.likelihood {
-            if !(sigma.is_finite() && sigma > 0.0) {
+        match self.likelihood {
+            Likelihood::Gaussian { sigma } if !(sigma.is_finite() && sigma > 0.0) => {
                 return Err(bad("likelihood", format!("Gaussian sigma must be positive, got {sigma}")));
             }
+            // Pixels lie in [0, 1]: a variance above 1 is never needed; one below 1e-6 gives
+            // densities (and gradients) beyond what f32 sums keep accurate.
+            Likelihood::GaussianVar { variance_floor: v } if !(1e-6..=1.0).contains(&v) => {
+                return Err(bad("likelihood", format!("the variance floor must be in [1e-6, 1], got {v}")));
+            }
+            _ => {}
         }
         if !(self.beta.is_finite() && self.beta >= 0.0) {
             return Err(bad("beta", format!("must be a finite number >= 0, got {}", self.beta)));
@@ -522,7 +603,7 @@ struct LegacyConfig {
 impl From<LegacyConfig> for Config {
     fn from(c: LegacyConfig) -> Config {
         let arch = Architecture::Mlp { hidden: c.hidden, activation: c.activation };
-        let (input, encoder, decoder) = arch.layers(1, c.input, c.latent).expect("an MLP fits any image");
+        let (input, encoder, decoder) = arch.layers(1, c.input, c.likelihood.outputs_per_pixel()).expect("an MLP fits any image");
         Config {
             input,
             encoder,
@@ -709,8 +790,13 @@ impl Layout {
         };
         let decoder = b.stack("decoder", "decoder", Shape::Flat(z), &config.decoder)?;
         let output = decoder.last().map_or(Shape::Flat(z), |l| l.output);
-        if output != config.input {
-            return Err(bad("decoder", format!("the decoder ends in a {output} output but the images are {}", config.input)));
+        let wanted = config.likelihood.output_shape(config.input);
+        if output != wanted {
+            let per_pixel = match config.likelihood.outputs_per_pixel() {
+                1 => String::new(),
+                _ => " (a mean and a log-variance per pixel)".into(),
+            };
+            return Err(bad("decoder", format!("the decoder ends in a {output} output but {} images need {wanted}{per_pixel}", config.input)));
         }
         if decoder.last().is_some_and(|l| l.activation() != Activation::Identity) {
             return Err(bad("decoder", "the last decoder layer outputs the likelihood's parameters (logits or means): give it no activation"));
@@ -757,10 +843,11 @@ pub fn activation_before(layers: &[LayerLayout], i: usize, first: Activation) ->
 /// Initial parameters, as PyTorch initialises `nn.Linear`, `nn.Conv2d` and
 /// `nn.ConvTranspose2d`: W and b uniform in +-1/sqrt(fan_in), where fan_in is the weight's
 /// size(1) times the kernel's area (for ConvTranspose2d, PyTorch's size(1) is the output
-/// channels). The decoder's output bias starts at the logit of the mean pixel (Bernoulli) or at
-/// the mean pixel (Gaussian), when `mean_pixel` is given, so the first samples are the average
-/// image rather than uniform grey; a convolutional output layer has one bias for all pixels,
-/// so it starts at the mean over the image.
+/// channels). The decoder's output bias for the means starts at the logit of the mean pixel
+/// (Bernoulli, and the sigmoid means of GaussianVar) or at the mean pixel (Gaussian), when
+/// `mean_pixel` is given, so the first samples are the average image rather than uniform grey;
+/// a convolutional output layer has one bias for all pixels, so it starts at the mean over the
+/// image. The log-variances' biases keep PyTorch's initialisation.
 pub fn initial_parameters(config: &Config, layout: &Layout, mean_pixel: Option<&[f32]>) -> Vec<f32> {
     let mut rng = Rng::new(config.seed);
     let mut params = vec![0.0; layout.len];
@@ -776,15 +863,16 @@ pub fn initial_parameters(config: &Config, layout: &Layout, mean_pixel: Option<&
     }
     if let (Some(mean), Some(out)) = (mean_pixel, layout.decoder.last()) {
         let start = |m: f32| match config.likelihood {
-            Likelihood::Bernoulli => {
+            Likelihood::Bernoulli | Likelihood::GaussianVar { .. } => {
                 let p = m.clamp(1e-3, 1.0 - 1e-3);
                 (p / (1.0 - p)).ln()
             }
             Likelihood::Gaussian { .. } => m,
         };
         match out.layer {
-            Layer::Linear { out: n, .. } => {
-                for (b, &m) in params[out.bias..out.bias + n].iter_mut().zip(mean) {
+            Layer::Linear { .. } => {
+                // The means are the first `pixels` outputs (zip stops at the mean image's end).
+                for (b, &m) in params[out.bias..].iter_mut().zip(mean) {
                     *b = start(m);
                 }
             }

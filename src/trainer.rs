@@ -9,8 +9,8 @@ use crate::data::{epoch_permutation, Dataset};
 use crate::gpu::{Gpu, GpuError};
 use crate::kernels::{pack_slots, storage_buffer, Buffers, Dispatch, Kernel, Kernels, Records, StepRecord, UNIFORM_SLOT};
 use crate::latent;
-use crate::model::{activation_before, initial_parameters, Activation, Config, ConfigError, Layer, LayerLayout, Layout, Likelihood, Shape};
-use crate::ops::{self, data::GatherOp, latent::LatentOp, loss::LossOp, optim::OptimOp};
+use crate::model::{activation_before, initial_parameters, Activation, Config, ConfigError, Layer, LayerLayout, Layout, Shape};
+use crate::ops::{self, data::GatherOp, latent::LatentOp, loss::{LossOp, Statistic}, optim::OptimOp};
 use crate::rng::{EVAL_RNG_STEP, IWAE_RNG_STEP};
 
 /// Steps whose records fit in the step ring: the most steps one submission can hold.
@@ -510,17 +510,35 @@ impl Trainer {
         Ok((mu, logvar))
     }
 
-    /// Images (pixel intensities in [0, 1]) decoded from latent codes z [n, Z]: the Bernoulli
-    /// means sigmoid(logits), or the Gaussian means clamped to [0, 1].
+    /// Images (pixel intensities in [0, 1]) decoded from latent codes z [n, Z]: p(x|z)'s means
+    /// (`Statistic::Mean`).
     pub async fn decode(&mut self, z: &[f32]) -> Result<Vec<f32>, TrainError> {
-        let out = self.run_pass(Pass::Decode, z, self.config.latent, |a| *a.dec.last().unwrap(), self.config.pixels()).await?;
-        Ok(self.to_pixels(out))
+        self.decoded(Pass::Decode, z, Statistic::Mean).await
     }
 
-    /// Reconstructions of images x [n, input]: decoded at z = mu(x).
+    /// p(x|z)'s per-pixel standard deviations for latent codes z [n, Z] (`Statistic::Std`):
+    /// where the model is unsure of each pixel.
+    pub async fn decode_std(&mut self, z: &[f32]) -> Result<Vec<f32>, TrainError> {
+        self.decoded(Pass::Decode, z, Statistic::Std).await
+    }
+
+    /// Reconstructions of images x [n, input]: means decoded at z = mu(x).
     pub async fn reconstruct(&mut self, x: &[f32]) -> Result<Vec<f32>, TrainError> {
-        let out = self.run_pass(Pass::Reconstruct, x, self.config.pixels(), |a| *a.dec.last().unwrap(), self.config.pixels()).await?;
-        Ok(self.to_pixels(out))
+        self.decoded(Pass::Reconstruct, x, Statistic::Mean).await
+    }
+
+    /// The reconstructions' per-pixel standard deviations, at z = mu(x).
+    pub async fn reconstruct_std(&mut self, x: &[f32]) -> Result<Vec<f32>, TrainError> {
+        self.decoded(Pass::Reconstruct, x, Statistic::Std).await
+    }
+
+    /// Runs a decoding pass (Decode: input is z; Reconstruct: input is x) and turns the
+    /// decoder's outputs into images of `statistic`.
+    async fn decoded(&mut self, pass: Pass, input: &[f32], statistic: Statistic) -> Result<Vec<f32>, TrainError> {
+        let (pixels, likelihood) = (self.config.pixels(), self.config.likelihood);
+        let width = if pass == Pass::Decode { self.config.latent } else { pixels };
+        let out = self.run_pass(pass, input, width, |a| *a.dec.last().unwrap(), likelihood.outputs_per_pixel() * pixels).await?;
+        Ok(ops::loss::images(likelihood, &out, pixels, statistic))
     }
 
     /// Uploads `input` (rows of `width`) as the pass's x (z for Decode), runs the pass, and
@@ -567,13 +585,6 @@ impl Trainer {
         self.gpu.queue.write_buffer(&self.buffers.moments, 0, bytes_of_f32(&vec![0f32; 2 * adam_len(&self.layout)]));
         self.diverged = None;
         Ok(())
-    }
-
-    fn to_pixels(&self, out: Vec<f32>) -> Vec<f32> {
-        match self.config.likelihood {
-            Likelihood::Bernoulli => out.into_iter().map(|o| 1.0 / (1.0 + (-o).exp())).collect(),
-            Likelihood::Gaussian { .. } => out.into_iter().map(|o| o.clamp(0.0, 1.0)).collect(),
-        }
     }
 
     /// The cached plan for (pass, batch, rows), built (and its records written) if new.
@@ -703,22 +714,12 @@ fn build_plan(rec: &mut Records, config: &Config, layout: &Layout, a: &Acts, pas
     if matches!(pass, Pass::Decode | Pass::Reconstruct) {
         return;
     }
-    let (inv_var, log_norm) = match config.likelihood {
-        Likelihood::Bernoulli => (0.0, 0.0),
-        Likelihood::Gaussian { sigma } => (1.0 / (sigma * sigma), d as f32 * (sigma * (2.0 * std::f32::consts::PI).sqrt()).ln()),
-    };
     let loss = LossOp {
-        rows: rows as u32,
-        pixels: d,
-        batch: batch as u32,
-        likelihood: matches!(config.likelihood, Likelihood::Gaussian { .. }) as u32,
         out_off: *a.dec.last().unwrap() as u32,
         x_off: a.x as u32,
         grad_off: *a.d_dec.last().unwrap() as u32,
         recon_off: a.recon as u32,
-        scale: 1.0 / rows as f32,
-        inv_var,
-        log_norm,
+        ..LossOp::new(config.likelihood, rows, d as usize, batch)
     };
     rec.push(Kernel::Reconstruction, loss, (rows as u32, 1, 1));
 

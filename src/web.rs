@@ -211,9 +211,16 @@ impl WebTrainer {
         Ok(checkpoint::save(self.trainer.config(), self.trainer.layout(), &params, step))
     }
 
-    /// The configuration in use, as a plain object.
+    /// The configuration in use, as a plain object; with an `architecture` too when its layers
+    /// are an instance of one (the page's settings show it, and a new image size rebuilds it).
     pub fn config(&self) -> Result<JsValue, JsValue> {
-        config_to_js(self.trainer.config())
+        let config = self.trainer.config();
+        let obj = config_to_js(config)?;
+        if let Some(arch) = config.architecture() {
+            let serializer = serde_wasm_bindgen::Serializer::json_compatible();
+            set(obj.unchecked_ref(), "architecture", serde::Serialize::serialize(&arch, &serializer).map_err(|e| error("config", e.to_string(), None))?);
+        }
+        Ok(obj)
     }
 
     pub fn latent(&self) -> usize {
@@ -300,6 +307,18 @@ impl WebTrainer {
     /// Reconstructions (decoded at z = mu) of images x [n * pixels].
     pub async fn reconstruct(&mut self, x: Vec<f32>) -> Result<Vec<f32>, JsValue> {
         self.trainer.reconstruct(&x).await.map_err(train_error_to_js)
+    }
+
+    /// The per-pixel standard deviations of p(x|z) [n * pixels] for codes z [n * latent].
+    #[wasm_bindgen(js_name = decodeStd)]
+    pub async fn decode_std(&mut self, z: Vec<f32>) -> Result<Vec<f32>, JsValue> {
+        self.trainer.decode_std(&z).await.map_err(train_error_to_js)
+    }
+
+    /// The per-pixel standard deviations of the reconstructions of images x [n * pixels].
+    #[wasm_bindgen(js_name = reconstructStd)]
+    pub async fn reconstruct_std(&mut self, x: Vec<f32>) -> Result<Vec<f32>, JsValue> {
+        self.trainer.reconstruct_std(&x).await.map_err(train_error_to_js)
     }
 }
 

@@ -115,6 +115,39 @@ fn conv_checkpoints_have_pytorch_names_and_shapes() {
     assert_eq!((loaded.config, loaded.parameters, loaded.step), (config, params, 9));
 }
 
+/// A learned variance doubles the decoder's last layer (PyTorch: one Linear of 2 x 784 outputs,
+/// or a ConvTranspose2d of 2 channels, split with chunk(2, dim=1)); the page's settings rebuild
+/// the same layers from the architecture; the means' biases start at the mean image's logits,
+/// the log-variances' keep PyTorch's initialisation.
+#[test]
+fn learned_variance_models_have_a_double_output_layer() {
+    use webvae::model::{Architecture, Likelihood};
+    let shape = |config: &Config, name: &str| Layout::new(config).tensor(name).map(|t| t.shape.clone());
+    let mlp = Config::preset("mlp-gauss-var").unwrap();
+    assert_eq!(mlp.likelihood, Likelihood::GaussianVar { variance_floor: 1e-3 });
+    assert_eq!(shape(&mlp, "decoder.2.weight"), Some(vec![1568, 400]));
+    let conv = Config::preset("conv-gauss-var").unwrap();
+    assert_eq!((shape(&conv, "decoder.7.weight"), shape(&conv, "decoder.7.bias")), (Some(vec![32, 2, 4, 4]), Some(vec![2])));
+    assert_eq!(conv.architecture(), Some(Architecture::Conv { channels: vec![32, 64], dense: 256 }));
+    let from_page = Config::from_partial_json(serde_json::json!({
+        "architecture": { "kind": "conv", "channels": [32, 64], "dense": 256 },
+        "image": [28, 28],
+        "likelihood": { "kind": "gaussian_var", "variance_floor": 0.001 },
+    }))
+    .unwrap();
+    assert_eq!(from_page, conv);
+    assert_eq!(Config::default().with_likelihood(Likelihood::gaussian_var()).with_likelihood(Likelihood::Bernoulli), Config::default());
+
+    let layout = Layout::new(&mlp);
+    let mean = vec![0.25f32; 784];
+    let (with, without) = (initial_parameters(&mlp, &layout, Some(&mean)), initial_parameters(&mlp, &layout, None));
+    let bias = layout.tensor("decoder.2.bias").unwrap().offset;
+    assert!(with[bias..bias + 784].iter().all(|&b| (b - (1.0f32 / 3.0).ln()).abs() < 1e-6), "the means start at logit(0.25)");
+    assert_eq!(with[bias + 784..bias + 1568], without[bias + 784..bias + 1568], "the log-variances keep PyTorch's init");
+    let bytes = save(&mlp, &layout, &with, 3);
+    assert_eq!(load(&bytes).unwrap().config, mlp);
+}
+
 #[test]
 fn python_safetensors_reads_the_file() {
     let python = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
@@ -349,6 +382,10 @@ fn the_configuration_is_parsed_strictly() {
         serde_json::json!({ "kind": "gaussian", "sigma": 0.1, "mean": 0 }),
         serde_json::json!({ "kind": "poisson" }),
         serde_json::json!({ "kind": "gaussian" }),
+        serde_json::json!({ "kind": "gaussian", "sigma": 0.1, "variance_floor": 0.001 }),
+        serde_json::json!({ "kind": "gaussian_var" }),
+        serde_json::json!({ "kind": "gaussian_var", "sigma": 0.1, "variance_floor": 0.001 }),
+        serde_json::json!({ "kind": "gaussian_var", "variance_floor": "small" }),
     ] {
         let mut c = full.clone();
         c["likelihood"] = likelihood.clone();

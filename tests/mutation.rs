@@ -193,7 +193,7 @@ fn mutated_file_sets_are_refused_or_make_consistent_datasets() {
 /// A convolutional model on 6x6 images: 1 -> 3 channels, dense 5, z2.
 fn small_conv() -> Config {
     let arch = webvae::model::Architecture::Conv { channels: vec![3], dense: 5 };
-    let (input, encoder, decoder) = arch.layers(6, 6, 2).unwrap();
+    let (input, encoder, decoder) = arch.layers(6, 6, 1).unwrap();
     Config { input, encoder, decoder, latent: 2, ..Config::default() }
 }
 
@@ -204,6 +204,7 @@ fn mutated_checkpoints_are_refused_or_round_trip() {
         Config::mlp(12, &[7, 5], 3),
         Config { likelihood: Likelihood::Gaussian { sigma: 0.5 }, ..Config::mlp(6, &[], 2) },
         small_conv(),
+        small_conv().with_likelihood(Likelihood::gaussian_var()),
     ];
     let files: Vec<Vec<u8>> = configs
         .iter()

@@ -5,7 +5,7 @@
 
 use webvae::model::{initial_parameters, Config, Layer, Layout, Likelihood};
 use webvae::model::Activation;
-use webvae::ops::{self, latent, optim};
+use webvae::ops::{self, latent, loss, optim};
 use webvae::reference;
 use webvae::rng::Rng;
 
@@ -82,6 +82,9 @@ fn gradients_match_finite_differences() {
         mlp(Activation::Tanh, Likelihood::Gaussian { sigma: 0.3 }),
         common::tiny_conv(Likelihood::Bernoulli),
         common::tiny_conv(Likelihood::Gaussian { sigma: 0.3 }),
+        // Floors near the initial log-variances, so that some are clamped and some are not.
+        mlp(Activation::Relu, Likelihood::Bernoulli).with_likelihood(Likelihood::GaussianVar { variance_floor: 0.9 }),
+        common::tiny_conv(Likelihood::Bernoulli).with_likelihood(Likelihood::GaussianVar { variance_floor: 0.9 }),
     ] {
         let what = format!("{} {:?}", config.summary(), config.likelihood);
         let layout = Layout::new(&config);
@@ -94,6 +97,13 @@ fn gradients_match_finite_differences() {
 
         let fwd = reference::forward(&config, &layout, &params, &x, &eps);
         let (grads, dml) = reference::backward(&config, &layout, &params, &x, &fwd);
+        if config.likelihood.outputs_per_pixel() == 2 {
+            let (d, floor) = (config.pixels(), config.likelihood.log_variance_floor() as f64);
+            let out = fwd.decoder.last().unwrap();
+            let clamped = out.chunks(2 * d).flat_map(|r| &r[d..]).filter(|&&s| s < floor).count();
+            let total = out.len() / 2;
+            assert!(clamped > total / 10 && clamped < total * 9 / 10, "{what}: {clamped} of {total} log-variances clamped; choose a floor that splits them");
+        }
 
         // Every element of every tensor (the model is tiny).
         for t in &layout.tensors {
@@ -115,6 +125,40 @@ fn gradients_match_finite_differences() {
             );
             check(&format!("{what} d(mu, logvar)[{i}]"), dml[i], n);
         }
+    }
+}
+
+/// The reconstruction loss alone, every likelihood, at every decoder output; the learned
+/// variance's log-variances sit on both sides of the floor, from 1e-3 to 0.5 away (the loss
+/// has a kink at the floor itself, where no derivative exists).
+#[test]
+fn reconstruction_matches_finite_differences() {
+    let mut rng = Rng::new(6);
+    let (batch, rows, pixels) = (3, 6, 5);
+    let x: Vec<f64> = (0..batch * pixels).map(|i| if i % 4 == 0 { 0.0 } else { rng.uniform() as f64 }).collect();
+    for lik in [Likelihood::Bernoulli, Likelihood::Gaussian { sigma: 0.3 }, Likelihood::gaussian_var(), Likelihood::GaussianVar { variance_floor: 0.2 }] {
+        let w = lik.outputs_per_pixel() * pixels;
+        let floor = lik.log_variance_floor() as f64;
+        let (mut below, mut above) = (0, 0);
+        let out: Vec<f64> = (0..rows * w)
+            .map(|i| {
+                if i % w < pixels {
+                    return rng.range(-4.0, 4.0) as f64;
+                }
+                let side = if i % 2 == 0 { below += 1; -1.0 } else { above += 1; 1.0 };
+                floor + side * rng.range(1e-3, 0.5) as f64
+            })
+            .collect();
+        let loss = |o: &[f64]| loss::reconstruction(o, &x, batch, pixels, lik, 0.0).0.iter().sum::<f64>() / rows as f64;
+        let (_, grad) = loss::reconstruction(&out, &x, batch, pixels, lik, 1.0 / rows as f64);
+        for i in 0..out.len() {
+            let n = numeric(|v| { let mut o = out.clone(); o[i] = v; loss(&o) }, out[i]);
+            check(&format!("{lik:?} output {i}"), grad[i], n);
+            if i % w >= pixels && out[i] < floor {
+                assert_eq!(grad[i], 0.0, "{lik:?}: a clamped log-variance has no gradient");
+            }
+        }
+        assert!(lik.outputs_per_pixel() == 1 || (below > 5 && above > 5));
     }
 }
 

@@ -80,7 +80,7 @@ fn uniform_records_match_their_rust_twins() {
         (
             "loss.wgsl",
             "Loss",
-            fields!(LossOp { rows, pixels, batch, likelihood, out_off, x_off, grad_off, recon_off, scale, inv_var, log_norm }),
+            fields!(LossOp { rows, pixels, batch, likelihood, out_off, x_off, grad_off, recon_off, scale, inv_var, log_norm, log_var_floor }),
         ),
         ("optim.wgsl", "Optim", fields!(OptimOp { batch, rows, recon_off, kl_off, metrics_off, count, lr, beta, check })),
     ];

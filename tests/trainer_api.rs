@@ -5,7 +5,7 @@
 mod common;
 
 use webvae::gpu::{Gpu, GpuError};
-use webvae::model::Config;
+use webvae::model::{Config, Likelihood};
 use webvae::latent::interpolate;
 use webvae::trainer::{TrainError, Trainer};
 
@@ -75,6 +75,38 @@ fn encode_decode_reconstruct_sample_and_interpolate() {
     });
 }
 
+/// The standard deviations the σ views show: the learned ones at or above the floor and large
+/// where the model is unsure; the Bernoulli's sqrt(p (1 - p)) from the same outputs as the means.
+#[test]
+fn per_pixel_standard_deviations() {
+    let (_, test) = common::small_mnist(512);
+    let x: Vec<f32> = (0..3).flat_map(|i| test.image(i)).collect();
+    pollster::block_on(async {
+        let mut t = trainer(small().with_likelihood(Likelihood::gaussian_var()));
+        t.train(2 * t.steps_per_epoch()).unwrap();
+        let (mu, _) = t.encode(&x).await.unwrap();
+        let (mean, std) = (t.decode(&mu).await.unwrap(), t.decode_std(&mu).await.unwrap());
+        common::assert_close("reconstruct_std = decode_std(mu)", &t.reconstruct_std(&x).await.unwrap(), &std, 1e-5, 1e-6);
+        assert_eq!(std.len(), 3 * 784);
+        let floor = 1e-3f32.sqrt();
+        assert!(std.iter().all(|&s| s >= floor * (1.0 - 1e-5) && s.is_finite()), "a σ below the floor's {floor}");
+        // Pixels whose mean is near 0 or 1 (background, stroke centres) are surer than those in
+        // between (stroke edges).
+        let average = |keep: &dyn Fn(f32) -> bool| {
+            let v: Vec<f32> = mean.iter().zip(&std).filter(|(m, _)| keep(**m)).map(|(_, s)| *s).collect();
+            v.iter().sum::<f32>() / v.len().max(1) as f32
+        };
+        let (sure, unsure) = (average(&|m| !(0.05..=0.95).contains(&m)), average(&|m| (0.3..=0.7).contains(&m)));
+        println!("mean σ: {sure:.3} where the mean is near 0 or 1, {unsure:.3} where it is 0.3..0.7");
+        assert!(unsure > 2.0 * sure, "σ is not larger at the strokes' edges: {unsure} vs {sure}");
+
+        let mut t = trainer(small());
+        let (mean, std) = (t.reconstruct(&x).await.unwrap(), t.reconstruct_std(&x).await.unwrap());
+        let want: Vec<f32> = mean.iter().map(|p| (p * (1.0 - p)).sqrt()).collect();
+        common::assert_close("Bernoulli σ = sqrt(p (1 - p))", &std, &want, 1e-4, 1e-6);
+    });
+}
+
 #[test]
 fn bad_configurations_name_the_field() {
     let (train, test) = common::small_mnist(64);
@@ -87,6 +119,9 @@ fn bad_configurations_name_the_field() {
         (Config { learning_rate: f32::NAN, ..small() }, "learning_rate"),
         (Config { beta: -1.0, ..small() }, "beta"),
         (Config { samples: 0, ..small() }, "samples"),
+        (Config { likelihood: Likelihood::gaussian_var(), ..small() }, "decoder"), // one output per pixel, not two
+        (small().with_likelihood(Likelihood::GaussianVar { variance_floor: 0.0 }), "likelihood"),
+        (small().with_likelihood(Likelihood::GaussianVar { variance_floor: 2.0 }), "likelihood"),
         (Config { batch_size: 100, ..small() }, "batch_size"), // more than the 64 images
     ] {
         let gpu = pollster::block_on(Gpu::new()).unwrap();

@@ -365,22 +365,48 @@ async function refreshLight() {
   await refreshInterpolation();
 }
 
+// What the per-pixel σ images show, for the model's likelihood. They are drawn as 2σ (white:
+// σ of 0.5, the largest any distribution on [0, 1] can have).
+function stdCaption(lik) {
+  const what = lik.kind === "gaussian_var" ? "the decoder's own standard deviation per pixel: bright where it is unsure (stroke edges)"
+    : lik.kind === "gaussian" ? `the fixed σ = ${Number(lik.sigma.toPrecision(3))} everywhere (this likelihood learns no variance)`
+    : "the Bernoulli standard deviation √(p(1 − p)): bright where p is near 0.5";
+  return `σ images: ${what}; white is σ = 0.5.`;
+}
+
+// The σ images of `run(trainer)` (2σ, so that σ = 0.5 is white), with their caption shown
+// under the view `id`.
+function stdImages(id, run) {
+  return gpuTask(async (t) => {
+    const caption = stdCaption(t.config().likelihood);
+    const std = await run(t);
+    $(`${id}-std-caption`).textContent = caption;
+    $(`${id}-std-caption`).hidden = false;
+    return std.map((s) => 2 * s);
+  });
+}
+
 async function refreshSamples() {
   try {
     const latent = state.trainer.latent();
     const codes = wasm.priorCodes(64, latent, state.sampleSeed);
-    drawDigits($("samples"), await gpuTask((t) => t.decode(codes)), 8);
+    const std = $("samples-std").checked;
+    $("samples-std-caption").hidden = !std;
+    const images = await (std ? stdImages("samples", (t) => t.decodeStd(codes)) : gpuTask((t) => t.decode(codes)));
+    drawDigits($("samples"), images, 8);
   } catch (err) { fail(err); }
 }
 
 async function refreshRecon() {
   try {
     const x = state.data.testImages(0, 10);
-    const r = await gpuTask((t) => t.reconstruct(x));
-    const both = new Float32Array(x.length + r.length);
-    both.set(x);
-    both.set(r, x.length);
-    drawDigits($("recon"), both, 10);
+    const rows = [x, await gpuTask((t) => t.reconstruct(x))];
+    const std = $("recon-std").checked;
+    $("recon-std-caption").hidden = !std;
+    if (std) rows.push(await stdImages("recon", (t) => t.reconstructStd(x)));
+    const all = new Float32Array(rows.reduce((n, r) => n + r.length, 0));
+    rows.reduce((at, r) => { all.set(r, at); return at + r.length; }, 0);
+    drawDigits($("recon"), all, 10);
   } catch (err) { fail(err); }
 }
 
@@ -561,8 +587,15 @@ function readSettings() {
     config.architecture = { kind: "mlp", hidden: sizes("hidden", "400 or 512, 256"), activation: form.activation.value };
   }
   config.image = state.data ? [state.data.rows(), state.data.cols()] : [SIDE, SIDE];
-  const sigma = Number(form.sigma.value);
-  config.likelihood = form.likelihood.value === "gaussian" ? { kind: "gaussian", sigma } : { kind: "bernoulli" };
+  const kind = form.likelihood.value;
+  const positive = (name) => {
+    const v = Number(form[name].value);
+    if (form[name].value.trim() === "" || !Number.isFinite(v)) problems.push({ field: "likelihood", message: "enter a number" });
+    return v;
+  };
+  config.likelihood = kind === "gaussian" ? { kind, sigma: positive("sigma") }
+    : kind === "gaussian_var" ? { kind, variance_floor: positive("variance_floor") }
+    : { kind };
   if (problems.length === 0 && wasm) {
     try {
       wasm.validateConfig(config);
@@ -596,13 +629,20 @@ function writeSettings(c) {
   form.batch_size.value = c.batch_size;
   form.likelihood.value = c.likelihood.kind;
   if (c.likelihood.kind === "gaussian") form.sigma.value = short(c.likelihood.sigma);
+  if (c.likelihood.kind === "gaussian_var") form.variance_floor.value = short(c.likelihood.variance_floor);
+  showLikelihoodFields();
   clearFieldErrors();
 }
 
-// Only the chosen architecture's fields are shown.
+// Only the chosen architecture's and likelihood's fields are shown.
 function showArchitectureFields() {
   const kind = $("settings").elements.kind.value;
   for (const group of document.querySelectorAll("#settings [data-arch]")) group.hidden = group.dataset.arch !== kind;
+}
+
+function showLikelihoodFields() {
+  const kind = $("settings").elements.likelihood.value;
+  for (const group of document.querySelectorAll("#settings [data-likelihood]")) group.hidden = group.dataset.likelihood !== kind;
 }
 
 // ---- Files ----
@@ -670,12 +710,15 @@ $("train").addEventListener("click", () => {
 });
 $("reset").addEventListener("click", reset);
 $("settings").elements.kind.addEventListener("change", showArchitectureFields);
+$("settings").elements.likelihood.addEventListener("change", showLikelihoodFields);
 $("save").addEventListener("click", save);
 $("load").addEventListener("change", (e) => loadWeights(e.target));
 $("data-files").addEventListener("change", (e) => loadDataFiles(e.target));
 $("bundled").addEventListener("click", () => useBundled().then(() => {
   $("data-message").textContent = "Using the bundled digits; the model was reset.";
 }).catch((err) => { $("data-message").textContent = `The bundled digits could not be loaded: ${messageOf(err)}`; }));
+$("samples-std").addEventListener("change", () => refreshSamples());
+$("recon-std").addEventListener("change", () => refreshRecon());
 $("new-samples").addEventListener("click", () => {
   state.sampleSeed += 1;
   refreshSamples();

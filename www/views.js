@@ -98,13 +98,14 @@ export class LossChart {
     // Skip the first few points when scaling: the untrained loss would flatten the rest.
     const values = this.train.slice(Math.min(3, this.train.length - 1)).flatMap((p) => [p.loss, p.reconstruction, p.kl])
       .concat(this.test.map((p) => p.nelbo)).filter(Number.isFinite);
-    // The y axis ends on a round tick above the data; the x axis at the last epoch.
-    const yticks = niceTicks(values.length ? Math.max(...values) : 1, 5);
-    const ymax = yticks[yticks.length - 1];
+    // The y axis spans round ticks from 0 (or below it: a density on continuous pixels can
+    // be negative) to above the data; the x axis ends at the last epoch.
+    const yticks = niceTicks(values.length ? Math.max(...values) : 1, 5, values.length ? Math.min(...values) : 0);
+    const [ymin, ymax] = [yticks[0], yticks[yticks.length - 1]];
     return {
       w, h, pad, xmax, ymax, yticks, xticks: niceTicks(xmax, 6).filter((e) => e <= xmax),
       x: (e) => pad.l + (e / xmax) * (w - pad.l - pad.r),
-      y: (v) => pad.t + (1 - Math.min(v, ymax) / ymax) * (h - pad.t - pad.b),
+      y: (v) => pad.t + (1 - (Math.min(Math.max(v, ymin), ymax) - ymin) / (ymax - ymin)) * (h - pad.t - pad.b),
     };
   }
 
@@ -164,16 +165,19 @@ export class LossChart {
   }
 }
 
-// Tick values from 0 to at least `max`, about `count` of them, spaced 1, 2 or 5 x 10^n apart
-// (the rule plotting libraries use, e.g. d3's ticks), so labels read as round numbers.
-export function niceTicks(max, count) {
-  const raw = (max > 0 ? max : 1) / count;
+// Tick values from 0 (or below, down to `min`) to at least `max`, about `count` of them,
+// spaced 1, 2 or 5 x 10^n apart (the rule plotting libraries use, e.g. d3's ticks), so labels
+// read as round numbers.
+export function niceTicks(max, count, min = 0) {
+  const [lo, hi] = [Math.min(0, min), Math.max(0, max)];
+  const raw = (hi > lo ? hi - lo : 1) / count;
   const magnitude = 10 ** Math.floor(Math.log10(raw));
   const ratio = raw / magnitude;
   const step = magnitude * (ratio >= Math.sqrt(50) ? 10 : ratio >= Math.sqrt(10) ? 5 : ratio >= Math.sqrt(2) ? 2 : 1);
-  const n = Math.max(1, Math.ceil(max / step - 1e-9));
+  const first = Math.floor(lo / step + 1e-9);
+  const n = Math.max(1, Math.ceil(hi / step - 1e-9) - first);
   // Multiplying (not accumulating) keeps 0.1 * 3 from printing as 0.30000000000000004.
-  return Array.from({ length: n + 1 }, (_, i) => Number((i * step).toPrecision(12)));
+  return Array.from({ length: n + 1 }, (_, i) => Number(((first + i) * step).toPrecision(12)));
 }
 
 // A tick's label with as many decimals as the spacing of its axis needs.

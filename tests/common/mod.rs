@@ -109,23 +109,24 @@ pub async fn small_kernels_parity(log: impl Fn(&str)) {
     let (b, l, z, d) = (7usize, 3usize, 5usize, 70usize);
     let r = b * l;
 
-    // Reconstruction loss and its gradient, both likelihoods. acts: out | x | grad | recon
-    for (code, lik) in [(0u32, Likelihood::Bernoulli), (1, Likelihood::Gaussian { sigma: 0.4 })] {
-        let out = rng.vec(r * d, -6.0, 6.0);
+    // Reconstruction loss and its gradient, every likelihood; the learned variance's
+    // log-variances (the second half of each row) straddle its floor, ln 1e-3 = -6.9.
+    // acts: out | x | grad | recon
+    for lik in [Likelihood::Bernoulli, Likelihood::Gaussian { sigma: 0.4 }, Likelihood::gaussian_var()] {
+        let w = lik.outputs_per_pixel() * d;
+        let out: Vec<f32> = (0..r * w).map(|i| if i % w < d { rng.range(-6.0, 6.0) } else { rng.range(-9.0, 1.0) }).collect();
         let x = rng.vec(b * d, 0.0, 1.0);
-        let sigma = 0.4f32;
-        let op = LossOp {
-            rows: r as u32, pixels: d as u32, batch: b as u32, likelihood: code,
-            out_off: 0, x_off: (r * d) as u32, grad_off: (r * d + b * d) as u32, recon_off: (2 * r * d + b * d) as u32,
-            scale: 1.0 / r as f32, inv_var: 1.0 / (sigma * sigma),
-            log_norm: d as f32 * (sigma * (2.0 * std::f32::consts::PI).sqrt()).ln(),
-        };
-        let scratch = Scratch { acts: [out.clone(), x.clone(), vec![0.0; r * d + r]].concat(), ..Default::default() };
+        let (g0, recon_off) = (r * w + b * d, 2 * r * w + b * d);
+        let op = LossOp { out_off: 0, x_off: (r * w) as u32, grad_off: g0 as u32, recon_off: recon_off as u32, ..LossOp::new(lik, r, d, b) };
+        let scratch = Scratch { acts: [out.clone(), x.clone(), vec![0.0; r * w + r]].concat(), ..Default::default() };
         let got = run_single(&gpu, &kernels, Kernel::Reconstruction, op, (r as u32, 1, 1), &scratch, 0).await.unwrap();
         let (recon, grad) = loss::reconstruction(&f64s(&out), &f64s(&x), b, d, lik, 1.0 / r as f64);
-        let g0 = r * d + b * d;
-        assert_close(&format!("reconstruction {lik:?}"), &got.acts[g0 + r * d..], &f32s(&recon), 1e-5, 1e-4);
-        assert_close(&format!("reconstruction gradient {lik:?}"), &got.acts[g0..g0 + r * d], &f32s(&grad), 1e-4, 1e-7);
+        assert_close(&format!("reconstruction {lik:?}"), &got.acts[recon_off..], &f32s(&recon), 1e-5, 1e-3);
+        assert_close(&format!("reconstruction gradient {lik:?}"), &got.acts[g0..recon_off], &f32s(&grad), 1e-4, 1e-7);
+        if lik.outputs_per_pixel() == 2 {
+            let clamped = (0..r * w).filter(|&i| i % w >= d && out[i] < lik.log_variance_floor()).count();
+            assert!(clamped > r * d / 10 && clamped < r * d * 9 / 10, "{clamped} log-variances below the floor: the test should cover both sides");
+        }
     }
 
     // Reparameterisation, then its backward with KL. acts: ml | eps | z | dz | dml | kl
@@ -213,12 +214,12 @@ pub fn small_mnist(n: usize) -> (Dataset, Dataset) {
 /// An MLP whose hidden layers use `activation`.
 pub fn mlp_with(pixels: usize, hidden: &[usize], latent: usize, activation: Activation) -> Config {
     let arch = Architecture::Mlp { hidden: hidden.to_vec(), activation };
-    let (input, encoder, decoder) = arch.layers(1, pixels, latent).unwrap();
+    let (input, encoder, decoder) = arch.layers(1, pixels, 1).unwrap();
     Config { input, encoder, decoder, latent, ..Config::default() }
 }
 
-/// Configurations for the whole-step parity test: between them, both activations, both
-/// likelihoods, L = 1 and 2, beta != 1, one and two hidden layers, a convolutional model (both
+/// Configurations for the whole-step parity test: between them, both activations, every
+/// likelihood (the learned variance on both architectures), L = 1 and 2, beta != 1, one and two hidden layers, a convolutional model (both
 /// convolutions, kernels 3 and 4, flatten and reshape), and sizes that are not multiples of 4
 /// (batch 13, latent 5, hidden 18, 3 and 5 channels) so every kernel's edges are exercised.
 pub fn parity_configs() -> Vec<Config> {
@@ -233,6 +234,9 @@ pub fn parity_configs() -> Vec<Config> {
             seed: 9,
             ..mlp_with(784, &[24, 18], 3, Activation::Tanh)
         },
+        // The learned variance with a floor of 0.6 (log -0.51): from the start some
+        // log-variances lie below it (clamped, no gradient) and some above.
+        Config { batch_size: 8, seed: 4, ..Config::mlp(784, &[20], 2).with_likelihood(Likelihood::GaussianVar { variance_floor: 0.6 }) },
         Config {
             input: image(1, 28, 28),
             encoder: vec![conv(3, 3, 2, 1, Activation::Relu), conv(5, 4, 2, 1, Activation::Tanh), Layer::Flatten {}, Layer::linear(12, Activation::Relu)],
@@ -242,8 +246,9 @@ pub fn parity_configs() -> Vec<Config> {
                 Layer::linear(245, Activation::Relu),
                 Layer::Reshape { shape: [5, 7, 7] },
                 convt(3, 4, 2, 1, Activation::Relu),
-                convt(1, 4, 2, 1, Activation::Identity),
+                convt(2, 4, 2, 1, Activation::Identity),
             ],
+            likelihood: Likelihood::gaussian_var(),
             batch_size: 13,
             learning_rate: 3e-3,
             seed: 2,
