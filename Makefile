@@ -37,7 +37,8 @@ test-e2e:
 	cd e2e && node e2e.mjs
 
 # A preset (MODEL=mlp, the reference; conv; mlp-gauss-var or conv-gauss-var, with a mean and a
-# variance per pixel), 10 epochs on the bundled digits,
+# variance per pixel; mlp-categorical or conv-categorical, 20 x 10 categorical latents), 10 epochs
+# on the bundled digits,
 # natively; last line: test_nelbo <nats>.
 MODEL ?= mlp
 quality:

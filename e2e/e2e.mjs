@@ -364,6 +364,57 @@ try {
     await idle();
   });
 
+  await check("categorical latents train, every view adapts, and the weights round-trip", async () => {
+    const kind = '#settings [name="latent_kind"]';
+    await page.selectOption(kind, "categorical");
+    assert(await page.isVisible('#settings [name="tau_floor"]'), "no temperature schedule fields");
+    await page.fill('#settings [name="classes"]', "1");
+    await page.click("#apply");
+    assert(/classes must be 2..=64/.test(await page.textContent("#latent_type-error")), await page.textContent("#latent_type-error"));
+    await page.fill('#settings [name="classes"]', "10");
+    await page.click("#apply");
+    await idle();
+    const summary = await page.textContent("#model-summary");
+    assert(/→ z20x10 categorical → linear 400 relu/.test(summary), summary);
+    assert((await page.textContent("#legend-loss")) === "loss (relaxed)" && (await page.textContent("#legend-test")) === "test −ELBO (discrete)",
+      "the chart does not say which figure is relaxed and which discrete");
+    assert(await page.isHidden("#spherical-choice"), "slerp is offered for class probabilities");
+    assert(/one-hot/.test(await page.textContent("#samples-caption")), await page.textContent("#samples-caption"));
+    const before = await pixels("samples");
+    await page.click("#train");
+    await page.waitForFunction(() => Number(document.getElementById("step").textContent) >= 20, null, { timeout: 300000 });
+    await page.click("#train");
+    await idle();
+    const after = await pixels("samples");
+    assert(diff(before, after) > 1, "the samples did not change");
+    for (const id of ["strip", "slot-a-recon", "scatter"]) assert((await pixels(id)).some((v) => v > 0), `${id} is blank`);
+    const rows = await page.locator("#traversal .trow").count();
+    const width = await page.evaluate(() => document.querySelector("#traversal .trow canvas").width);
+    assert(rows === 20 && width === 10 * 28, `expected 20 traversal rows of 10 classes, got ${rows} of ${width / 28}`);
+    assert(/^v\d+ · KL/.test(await page.textContent("#traversal .trow span")), await page.textContent("#traversal .trow span"));
+    assert(/most likely class/.test(await page.textContent("#map-caption")), await page.textContent("#map-caption"));
+    await page.screenshot({ path: join(ARTIFACTS, "categorical.png"), fullPage: true });
+    const [download] = await Promise.all([page.waitForEvent("download"), page.click("#save")]);
+    const file = join(ARTIFACTS, "categorical.safetensors");
+    await download.saveAs(file);
+    const read = JSON.parse(execFileSync(PYTHON, [CHECK_SAFETENSORS, file]).toString());
+    assert(JSON.stringify(read.tensors["logits.weight"].shape) === "[200,400]", "logits.weight is not [200, 400]");
+    assert(JSON.stringify(read.tensors["decoder.0.weight"].shape) === "[400,200]", "decoder.0.weight is not [400, 200]");
+    await page.selectOption(kind, "gaussian");
+    await page.click("#apply");
+    await idle();
+    await page.setInputFiles("#load", file);
+    await page.waitForFunction(() => /was not loaded|Loaded categorical/.test(document.getElementById("data-message").textContent));
+    await idle();
+    assert(/Loaded categorical.safetensors/.test(await message()), await message());
+    assert((await page.inputValue(kind)) === "categorical", "the settings do not show the loaded latent type");
+    assert(diff(await pixels("samples"), after) < 0.01, "the loaded weights draw different samples");
+    await page.selectOption(kind, "gaussian");
+    await page.click("#apply");
+    await idle();
+    assert((await page.textContent("#legend-test")) === "test −ELBO", "the legend kept the categorical labels");
+  });
+
   await check("the page fits a phone's width", async () => {
     await page.setViewportSize({ width: 375, height: 800 });
     const width = await page.evaluate(() => document.documentElement.scrollWidth);

@@ -1,11 +1,12 @@
-//! `make quality [MODEL=mlp|conv|mlp-gauss-var|conv-gauss-var]`: trains a preset for 10 epochs
+//! `make quality [MODEL=mlp|conv|{mlp,conv}-gauss-var|{mlp,conv}-categorical]`: trains a preset for 10 epochs
 //! on the bundled 9,000 digits, natively on whatever adapter wgpu finds, and reports the test
 //! set's negative ELBO (last line) and the importance-weighted estimate of -log p(x) (k = 100;
 //! 20 for conv). `mlp` (the default) is the reference configuration (784-400-20, ReLU,
 //! Bernoulli on continuous pixels, batch 128, Adam 1e-3, seed 1); `conv` the convolutional
 //! preset, trained the same way; `-gauss-var` gives either Kingma & Welling's Gaussian decoder
 //! (a mean and a variance per pixel, variance floor 1e-3), whose figures are densities on
-//! continuous pixels and so can be negative.
+//! continuous pixels and so can be negative; `-categorical` 20 categorical latents of 10 classes
+//! (Gumbel-softmax, tau 1 to 0.5), whose test figures decode one-hot samples (the discrete ELBO).
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() {
@@ -24,7 +25,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let gpu = Gpu::new().await?;
     println!("adapter {}", gpu.adapter_summary());
     let model = std::env::var("MODEL").ok().filter(|m| !m.is_empty()).unwrap_or_else(|| "mlp".into());
-    let config = Config::preset(&model).ok_or_else(|| format!("unknown MODEL \"{model}\" (expected mlp, conv, mlp-gauss-var or conv-gauss-var)"))?;
+    let config = Config::preset(&model).ok_or_else(|| format!("unknown MODEL \"{model}\" (expected mlp, conv, or either with -gauss-var or -categorical)"))?;
     let parameters = webvae::model::Layout::new(&config).len;
     println!("model {model} {} ({parameters} parameters)", config.summary());
     println!("config {}", serde_json::to_string(&config)?);

@@ -31,6 +31,19 @@ fn activation_slope(act: u32, y: vec4<f32>) -> vec4<f32> {
     }
 }
 
+// PCG-style permutation hash (Jarzynski & Olano 2020); the same as rng::pcg_hash.
+fn pcg_hash(input: u32) -> u32 {
+    let state = input * 747796405u + 2891336453u;
+    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+    return (word >> 22u) ^ word;
+}
+
+// rng::eps_bits: the two words behind the noise of (seed, this step, row, dim).
+fn noise_bits(seed: u32, row: u32, dim: u32) -> vec2<u32> {
+    let h = pcg_hash(pcg_hash(pcg_hash(pcg_hash(seed) ^ step.rng_step) ^ row) ^ dim);
+    return vec2<u32>(h, pcg_hash(h ^ 0x68E31DA4u));
+}
+
 // A marker for "no tensor" in offset fields (kernels::NONE).
 const NONE: u32 = 0xffffffffu;
 

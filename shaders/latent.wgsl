@@ -17,8 +17,7 @@ struct Latent {
     dz_off: u32,
     dml_off: u32,
     kl_off: u32,      // KL per datapoint [batch]
-    recon_off: u32,   // -log p(x|z) per row [rows] (for the importance-weighted bound)
-    out_off: u32,     // importance_weighted: where in `metrics` to accumulate
+    recon_off: u32,   // -log p(x|z) per row [rows] (latent_log_ratio makes it -log w)
     kl_weight: f32,   // beta / batch
     use_mean: u32,    // 1: z = mu (reconstructions), 0: sample
 }
@@ -27,18 +26,7 @@ struct Latent {
 @group(0) @binding(4) var<storage, read_write> acts: array<f32>;
 @group(0) @binding(8) var<storage, read_write> metrics: array<f32>;
 
-// PCG-style permutation hash (Jarzynski & Olano 2020); the same as rng::pcg_hash.
-fn pcg_hash(input: u32) -> u32 {
-    let state = input * 747796405u + 2891336453u;
-    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
-    return (word >> 22u) ^ word;
-}
-
-// rng::eps_bits
-fn eps_bits(row: u32, dim: u32) -> vec2<u32> {
-    let h = pcg_hash(pcg_hash(pcg_hash(pcg_hash(op.seed) ^ step.rng_step) ^ row) ^ dim);
-    return vec2<u32>(h, pcg_hash(h ^ 0x68E31DA4u));
-}
+fn eps_bits(row: u32, dim: u32) -> vec2<u32> { return noise_bits(op.seed, row, dim); }
 
 const TAU: f32 = 6.283185307179586;
 
@@ -111,38 +99,22 @@ fn latent_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     acts[op.kl_off + b] = kl;
 }
 
-// ---- importance-weighted estimate of -log p(x) with k = rows / batch samples (Burda et al.):
-//   log w_l = log p(x|z_l) + log p(z_l) - log q(z_l|x)
-//           = -recon_l + sum_j (-0.5 z^2 + 0.5 eps^2 + 0.5 logvar)     (the 2 pi terms cancel)
-//   -log p(x) ~ -(logsumexp_l log w_l - log k)
-// One workgroup: each invocation takes every 64th datapoint, then a workgroup sum, added to
-// metrics[out_off] (sum of -log p(x)) and metrics[out_off + 2] (datapoints).
+// ---- the importance-weighted bound's per-row part (Burda et al.):
+//   log w_l = -recon_l + log p(z_l) - log q(z_l|x) = -recon_l + sum_j (-0.5 z^2 + 0.5 eps^2 + 0.5 logvar)
+// (the 2 pi terms cancel). Per row (grid: rows / 64): recon_l -= that sum, so that it holds
+// -log w_l; optim.wgsl's importance_weighted then takes the log-sum-exp over each datapoint's rows.
 @compute @workgroup_size(64)
-fn importance_weighted(@builtin(local_invocation_index) lid: u32) {
-    var sum = 0.0;
-    for (var b = lid; b < op.batch; b += WG) {
-        var best = -3.0e38;
-        for (var r = b; r < op.rows; r += op.batch) { best = max(best, log_weight(b, r)); }
-        var total = 0.0;
-        for (var r = b; r < op.rows; r += op.batch) { total += exp(log_weight(b, r) - best); }
-        let k = f32(op.rows / op.batch);
-        sum += -(best + log(total) - log(k));
-    }
-    let total = workgroup_sum(lid, sum);
-    if lid == 0u {
-        metrics[op.out_off] += total;
-        metrics[op.out_off + 2u] += f32(op.batch);
-    }
-}
-
-fn log_weight(b: u32, r: u32) -> f32 {
-    var lw = -acts[op.recon_off + r];
+fn latent_log_ratio(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let r = gid.x;
+    if r >= op.rows { return; }
+    let b = r % op.batch;
+    var ratio = 0.0;
     for (var j = 0u; j < op.latent; j++) {
         let z = acts[op.z_off + r * op.latent + j];
         let e = acts[op.eps_off + r * op.latent + j];
-        lw += -0.5 * z * z + 0.5 * e * e + 0.5 * logvar(b, j);
+        ratio += 0.5 * z * z - 0.5 * e * e - 0.5 * logvar(b, j);
     }
-    return lw;
+    acts[op.recon_off + r] += ratio;
 }
 
 // ---- test hook: the raw hash words for (seed, step, row, dim), as 16-bit halves (exact in f32),

@@ -56,6 +56,30 @@ fn accumulate(@builtin(local_invocation_index) lid: u32) {
     }
 }
 
+// The importance-weighted estimate of -log p(x) with k = rows / batch samples per datapoint
+// (Burda et al.), from -log w per row in recon (the latent family's *_log_ratio kernel put it there):
+//   -log p(x) ~ -(logsumexp_l log w_l - log k)
+// One workgroup: each invocation takes every 64th datapoint, then a workgroup sum, added to
+// metrics[metrics_off] (sum of -log p(x)) and metrics[metrics_off + 2] (datapoints). The latent
+// terms are added per row by a separate dispatch because lavapipe (Mesa 22) silently stops an
+// invocation's loops after 65535 iterations in all, which k samples of many dimensions reach.
+@compute @workgroup_size(64)
+fn importance_weighted(@builtin(local_invocation_index) lid: u32) {
+    var sum = 0.0;
+    for (var b = lid; b < op.batch; b += WG) {
+        var best = -3.0e38;
+        for (var r = b; r < op.rows; r += op.batch) { best = max(best, -acts[op.recon_off + r]); }
+        var total = 0.0;
+        for (var r = b; r < op.rows; r += op.batch) { total += exp(-acts[op.recon_off + r] - best); }
+        sum += -(best + log(total) - log(f32(op.rows / op.batch)));
+    }
+    let total = workgroup_sum(lid, sum);
+    if lid == 0u {
+        metrics[op.metrics_off] += total;
+        metrics[op.metrics_off + 2u] += f32(op.batch);
+    }
+}
+
 const BETA1: f32 = 0.9;
 const BETA2: f32 = 0.999;
 const EPSILON: f32 = 1e-8;

@@ -23,6 +23,7 @@ pub const GEMM: &str = include_str!("../shaders/gemm.wgsl");
 
 /// The shader files of the op families: (file, source, whether it builds on gemm.wgsl).
 pub const SHADERS: &[(&str, &str, bool)] = &[
+    ("categorical.wgsl", include_str!("../shaders/categorical.wgsl"), false),
     ("conv.wgsl", include_str!("../shaders/conv.wgsl"), true),
     ("data.wgsl", include_str!("../shaders/data.wgsl"), false),
     ("latent.wgsl", include_str!("../shaders/latent.wgsl"), false),
@@ -97,10 +98,15 @@ kernels! {
     ChannelSums => "conv.wgsl", "channel_sums";
     Reparameterize => "latent.wgsl", "reparameterize";
     LatentBackward => "latent.wgsl", "latent_backward";
-    ImportanceWeighted => "latent.wgsl", "importance_weighted";
+    LatentLogRatio => "latent.wgsl", "latent_log_ratio";
     EpsBitsTest => "latent.wgsl", "eps_bits_test";
+    GumbelSoftmax => "categorical.wgsl", "gumbel_softmax";
+    CategoricalBackward => "categorical.wgsl", "categorical_backward";
+    CategoricalLogRatio => "categorical.wgsl", "categorical_log_ratio";
+
     Reconstruction => "loss.wgsl", "reconstruction";
     Accumulate => "optim.wgsl", "accumulate";
+    ImportanceWeighted => "optim.wgsl", "importance_weighted";
     Adam => "optim.wgsl", "adam";
 }
 
@@ -293,7 +299,12 @@ pub struct Scratch {
     pub grads: Vec<f32>,
     pub acts: Vec<f32>,
     pub moments: Vec<f32>,
+    /// Read back only: the metrics buffer (METRICS_READ values, zeroed before the run).
+    pub metrics: Vec<f32>,
 }
+
+/// Values of the metrics buffer a `SingleKernel` holds and reads back.
+const METRICS_READ: usize = 32;
 
 /// A storage buffer holding `contents`, padded to whole vec4s (at least one): the vec4 linear kernels and
 /// Adam read these buffers as vec4 arrays.
@@ -347,7 +358,7 @@ impl SingleKernel {
             moments: storage("moments", &scratch.moments),
             data: storage("unused data", &[]),
             indices: storage("unused indices", &[]),
-            metrics: storage("metrics", &[0.0; 32]),
+            metrics: storage("metrics", &[0.0; METRICS_READ]),
         };
         let bind_group = kernels.bind_group(device, &buffers);
         let lens = [scratch.params.len(), scratch.grads.len(), scratch.acts.len(), scratch.moments.len()];
@@ -380,6 +391,7 @@ impl SingleKernel {
             grads: gpu.read_f32(&b.grads, 0, self.lens[1]).await?,
             acts: gpu.read_f32(&b.acts, 0, self.lens[2]).await?,
             moments: gpu.read_f32(&b.moments, 0, self.lens[3]).await?,
+            metrics: gpu.read_f32(&b.metrics, 0, METRICS_READ).await?,
         })
     }
 }

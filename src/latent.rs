@@ -1,9 +1,30 @@
 //! The latent space as the page shows it: prior samples, paths between two codes, traversals of
 //! one dimension, the decoded manifold over the prior's quantiles (the paper's figure 4), and
 //! which dimensions the model actually uses. Plain functions on codes [n, Z], row after row.
+//! Categorical latents have their own: one-hot prior samples, traversals switching one
+//! variable through its classes, and each variable's use and most likely class.
 
 use crate::ops::latent::eps;
-use crate::rng::PRIOR_RNG_STEP;
+use crate::rng::{eps_bits, PRIOR_RNG_STEP};
+
+/// q(z|x) for a batch of images, as `Trainer::encode` gives it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Encoding {
+    /// mu and log-variance, [n, Z] each.
+    Gaussian { mu: Vec<f32>, logvar: Vec<f32> },
+    /// The class probabilities of each variable, [n, N * K].
+    Categorical { probabilities: Vec<f32> },
+}
+
+impl Encoding {
+    /// The code each image is reconstructed from: mu, or the class probabilities.
+    pub fn code(&self) -> &[f32] {
+        match self {
+            Encoding::Gaussian { mu, .. } => mu,
+            Encoding::Categorical { probabilities } => probabilities,
+        }
+    }
+}
 
 /// The prior codes z ~ N(0, I) [n, Z] for `seed`, from the same hash as the GPU's eps.
 pub fn prior_codes(n: usize, latent: usize, seed: u32) -> Vec<f32> {
@@ -100,6 +121,71 @@ pub fn kl_per_dimension(mu: &[f32], logvar: &[f32], latent: usize) -> Vec<f64> {
     let rows = (mu.len() / latent.max(1)).max(1) as f64;
     kl.iter_mut().for_each(|k| *k /= rows);
     kl
+}
+
+/// Class probabilities from logits [rows, N * K]: a softmax over each variable's K classes.
+pub fn class_probabilities(logits: &[f32], classes: usize) -> Vec<f32> {
+    logits
+        .chunks(classes)
+        .flat_map(|l| {
+            let max = l.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let e: Vec<f32> = l.iter().map(|v| (v - max).exp()).collect();
+            let sum: f32 = e.iter().sum();
+            e.into_iter().map(move |v| v / sum)
+        })
+        .collect()
+}
+
+/// `n` prior codes of `variables` categorical variables: each a one-hot vector of `classes`,
+/// its class uniform from the shared hash: [n, variables * classes].
+pub fn categorical_prior_codes(n: usize, variables: usize, classes: usize, seed: u32) -> Vec<f32> {
+    let mut codes = vec![0.0; n * variables * classes];
+    for i in 0..n * variables {
+        let (h, _) = eps_bits(seed, PRIOR_RNG_STEP, (i / variables) as u32, (i % variables) as u32);
+        let class = ((h as u64 * classes as u64) >> 32) as usize;
+        codes[i * classes + class] = 1.0;
+    }
+    codes
+}
+
+/// For each variable in `variables`, `classes` copies of `code` with that variable switched to
+/// each class in turn (one-hot): [variables.len() * classes, N * K].
+pub fn class_traversal_codes(code: &[f32], variables: &[usize], classes: usize) -> Vec<f32> {
+    let mut codes = Vec::with_capacity(variables.len() * classes * code.len());
+    for &v in variables {
+        for k in 0..classes {
+            let start = codes.len();
+            codes.extend_from_slice(code);
+            codes[start + v * classes..start + (v + 1) * classes].fill(0.0);
+            codes[start + v * classes + k] = 1.0;
+        }
+    }
+    codes
+}
+
+/// The average KL(q(z_n|x) || uniform) of each of `variables` categorical variables over the
+/// rows of class probabilities [rows, variables * K]: 0 for a variable the model ignores, up
+/// to ln K.
+pub fn kl_per_variable(probabilities: &[f32], variables: usize, classes: usize) -> Vec<f64> {
+    let mut kl = vec![0.0; variables];
+    let rows = probabilities.chunks_exact(variables * classes);
+    let n = rows.len().max(1) as f64;
+    for row in rows {
+        for (k, q) in kl.iter_mut().zip(row.chunks(classes)) {
+            *k += q.iter().filter(|&&q| q > 0.0).map(|&q| q as f64 * (q as f64).ln()).sum::<f64>() + (classes as f64).ln();
+        }
+    }
+    kl.iter_mut().for_each(|k| *k /= n);
+    kl
+}
+
+/// Each variable's most likely class in each row of class probabilities [rows, N * K]:
+/// [rows, N] (the first of equal maxima).
+pub fn most_likely_classes(probabilities: &[f32], classes: usize) -> Vec<u32> {
+    probabilities
+        .chunks(classes)
+        .map(|q| (0..q.len()).fold(0, |best, k| if q[k] > q[best] { k } else { best }) as u32)
+        .collect()
 }
 
 /// Dimension indices from most to least used (by `kl_per_dimension`).

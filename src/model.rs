@@ -91,6 +91,67 @@ impl TryFrom<LikelihoodJson> for Likelihood {
     }
 }
 
+/// q(z|x) and p(z): the family of the latent variables. As JSON `{"kind": "gaussian"}` or
+/// `{"kind": "categorical", "classes": 10, "tau_start": 1.0, "tau_floor": 0.5, "tau_rate": 0.001}`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LatentType {
+    /// `latent` Gaussian dimensions: q = N(mu, diag(exp(logvar))), p = N(0, I), and training
+    /// decodes z = mu + exp(logvar / 2) eps (Kingma & Welling).
+    Gaussian {},
+    /// `latent` categorical variables of `classes` classes each, relaxed by Gumbel-softmax (Jang,
+    /// Gu & Poole; Maddison et al.): the encoder gives latent x classes logits; training decodes
+    /// y = softmax((logits + g) / tau) with Gumbel noise g, tau = max(tau_floor, tau_start
+    /// exp(-tau_rate step)); p is uniform and the KL is analytic on the class probabilities.
+    /// Evaluation decodes one-hot samples (the discrete ELBO); reconstructions decode the class
+    /// probabilities.
+    Categorical { classes: usize, tau_start: f32, tau_floor: f32, tau_rate: f32 },
+}
+
+impl Default for LatentType {
+    fn default() -> Self {
+        LatentType::Gaussian {}
+    }
+}
+
+impl LatentType {
+    /// Categorical latents of `classes` classes with the default schedule: tau from 1 down to its
+    /// floor 0.5 in about 700 steps (10 epochs of the bundled digits at batch 128).
+    pub fn categorical(classes: usize) -> LatentType {
+        LatentType::Categorical { classes, tau_start: 1.0, tau_floor: 0.5, tau_rate: 1e-3 }
+    }
+
+    /// Classes per variable (None for Gaussian latents).
+    pub fn classes(self) -> Option<usize> {
+        match self {
+            LatentType::Gaussian {} => None,
+            LatentType::Categorical { classes, .. } => Some(classes),
+        }
+    }
+
+    /// The length of one code z, the decoder's input: `latent` values, or `latent` one-hot
+    /// (relaxed: probability) vectors of `classes`.
+    pub fn code_len(self, latent: usize) -> usize {
+        latent * self.classes().unwrap_or(1)
+    }
+
+    /// Outputs of the encoder's heads: mu and log-variance, or the logits.
+    pub fn head_len(self, latent: usize) -> usize {
+        match self {
+            LatentType::Gaussian {} => 2 * latent,
+            LatentType::Categorical { classes, .. } => latent * classes,
+        }
+    }
+
+    /// The Gumbel-softmax temperature at training step `step` (as the kernel computes it, in f32).
+    pub fn temperature(self, step: u32) -> f32 {
+        match self {
+            LatentType::Gaussian {} => 1.0,
+            LatentType::Categorical { tau_start, tau_floor, tau_rate, .. } => tau_floor.max(tau_start * (-tau_rate * step as f32).exp()),
+        }
+    }
+}
+
 /// Element-wise nonlinearity applied after a layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -308,8 +369,12 @@ pub struct Config {
     /// Layers from the input to the trunk's output, which must be flat: the mu and log-variance
     /// heads are linear layers on it.
     pub encoder: Vec<Layer>,
-    /// Latent dimensions, 1..=64.
+    /// Latent dimensions (categorical variables), 1..=64.
     pub latent: usize,
+    /// Gaussian or categorical latents (absent in files saved before categorical ones existed:
+    /// Gaussian).
+    #[serde(default)]
+    pub latent_type: LatentType,
     /// Layers from z to the decoder's output, which must have the input's shape.
     pub decoder: Vec<Layer>,
     pub likelihood: Likelihood,
@@ -391,6 +456,7 @@ impl Config {
             input,
             encoder,
             latent,
+            latent_type: LatentType::Gaussian {},
             decoder,
             likelihood: Likelihood::Bernoulli,
             beta: 1.0,
@@ -427,20 +493,22 @@ impl Config {
         self
     }
 
-    /// A named preset: "mlp" (the reference), "conv", or either with a suffix for another
-    /// likelihood: "-gauss-var" (Kingma & Welling's Gaussian decoder, a mean and a variance per
-    /// pixel, default floor).
+    /// A named preset: "mlp" (the reference), "conv", or either with a suffix: "-gauss-var"
+    /// (Kingma & Welling's Gaussian decoder, a mean and a variance per pixel, default floor) or
+    /// "-categorical" (20 categorical variables of 10 classes, default schedule).
     pub fn preset(name: &str) -> Option<Config> {
-        let (base, likelihood) = match name.strip_suffix("-gauss-var") {
-            Some(base) => (base, Likelihood::gaussian_var()),
-            None => (name, Likelihood::Bernoulli),
-        };
+        let (base, variant) = name.split_once('-').unwrap_or((name, ""));
         let config = match base {
             "mlp" => Config::default(),
             "conv" => Config::conv(),
             _ => return None,
         };
-        Some(config.with_likelihood(likelihood))
+        match variant {
+            "" => Some(config),
+            "gauss-var" => Some(config.with_likelihood(Likelihood::gaussian_var())),
+            "categorical" => Some(Config { latent_type: LatentType::categorical(10), ..config }),
+            _ => None,
+        }
     }
 
     /// A configuration from a JSON object holding any of the fields; the rest take the
@@ -537,6 +605,23 @@ impl Config {
         if !(1..=64).contains(&self.latent) {
             return Err(bad("latent", format!("must be 1..=64, got {}", self.latent)));
         }
+        if let LatentType::Categorical { classes, tau_start, tau_floor, tau_rate } = self.latent_type {
+            let field = "latent_type";
+            if !(2..=64).contains(&classes) {
+                return Err(bad(field, format!("classes must be 2..=64, got {classes}")));
+            }
+            if !(tau_start.is_finite() && tau_start > 0.0) {
+                return Err(bad(field, format!("tau_start must be a positive number, got {tau_start}")));
+            }
+            // The relaxed samples' gradients scale with 1 / tau: below 0.05 they are too steep for
+            // Adam's step size to follow.
+            if !(tau_floor >= 0.05 && tau_floor <= tau_start) {
+                return Err(bad(field, format!("tau_floor must be in [0.05, tau_start = {tau_start}], got {tau_floor}")));
+            }
+            if !(tau_rate.is_finite() && tau_rate >= 0.0) {
+                return Err(bad(field, format!("tau_rate must be a number >= 0, got {tau_rate}")));
+            }
+        }
         match self.likelihood {
             Likelihood::Gaussian { sigma } if !(sigma.is_finite() && sigma > 0.0) => {
                 return Err(bad("likelihood", format!("Gaussian sigma must be positive, got {sigma}")));
@@ -571,13 +656,21 @@ impl Config {
         self.input.len()
     }
 
+    /// Values per code z (the decoder's input).
+    pub fn code_len(&self) -> usize {
+        self.latent_type.code_len(self.latent)
+    }
+
     /// "1x28x28 → conv2d 32 k4 s2 p1 relu → ... → z20 → ... → 1x28x28": the page's summary.
     pub fn summary(&self) -> String {
         let enc = self.encoder.iter().map(Layer::describe);
         let dec = self.decoder.iter().map(Layer::describe);
         let parts: Vec<String> = std::iter::once(self.input.to_string())
             .chain(enc)
-            .chain([format!("z{}", self.latent)])
+            .chain([match self.latent_type.classes() {
+                None => format!("z{}", self.latent),
+                Some(k) => format!("z{}x{k} categorical", self.latent),
+            }])
             .chain(dec)
             .collect();
         parts.join(" → ")
@@ -608,6 +701,7 @@ impl From<LegacyConfig> for Config {
             input,
             encoder,
             latent: c.latent,
+            latent_type: LatentType::Gaussian {},
             decoder,
             likelihood: c.likelihood,
             beta: c.beta,
@@ -774,22 +868,22 @@ impl Layout {
         let Shape::Flat(h) = trunk else {
             return Err(bad("encoder", format!("the encoder ends in a {trunk} output; the latent heads need a flat one (end with flatten or linear)")));
         };
-        let z = config.latent;
-        // Heads: both weights, then both biases, so that they are contiguous [2z, h] and [2z].
-        let weight = b.push("mu.weight".into(), vec![z, h]);
-        b.push("logvar.weight".into(), vec![z, h]);
-        let bias = b.push("mu.bias".into(), vec![z]);
-        b.push("logvar.bias".into(), vec![z]);
-        let head = LayerLayout {
-            layer: Layer::linear(2 * z, Activation::Identity),
-            name: "mu+logvar".into(),
-            input: trunk,
-            output: Shape::Flat(2 * z),
-            weight,
-            bias,
+        let (z, heads) = (config.latent, config.latent_type.head_len(config.latent));
+        let (name, weight, bias) = match config.latent_type {
+            // Both weights, then both biases, so that they are contiguous [2z, h] and [2z].
+            LatentType::Gaussian {} => {
+                let weight = b.push("mu.weight".into(), vec![z, h]);
+                b.push("logvar.weight".into(), vec![z, h]);
+                let bias = b.push("mu.bias".into(), vec![z]);
+                b.push("logvar.bias".into(), vec![z]);
+                ("mu+logvar", weight, bias)
+            }
+            LatentType::Categorical { .. } => ("logits", b.push("logits.weight".into(), vec![heads, h]), b.push("logits.bias".into(), vec![heads])),
         };
-        let decoder = b.stack("decoder", "decoder", Shape::Flat(z), &config.decoder)?;
-        let output = decoder.last().map_or(Shape::Flat(z), |l| l.output);
+        let head = LayerLayout { layer: Layer::linear(heads, Activation::Identity), name: name.into(), input: trunk, output: Shape::Flat(heads), weight, bias };
+        let code = Shape::Flat(config.code_len());
+        let decoder = b.stack("decoder", "decoder", code, &config.decoder)?;
+        let output = decoder.last().map_or(code, |l| l.output);
         let wanted = config.likelihood.output_shape(config.input);
         if output != wanted {
             let per_pixel = match config.likelihood.outputs_per_pixel() {

@@ -3,10 +3,12 @@
 //! everything here is plainly right. The GPU kernels (f32) are checked against it, and it is
 //! checked against finite differences.
 //!
-//! Shapes: B = batch, L = latent samples per datapoint, D = pixels, Z = latent size.
-//! Rows of decoder tensors are ordered l * B + b (sample-major), as on the GPU.
+//! Shapes: B = batch, L = latent samples per datapoint, D = pixels, Z = code length (latent
+//! dimensions, or variables x classes). Rows of decoder tensors are ordered l * B + b
+//! (sample-major), as on the GPU.
 
-use crate::model::{activation_before, Activation, Config, LayerLayout, Layout};
+use crate::model::{activation_before, Activation, Config, LatentType, LayerLayout, Layout};
+use crate::ops::categorical::{self, Mode};
 use crate::ops::{self, latent, loss, optim};
 
 /// Everything the forward pass computed, kept for the backward pass.
@@ -14,9 +16,12 @@ use crate::ops::{self, latent, loss, optim};
 pub struct Forward {
     /// Encoder activations: [x, output of layer 0, output of layer 1, ...], each [B, size].
     pub encoder: Vec<Vec<f64>>,
-    /// mu and logvar, [B, 2Z].
+    /// The heads' output: mu and logvar [B, 2Z], or the logits [B, Z].
     pub ml: Vec<f64>,
+    /// The noise: eps (Gaussian) or Gumbel (categorical), [L*B, Z].
     pub eps: Vec<f64>,
+    /// The training step the noise and the temperature belong to.
+    pub step: u32,
     /// Decoder activations: [z, output of layer 0, ..., outputs], each [L*B, size].
     pub decoder: Vec<Vec<f64>>,
     /// Per decoder row [L*B].
@@ -35,11 +40,11 @@ pub struct Losses {
     pub loss: f64,
 }
 
-/// Forward pass on x [B, D] with noise eps [L*B, Z].
-pub fn forward(config: &Config, layout: &Layout, params: &[f64], x: &[f64], eps: &[f64]) -> Forward {
+/// Forward pass of training step `step` on x [B, D] with noise eps [L*B, Z].
+pub fn forward(config: &Config, layout: &Layout, params: &[f64], x: &[f64], eps: &[f64], step: u32) -> Forward {
     let (encoder, ml) = encode(config, layout, params, x);
-    let (decoder, recon_rows, kl) = decode(config, layout, params, x, &ml, eps);
-    Forward { encoder, ml, eps: eps.to_vec(), decoder, recon_rows, kl }
+    let (decoder, recon_rows, kl) = decode(config, layout, params, x, &ml, eps, step);
+    Forward { encoder, ml, eps: eps.to_vec(), step, decoder, recon_rows, kl }
 }
 
 /// Runs `layers` on `rows` rows from `input`: [input, output of each layer].
@@ -60,15 +65,21 @@ pub fn encode(config: &Config, layout: &Layout, params: &[f64], x: &[f64]) -> (V
     (encoder, ml)
 }
 
-/// From the encoder's outputs on: sample z, decode, and score.
+/// From the encoder's outputs on: sample z (relaxed, for categorical latents, at step `step`'s
+/// temperature), decode, and score.
 /// Returns (decoder activations [z, ..., outputs], recon per row [L*B], KL per datapoint [B]).
-pub fn decode(config: &Config, layout: &Layout, params: &[f64], x: &[f64], ml: &[f64], eps: &[f64]) -> (Vec<Vec<f64>>, Vec<f64>, Vec<f64>) {
+pub fn decode(config: &Config, layout: &Layout, params: &[f64], x: &[f64], ml: &[f64], eps: &[f64], step: u32) -> (Vec<Vec<f64>>, Vec<f64>, Vec<f64>) {
     let batch = x.len() / config.pixels();
-    let rows = eps.len() / config.latent;
-    let z = latent::reparameterize(ml, eps, batch, config.latent);
+    let rows = eps.len() / config.code_len();
+    let (z, kl) = match config.latent_type {
+        LatentType::Gaussian {} => (latent::reparameterize(ml, eps, batch, config.latent), latent::kl(ml, batch, config.latent)),
+        LatentType::Categorical { classes, .. } => {
+            let tau = config.latent_type.temperature(step) as f64;
+            (categorical::sample(ml, eps, batch, classes, Mode::Relaxed, tau), categorical::kl(ml, batch, classes))
+        }
+    };
     let decoder = run(&layout.decoder, params, &z, rows);
     let (recon_rows, _) = loss::reconstruction(decoder.last().unwrap(), x, batch, config.pixels(), config.likelihood, 0.0);
-    let kl = latent::kl(ml, batch, config.latent);
     (decoder, recon_rows, kl)
 }
 
@@ -95,11 +106,18 @@ fn run_backward(layers: &[LayerLayout], params: &[f64], acts: &[Vec<f64>], mut d
 /// reconstruction + beta * KL) w.r.t. every parameter, in the flat layout; also d ml.
 pub fn backward(config: &Config, layout: &Layout, params: &[f64], x: &[f64], fwd: &Forward) -> (Vec<f64>, Vec<f64>) {
     let batch = x.len() / config.pixels();
-    let rows = fwd.eps.len() / config.latent;
+    let rows = fwd.eps.len() / config.code_len();
     let mut grads = vec![0.0; layout.len];
     let (_, dout) = loss::reconstruction(fwd.decoder.last().unwrap(), x, batch, config.pixels(), config.likelihood, 1.0 / rows as f64);
     let dz = run_backward(&layout.decoder, params, &fwd.decoder, dout, rows, &mut grads);
-    let dml = latent::backward(&fwd.ml, &fwd.eps, &dz, batch, config.latent, config.beta as f64 / batch as f64);
+    let kl_weight = config.beta as f64 / batch as f64;
+    let dml = match config.latent_type {
+        LatentType::Gaussian {} => latent::backward(&fwd.ml, &fwd.eps, &dz, batch, config.latent, kl_weight),
+        LatentType::Categorical { classes, .. } => {
+            let tau = config.latent_type.temperature(fwd.step) as f64;
+            categorical::backward(&fwd.ml, &fwd.decoder[0], &dz, batch, classes, tau, kl_weight)
+        }
+    };
     // The heads' input is the encoder's output, made by the encoder's last computing layer.
     let act = activation_before(&layout.encoder, layout.encoder.len(), Activation::Identity);
     let dtrunk = ops::layer_backward(&layout.head, params, fwd.encoder.last().unwrap(), &dml, batch, act, &mut grads);
@@ -107,16 +125,15 @@ pub fn backward(config: &Config, layout: &Layout, params: &[f64], x: &[f64], fwd
     (grads, dml)
 }
 
-/// Noise for one training step: eps [L*B, Z] keyed by (seed, step, row, dim).
+/// Noise for one training step, [L*B, Z] keyed by (seed, step, row, dim): standard normal eps,
+/// or Gumbel noise for categorical latents.
 pub fn step_eps(config: &Config, step: u32, batch: usize) -> Vec<f64> {
-    let rows = batch * config.samples;
-    let mut e = vec![0.0; rows * config.latent];
-    for r in 0..rows {
-        for j in 0..config.latent {
-            e[r * config.latent + j] = latent::eps(config.seed, step, r as u32, j as u32);
-        }
-    }
-    e
+    let (rows, z) = (batch * config.samples, config.code_len());
+    let draw = match config.latent_type {
+        LatentType::Gaussian {} => latent::eps,
+        LatentType::Categorical { .. } => categorical::gumbel,
+    };
+    (0..rows * z).map(|i| draw(config.seed, step, (i / z) as u32, (i % z) as u32)).collect()
 }
 
 /// A CPU trainer with the GPU trainer's semantics, for parity tests.
@@ -142,7 +159,7 @@ impl Trainer {
     pub fn step(&mut self, x: &[f64]) -> Losses {
         let batch = x.len() / self.config.pixels();
         let eps = step_eps(&self.config, self.step, batch);
-        let fwd = forward(&self.config, &self.layout, &self.params, x, &eps);
+        let fwd = forward(&self.config, &self.layout, &self.params, x, &eps, self.step);
         let (grads, _) = backward(&self.config, &self.layout, &self.params, x, &fwd);
         self.step += 1;
         optim::adam(&mut self.params, &grads, &mut self.m, &mut self.v, self.step, self.config.learning_rate as f64);

@@ -8,8 +8,9 @@ use std::fmt;
 use crate::data::{epoch_permutation, Dataset};
 use crate::gpu::{Gpu, GpuError};
 use crate::kernels::{pack_slots, storage_buffer, Buffers, Dispatch, Kernel, Kernels, Records, StepRecord, UNIFORM_SLOT};
-use crate::latent;
-use crate::model::{activation_before, initial_parameters, Activation, Config, ConfigError, Layer, LayerLayout, Layout, Shape};
+use crate::latent::{self, Encoding};
+use crate::model::{activation_before, initial_parameters, Activation, Config, ConfigError, LatentType, Layer, LayerLayout, Layout, Shape};
+use crate::ops::categorical::{CategoricalOp, Mode};
 use crate::ops::{self, data::GatherOp, latent::LatentOp, loss::{LossOp, Statistic}, optim::OptimOp};
 use crate::rng::{EVAL_RNG_STEP, IWAE_RNG_STEP};
 
@@ -128,17 +129,17 @@ impl Acts {
             len = (len + n).next_multiple_of(4);
             at
         };
-        let z_len = config.latent;
+        let (z_len, heads) = (config.code_len(), config.latent_type.head_len(config.latent));
         let x = take(batch * config.pixels());
         let (enc, d_enc) = Acts::stack(&layout.encoder, batch, (x, NO_TENSOR), &mut take);
-        let ml = take(batch * 2 * z_len);
+        let ml = take(batch * heads);
         let eps = take(rows * z_len);
         let z = take(rows * z_len);
         let dz = take(rows * z_len);
         let (dec, d_dec) = Acts::stack(&layout.decoder, rows, (z, dz), &mut take);
         let recon = take(rows);
         let kl = take(batch);
-        let dml = take(batch * 2 * z_len);
+        let dml = take(batch * heads);
         let widest = layout.layers().filter(|l| matches!(l.layer, Layer::Linear { .. })).map(|l| l.output.len()).max().unwrap_or(0);
         let dyt = take(rows.max(batch) * widest);
         Acts { x, enc, d_enc, ml, eps, z, dec, d_dec, recon, kl, dz, dml, dyt, len }
@@ -501,13 +502,18 @@ impl Trainer {
         Ok(())
     }
 
-    /// mu and log-variance of q(z|x) for images x [n, input] in [0, 1]: ([n, Z], [n, Z]).
-    pub async fn encode(&mut self, x: &[f32]) -> Result<(Vec<f32>, Vec<f32>), TrainError> {
-        let z = self.config.latent;
-        let ml = self.run_pass(Pass::Encode, x, self.config.pixels(), |a| a.ml, 2 * z).await?;
-        let mu = ml.chunks(2 * z).flat_map(|r| &r[..z]).copied().collect();
-        let logvar = ml.chunks(2 * z).flat_map(|r| &r[z..]).copied().collect();
-        Ok((mu, logvar))
+    /// q(z|x) for images x [n, input] in [0, 1]: mu and log-variance [n, Z] each, or the class
+    /// probabilities [n, N * K].
+    pub async fn encode(&mut self, x: &[f32]) -> Result<Encoding, TrainError> {
+        let (z, heads) = (self.config.latent, self.config.latent_type.head_len(self.config.latent));
+        let out = self.run_pass(Pass::Encode, x, self.config.pixels(), |a| a.ml, heads).await?;
+        Ok(match self.config.latent_type {
+            LatentType::Gaussian {} => Encoding::Gaussian {
+                mu: out.chunks(2 * z).flat_map(|r| &r[..z]).copied().collect(),
+                logvar: out.chunks(2 * z).flat_map(|r| &r[z..]).copied().collect(),
+            },
+            LatentType::Categorical { classes, .. } => Encoding::Categorical { probabilities: latent::class_probabilities(&out, classes) },
+        })
     }
 
     /// Images (pixel intensities in [0, 1]) decoded from latent codes z [n, Z]: p(x|z)'s means
@@ -536,7 +542,7 @@ impl Trainer {
     /// decoder's outputs into images of `statistic`.
     async fn decoded(&mut self, pass: Pass, input: &[f32], statistic: Statistic) -> Result<Vec<f32>, TrainError> {
         let (pixels, likelihood) = (self.config.pixels(), self.config.likelihood);
-        let width = if pass == Pass::Decode { self.config.latent } else { pixels };
+        let width = if pass == Pass::Decode { self.config.code_len() } else { pixels };
         let out = self.run_pass(pass, input, width, |a| *a.dec.last().unwrap(), likelihood.outputs_per_pixel() * pixels).await?;
         Ok(ops::loss::images(likelihood, &out, pixels, statistic))
     }
@@ -560,9 +566,18 @@ impl Trainer {
         Ok(out)
     }
 
-    /// `n` images decoded from z ~ N(0, I); the same `seed` gives the same z.
+    /// `n` codes from the prior [n, code length]: z ~ N(0, I), or a uniformly random class per
+    /// variable (one-hot); the same `seed` gives the same codes.
+    pub fn prior_codes(&self, n: usize, seed: u32) -> Vec<f32> {
+        match self.config.latent_type {
+            LatentType::Gaussian {} => latent::prior_codes(n, self.config.latent, seed),
+            LatentType::Categorical { classes, .. } => latent::categorical_prior_codes(n, self.config.latent, classes, seed),
+        }
+    }
+
+    /// `n` images decoded from `prior_codes(n, seed)`.
     pub async fn sample_prior(&mut self, n: usize, seed: u32) -> Result<Vec<f32>, TrainError> {
-        let z = latent::prior_codes(n, self.config.latent, seed);
+        let z = self.prior_codes(n, seed);
         self.decode(&z).await
     }
 
@@ -671,27 +686,82 @@ fn record_stack_backward(rec: &mut Records, layers: &[LayerLayout], rows: usize,
     }
 }
 
+/// The latent layer's dispatches, Gaussian or categorical.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LatentStage {
+    /// z from the heads' output: reparameterised (z = mu at Reconstruct), or relaxed samples
+    /// (Train), one-hot samples (Evaluate, ImportanceWeighted), class probabilities (Reconstruct).
+    Sample,
+    /// d(heads) from dz and beta * KL (Train), and KL per datapoint (Train, Evaluate).
+    Backward,
+    /// The importance-weighted bound's per-row part: recon becomes -log w per row.
+    ImportanceWeighted,
+}
+
+fn record_latent(rec: &mut Records, stage: LatentStage, config: &Config, a: &Acts, pass: Pass, batch: usize, rows: usize) {
+    let kl_weight = if pass == Pass::Train { config.beta / batch as f32 } else { 0.0 };
+    match config.latent_type {
+        LatentType::Gaussian {} => {
+            let op = LatentOp {
+                batch: batch as u32,
+                rows: rows as u32,
+                latent: config.latent as u32,
+                seed: config.seed,
+                ml_off: a.ml as u32,
+                eps_off: a.eps as u32,
+                z_off: a.z as u32,
+                dz_off: a.dz as u32,
+                dml_off: a.dml as u32,
+                kl_off: a.kl as u32,
+                recon_off: a.recon as u32,
+                kl_weight,
+                use_mean: (pass == Pass::Reconstruct) as u32,
+            };
+            match stage {
+                LatentStage::Sample => rec.push(Kernel::Reparameterize, op, op.per_element()),
+                LatentStage::Backward => rec.push(Kernel::LatentBackward, op, op.per_datapoint()),
+                LatentStage::ImportanceWeighted => rec.push(Kernel::LatentLogRatio, op, op.per_row()),
+            }
+        }
+        LatentType::Categorical { classes, tau_start, tau_floor, tau_rate } => {
+            let mode = match pass {
+                Pass::Train => Mode::Relaxed,
+                Pass::Reconstruct => Mode::Probabilities,
+                _ => Mode::OneHot,
+            };
+            let op = CategoricalOp {
+                batch: batch as u32,
+                rows: rows as u32,
+                variables: config.latent as u32,
+                classes: classes as u32,
+                seed: config.seed,
+                logits_off: a.ml as u32,
+                noise_off: a.eps as u32,
+                y_off: a.z as u32,
+                dy_off: a.dz as u32,
+                dlogits_off: a.dml as u32,
+                kl_off: a.kl as u32,
+                recon_off: a.recon as u32,
+                mode: mode as u32,
+                kl_weight,
+                tau_start,
+                tau_floor,
+                tau_rate,
+            };
+            match stage {
+                LatentStage::Sample => rec.push(Kernel::GumbelSoftmax, op, op.per_variable()),
+                LatentStage::Backward => rec.push(Kernel::CategoricalBackward, op, op.per_datapoint()),
+                LatentStage::ImportanceWeighted => rec.push(Kernel::CategoricalLogRatio, op, op.per_row()),
+            }
+        }
+    }
+}
+
 /// The dispatches of one pass, in order. Forward: gather, encoder layers, heads, reparameterise,
 /// decoder layers, loss. Backward (training): decoder layers in reverse, latent, heads, encoder
 /// layers in reverse. Then metrics and Adam.
 fn build_plan(rec: &mut Records, config: &Config, layout: &Layout, a: &Acts, pass: Pass, batch: usize, rows: usize) {
-    let (z, d) = (config.latent as u32, config.pixels() as u32);
-    let latent = LatentOp {
-        batch: batch as u32,
-        rows: rows as u32,
-        latent: z,
-        seed: config.seed,
-        ml_off: a.ml as u32,
-        eps_off: a.eps as u32,
-        z_off: a.z as u32,
-        dz_off: a.dz as u32,
-        dml_off: a.dml as u32,
-        kl_off: a.kl as u32,
-        recon_off: a.recon as u32,
-        out_off: 0,
-        kl_weight: if pass == Pass::Train { config.beta / batch as f32 } else { 0.0 },
-        use_mean: (pass == Pass::Reconstruct) as u32,
-    };
+    let d = config.pixels() as u32;
 
     // Forward.
     if matches!(pass, Pass::Train | Pass::Evaluate | Pass::ImportanceWeighted) {
@@ -706,7 +776,7 @@ fn build_plan(rec: &mut Records, config: &Config, layout: &Layout, a: &Acts, pas
         if pass == Pass::Encode {
             return;
         }
-        rec.push(Kernel::Reparameterize, latent, latent.per_element());
+        record_latent(rec, LatentStage::Sample, config, a, pass, batch, rows);
     }
     for (i, l) in layout.decoder.iter().enumerate() {
         ops::record_layer_forward(rec, l, rows, a.decoder_input(i).0, a.dec[i]);
@@ -735,14 +805,15 @@ fn build_plan(rec: &mut Records, config: &Config, layout: &Layout, a: &Acts, pas
     };
     match pass {
         Pass::Evaluate => {
-            // latent_backward also yields KL per datapoint; with kl_weight 0 its gradients are
-            // unused scratch.
-            rec.push(Kernel::LatentBackward, latent, latent.per_datapoint());
+            // The latent backward also yields KL per datapoint; with kl_weight 0 its gradients
+            // are unused scratch.
+            record_latent(rec, LatentStage::Backward, config, a, pass, batch, rows);
             rec.push(Kernel::Accumulate, accumulate(EVAL_METRICS, 0, 1.0), (1, 1, 1));
             return;
         }
         Pass::ImportanceWeighted => {
-            rec.push(Kernel::ImportanceWeighted, LatentOp { out_off: IWAE_METRICS, ..latent }, (1, 1, 1));
+            record_latent(rec, LatentStage::ImportanceWeighted, config, a, pass, batch, rows);
+            rec.push(Kernel::ImportanceWeighted, accumulate(IWAE_METRICS, 0, 1.0), (1, 1, 1));
             return;
         }
         _ => {}
@@ -750,7 +821,7 @@ fn build_plan(rec: &mut Records, config: &Config, layout: &Layout, a: &Acts, pas
 
     // Backward: decoder, latent, heads, encoder.
     record_stack_backward(rec, &layout.decoder, rows, |i| a.decoder_input(i), &a.d_dec, a.dyt);
-    rec.push(Kernel::LatentBackward, latent, latent.per_datapoint());
+    record_latent(rec, LatentStage::Backward, config, a, pass, batch, rows);
     let (trunk, d_trunk) = a.trunk();
     let dx = (d_trunk != NO_TENSOR).then(|| (d_trunk, activation_before(&layout.encoder, layout.encoder.len(), Activation::Identity)));
     ops::record_layer_backward(rec, &layout.head, batch, trunk, a.dml, dx, a.dyt);

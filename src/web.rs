@@ -6,7 +6,7 @@ use wasm_bindgen::prelude::*;
 use crate::checkpoint::{self, CheckpointError};
 use crate::data::{self, DataError, Dataset};
 use crate::gpu::{Gpu, GpuError};
-use crate::latent;
+use crate::latent::{self, Encoding};
 use crate::model::Config;
 use crate::trainer::{TrainError, Trainer};
 
@@ -290,13 +290,39 @@ impl WebTrainer {
         self.trainer.importance_weighted_nll(k).await.map_err(train_error_to_js)
     }
 
-    /// mu and log-variance for images x [n * pixels]: `{ mu, logvar }`, each [n * latent].
+    /// q(z|x) for images x [n * pixels]: `{ code, mu, logvar }` (Gaussian latents, each
+    /// [n * latent]) or `{ code, probabilities }` (categorical, [n * latent * classes]); `code`
+    /// is what `reconstruct` decodes (mu, or the class probabilities).
     pub async fn encode(&mut self, x: Vec<f32>) -> Result<JsValue, JsValue> {
-        let (mu, logvar) = self.trainer.encode(&x).await.map_err(train_error_to_js)?;
+        let encoding = self.trainer.encode(&x).await.map_err(train_error_to_js)?;
         let obj = js_sys::Object::new();
-        set(&obj, "mu", js_sys::Float32Array::from(&mu[..]));
-        set(&obj, "logvar", js_sys::Float32Array::from(&logvar[..]));
+        set(&obj, "code", js_sys::Float32Array::from(encoding.code()));
+        match &encoding {
+            Encoding::Gaussian { mu, logvar } => {
+                set(&obj, "mu", js_sys::Float32Array::from(&mu[..]));
+                set(&obj, "logvar", js_sys::Float32Array::from(&logvar[..]));
+            }
+            Encoding::Categorical { probabilities } => set(&obj, "probabilities", js_sys::Float32Array::from(&probabilities[..])),
+        }
         Ok(obj.into())
+    }
+
+    /// Values per code z (latent, or latent x classes).
+    #[wasm_bindgen(js_name = codeLength)]
+    pub fn code_length(&self) -> usize {
+        self.trainer.config().code_len()
+    }
+
+    /// Classes per categorical variable; 0 for Gaussian latents.
+    pub fn classes(&self) -> usize {
+        self.trainer.config().latent_type.classes().unwrap_or(0)
+    }
+
+    /// `n` codes from the prior [n * codeLength]: z ~ N(0, I), or a uniformly random class per
+    /// variable (one-hot); the same seed gives the same codes.
+    #[wasm_bindgen(js_name = priorCodes)]
+    pub fn prior_codes(&self, n: usize, seed: u32) -> Vec<f32> {
+        self.trainer.prior_codes(n, seed)
     }
 
     /// Images [n * pixels] in [0, 1] decoded from codes z [n * latent].
@@ -322,11 +348,6 @@ impl WebTrainer {
     }
 }
 
-/// `n` codes z ~ N(0, I) [n * latent]; the same seed gives the same codes.
-#[wasm_bindgen(js_name = priorCodes)]
-pub fn prior_codes(n: usize, latent: usize, seed: u32) -> Vec<f32> {
-    latent::prior_codes(n, latent, seed)
-}
 
 fn check_code(code: &[f32], dims: &[usize]) -> Result<(), JsValue> {
     match dims.iter().find(|&&d| d >= code.len()) {
@@ -362,6 +383,28 @@ pub fn manifold_codes(code: Vec<f32>, x: usize, y: usize, n: usize) -> Result<Ve
 #[wasm_bindgen(js_name = klPerDimension)]
 pub fn kl_per_dimension(mu: Vec<f32>, logvar: Vec<f32>, latent: usize) -> Vec<f64> {
     latent::kl_per_dimension(&mu, &logvar, latent)
+}
+
+/// The average KL to the uniform prior of each of `variables` categorical variables over rows of
+/// class probabilities [n * variables * classes].
+#[wasm_bindgen(js_name = klPerVariable)]
+pub fn kl_per_variable(probabilities: Vec<f32>, variables: usize, classes: usize) -> Vec<f64> {
+    latent::kl_per_variable(&probabilities, variables, classes)
+}
+
+/// Each variable's most likely class in each row of class probabilities: [n * variables].
+#[wasm_bindgen(js_name = mostLikelyClasses)]
+pub fn most_likely_classes(probabilities: Vec<f32>, classes: usize) -> Vec<u32> {
+    latent::most_likely_classes(&probabilities, classes)
+}
+
+/// For each of `variables`, `classes` copies of `code` with that variable switched to each class.
+#[wasm_bindgen(js_name = classTraversalCodes)]
+pub fn class_traversal_codes(code: Vec<f32>, variables: Vec<usize>, classes: usize) -> Result<Vec<f32>, JsValue> {
+    match variables.iter().find(|&&v| classes == 0 || (v + 1) * classes > code.len()) {
+        Some(v) => Err(error("data", format!("variable {v} of {classes} classes is outside a code of {} values", code.len()), None)),
+        None => Ok(latent::class_traversal_codes(&code, &variables, classes)),
+    }
 }
 
 /// Latent dimensions from most to least used, given `klPerDimension`'s values.

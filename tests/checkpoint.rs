@@ -148,6 +148,44 @@ fn learned_variance_models_have_a_double_output_layer() {
     assert_eq!(load(&bytes).unwrap().config, mlp);
 }
 
+/// Categorical latents have one head, `logits` (latent x classes outputs), and the decoder reads
+/// codes of latent x classes values; the page rebuilds the same configuration from its settings.
+#[test]
+fn categorical_models_have_a_logits_head() {
+    use webvae::model::LatentType;
+    let config = Config::preset("mlp-categorical").unwrap();
+    let layout = Layout::new(&config);
+    let names: Vec<(&str, Vec<usize>)> = layout.tensors.iter().map(|t| (t.name.as_str(), t.shape.clone())).collect();
+    assert_eq!(
+        names,
+        vec![
+            ("encoder.0.weight", vec![400, 784]),
+            ("encoder.0.bias", vec![400]),
+            ("logits.weight", vec![200, 400]),
+            ("logits.bias", vec![200]),
+            ("decoder.0.weight", vec![400, 200]),
+            ("decoder.0.bias", vec![400]),
+            ("decoder.2.weight", vec![784, 400]),
+            ("decoder.2.bias", vec![784]),
+        ]
+    );
+    let from_page = Config::from_partial_json(serde_json::json!({
+        "architecture": { "kind": "mlp", "hidden": [400], "activation": "relu" },
+        "image": [28, 28],
+        "latent_type": { "kind": "categorical", "classes": 10, "tau_start": 1.0, "tau_floor": 0.5, "tau_rate": 0.001 },
+    }))
+    .unwrap();
+    assert_eq!(from_page, config);
+    assert_eq!(config.latent_type, LatentType::categorical(10));
+    let params = initial_parameters(&config, &layout, None);
+    let loaded = load(&save(&config, &layout, &params, 4)).unwrap();
+    assert_eq!((loaded.config, loaded.parameters), (config, params));
+    // And a Gaussian model's configuration reads back as Gaussian.
+    let gaussian = Config::default();
+    let bytes = save(&gaussian, &Layout::new(&gaussian), &initial_parameters(&gaussian, &Layout::new(&gaussian), None), 1);
+    assert_eq!(load(&bytes).unwrap().config.latent_type, LatentType::Gaussian {});
+}
+
 #[test]
 fn python_safetensors_reads_the_file() {
     let python = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");

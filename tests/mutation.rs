@@ -12,7 +12,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use webvae::checkpoint;
 use webvae::data::{datasets_from_files, parse_idx, Dataset};
-use webvae::model::{initial_parameters, Config, Layout, Likelihood};
+use webvae::model::{initial_parameters, Config, LatentType, Layout, Likelihood};
 use webvae::rng::Rng;
 
 mod peak;
@@ -205,6 +205,7 @@ fn mutated_checkpoints_are_refused_or_round_trip() {
         Config { likelihood: Likelihood::Gaussian { sigma: 0.5 }, ..Config::mlp(6, &[], 2) },
         small_conv(),
         small_conv().with_likelihood(Likelihood::gaussian_var()),
+        Config { latent_type: LatentType::categorical(3), ..Config::mlp(12, &[7, 5], 3) },
     ];
     let files: Vec<Vec<u8>> = configs
         .iter()

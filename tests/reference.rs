@@ -3,7 +3,8 @@
 //! outputs mu and log-variance), for each activation and likelihood, with L > 1 and beta != 1.
 #![cfg(not(target_arch = "wasm32"))]
 
-use webvae::model::{initial_parameters, Config, Layer, Layout, Likelihood};
+use webvae::model::{initial_parameters, Config, LatentType, Layer, Layout, Likelihood};
+use webvae::ops::categorical::{self, Mode};
 use webvae::model::Activation;
 use webvae::ops::{self, latent, loss, optim};
 use webvae::reference;
@@ -85,6 +86,9 @@ fn gradients_match_finite_differences() {
         // Floors near the initial log-variances, so that some are clamped and some are not.
         mlp(Activation::Relu, Likelihood::Bernoulli).with_likelihood(Likelihood::GaussianVar { variance_floor: 0.9 }),
         common::tiny_conv(Likelihood::Bernoulli).with_likelihood(Likelihood::GaussianVar { variance_floor: 0.9 }),
+        // Categorical latents at fixed Gumbel noise, step 5 of a schedule still above its floor.
+        Config { latent_type: categorical(4), ..mlp(Activation::Tanh, Likelihood::Bernoulli) },
+        Config { latent: 2, latent_type: categorical(3), ..common::tiny_conv(Likelihood::Gaussian { sigma: 0.3 }) },
     ] {
         let what = format!("{} {:?}", config.summary(), config.likelihood);
         let layout = Layout::new(&config);
@@ -93,9 +97,9 @@ fn gradients_match_finite_differences() {
         let x: Vec<f64> = (0..config.batch_size * config.pixels()).map(|_| rng.uniform() as f64).collect();
         let eps = reference::step_eps(&config, 5, config.batch_size);
         let beta = config.beta as f64;
-        let loss_at = |p: &[f64]| reference::forward(&config, &layout, p, &x, &eps).losses(beta).loss;
+        let loss_at = |p: &[f64]| reference::forward(&config, &layout, p, &x, &eps, 5).losses(beta).loss;
 
-        let fwd = reference::forward(&config, &layout, &params, &x, &eps);
+        let fwd = reference::forward(&config, &layout, &params, &x, &eps, 5);
         let (grads, dml) = reference::backward(&config, &layout, &params, &x, &fwd);
         if config.likelihood.outputs_per_pixel() == 2 {
             let (d, floor) = (config.pixels(), config.likelihood.log_variance_floor() as f64);
@@ -118,7 +122,7 @@ fn gradients_match_finite_differences() {
                 |v| {
                     let mut ml = fwd.ml.clone();
                     ml[i] = v;
-                    let (_, recon, kl) = reference::decode(&config, &layout, &params, &x, &ml, &eps);
+                    let (_, recon, kl) = reference::decode(&config, &layout, &params, &x, &ml, &eps, 5);
                     recon.iter().sum::<f64>() / recon.len() as f64 + beta * kl.iter().sum::<f64>() / kl.len() as f64
                 },
                 fwd.ml[i],
@@ -160,6 +164,49 @@ fn reconstruction_matches_finite_differences() {
         }
         assert!(lik.outputs_per_pixel() == 1 || (below > 5 && above > 5));
     }
+}
+
+fn categorical(classes: usize) -> LatentType {
+    LatentType::Categorical { classes, tau_start: 0.9, tau_floor: 0.3, tau_rate: 0.02 }
+}
+
+/// The categorical pieces alone: relaxed samples are distributions that sharpen to the one-hot
+/// sample as tau falls; the KL is 0 for uniform logits and ln K for a certain class.
+#[test]
+fn gumbel_softmax_samples_and_kl() {
+    let mut rng = Rng::new(12);
+    let (batch, classes) = (3, 5);
+    let logits: Vec<f64> = (0..batch * 2 * classes).map(|_| rng.range(-2.0, 2.0) as f64).collect();
+    let noise: Vec<f64> = (0..2 * batch * 2 * classes).map(|i| categorical::gumbel(1, 2, (i / 10) as u32, (i % 10) as u32)).collect();
+    let hard = categorical::sample(&logits, &noise, batch, classes, Mode::OneHot, 1.0);
+    for tau in [1.0, 0.3, 1e-4] {
+        let y = categorical::sample(&logits, &noise, batch, classes, Mode::Relaxed, tau);
+        for (v, h) in y.chunks(classes).zip(hard.chunks(classes)) {
+            assert!((v.iter().sum::<f64>() - 1.0).abs() < 1e-12 && v.iter().all(|&p| p >= 0.0), "{v:?}");
+            let argmax = (0..classes).fold(0, |b, k| if v[k] > v[b] { k } else { b });
+            assert_eq!(h[argmax], 1.0, "the relaxed sample's mode is the one-hot sample's class");
+            if tau < 0.01 {
+                assert!(v[argmax] > 0.99, "a small tau is nearly one-hot: {v:?}");
+            }
+        }
+    }
+    let uniform = vec![0.7; classes];
+    assert!(categorical::kl(&uniform, 1, classes)[0].abs() < 1e-12);
+    let certain: Vec<f64> = (0..classes).map(|k| if k == 2 { 60.0 } else { 0.0 }).collect();
+    assert!((categorical::kl(&certain, 1, classes)[0] - (classes as f64).ln()).abs() < 1e-9);
+}
+
+#[test]
+fn gumbel_noise_is_gumbel_distributed() {
+    let n = 200_000;
+    let g: Vec<f64> = (0..n).map(|i| categorical::gumbel(9, i / 1000, i % 1000, 7)).collect();
+    let mean = g.iter().sum::<f64>() / n as f64;
+    let var = g.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64;
+    // Gumbel(0, 1): mean = Euler's gamma, variance = pi^2 / 6, P(g < 0) = 1/e.
+    assert!((mean - 0.5772156649).abs() < 0.01, "mean {mean}");
+    assert!((var - std::f64::consts::PI.powi(2) / 6.0).abs() < 0.02, "variance {var}");
+    let below = g.iter().filter(|&&v| v < 0.0).count() as f64 / n as f64;
+    assert!((below - (-1.0f64).exp()).abs() < 0.005, "P(g < 0) = {below}");
 }
 
 #[test]

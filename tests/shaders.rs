@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::mem::{offset_of, size_of};
 
 use webvae::kernels::{joined, Kernel, StepRecord, SHADERS};
-use webvae::ops::{conv::ConvOp, data::GatherOp, latent::LatentOp, linear::LinearOp, loss::LossOp, optim::OptimOp};
+use webvae::ops::{categorical::CategoricalOp, conv::ConvOp, data::GatherOp, latent::LatentOp, linear::LinearOp, loss::LossOp, optim::OptimOp};
 
 fn module(file: &str) -> naga::Module {
     let source = joined(file);
@@ -73,9 +73,17 @@ fn uniform_records_match_their_rust_twins() {
             }),
         ),
         (
+            "categorical.wgsl",
+            "Categorical",
+            fields!(CategoricalOp {
+                batch, rows, variables, classes, seed, logits_off, noise_off, y_off, dy_off, dlogits_off, kl_off, recon_off, mode,
+                kl_weight, tau_start, tau_floor, tau_rate
+            }),
+        ),
+        (
             "latent.wgsl",
             "Latent",
-            fields!(LatentOp { batch, rows, latent, seed, ml_off, eps_off, z_off, dz_off, dml_off, kl_off, recon_off, out_off, kl_weight, use_mean }),
+            fields!(LatentOp { batch, rows, latent, seed, ml_off, eps_off, z_off, dz_off, dml_off, kl_off, recon_off, kl_weight, use_mean }),
         ),
         (
             "loss.wgsl",

@@ -30,8 +30,9 @@ const state = {
   galleryStart: 0,
   slot: "a",
   picks: { a: null, b: null }, // { x: Float32Array(784), label }
-  codes: null, // { a, b }: mu of the picks
-  usage: null, // average KL per latent dimension, most used first: [{ dim, kl }]
+  codes: null, // { a, b }: the picks' codes (mu, or class probabilities)
+  usage: null, // average KL per latent dimension (or categorical variable), most used first: [{ dim, kl }]
+  latent: { variables: 0, classes: 0 }, // the model's latent space; classes 0 = Gaussian
 };
 const chart = new LossChart($("chart"), $("chart-tip"));
 const pad = new DrawingPad($("pad"), () => { $("use-drawing").disabled = !state.trainer || pad.empty; });
@@ -211,6 +212,8 @@ function replaceTrainer(trainer, startStep = 0) {
   state.stepsPerSubmit = 1;
   state.usage = null;
   state.codes = null;
+  state.latent = { variables: trainer.latent(), classes: trainer.classes() };
+  describeLatent();
   chart.clear();
   clearAlert();
   writeSettings(trainer.config());
@@ -354,6 +357,34 @@ function updateControls() {
 
 // ---- Views ----
 
+// The captions that depend on the latent type: what a prior sample, a code, a traversal and the
+// chart's two figures are.
+function describeLatent() {
+  const { variables, classes } = state.latent;
+  const text = (id, s) => { $(id).textContent = s; };
+  if (classes) {
+    text("samples-caption", `64 fixed prior codes, a random class for each of the ${variables} variables (one-hot), decoded as training goes on.`);
+    text("chart-caption", "Training loss (relaxed: decoding Gumbel-softmax samples at the current τ) split into reconstruction " +
+      "and KL; dots: the test set's discrete −ELBO (decoding one-hot samples) each epoch.");
+    chart.labels = { loss: "loss (relaxed)", test: "test −ELBO (discrete)" };
+    text("interp-caption", "Pick two digits: click one below, or draw one. Their class probabilities are mixed along a " +
+      "straight path whose points are decoded.");
+    text("traversal-caption", `Digit A's code with one variable switched to each of its ${classes} classes per row, the ` +
+      "most-used variables (largest average KL) first. Variables the model does not use change nothing.");
+  } else {
+    text("samples-caption", "64 fixed codes z ~ N(0, I), decoded as training goes on.");
+    text("chart-caption", "Training loss split into reconstruction and KL; dots: test-set −ELBO each epoch.");
+    chart.labels = { loss: "loss", test: "test −ELBO" };
+    text("interp-caption", "Pick two digits: click one below, or draw one. Their codes μ(x) are joined by a path whose " +
+      "points are decoded.");
+    text("traversal-caption", "Digit A's code with one dimension swept across the prior's range (5% to 95%) per row, the " +
+      "most-used dimensions (largest average KL) first. Dimensions the model does not use change nothing.");
+  }
+  text("legend-loss", chart.labels.loss);
+  text("legend-test", chart.labels.test);
+  $("spherical-choice").hidden = !!classes;
+}
+
 async function refreshAll() {
   await refreshLight();
   await refreshLatent();
@@ -388,11 +419,11 @@ function stdImages(id, run) {
 
 async function refreshSamples() {
   try {
-    const latent = state.trainer.latent();
-    const codes = wasm.priorCodes(64, latent, state.sampleSeed);
+    const seed = state.sampleSeed;
     const std = $("samples-std").checked;
     $("samples-std-caption").hidden = !std;
-    const images = await (std ? stdImages("samples", (t) => t.decodeStd(codes)) : gpuTask((t) => t.decode(codes)));
+    const images = await (std ? stdImages("samples", (t) => t.decodeStd(t.priorCodes(64, seed)))
+      : gpuTask((t) => t.decode(t.priorCodes(64, seed))));
     drawDigits($("samples"), images, 8);
   } catch (err) { fail(err); }
 }
@@ -444,7 +475,8 @@ function pick(p) {
   refreshInterpolation().then(refreshTraversal);
 }
 
-const spherical = () => document.querySelector('input[name="path"]:checked').value === "spherical";
+// Slerp suits Gaussian codes only: categorical codes are probabilities, mixed linearly.
+const spherical = () => !state.latent.classes && document.querySelector('input[name="path"]:checked').value === "spherical";
 
 async function refreshInterpolation() {
   const { a, b } = state.picks;
@@ -457,9 +489,9 @@ async function refreshInterpolation() {
     drawDigits($("slot-b"), b.x, 1);
     $("slot-a").setAttribute("aria-label", `Digit A: ${a.label}`);
     $("slot-b").setAttribute("aria-label", `Digit B: ${b.label}`);
-    const { mu } = await gpuTask((t) => t.encode(x));
-    const latent = mu.length / 2;
-    state.codes = { a: mu.slice(0, latent), b: mu.slice(latent) };
+    const { code } = await gpuTask((t) => t.encode(x));
+    const half = code.length / 2;
+    state.codes = { a: code.slice(0, half), b: code.slice(half) };
     const recon = await gpuTask((t) => t.reconstruct(x));
     drawDigits($("slot-a-recon"), recon.subarray(0, PIXELS), 1);
     drawDigits($("slot-b-recon"), recon.subarray(PIXELS), 1);
@@ -480,16 +512,22 @@ async function refreshScrub() {
   } catch (err) { fail(err); }
 }
 
-// Average KL per dimension and the scatter of test codes; the manifold when the latent is 2-D.
+// Average KL per dimension (or variable) and the scatter of test codes; the manifold when a
+// Gaussian latent is 2-D.
 async function refreshLatent() {
   try {
     const n = Math.min(MAP_POINTS, state.data.testCount());
     const x = state.data.testImages(0, n);
-    const { mu, logvar } = await gpuTask((t) => t.encode(x));
-    const latent = mu.length / n;
-    const kl = wasm.klPerDimension(mu, logvar, latent);
+    const { mu, logvar, probabilities } = await gpuTask((t) => t.encode(x));
+    const { variables: latent, classes } = state.latent;
+    const kl = classes ? wasm.klPerVariable(probabilities, latent, classes) : wasm.klPerDimension(mu, logvar, latent);
     state.usage = Array.from(wasm.dimensionsByUse(kl), (dim) => ({ dim, kl: kl[dim] }));
     const [dx, dy] = latent === 1 ? [0, 0] : latent === 2 ? [0, 1] : [state.usage[0].dim, state.usage[1].dim];
+    if (classes) {
+      drawClassMap(probabilities, n, dx, dy);
+      await refreshTraversal();
+      return;
+    }
     const xs = [], ys = [];
     for (let i = 0; i < n; i++) {
       xs.push(mu[i * latent + dx]);
@@ -513,23 +551,55 @@ async function refreshLatent() {
   } catch (err) { fail(err); }
 }
 
-// Digit A's code (from the interpolation) with each dimension swept, most-used first.
+// Categorical latents' map: each test digit at the most likely classes of the two most-used
+// variables (jittered within the cell), coloured by its label.
+function drawClassMap(probabilities, n, dx, dy) {
+  const { variables, classes } = state.latent;
+  const best = wasm.mostLikelyClasses(probabilities, classes);
+  // A fixed jitter per digit and axis (a hash of both: murmur3's finaliser), so the map only
+  // moves when classes change, and the two axes' jitters are unrelated.
+  const jitter = (i, axis) => {
+    let h = Math.imul(2 * i + axis + 1, 0x9e3779b1);
+    h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+    h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+    return 0.1 + 0.8 * ((h ^ (h >>> 16)) >>> 0) / 4294967296;
+  };
+  const xs = [], ys = [];
+  for (let i = 0; i < n; i++) {
+    xs.push(best[i * variables + dx] + jitter(i, 0));
+    ys.push(variables === 1 ? classes / 2 : best[i * variables + dy] + jitter(i, 1));
+  }
+  drawScatter($("scatter"), xs, ys, state.data.testLabels(), 0, classes, Array.from({ length: classes + 1 }, (_, k) => k));
+  $("manifold").hidden = true;
+  $("map-caption").textContent = variables === 1
+    ? `Test digits by the most likely class (0 to ${classes - 1}, across) of the single variable, coloured by label.`
+    : `Test digits placed by the most likely class (0 to ${classes - 1}) of the two most-used variables, v${dx} (across) ` +
+      `and v${dy} (up), coloured by label: a cell is one pair of classes.`;
+}
+
+// Digit A's code (from the interpolation) with each dimension swept, most-used first; for
+// categorical latents, each variable switched through its classes.
 async function refreshTraversal() {
   if (!state.usage || !state.codes) return;
   try {
-    const dims = state.usage.map((u) => u.dim);
-    const codes = wasm.traversalCodes(state.codes.a, Uint32Array.from(dims), TRAVERSAL_STEPS);
+    const { classes } = state.latent;
+    const dims = Uint32Array.from(state.usage.map((u) => u.dim));
+    const steps = classes || TRAVERSAL_STEPS;
+    const codes = classes ? wasm.classTraversalCodes(state.codes.a, dims, classes) : wasm.traversalCodes(state.codes.a, dims, steps);
     const images = await gpuTask((t) => t.decode(codes));
     const rows = state.usage.map(({ dim, kl }, r) => {
       const row = document.createElement("div");
       row.className = "trow";
       const label = document.createElement("span");
-      label.textContent = `z${dim} · KL ${kl.toFixed(2)}`;
+      const name = classes ? `v${dim}` : `z${dim}`;
+      label.textContent = `${name} · KL ${kl.toFixed(2)}`;
       const canvas = document.createElement("canvas");
       canvas.className = "pixels";
       canvas.setAttribute("role", "img");
-      canvas.setAttribute("aria-label", `Digit A decoded with z${dim} swept from low to high (average KL ${kl.toFixed(2)} nats)`);
-      drawDigits(canvas, images.subarray(r * TRAVERSAL_STEPS * PIXELS, (r + 1) * TRAVERSAL_STEPS * PIXELS), TRAVERSAL_STEPS);
+      canvas.setAttribute("aria-label", classes
+        ? `Digit A decoded with variable ${dim} set to each of its ${classes} classes (average KL ${kl.toFixed(2)} nats)`
+        : `Digit A decoded with z${dim} swept from low to high (average KL ${kl.toFixed(2)} nats)`);
+      drawDigits(canvas, images.subarray(r * steps * PIXELS, (r + 1) * steps * PIXELS), steps);
       row.append(label, canvas);
       return row;
     });
@@ -587,15 +657,18 @@ function readSettings() {
     config.architecture = { kind: "mlp", hidden: sizes("hidden", "400 or 512, 256"), activation: form.activation.value };
   }
   config.image = state.data ? [state.data.rows(), state.data.cols()] : [SIDE, SIDE];
-  const kind = form.likelihood.value;
-  const positive = (name) => {
+  const number = (name, field) => {
     const v = Number(form[name].value);
-    if (form[name].value.trim() === "" || !Number.isFinite(v)) problems.push({ field: "likelihood", message: "enter a number" });
+    if (form[name].value.trim() === "" || !Number.isFinite(v)) problems.push({ field, message: `enter a number for ${name}` });
     return v;
   };
-  config.likelihood = kind === "gaussian" ? { kind, sigma: positive("sigma") }
-    : kind === "gaussian_var" ? { kind, variance_floor: positive("variance_floor") }
+  const kind = form.likelihood.value;
+  config.likelihood = kind === "gaussian" ? { kind, sigma: number("sigma", "likelihood") }
+    : kind === "gaussian_var" ? { kind, variance_floor: number("variance_floor", "likelihood") }
     : { kind };
+  config.latent_type = form.latent_kind.value === "categorical"
+    ? { kind: "categorical", ...Object.fromEntries(["classes", "tau_start", "tau_floor", "tau_rate"].map((n) => [n, number(n, "latent_type")])) }
+    : { kind: "gaussian" };
   if (problems.length === 0 && wasm) {
     try {
       wasm.validateConfig(config);
@@ -623,26 +696,29 @@ function writeSettings(c) {
       form.activation.value = arch.activation;
     }
   }
-  showArchitectureFields();
   form.beta.value = short(c.beta);
   form.learning_rate.value = short(c.learning_rate);
   form.batch_size.value = c.batch_size;
   form.likelihood.value = c.likelihood.kind;
   if (c.likelihood.kind === "gaussian") form.sigma.value = short(c.likelihood.sigma);
   if (c.likelihood.kind === "gaussian_var") form.variance_floor.value = short(c.likelihood.variance_floor);
-  showLikelihoodFields();
+  form.latent_kind.value = c.latent_type.kind;
+  if (c.latent_type.kind === "categorical") {
+    form.classes.value = c.latent_type.classes;
+    for (const n of ["tau_start", "tau_floor", "tau_rate"]) form[n].value = short(c.latent_type[n]);
+  }
+  showChosenFields();
   clearFieldErrors();
 }
 
-// Only the chosen architecture's and likelihood's fields are shown.
-function showArchitectureFields() {
-  const kind = $("settings").elements.kind.value;
-  for (const group of document.querySelectorAll("#settings [data-arch]")) group.hidden = group.dataset.arch !== kind;
-}
-
-function showLikelihoodFields() {
-  const kind = $("settings").elements.likelihood.value;
-  for (const group of document.querySelectorAll("#settings [data-likelihood]")) group.hidden = group.dataset.likelihood !== kind;
+// Only the fields of the chosen architecture, likelihood and latent type are shown: the
+// groups marked data-<choice> whose value is the selected option of the field named here.
+const CHOICES = { arch: "kind", likelihood: "likelihood", latent: "latent_kind" };
+function showChosenFields() {
+  const form = $("settings").elements;
+  for (const [choice, field] of Object.entries(CHOICES)) {
+    for (const group of document.querySelectorAll(`#settings [data-${choice}]`)) group.hidden = group.dataset[choice] !== form[field].value;
+  }
 }
 
 // ---- Files ----
@@ -709,8 +785,7 @@ $("train").addEventListener("click", () => {
   }
 });
 $("reset").addEventListener("click", reset);
-$("settings").elements.kind.addEventListener("change", showArchitectureFields);
-$("settings").elements.likelihood.addEventListener("change", showLikelihoodFields);
+for (const field of Object.values(CHOICES)) $("settings").elements[field].addEventListener("change", showChosenFields);
 $("save").addEventListener("click", save);
 $("load").addEventListener("change", (e) => loadWeights(e.target));
 $("data-files").addEventListener("change", (e) => loadDataFiles(e.target));

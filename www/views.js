@@ -32,19 +32,21 @@ export function drawDigits(canvas, images, cols, side = SIDE) {
 export const LABEL_COLOURS = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
   "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#7f7f7f"];
 
-// A scatter of 2-D points coloured by label, on axes spanning the prior's -3..3.
-export function drawScatter(canvas, xs, ys, labels) {
+// A scatter of 2-D points coloured by label, both axes spanning [lo, hi] (by default the
+// Gaussian prior's -3.5..3.5), with grid lines at `lines` (by default the axes through 0).
+export function drawScatter(canvas, xs, ys, labels, lo = -3.5, hi = 3.5, lines = [0]) {
   const ctx = canvas.getContext("2d");
   const { width: w, height: h } = canvas;
-  const range = 3.5;
-  const px = (v) => ((v + range) / (2 * range)) * w;
-  const py = (v) => h - ((v + range) / (2 * range)) * h;
+  const px = (v) => ((v - lo) / (hi - lo)) * w;
+  const py = (v) => h - ((v - lo) / (hi - lo)) * h;
   ctx.fillStyle = "#fff";
   ctx.fillRect(0, 0, w, h);
   ctx.strokeStyle = "#ddd";
   ctx.beginPath();
-  ctx.moveTo(px(0), 0); ctx.lineTo(px(0), h);
-  ctx.moveTo(0, py(0)); ctx.lineTo(w, py(0));
+  for (const v of lines) {
+    ctx.moveTo(px(v), 0); ctx.lineTo(px(v), h);
+    ctx.moveTo(0, py(v)); ctx.lineTo(w, py(v));
+  }
   ctx.stroke();
   ctx.globalAlpha = 0.7;
   for (let i = 0; i < xs.length; i++) {
@@ -66,6 +68,8 @@ export class LossChart {
   constructor(canvas, tip) {
     this.canvas = canvas;
     this.tip = tip;
+    // What the training loss and the test dots are called in the tip (e.g. relaxed / discrete).
+    this.labels = { loss: "loss", test: "test −ELBO" };
     this.clear();
     canvas.addEventListener("pointermove", (e) => this.hover(e));
     canvas.addEventListener("pointerleave", () => { tip.hidden = true; });
@@ -155,10 +159,10 @@ export class LossChart {
     const epoch = ((mx - f.pad.l) / (f.w - f.pad.l - f.pad.r)) * f.xmax;
     const near = (ps) => ps.reduce((best, p) => (Math.abs(p.epoch - epoch) < Math.abs(best.epoch - epoch) ? p : best), ps[0]);
     const p = near(this.train);
-    let text = `epoch ${p.epoch.toFixed(2)}: loss ${p.loss.toFixed(1)}, reconstruction ${p.reconstruction.toFixed(1)}, KL ${p.kl.toFixed(1)}`;
+    let text = `epoch ${p.epoch.toFixed(2)}: ${this.labels.loss} ${p.loss.toFixed(1)}, reconstruction ${p.reconstruction.toFixed(1)}, KL ${p.kl.toFixed(1)}`;
     if (this.test.length) {
       const t = near(this.test);
-      text += `; test −ELBO ${t.nelbo.toFixed(1)} at epoch ${t.epoch.toFixed(0)}`;
+      text += `; ${this.labels.test} ${t.nelbo.toFixed(1)} at epoch ${t.epoch.toFixed(0)}`;
     }
     this.tip.textContent = text;
     this.tip.hidden = false;

@@ -24,7 +24,6 @@ pub struct LatentOp {
     pub dml_off: u32,
     pub kl_off: u32,
     pub recon_off: u32,
-    pub out_off: u32,
     pub kl_weight: f32,
     pub use_mean: u32,
 }
@@ -33,6 +32,11 @@ impl LatentOp {
     /// Grid of `reparameterize` and `eps_bits_test`: 16 dims x 4 rows per workgroup.
     pub fn per_element(&self) -> (u32, u32, u32) {
         (self.latent.div_ceil(16), self.rows.div_ceil(4), 1)
+    }
+
+    /// Grid of `latent_log_ratio`: one invocation per row.
+    pub fn per_row(&self) -> (u32, u32, u32) {
+        (self.rows.div_ceil(64), 1, 1)
     }
 
     /// Grid of `latent_backward`: one invocation per datapoint.
@@ -78,6 +82,31 @@ pub fn kl(ml: &[f64], batch: usize, latent: usize) -> Vec<f64> {
                 .sum()
         })
         .collect()
+}
+
+/// The importance-weighted estimate of -log p(x), summed over the batch, from k = L samples per
+/// datapoint: log w = -recon + log N(z; 0, I) - log N(z; mu, sigma^2) (the 2 pi terms cancel).
+pub fn importance_weighted(ml: &[f64], eps: &[f64], recon: &[f64], batch: usize, latent: usize) -> f64 {
+    let z = reparameterize(ml, eps, batch, latent);
+    let rows = recon.len();
+    (0..batch)
+        .map(|b| {
+            let log_w: Vec<f64> = (b..rows)
+                .step_by(batch)
+                .map(|r| {
+                    -recon[r]
+                        + (0..latent)
+                            .map(|j| {
+                                let (z, e, lv) = (z[r * latent + j], eps[r * latent + j], ml[b * 2 * latent + latent + j]);
+                                -0.5 * z * z + 0.5 * e * e + 0.5 * lv
+                            })
+                            .sum::<f64>()
+                })
+                .collect();
+            let max = log_w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            -(max + log_w.iter().map(|w| (w - max).exp()).sum::<f64>().ln() - (log_w.len() as f64).ln())
+        })
+        .sum()
 }
 
 /// Backward through reparameterisation and `kl_weight * KL`: dz [L*B, Z] -> d ml [B, 2Z].

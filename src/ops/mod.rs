@@ -7,6 +7,7 @@
 //! shape rule), one arm in `layer_forward` / `layer_backward` below and in the GPU step
 //! (`trainer::build_plan`), and one parity case in `tests/common`.
 
+pub mod categorical;
 pub mod conv;
 pub mod data;
 pub mod latent;

@@ -152,6 +152,19 @@ pub async fn small_kernels_parity(log: impl Fn(&str)) {
     let want = latent::backward(&f64s(&ml), &f64s(&got.acts[eps_off..z_off]), &f64s(&dz), b, z, 0.3);
     assert_close("latent_backward d(mu, logvar)", &got.acts[dml_off..kl_off], &f32s(&want), 1e-5, 1e-6);
     assert_close("latent_backward KL", &got.acts[kl_off..], &f32s(&latent::kl(&f64s(&ml), b, z)), 1e-5, 1e-6);
+    // The importance-weighted bound over the l samples, with recon after the KL.
+    let recon = rng.vec(r, 50.0, 150.0);
+    let scratch = Scratch { acts: [&got.acts[..kl_off + b], &recon[..]].concat(), ..Default::default() };
+    let op = LatentOp { recon_off: (kl_off + b) as u32, ..op };
+    let reduce = OptimOp { batch: b as u32, rows: r as u32, recon_off: op.recon_off, metrics_off: 4, ..Default::default() };
+    let mut rec = webvae::kernels::Records::default();
+    rec.push(Kernel::LatentLogRatio, op, op.per_row());
+    rec.push(Kernel::ImportanceWeighted, reduce, (1, 1, 1));
+    let got = run_records(&gpu, &kernels, &rec, &scratch, step).await;
+    let want = latent::importance_weighted(&f64s(&ml), &f64s(&got.acts[eps_off..z_off]), &f64s(&recon), b, z);
+    assert_close("latent_log_ratio + importance_weighted", &got.metrics[4..7], &[want as f32, 0.0, b as f32], 1e-5, 1e-4);
+
+    categorical_kernels_parity(&gpu, &kernels, &mut rng).await;
 
     // Adam: one step (t = 1) from nonzero moments over a flat buffer (of whole vec4s).
     let n = 1000;
@@ -165,7 +178,64 @@ pub async fn small_kernels_parity(log: impl Fn(&str)) {
     // Updates are about lr = 0.01; f32 bias corrections (1 - 0.999^t) hold them to ~1e-3 relative.
     assert_close("adam parameters", &got.params, &f32s(&p), 1e-6, 1e-5);
     assert_close("adam moments", &got.moments, &f32s(&[mm, vv].concat()), 1e-5, 1e-9);
-    log("reconstruction, reparameterize, latent_backward and adam kernels: match the CPU reference");
+    log("reconstruction, reparameterize, latent_backward, importance_weighted, the categorical kernels and adam: match the CPU reference");
+}
+
+/// The Gumbel-softmax kernels against the oracle: each mode's samples and noise, the backward
+/// pass with the KL at a temperature on the schedule, and the bound from one-hot samples.
+async fn categorical_kernels_parity(gpu: &Gpu, kernels: &Kernels, rng: &mut Rng) {
+    use webvae::ops::categorical::{self, CategoricalOp, Mode};
+    // acts: logits [b, w] | noise [r, w] | y [r, w] | dy [r, w] | dlogits [b, w] | kl [b] | recon [r]
+    // 100 samples of 20 variables: enough work per datapoint to trip lavapipe's loop limit
+    // (65535 iterations per invocation) had the bound been one dispatch.
+    let (b, l, n, k) = (6usize, 100usize, 20usize, 10usize);
+    let (r, w) = (b * l, n * k);
+    let logits = rng.vec(b * w, -3.0, 3.0);
+    let dy = rng.vec(r * w, -0.5, 0.5);
+    let recon = rng.vec(r, 50.0, 150.0);
+    let (noise_off, y_off, dy_off, dl_off, kl_off) = (b * w, b * w + r * w, b * w + 2 * r * w, b * w + 3 * r * w, 2 * b * w + 3 * r * w);
+    let recon_off = kl_off + b;
+    let op = CategoricalOp {
+        batch: b as u32, rows: r as u32, variables: n as u32, classes: k as u32, seed: 31,
+        logits_off: 0, noise_off: noise_off as u32, y_off: y_off as u32, dy_off: dy_off as u32, dlogits_off: dl_off as u32,
+        kl_off: kl_off as u32, recon_off: recon_off as u32,
+        kl_weight: 0.3, tau_start: 1.0, tau_floor: 0.4, tau_rate: 0.05, ..Default::default()
+    };
+    let scratch = Scratch { acts: [logits.clone(), vec![0.0; 2 * r * w], dy.clone(), vec![0.0; b * w + b], recon.clone()].concat(), ..Default::default() };
+    let step = 9; // tau = max(0.4, e^-0.45) = 0.64
+    let tau = webvae::model::LatentType::Categorical { classes: k, tau_start: 1.0, tau_floor: 0.4, tau_rate: 0.05 }.temperature(step) as f64;
+    let noise: Vec<f64> = (0..r * w).map(|i| categorical::gumbel(31, step, (i / w) as u32, (i % w) as u32)).collect();
+    for mode in [Mode::Relaxed, Mode::OneHot, Mode::Probabilities] {
+        let op = CategoricalOp { mode: mode as u32, ..op };
+        let got = run_single(gpu, kernels, Kernel::GumbelSoftmax, op, op.per_variable(), &scratch, step).await.unwrap();
+        let want_noise = if mode == Mode::Probabilities { vec![0.0; r * w] } else { noise.clone() };
+        assert_close(&format!("gumbel_softmax {mode:?} noise"), &got.acts[noise_off..y_off], &f32s(&want_noise), 1e-5, 2e-6);
+        let want_y = categorical::sample(&f64s(&logits), &noise, b, k, mode, tau);
+        assert_close(&format!("gumbel_softmax {mode:?} y"), &got.acts[y_off..dy_off], &f32s(&want_y), 1e-5, 1e-6);
+        let mut rec = webvae::kernels::Records::default();
+        if mode == Mode::OneHot {
+            let reduce = OptimOp { batch: b as u32, rows: r as u32, recon_off: recon_off as u32, metrics_off: 4, ..Default::default() };
+            rec.push(Kernel::CategoricalLogRatio, op, op.per_row());
+            rec.push(Kernel::ImportanceWeighted, reduce, (1, 1, 1));
+        } else {
+            rec.push(Kernel::CategoricalBackward, op, op.per_datapoint());
+        }
+        let done = run_records(gpu, kernels, &rec, &got, step).await;
+        let y = f64s(&got.acts[y_off..dy_off]);
+        match mode {
+            Mode::Relaxed => {
+                let want = categorical::backward(&f64s(&logits), &y, &f64s(&dy), b, k, tau, 0.3);
+                assert_close("categorical_backward d logits", &done.acts[dl_off..kl_off], &f32s(&want), 1e-4, 1e-6);
+                let kl = categorical::kl(&f64s(&logits), b, k);
+                assert_close("categorical_backward KL", &done.acts[kl_off..recon_off], &f32s(&kl), 1e-5, 1e-5);
+            }
+            Mode::OneHot => {
+                let want = categorical::importance_weighted(&f64s(&logits), &y, &f64s(&recon), b, k);
+                assert_close("categorical_log_ratio + importance_weighted", &done.metrics[4..7], &[want as f32, 0.0, b as f32], 1e-5, 1e-4);
+            }
+            Mode::Probabilities => {}
+        }
+    }
 }
 
 /// The counter-based RNG: the GPU's hash words equal the CPU's bit for bit.
@@ -192,7 +262,7 @@ pub async fn rng_parity(log: impl Fn(&str)) {
 }
 
 use webvae::data::Dataset;
-use webvae::model::{Architecture, Config, Layer, LayerLayout, Likelihood, Shape};
+use webvae::model::{Architecture, Config, LatentType, Layer, LayerLayout, Likelihood, Shape};
 use webvae::reference;
 use webvae::trainer::Trainer;
 
@@ -219,7 +289,7 @@ pub fn mlp_with(pixels: usize, hidden: &[usize], latent: usize, activation: Acti
 }
 
 /// Configurations for the whole-step parity test: between them, both activations, every
-/// likelihood (the learned variance on both architectures), L = 1 and 2, beta != 1, one and two hidden layers, a convolutional model (both
+/// likelihood (the learned variance on both architectures), both latent types, L = 1 and 2, beta != 1, one and two hidden layers, a convolutional model (both
 /// convolutions, kernels 3 and 4, flatten and reshape), and sizes that are not multiples of 4
 /// (batch 13, latent 5, hidden 18, 3 and 5 channels) so every kernel's edges are exercised.
 pub fn parity_configs() -> Vec<Config> {
@@ -237,6 +307,15 @@ pub fn parity_configs() -> Vec<Config> {
         // The learned variance with a floor of 0.6 (log -0.51): from the start some
         // log-variances lie below it (clamped, no gradient) and some above.
         Config { batch_size: 8, seed: 4, ..Config::mlp(784, &[20], 2).with_likelihood(Likelihood::GaussianVar { variance_floor: 0.6 }) },
+        // Categorical latents, two relaxed samples per digit, tau falling through the 20 steps.
+        Config {
+            latent_type: LatentType::Categorical { classes: 5, tau_start: 1.0, tau_floor: 0.5, tau_rate: 0.03 },
+            samples: 2,
+            batch_size: 12,
+            seed: 6,
+            learning_rate: 3e-3,
+            ..Config::mlp(784, &[28], 6)
+        },
         Config {
             input: image(1, 28, 28),
             encoder: vec![conv(3, 3, 2, 1, Activation::Relu), conv(5, 4, 2, 1, Activation::Tanh), Layer::Flatten {}, Layer::linear(12, Activation::Relu)],
@@ -272,7 +351,7 @@ pub async fn training_parity(log: impl Fn(&str)) {
             if step == 0 {
                 // The first step's gradients, before Adam's normalisation can amplify rounding.
                 let eps = reference::step_eps(&config, 0, config.batch_size);
-                let fwd = reference::forward(&cpu.config, &cpu.layout, &cpu.params, &x, &eps);
+                let fwd = reference::forward(&cpu.config, &cpu.layout, &cpu.params, &x, &eps, 0);
                 let (want, _) = reference::backward(&cpu.config, &cpu.layout, &cpu.params, &x, &fwd);
                 trainer.train(1).unwrap();
                 let got = trainer.gradients().await.unwrap();
@@ -406,11 +485,11 @@ pub async fn conv_parity(log: impl Fn(&str)) {
             let what = format!("{} on {rows} rows of {input} ({choice:?})", layer.describe());
             let mut rec = webvae::kernels::Records::default();
             record_forward_as(&mut rec, &l, rows, x_off, y_off, choice);
-            let out = run_records(&gpu, &kernels, &rec, &scratch).await;
+            let out = run_records(&gpu, &kernels, &rec, &scratch, 0).await;
             assert_close(&format!("{what} forward"), &out.acts[y_off..dy_off], &f32s(&want_y), 1e-4, 1e-5);
             let mut rec = webvae::kernels::Records::default();
             record_backward_as(&mut rec, &l, rows, x_off, dy_off, Some((dx_off, act_x)), choice);
-            let out = run_records(&gpu, &kernels, &rec, &scratch).await;
+            let out = run_records(&gpu, &kernels, &rec, &scratch, 0).await;
             assert_close(&format!("{what} dW"), &out.grads[..wn], &f32s(&want_grads[..wn]), 1e-4, 1e-4);
             assert_close(&format!("{what} db"), &out.grads[wn..], &f32s(&want_grads[wn..]), 1e-4, 1e-4);
             assert_close(&format!("{what} dX"), &out.acts[dx_off..], &f32s(&want_dx), 1e-4, 1e-5);
@@ -419,8 +498,8 @@ pub async fn conv_parity(log: impl Fn(&str)) {
     }
 }
 
-async fn run_records(gpu: &Gpu, kernels: &Kernels, rec: &webvae::kernels::Records, scratch: &Scratch) -> Scratch {
-    let single = SingleKernel::with_records(gpu, kernels, rec, scratch, 0);
+async fn run_records(gpu: &Gpu, kernels: &Kernels, rec: &webvae::kernels::Records, scratch: &Scratch, rng_step: u32) -> Scratch {
+    let single = SingleKernel::with_records(gpu, kernels, rec, scratch, rng_step);
     single.submit(gpu, kernels, 1);
     single.read(gpu).await.unwrap()
 }
