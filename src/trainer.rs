@@ -528,12 +528,13 @@ impl Trainer {
         self.decoded(Pass::Decode, z, Statistic::Std).await
     }
 
-    /// Reconstructions of images x [n, input]: means decoded at z = mu(x).
+    /// Reconstructions of images x [n, input]: means decoded at their codes (mu, or the class
+    /// probabilities).
     pub async fn reconstruct(&mut self, x: &[f32]) -> Result<Vec<f32>, TrainError> {
         self.decoded(Pass::Reconstruct, x, Statistic::Mean).await
     }
 
-    /// The reconstructions' per-pixel standard deviations, at z = mu(x).
+    /// The reconstructions' per-pixel standard deviations.
     pub async fn reconstruct_std(&mut self, x: &[f32]) -> Result<Vec<f32>, TrainError> {
         self.decoded(Pass::Reconstruct, x, Statistic::Std).await
     }
