@@ -16,6 +16,11 @@
 //! shapes and dtype, finite values, and a configuration parsed strictly (every field, nothing
 //! unknown). Nothing is allocated in proportion to what the header claims until the claim has
 //! been checked against the bytes present, so loading a file costs about its own size.
+//!
+//! A file may also carry Adam's state, so that training resumes exactly where it stopped: the
+//! moments as `optimizer.exp_avg.<name>` and `optimizer.exp_avg_sq.<name>` (PyTorch's names for
+//! them) and the trainer's own step count as the `optimizer_step` metadata. Such a file is no
+//! longer a plain `state_dict` (`load_state_dict(strict=False)` skips the extra tensors).
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -56,28 +61,60 @@ fn mismatch(why: impl Into<String>) -> CheckpointError {
 }
 
 /// What a checkpoint holds: the configuration, the flat parameters in `Layout::new(&config)`
-/// order, and the training step they were saved at.
+/// order, the training step they were saved at, and Adam's state if it was saved.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checkpoint {
     pub config: Config,
     pub parameters: Vec<f32>,
     pub step: u32,
+    pub optimizer: Option<OptimizerState>,
 }
+
+/// Adam's state: its first and second moments (flat, in layout order), and the trainer's own
+/// step count, which Adam's bias correction, the epoch's order of the data and the noise follow
+/// (it can be less than the checkpoint's `step` when the trainer started from loaded weights).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OptimizerState {
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+    pub step: u32,
+}
+
+const EXP_AVG: &str = "optimizer.exp_avg.";
+const EXP_AVG_SQ: &str = "optimizer.exp_avg_sq.";
 
 /// Serialises `parameters` (flat, in `layout` order) with `config` and `step` in the metadata.
 pub fn save(config: &Config, layout: &Layout, parameters: &[f32], step: u32) -> Vec<u8> {
+    save_with_optimizer(config, layout, parameters, step, None)
+}
+
+/// `save`, and Adam's state too if given: a file that resumes training exactly.
+pub fn save_with_optimizer(config: &Config, layout: &Layout, parameters: &[f32], step: u32, optimizer: Option<&OptimizerState>) -> Vec<u8> {
     assert_eq!(parameters.len(), layout.len, "parameters do not match the layout");
-    let bytes: Vec<u8> = parameters.iter().flat_map(|p| p.to_le_bytes()).collect();
-    let tensors = layout.tensors.iter().map(|t| {
-        let data = &bytes[t.offset * 4..(t.offset + t.len()) * 4];
-        (t.name.as_str(), TensorView::new(Dtype::F32, t.shape.clone(), data).expect("a tensor's bytes match its shape"))
-    });
-    let metadata = HashMap::from([
+    let mut buffers = vec![(String::new(), parameters)];
+    if let Some(o) = optimizer {
+        assert!(o.m.len() == layout.len && o.v.len() == layout.len, "Adam's moments do not match the layout");
+        buffers.extend([(EXP_AVG.to_string(), &o.m[..]), (EXP_AVG_SQ.to_string(), &o.v[..])]);
+    }
+    let bytes: Vec<(String, Vec<u8>)> = buffers.into_iter().map(|(prefix, v)| (prefix, v.iter().flat_map(|p| p.to_le_bytes()).collect())).collect();
+    let tensors: Vec<(String, TensorView)> = bytes
+        .iter()
+        .flat_map(|(prefix, bytes)| {
+            layout.tensors.iter().map(move |t| {
+                let data = &bytes[t.offset * 4..(t.offset + t.len()) * 4];
+                (format!("{prefix}{}", t.name), TensorView::new(Dtype::F32, t.shape.clone(), data).expect("a tensor's bytes match its shape"))
+            })
+        })
+        .collect();
+    let mut metadata = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("config".to_string(), serde_json::to_string(config).expect("a Config serialises")),
         ("layers".to_string(), config.summary()),
         ("step".to_string(), step.to_string()),
     ]);
+    if let Some(o) = optimizer {
+        metadata.insert("optimizer_step".to_string(), o.step.to_string());
+    }
     safetensors::serialize(tensors, Some(metadata)).expect("F32 tensors with matching shapes serialise")
 }
 
@@ -105,46 +142,62 @@ pub fn load(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
     // Saved before layers existed: the same tensors under their old names.
     let legacy = serde_json::from_str::<serde_json::Value>(config_json).is_ok_and(|v| v.get("hidden").is_some());
     config.validate().map_err(|e| mismatch(format!("its configuration is invalid ({e})")))?;
-    let step = match meta("step") {
-        Some(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
-            s.parse().map_err(|_| malformed(format!("its step \"{s}\" is out of range")))?
+    let whole = |key: &str, s: &str| -> Result<u32, CheckpointError> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(malformed(format!("its {key} \"{s}\" is not a whole number")));
         }
-        Some(s) => return Err(malformed(format!("its step \"{s}\" is not a whole number"))),
-        None => 0,
+        s.parse().map_err(|_| malformed(format!("its {key} \"{s}\" is out of range")))
     };
+    let step = meta("step").map_or(Ok(0), |s| whole("step", s))?;
+    let optimizer_step = meta("optimizer_step").map(|s| whole("optimizer_step", s)).transpose()?;
 
     // The layout's few entries cost nothing; its tensors are compared with the file's before
     // any parameter is read, and the file's tensors cover its data exactly (checked above), so
     // the allocation below is the size of the file's data.
     let layout = Layout::new(&config);
     let names: Vec<String> = if legacy { layout.legacy_names() } else { layout.tensors.iter().map(|t| t.name.clone()).collect() };
+    // The parameters, then (with optimizer_step) Adam's two moments under their prefixes.
+    let prefixes: &[&str] = if optimizer_step.is_some() { &["", EXP_AVG, EXP_AVG_SQ] } else { &[""] };
     let found = header.tensors().len();
-    let expected = layout.tensors.len();
+    let expected = prefixes.len() * layout.tensors.len();
     if found != expected {
-        return Err(mismatch(format!("it holds {found} tensors but its configuration needs {expected}")));
+        let with = if optimizer_step.is_some() { " with Adam's state" } else { "" };
+        return Err(mismatch(format!("it holds {found} tensors but its configuration{with} needs {expected}")));
     }
     let mut ranges = Vec::with_capacity(expected);
-    for (t, name) in layout.tensors.iter().zip(&names) {
-        let info = header.info(name).ok_or_else(|| mismatch(format!("tensor {name} is missing")))?;
-        if info.dtype != Dtype::F32 {
-            return Err(mismatch(format!("tensor {name} is {}, expected F32", info.dtype)));
+    for prefix in prefixes {
+        for (t, name) in layout.tensors.iter().zip(&names) {
+            let name = format!("{prefix}{name}");
+            let info = header.info(&name).ok_or_else(|| mismatch(format!("tensor {name} is missing")))?;
+            if info.dtype != Dtype::F32 {
+                return Err(mismatch(format!("tensor {name} is {}, expected F32", info.dtype)));
+            }
+            if info.shape != t.shape {
+                return Err(mismatch(format!("tensor {name} has shape {:?}, expected {:?}", info.shape, t.shape)));
+            }
+            ranges.push((name, t.range(), info.data_offsets.0..info.data_offsets.1));
         }
-        if info.shape != t.shape {
-            return Err(mismatch(format!("tensor {name} has shape {:?}, expected {:?}", info.shape, t.shape)));
-        }
-        ranges.push(info.data_offsets.0..info.data_offsets.1);
     }
-    let mut parameters = vec![0f32; layout.len];
-    for ((t, name), range) in layout.tensors.iter().zip(&names).zip(ranges) {
-        let target = &mut parameters[t.range()];
+    let mut buffers = vec![vec![0f32; layout.len]; prefixes.len()];
+    for (i, (name, target, range)) in ranges.into_iter().enumerate() {
+        let target = &mut buffers[i / layout.tensors.len()][target];
         for (p, b) in target.iter_mut().zip(data[range].chunks_exact(4)) {
             *p = f32::from_le_bytes(b.try_into().unwrap());
         }
         if let Some(i) = target.iter().position(|p| !p.is_finite()) {
             return Err(mismatch(format!("tensor {name} holds a non-finite value at element {i}")));
         }
+        // Adam divides by the square root of the second moment.
+        if name.starts_with(EXP_AVG_SQ) {
+            if let Some(i) = target.iter().position(|p| *p < 0.0) {
+                return Err(mismatch(format!("tensor {name} holds a negative second moment at element {i}")));
+            }
+        }
     }
-    Ok(Checkpoint { config, parameters, step })
+    let mut buffers = buffers.into_iter();
+    let parameters = buffers.next().expect("the parameters");
+    let optimizer = optimizer_step.map(|step| OptimizerState { m: buffers.next().expect("exp_avg"), v: buffers.next().expect("exp_avg_sq"), step });
+    Ok(Checkpoint { config, parameters, step, optimizer })
 }
 
 /// The format crate's errors, worded for someone holding the file.

@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use crate::checkpoint::OptimizerState;
 use crate::data::{epoch_permutation, Dataset};
 use crate::gpu::{Gpu, GpuError};
 use crate::kernels::{pack_slots, storage_buffer, Buffers, Dispatch, Kernel, Kernels, Records, StepRecord, UNIFORM_SLOT};
@@ -600,6 +601,32 @@ impl Trainer {
         self.gpu.queue.write_buffer(&self.buffers.params, 0, bytes_of_f32(params));
         self.gpu.queue.write_buffer(&self.buffers.moments, 0, bytes_of_f32(&vec![0f32; 2 * adam_len(&self.layout)]));
         self.diverged = None;
+        Ok(())
+    }
+
+    /// Adam's state: its moments and this trainer's step count, for a checkpoint that resumes
+    /// exactly (`checkpoint::save_with_optimizer`, then `resume`).
+    pub async fn optimizer_state(&self) -> Result<OptimizerState, TrainError> {
+        let (len, padded) = (self.layout.len, adam_len(&self.layout));
+        let moments = self.gpu.read_f32(&self.buffers.moments, 0, 2 * padded).await?;
+        Ok(OptimizerState { m: moments[..len].to_vec(), v: moments[padded..padded + len].to_vec(), step: self.step })
+    }
+
+    /// Replaces the parameters and Adam's state and continues from the state's step: the
+    /// same batches, noise and updates follow as if training had never stopped.
+    pub fn resume(&mut self, params: &[f32], state: &OptimizerState) -> Result<(), TrainError> {
+        let (len, padded) = (self.layout.len, adam_len(&self.layout));
+        if state.m.len() != len || state.v.len() != len {
+            return Err(TrainError::Data(format!("expected Adam's moments for {len} parameters, got {} and {}", state.m.len(), state.v.len())));
+        }
+        self.set_parameters(params)?;
+        let mut moments = vec![0f32; 2 * padded];
+        moments[..len].copy_from_slice(&state.m);
+        moments[padded..padded + len].copy_from_slice(&state.v);
+        self.gpu.queue.write_buffer(&self.buffers.moments, 0, bytes_of_f32(&moments));
+        self.step = state.step;
+        let order = epoch_permutation(self.train_count, self.config.seed, self.step / self.steps_per_epoch);
+        self.gpu.queue.write_buffer(&self.buffers.indices, 0, bytemuck::cast_slice(&order));
         Ok(())
     }
 

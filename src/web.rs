@@ -167,14 +167,16 @@ impl WebData {
     }
 }
 
-/// `{ config, step }` of a `.safetensors` checkpoint, after checking all of it; rejects with
-/// kind "checkpoint" saying what is wrong.
+/// `{ config, step, resumes }` of a `.safetensors` checkpoint, after checking all of it
+/// (`resumes`: it holds Adam's state, and training continues exactly from `step`); rejects
+/// with kind "checkpoint" saying what is wrong.
 #[wasm_bindgen(js_name = checkpointInfo)]
 pub fn checkpoint_info(bytes: &[u8]) -> Result<JsValue, JsValue> {
     let c = checkpoint::load(bytes).map_err(checkpoint_error_to_js)?;
     let obj = js_sys::Object::new();
     set(&obj, "config", config_to_js(&c.config)?);
     set(&obj, "step", c.step);
+    set(&obj, "resumes", c.optimizer.is_some());
     Ok(obj.into())
 }
 
@@ -194,21 +196,28 @@ impl WebTrainer {
         Ok(WebTrainer { trainer })
     }
 
-    /// A model with the configuration and weights of a `.safetensors` checkpoint (Adam starts
-    /// afresh). Nothing is created unless the whole file checks out.
+    /// A model with the configuration and weights of a `.safetensors` checkpoint. With Adam's
+    /// state in the file, training resumes exactly (`step()` continues from the file's);
+    /// otherwise Adam starts afresh at step 0. Nothing is created unless the whole file checks out.
     #[wasm_bindgen(js_name = fromCheckpoint)]
     pub fn from_checkpoint(gpu: &WebGpu, bytes: &[u8], data: &WebData) -> Result<WebTrainer, JsValue> {
         let c = checkpoint::load(bytes).map_err(checkpoint_error_to_js)?;
         let mut trainer = Trainer::new(gpu.gpu.clone(), c.config, &data.train, &data.test).map_err(train_error_to_js)?;
-        trainer.set_parameters(&c.parameters).map_err(train_error_to_js)?;
+        match &c.optimizer {
+            Some(state) => trainer.resume(&c.parameters, state),
+            None => trainer.set_parameters(&c.parameters),
+        }
+        .map_err(train_error_to_js)?;
         Ok(WebTrainer { trainer })
     }
 
     /// The weights and configuration as a `.safetensors` file, recording `step` (the steps
-    /// behind these weights, counting those before they were loaded).
-    pub async fn save(&self, step: u32) -> Result<Vec<u8>, JsValue> {
+    /// behind these weights, counting those before they were loaded); with `optimizer`, Adam's
+    /// state too, so that the file resumes training exactly.
+    pub async fn save(&self, step: u32, optimizer: bool) -> Result<Vec<u8>, JsValue> {
         let params = self.trainer.parameters().await.map_err(train_error_to_js)?;
-        Ok(checkpoint::save(self.trainer.config(), self.trainer.layout(), &params, step))
+        let state = if optimizer { Some(self.trainer.optimizer_state().await.map_err(train_error_to_js)?) } else { None };
+        Ok(checkpoint::save_with_optimizer(self.trainer.config(), self.trainer.layout(), &params, step, state.as_ref()))
     }
 
     /// The configuration in use, as a plain object; with an `architecture` too when its layers

@@ -186,6 +186,39 @@ fn categorical_models_have_a_logits_head() {
     assert_eq!(load(&bytes).unwrap().config.latent_type, LatentType::Gaussian {});
 }
 
+/// Adam's state rides along as `optimizer.exp_avg.*` / `optimizer.exp_avg_sq.*` tensors and an
+/// `optimizer_step`; a file missing part of it, or with a negative second moment, is refused.
+#[test]
+fn adams_state_round_trips_and_is_checked() {
+    use webvae::checkpoint::{save_with_optimizer, OptimizerState};
+    let (config, layout, params) = small();
+    let state = OptimizerState {
+        m: params.iter().map(|p| p * 0.01).collect(),
+        v: params.iter().map(|p| p * p * 1e-3).collect(),
+        step: 17,
+    };
+    let bytes = save_with_optimizer(&config, &layout, &params, 40, Some(&state));
+    let loaded = load(&bytes).unwrap();
+    assert_eq!((loaded.step, loaded.parameters.clone(), loaded.optimizer.clone()), (40, params.clone(), Some(state.clone())));
+    let (h, _) = header(&bytes);
+    assert_eq!(h["__metadata__"]["optimizer_step"], "17");
+    assert_eq!(h["optimizer.exp_avg_sq.encoder.0.weight"]["shape"], serde_json::json!([7, 12]));
+    assert_eq!(load(&save(&config, &layout, &params, 40)).unwrap().optimizer, None);
+
+    // Without its optimizer_step, the extra tensors are not the parameters' count.
+    let no_step = with_header(&bytes, |h| {
+        h["__metadata__"].as_object_mut().unwrap().remove("optimizer_step");
+    });
+    assert!(mismatch(&no_step).contains("holds 42 tensors but its configuration needs 14"), "{}", mismatch(&no_step));
+    let bad_step = with_header(&bytes, |h| h["__metadata__"]["optimizer_step"] = "-3".into());
+    assert!(malformed(&bad_step).contains("optimizer_step \"-3\" is not a whole number"), "{}", malformed(&bad_step));
+    let renamed = with_header_text(&bytes, |t| t.replace("optimizer.exp_avg.decoder", "optimizer.exp_mean.decoder"));
+    assert!(mismatch(&renamed).contains("tensor optimizer.exp_avg.decoder"), "{}", mismatch(&renamed));
+    let negative = OptimizerState { v: state.v.iter().enumerate().map(|(i, v)| if i == 30 { -1e-9 } else { *v }).collect(), ..state.clone() };
+    let why = mismatch(&save_with_optimizer(&config, &layout, &params, 40, Some(&negative)));
+    assert!(why.contains("negative second moment"), "{why}");
+}
+
 #[test]
 fn python_safetensors_reads_the_file() {
     let python = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");

@@ -207,13 +207,18 @@ fn mutated_checkpoints_are_refused_or_round_trip() {
         small_conv().with_likelihood(Likelihood::gaussian_var()),
         Config { latent_type: LatentType::categorical(3), ..Config::mlp(12, &[7, 5], 3) },
     ];
-    let files: Vec<Vec<u8>> = configs
+    let mut files: Vec<Vec<u8>> = configs
         .iter()
         .map(|c| {
             let layout = Layout::new(c);
             checkpoint::save(c, &layout, &initial_parameters(c, &layout, None), 42)
         })
         .collect();
+    // And one carrying Adam's state.
+    let layout = Layout::new(&configs[0]);
+    let params = initial_parameters(&configs[0], &layout, None);
+    let state = checkpoint::OptimizerState { m: params.iter().map(|p| p * 0.1).collect(), v: params.iter().map(|p| p * p).collect(), step: 9 };
+    files.push(checkpoint::save_with_optimizer(&configs[0], &layout, &params, 42, Some(&state)));
     let (mut accepted, mut refused) = (0, 0);
     for round in 0..ROUNDS {
         let base = &files[round as usize % files.len()];
@@ -231,7 +236,7 @@ fn mutated_checkpoints_are_refused_or_round_trip() {
                 accepted += 1;
                 let layout = Layout::new(&loaded.config);
                 assert_eq!(loaded.parameters.len(), layout.len, "{what}");
-                let again = checkpoint::load(&checkpoint::save(&loaded.config, &layout, &loaded.parameters, loaded.step))
+                let again = checkpoint::load(&checkpoint::save_with_optimizer(&loaded.config, &layout, &loaded.parameters, loaded.step, loaded.optimizer.as_ref()))
                     .unwrap_or_else(|e| panic!("{what}: an accepted checkpoint does not load once saved again: {e}"));
                 assert_eq!(again, loaded, "{what}: saving and loading again changed it");
             }

@@ -196,6 +196,48 @@ fn a_lost_device_is_an_error_not_a_panic() {
     });
 }
 
+/// N steps, a checkpoint with Adam's state, a new trainer resumed from it, M more steps: the
+/// same weights as N + M steps without a stop (the batches, noise and Adam's t continue). N is
+/// mid-epoch and the M steps cross two epochs' ends, so the data order must be restored too.
+/// Without the state, the same file gives different weights (Adam restarts).
+#[test]
+fn a_checkpoint_with_adams_state_resumes_exactly() {
+    use webvae::checkpoint::{load, save, save_with_optimizer};
+    let config = Config { samples: 2, ..small() };
+    let (n, m) = (21, 27); // 16 steps per epoch
+    pollster::block_on(async {
+        let mut straight = trainer(config.clone());
+        let initial = straight.parameters().await.unwrap();
+        straight.train(n + m).unwrap();
+        let want = straight.parameters().await.unwrap();
+
+        let mut first = trainer(config.clone());
+        first.set_parameters(&initial).unwrap();
+        first.train(n).unwrap();
+        let (params, state) = (first.parameters().await.unwrap(), first.optimizer_state().await.unwrap());
+        assert_eq!(state.step, n);
+        let layout = first.layout().clone();
+        let file = load(&save_with_optimizer(&config, &layout, &params, n, Some(&state))).unwrap();
+        assert_eq!(file.optimizer.as_ref(), Some(&state));
+        let mut resumed = trainer(config.clone());
+        resumed.resume(&file.parameters, file.optimizer.as_ref().unwrap()).unwrap();
+        assert_eq!(resumed.step(), n);
+        resumed.train(m).unwrap();
+        let got = resumed.parameters().await.unwrap();
+        let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+        println!("resumed after {n} steps, {m} more: {differ} of {} weights differ from {} uninterrupted steps", got.len(), n + m);
+        common::assert_close("resumed weights", &got, &want, 0.0, 1e-6);
+
+        let plain = load(&save(&config, &layout, &params, n)).unwrap();
+        assert!(plain.optimizer.is_none());
+        let mut restarted = trainer(config.clone());
+        restarted.set_parameters(&plain.parameters).unwrap();
+        restarted.train(m).unwrap();
+        let other = restarted.parameters().await.unwrap();
+        assert!(other.iter().zip(&want).filter(|(a, b)| (*a - *b).abs() > 1e-4).count() > got.len() / 10, "without Adam's state the run should differ");
+    });
+}
+
 /// Categorical latents through the whole API: training lowers the discrete test figure, the
 /// bound with 100 one-hot samples (20 variables: enough work per datapoint that lavapipe's loop
 /// limit once cut it short) is below it, codes are class probabilities, reconstructions decode

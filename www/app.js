@@ -206,7 +206,8 @@ function replaceTrainer(trainer, startStep = 0) {
   state.broken = null;
   state.snapshot = null;
   state.snapshotStep = startStep;
-  state.stepBase = startStep;
+  // A trainer resumed with Adam's state already counts its own steps.
+  state.stepBase = startStep - trainer.step();
   state.trainedMs = 0;
   state.evaluatedEpoch = Math.floor(startStep / trainer.stepsPerEpoch());
   state.stepsPerSubmit = 1;
@@ -260,14 +261,16 @@ async function restart() {
 const totalSteps = (t) => state.stepBase + t.step();
 const totalEpochs = (t) => totalSteps(t) / t.stepsPerEpoch();
 
-// The weights as a checkpoint, with the step they were reached at.
-const checkpoint = () => gpuTask(async (t) => {
+// The weights as a checkpoint, with the step they were reached at; with `optimizer`, Adam's
+// state too, so that loading it resumes training exactly.
+const checkpoint = (optimizer) => gpuTask(async (t) => {
   const step = totalSteps(t);
-  return { bytes: await t.save(step), step };
+  return { bytes: await t.save(step, optimizer), step };
 });
 
+// Kept for a restart after a lost device, with Adam's state: training goes on as if uninterrupted.
 async function takeSnapshot() {
-  const { bytes, step } = await checkpoint();
+  const { bytes, step } = await checkpoint(true);
   state.snapshot = bytes;
   state.snapshotStep = step;
 }
@@ -744,7 +747,7 @@ async function loadDataFiles(input) {
 
 async function save() {
   try {
-    const { bytes, step } = await checkpoint();
+    const { bytes, step } = await checkpoint($("save-optimizer").checked);
     const c = state.trainer.config();
     const a = document.createElement("a");
     a.href = URL.createObjectURL(new Blob([bytes], { type: "application/octet-stream" }));
@@ -766,7 +769,9 @@ async function loadWeights(input) {
     replaceTrainer(trainer, info.step);
     state.snapshot = bytes;
     message.dataset.state = "ok";
-    message.textContent = `Loaded ${file.name} (saved at step ${info.step}); training continues from these weights.`;
+    message.textContent = info.resumes
+      ? `Loaded ${file.name} (saved at step ${info.step} with Adam's state); training resumes exactly where it stopped.`
+      : `Loaded ${file.name} (saved at step ${info.step}); training continues from these weights, Adam afresh.`;
   } catch (err) {
     message.dataset.state = "error";
     message.textContent = `${file.name} was not loaded, and nothing changed: ${messageOf(err)}`;
