@@ -494,6 +494,70 @@ try {
     await idle();
   });
 
+  await check("training survives a reload: it resumes at the saved step with the chart's history, and Start over clears it", async () => {
+    // A context of its own: its own IndexedDB, untouched by the checks above.
+    const context = await browser.newContext({ viewport: { width: 1100, height: 800 } });
+    const p = await context.newPage();
+    const errors = [];
+    p.on("pageerror", (e) => errors.push(e.message));
+    const ready = () => p.waitForFunction(() => window.vae && window.vae.state.trainer && !window.vae.busy(), null, { timeout: 120000 });
+    const saved = () => p.evaluate(async () => {
+      const kv = await import("./vendor/idb-keyval.js");
+      const s = await kv.get("current", kv.createStore("webvae", "session"));
+      return s ? s.step : null;
+    });
+    const step = async () => Number(await p.textContent("#step"));
+    try {
+      await p.goto(url);
+      await ready();
+      assert(await p.isHidden("#session"), "a first visit says it resumed something");
+      await p.click("#train");
+      await p.waitForFunction(() => Number(document.getElementById("step").textContent) >= 8, null, { timeout: 120000 });
+      await p.click("#train"); // pausing keeps the session
+      await ready();
+      const at = await step();
+      for (let i = 0; i < 100 && (await saved()) !== at; i++) await p.waitForTimeout(100);
+      assert((await saved()) === at, `the session holds step ${await saved()}, the page shows ${at}`);
+      const points = await p.evaluate(() => window.vae.chart.train.length);
+      const samples = await p.evaluate(() => Array.from(document.getElementById("samples").getContext("2d").getImageData(0, 0, 224, 224).data));
+
+      await p.reload();
+      await ready();
+      const text = await p.textContent("#session-status");
+      console.log(`     page says: ${text}`);
+      assert(new RegExp(`Resumed from step ${at}, saved \\d\\d:\\d\\d`).test(text), text);
+      assert((await step()) === at, `the page shows step ${await step()} after the reload, saved at ${at}`);
+      assert((await p.evaluate(() => window.vae.chart.train.length)) === points && points > 0, "the chart's history was not restored");
+      const again = await p.evaluate(() => Array.from(document.getElementById("samples").getContext("2d").getImageData(0, 0, 224, 224).data));
+      assert(diff(again, samples) < 0.01, "the resumed model draws different samples");
+      await p.click("#train");
+      await p.waitForFunction((at) => Number(document.getElementById("step").textContent) > at + 2, at, { timeout: 120000 });
+      await p.click("#train");
+      await ready();
+
+      await p.click("#start-over");
+      await ready();
+      assert((await step()) === 0 && (await p.isHidden("#session")), "Start over did not start a fresh model");
+      for (let i = 0; i < 50 && (await saved()) !== null; i++) await p.waitForTimeout(100);
+      assert((await saved()) === null, "Start over left the session stored");
+
+      // A session this page cannot use is said, discarded, and the page starts afresh.
+      await p.evaluate(async () => {
+        const kv = await import("./vendor/idb-keyval.js");
+        await kv.set("current", { version: 999 }, kv.createStore("webvae", "session"));
+      });
+      await p.reload();
+      await ready();
+      const refused = await p.textContent("#session-status");
+      console.log(`     page says: ${refused}`);
+      assert(/could not be restored, and was discarded: it was saved by another version/.test(refused), refused);
+      assert((await step()) === 0 && (await saved()) === null, "the unusable session was not discarded");
+      assert(errors.length === 0, errors.join("; "));
+    } finally {
+      await context.close();
+    }
+  });
+
   // Without WebGPU (or with WebGPU but no adapter) the page says in plain words what is missing
   // and what to do, folds the technical report away, and shows no dead canvases.
   const noGpuPage = async (init, name, inBrowser = browser) => {

@@ -2,6 +2,7 @@
 // into the trainer goes through `gpuTask`, one at a time: an async wasm method keeps the trainer
 // borrowed until it resolves, and serialising also keeps at most one submission waiting.
 import { drawDigits, drawScatter, DrawingPad, LABEL_COLOURS, LossChart, SIDE } from "./views.js";
+import { createStore, del as idbDel, get as idbGet, set as idbSet } from "./vendor/idb-keyval.js";
 
 const $ = (id) => document.getElementById(id);
 const PIXELS = SIDE * SIDE;
@@ -33,6 +34,8 @@ const state = {
   codes: null, // { a, b }: the picks' codes (mu, or class probabilities)
   usage: null, // average KL per latent dimension (or categorical variable), most used first: [{ dim, kl }]
   latent: { variables: 0, classes: 0 }, // the model's latent space; classes 0 = Gaussian
+  unsaved: false, // steps trained since the last snapshot
+  dataSource: null, // what the data was made from, to make it again on the next visit: { names, files } or null (bundled)
 };
 const chart = new LossChart($("chart"), $("chart-tip"));
 const pad = new DrawingPad($("pad"), () => { $("use-drawing").disabled = !state.trainer || pad.empty; });
@@ -147,6 +150,7 @@ async function start(bindings) {
     return;
   }
   showGpu("ready", `WebGPU adapter: ${state.gpu.adapter()}`);
+  if (await restoreSession()) return;
   try {
     await useBundled();
   } catch (err) {
@@ -162,13 +166,16 @@ async function fetchBundled() {
   }));
 }
 
+const BUNDLED_NAME = "the bundled MNIST digits";
+
 async function useBundled() {
   const files = await fetchBundled();
-  setData(wasm.WebData.fromFiles(BUNDLED, files, state.gpu.maxBufferBytes()), "the bundled MNIST digits");
+  setData(wasm.WebData.fromFiles(BUNDLED, files, state.gpu.maxBufferBytes()), BUNDLED_NAME, null);
 }
 
-// Replaces the dataset and starts a fresh model on it; on any error both stay as they were.
-function setData(data, name) {
+// Replaces the dataset (made from `source`, see state.dataSource) and starts a fresh model on
+// it; on any error both stay as they were.
+function setData(data, name, source) {
   const config = configFor(state.trainer ? state.trainer.config() : readSettings().config, data);
   let trainer;
   try {
@@ -177,14 +184,100 @@ function setData(data, name) {
     data.free();
     throw err;
   }
+  installData(data, name, source);
+  replaceTrainer(trainer);
+  forgetSession();
+}
+
+function installData(data, name, source) {
   if (state.data) state.data.free();
   state.data = data;
+  state.dataSource = source;
   $("data-summary").textContent =
     `Training on ${name}: ${data.trainCount()} training and ${data.testCount()} test images of ${data.rows()}x${data.cols()} pixels.`;
-  replaceTrainer(trainer);
   state.picks = { a: pickTest(0), b: pickTest(1) };
   state.galleryStart = 0;
   drawGallery();
+}
+
+// ---- The session in IndexedDB: training survives a reload ----
+// One record: the latest snapshot (weights with Adam's state), the chart's history, the time
+// trained, and what the data was made from (the user's files themselves). Written at every
+// snapshot (each epoch, each pause, and when the tab is hidden); read once, on the next visit.
+
+const sessionStore = createStore("webvae", "session");
+const SESSION_KEY = "current";
+const SESSION_VERSION = 1;
+
+function showSession(text, { startOver = false, error = false } = {}) {
+  $("session-status").textContent = text;
+  $("session-status").dataset.state = error ? "error" : "ok";
+  $("session").hidden = !text;
+  $("start-over").hidden = !startOver;
+}
+
+// Keeps the latest snapshot; a full quota (or no storage at all) is said, and training goes on.
+// Never throws.
+async function persist() {
+  if (!state.snapshot || !state.trainer) return;
+  const session = {
+    version: SESSION_VERSION,
+    checkpoint: state.snapshot,
+    step: state.snapshotStep,
+    savedAt: Date.now(),
+    chart: { train: chart.train, test: chart.test },
+    trainedMs: state.trainedMs,
+    data: state.dataSource,
+  };
+  try {
+    await idbSet(SESSION_KEY, session, sessionStore);
+  } catch (err) {
+    const why = err && err.name === "QuotaExceededError" ? "this browser's storage for the page is full" : messageOf(err);
+    showSession(`Progress could not be kept for the next visit (${why}); training goes on.`, { error: true });
+  }
+}
+
+// The model the session held is gone from the page: so is the session (a message saying why an
+// old one was discarded stays).
+function forgetSession() {
+  idbDel(SESSION_KEY, sessionStore).catch(() => {});
+  if ($("session-status").dataset.state !== "error") showSession("");
+}
+
+// The last visit's session, if there is one and it still fits: data, model, Adam's state and
+// chart, all made before anything is replaced. One that does not fit is said and discarded.
+async function restoreSession() {
+  let session;
+  try {
+    session = await idbGet(SESSION_KEY, sessionStore);
+  } catch {
+    return false; // no IndexedDB here (e.g. a private window): nothing to restore
+  }
+  if (!session) return false;
+  let data = null;
+  try {
+    if (session.version !== SESSION_VERSION) throw new Error("it was saved by another version of this page");
+    const own = session.data;
+    const [names, files] = own ? [own.names, own.files] : [BUNDLED, await fetchBundled()];
+    data = wasm.WebData.fromFiles(names, files, state.gpu.maxBufferBytes());
+    const trainer = wasm.WebTrainer.fromCheckpoint(state.gpu, session.checkpoint, data);
+    installData(data, own ? own.names.join(", ") : BUNDLED_NAME, own);
+    replaceTrainer(trainer, session.step);
+    state.snapshot = session.checkpoint;
+    state.trainedMs = session.trainedMs;
+    chart.train = session.chart.train;
+    chart.test = session.chart.test;
+    chart.draw();
+    showProgress();
+    const saved = new Date(session.savedAt).toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit" });
+    showSession(`Resumed from step ${session.step.toLocaleString("en")}, saved ${saved}.`, { startOver: true });
+    return true;
+  } catch (err) {
+    if (data && state.data !== data) data.free();
+    idbDel(SESSION_KEY, sessionStore).catch(() => {});
+    showSession(`The training saved on your last visit could not be restored, and was discarded: ${messageOf(err)}`, { error: true });
+    return false;
+  }
 }
 
 // ---- The model ----
@@ -231,6 +324,7 @@ function reset() {
   if (!parsed.ok) return;
   try {
     replaceTrainer(new wasm.WebTrainer(state.gpu, parsed.config, state.data));
+    forgetSession();
   } catch (err) {
     if (err && err.kind === "config") showFieldError(err); else fail(err);
   }
@@ -268,11 +362,14 @@ const checkpoint = (optimizer) => gpuTask(async (t) => {
   return { bytes: await t.save(step, optimizer), step };
 });
 
-// Kept for a restart after a lost device, with Adam's state: training goes on as if uninterrupted.
+// Kept for a restart after a lost device and for the next visit, with Adam's state: training
+// goes on as if uninterrupted.
 async function takeSnapshot() {
   const { bytes, step } = await checkpoint(true);
   state.snapshot = bytes;
   state.snapshotStep = step;
+  state.unsaved = false;
+  persist(); // not awaited: the views need not wait for the disk (writes are kept in order)
 }
 
 // ---- Training ----
@@ -306,6 +403,7 @@ async function trainLoop() {
     const n = state.stepsPerSubmit;
     const t0 = performance.now();
     const m = await gpuTask((t) => { t.train(n); return t.metrics(); });
+    state.unsaved = true;
     const dt = performance.now() - t0;
     state.trainedMs += dt;
     // Adapt the steps per submission so one takes about FRAME_MS: the GPU stays busy and the
@@ -735,8 +833,9 @@ async function loadDataFiles(input) {
   const message = $("data-message");
   try {
     const bytes = await Promise.all(files.map(readFile));
-    const data = wasm.WebData.fromFiles(files.map((f) => f.name), bytes, state.gpu.maxBufferBytes());
-    setData(data, files.map((f) => f.name).join(", "));
+    const names = files.map((f) => f.name);
+    const data = wasm.WebData.fromFiles(names, bytes, state.gpu.maxBufferBytes());
+    setData(data, names.join(", "), { names, files: bytes });
     message.dataset.state = "ok";
     message.textContent = `Loaded ${data.trainCount()} training and ${data.testCount()} test images; the model was reset.`;
   } catch (err) {
@@ -768,6 +867,7 @@ async function loadWeights(input) {
     const trainer = wasm.WebTrainer.fromCheckpoint(state.gpu, bytes, state.data);
     replaceTrainer(trainer, info.step);
     state.snapshot = bytes;
+    persist();
     message.dataset.state = "ok";
     message.textContent = info.resumes
       ? `Loaded ${file.name} (saved at step ${info.step} with Adam's state); training resumes exactly where it stopped.`
@@ -797,6 +897,11 @@ $("data-files").addEventListener("change", (e) => loadDataFiles(e.target));
 $("bundled").addEventListener("click", () => useBundled().then(() => {
   $("data-message").textContent = "Using the bundled digits; the model was reset.";
 }).catch((err) => { $("data-message").textContent = `The bundled digits could not be loaded: ${messageOf(err)}`; }));
+$("start-over").addEventListener("click", () => reset());
+// A hidden tab may be closed without warning: keep what was trained for the next visit.
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden && state.unsaved && !state.broken) takeSnapshot().catch(() => {});
+});
 $("samples-std").addEventListener("change", () => refreshSamples());
 $("recon-std").addEventListener("change", () => refreshRecon());
 $("new-samples").addEventListener("click", () => {
