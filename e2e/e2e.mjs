@@ -4,6 +4,7 @@ import { chromium } from "playwright-core";
 import { createServer } from "node:http";
 import { readFile, mkdir, writeFile } from "node:fs/promises";
 import { execFileSync } from "node:child_process";
+import { gunzipSync } from "node:zlib";
 import { extname, join, normalize } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -286,6 +287,59 @@ try {
     assert(/images-idx3-ubyte: .*header describes/.test(text), `unclear message: ${text}`);
     assert((await page.textContent("#data-summary")) === summary, "the dataset summary changed");
     assert(diff(await pixels("samples"), before) === 0, "the samples changed");
+  });
+
+  await check("images of another size (32x32) train and draw in every view", async () => {
+    // The first 1000 test digits, padded by 2 pixels on each side, as one IDX images file and
+    // its labels (the page holds out the last tenth for testing).
+    const n = 1000;
+    const images = gunzipSync(await readFile(join(ROOT, "data/t10k-images-idx3-ubyte.gz")));
+    const labels = gunzipSync(await readFile(join(ROOT, "data/t10k-labels-idx1-ubyte.gz")));
+    const idx = Buffer.alloc(16 + n * 32 * 32);
+    idx.writeUInt32BE(0x803, 0); idx.writeUInt32BE(n, 4); idx.writeUInt32BE(32, 8); idx.writeUInt32BE(32, 12);
+    for (let k = 0; k < n; k++) {
+      for (let y = 0; y < 28; y++) images.copy(idx, 16 + k * 1024 + (y + 2) * 32 + 2, 16 + k * 784 + y * 28, 16 + k * 784 + y * 28 + 28);
+    }
+    const lab = Buffer.alloc(8 + n);
+    lab.writeUInt32BE(0x801, 0); lab.writeUInt32BE(n, 4);
+    labels.copy(lab, 8, 8, 8 + n);
+    await page.setInputFiles("#data-files", [
+      { name: "digits32-images-idx3-ubyte", mimeType: "application/octet-stream", buffer: idx },
+      { name: "digits32-labels-idx1-ubyte", mimeType: "application/octet-stream", buffer: lab },
+    ]);
+    await page.waitForFunction(() => /Loaded|not loaded/.test(document.getElementById("data-message").textContent));
+    await idle();
+    assert(/Loaded 900 training and 100 test images/.test(await message()), await message());
+    assert(/of 32x32 pixels/.test(await page.textContent("#data-summary")), await page.textContent("#data-summary"));
+    assert(/^Model 1024 → linear 400/.test(await page.textContent("#model-summary")), await page.textContent("#model-summary"));
+    await page.click("#train");
+    await page.waitForFunction(() => Number(document.getElementById("step").textContent) >= 5, null, { timeout: 120000 });
+    await page.click("#train");
+    await idle();
+    const size = (id) => page.evaluate((id) => [document.getElementById(id).width, document.getElementById(id).height], id);
+    const sizes = { samples: await size("samples"), recon: await size("recon"), strip: await size("strip"), slot: await size("slot-a-recon"),
+      gallery: await page.evaluate(() => document.querySelector("#gallery canvas").width) };
+    console.log(`     canvas sizes: ${JSON.stringify(sizes)}`);
+    assert(JSON.stringify(sizes) === JSON.stringify({ samples: [256, 256], recon: [320, 64], strip: [320, 32], slot: [32, 32], gallery: 32 }),
+      "the views are not drawn at 32x32 per digit");
+    for (const id of ["samples", "recon", "strip", "slot-a-recon", "scatter"]) assert((await pixels(id)).some((v) => v > 0), `${id} is blank`);
+    // The recon canvas's top row is the test digits themselves: padded, so its border is black.
+    const recon = await pixels("recon");
+    assert(recon.slice(0, 2 * 320).every((v) => v === 0) && recon.slice(0, 32 * 320).some((v) => v > 0), "the test digits are not drawn as 32x32 images");
+    await page.click("#clear-pad");
+    const pad = await page.locator("#pad").boundingBox();
+    await page.mouse.move(pad.x + pad.width / 2, pad.y + pad.height * 0.2);
+    await page.mouse.down();
+    await page.mouse.move(pad.x + pad.width / 2, pad.y + pad.height * 0.8, { steps: 8 });
+    await page.mouse.up();
+    await page.click("#use-drawing");
+    await idle();
+    const slot = /drawing/.test(await page.getAttribute("#slot-a", "aria-label")) ? "slot-a" : "slot-b";
+    assert((await size(slot)).join() === "32,32" && (await pixels(slot)).some((v) => v > 128), "the drawing is not a 32x32 digit");
+    await page.click("#bundled");
+    await page.waitForFunction(() => /Using the bundled digits/.test(document.getElementById("data-message").textContent));
+    await idle();
+    assert(/^Model 784 → linear 400/.test(await page.textContent("#model-summary")), await page.textContent("#model-summary"));
   });
 
   await check("settings are validated next to the field and applied on reset", async () => {

@@ -452,14 +452,14 @@ pub fn epoch_permutation(count: usize, seed: u32, epoch: u32) -> Vec<u32> {
 }
 
 /// A digit drawn by hand (ink in [0, 1], `width` x `height`, row-major) prepared as MNIST's
-/// digits were: its bounding box scaled (keeping its aspect ratio, with area averaging) to fit
-/// 20x20, then placed in a 28x28 image so that its centre of mass is at the centre.
+/// digits were, for images of `rows` x `cols`: its bounding box scaled (keeping its aspect
+/// ratio, with area averaging) to fit 20/28 of the image's shorter side (20x20 in MNIST's
+/// 28x28), then placed so that its centre of mass is at the image's centre.
 /// A blank drawing gives a blank image.
-pub fn centre_digit(ink: &[f32], width: usize, height: usize) -> Vec<f32> {
+pub fn centre_digit(ink: &[f32], width: usize, height: usize, rows: usize, cols: usize) -> Vec<f32> {
     assert_eq!(ink.len(), width * height, "ink must be width x height");
-    const SIDE: usize = 28;
-    const BOX: f64 = 20.0;
-    let mut out = vec![0f32; SIDE * SIDE];
+    let box_side = (rows.min(cols) as f64 * 20.0 / 28.0).round().max(1.0);
+    let mut out = vec![0f32; rows * cols];
     let inked = |x: usize, y: usize| ink[y * width + x] > 0.05;
     let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
     for y in 0..height {
@@ -473,7 +473,7 @@ pub fn centre_digit(ink: &[f32], width: usize, height: usize) -> Vec<f32> {
         return out;
     }
     let (bw, bh) = ((x1 - x0 + 1) as f64, (y1 - y0 + 1) as f64);
-    let scale = BOX / bw.max(bh);
+    let scale = box_side / bw.max(bh);
     let (w, h) = (((bw * scale).round() as usize).max(1), ((bh * scale).round() as usize).max(1));
     // Area averaging: each output pixel is the mean of an n x n grid of source samples.
     let n = ((1.0 / scale).ceil() as usize).clamp(1, 16) * 2;
@@ -495,12 +495,12 @@ pub fn centre_digit(ink: &[f32], width: usize, height: usize) -> Vec<f32> {
         return out;
     }
     let (cx, cy) = small.iter().enumerate().fold((0.0, 0.0), |(cx, cy), (i, &v)| (cx + v * (i % w) as f64, cy + v * (i / w) as f64));
-    // Shift so the centre of mass lands on pixel 13.5, the image's centre, staying inside.
-    let centre = (SIDE as f64 - 1.0) / 2.0;
-    let left = ((centre - cx / total).round() as isize).clamp(0, (SIDE - w) as isize) as usize;
-    let top = ((centre - cy / total).round() as isize).clamp(0, (SIDE - h) as isize) as usize;
+    // Shift so the centre of mass lands on the image's centre (13.5 in 28x28), staying inside
+    // (the box is at most the shorter side, so it fits).
+    let left = (((cols as f64 - 1.0) / 2.0 - cx / total).round() as isize).clamp(0, (cols - w) as isize) as usize;
+    let top = (((rows as f64 - 1.0) / 2.0 - cy / total).round() as isize).clamp(0, (rows - h) as isize) as usize;
     for (i, &v) in small.iter().enumerate() {
-        out[(top + i / w) * SIDE + left + i % w] = v.min(1.0) as f32;
+        out[(top + i / w) * cols + left + i % w] = v.min(1.0) as f32;
     }
     out
 }

@@ -422,13 +422,17 @@ pub fn dimensions_by_use(kl: Vec<f64>) -> Vec<u32> {
     latent::dimensions_by_use(&kl).into_iter().map(|d| d as u32).collect()
 }
 
-/// A hand drawing (ink in [0, 1], width x height) as a centred 28x28 MNIST-style digit.
+/// A hand drawing (ink in [0, 1], width x height) as an MNIST-style digit of `rows` x `cols`
+/// (the dataset's image size): scaled to 20/28 of the shorter side, centred by mass.
 #[wasm_bindgen(js_name = centreDigit)]
-pub fn centre_digit(ink: Vec<f32>, width: usize, height: usize) -> Result<Vec<f32>, JsValue> {
+pub fn centre_digit(ink: Vec<f32>, width: usize, height: usize, rows: usize, cols: usize) -> Result<Vec<f32>, JsValue> {
     if ink.len() != width * height {
         return Err(error("data", format!("{} values do not make a {width}x{height} drawing", ink.len()), None));
     }
-    Ok(data::centre_digit(&ink, width, height))
+    if rows == 0 || cols == 0 {
+        return Err(error("data", format!("a digit of {rows}x{cols} pixels has no room for a drawing"), None));
+    }
+    Ok(data::centre_digit(&ink, width, height, rows, cols))
 }
 
 /// `make bench`, browser half: times the training step of each preset in `models` (e.g.

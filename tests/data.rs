@@ -256,10 +256,15 @@ fn unusable_file_sets_say_why() {
 
 /// Centre of mass (x, y) and bounding box (x0, y0, x1, y1) of a 28x28 image.
 fn com_and_box(img: &[f32]) -> ((f64, f64), (usize, usize, usize, usize)) {
+    com_and_box_of(img, 28)
+}
+
+/// Centre of mass and bounding box of an image `cols` wide.
+fn com_and_box_of(img: &[f32], cols: usize) -> ((f64, f64), (usize, usize, usize, usize)) {
     let (mut total, mut cx, mut cy) = (0.0, 0.0, 0.0);
-    let (mut x0, mut y0, mut x1, mut y1) = (28, 28, 0, 0);
+    let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
     for (i, &v) in img.iter().enumerate() {
-        let (x, y) = (i % 28, i / 28);
+        let (x, y) = (i % cols, i / cols);
         total += v as f64;
         cx += v as f64 * x as f64;
         cy += v as f64 * y as f64;
@@ -280,7 +285,7 @@ fn drawings_are_centred_like_mnist() {
             ink[y * w + x] = 1.0;
         }
     }
-    let img = centre_digit(&ink, w, h);
+    let img = centre_digit(&ink, w, h, 28, 28);
     assert_eq!(img.len(), 784);
     let ((cx, cy), (x0, y0, x1, y1)) = com_and_box(&img);
     assert!((cx - 13.5).abs() <= 0.5 && (cy - 13.5).abs() <= 0.5, "centre of mass at ({cx}, {cy})");
@@ -288,12 +293,19 @@ fn drawings_are_centred_like_mnist() {
     assert_eq!(x1 - x0 + 1, 6, "the aspect ratio is kept (30:100 of 20 is 6)");
     assert!(img.iter().all(|&v| (0.0..=1.0).contains(&v)));
     // A blank canvas stays blank.
-    assert!(centre_digit(&vec![0.0; 100], 10, 10).iter().all(|&v| v == 0.0));
+    assert!(centre_digit(&vec![0.0; 100], 10, 10, 28, 28).iter().all(|&v| v == 0.0));
+    // For other image sizes (a dataset of 32x40 images): the box is 20/28 of the shorter side
+    // (23 of 32), centred on (19.5, 15.5).
+    let img = centre_digit(&ink, w, h, 32, 40);
+    assert_eq!(img.len(), 32 * 40);
+    let ((cx, cy), (x0, y0, x1, y1)) = com_and_box_of(&img, 40);
+    assert!((cx - 19.5).abs() <= 0.5 && (cy - 15.5).abs() <= 0.5, "centre of mass at ({cx}, {cy})");
+    assert_eq!((y1 - y0 + 1, x1 - x0 + 1), (23, 7), "the longer side scaled to 23 pixels, the aspect kept");
     // A real MNIST digit (already 20 pixels tall) keeps its size and ends up centred.
     let (_, test) = bundled_mnist().unwrap();
     let digit = test.image(0);
     let (_, (a0, b0, a1, b1)) = com_and_box(&digit);
-    let ((cx, cy), (x0, y0, x1, y1)) = com_and_box(&centre_digit(&digit, 28, 28));
+    let ((cx, cy), (x0, y0, x1, y1)) = com_and_box(&centre_digit(&digit, 28, 28, 28, 28));
     assert!((cx - 13.5).abs() <= 0.5 && (cy - 13.5).abs() <= 0.5, "centre of mass at ({cx}, {cy})");
     assert!((x1 - x0).abs_diff(a1 - a0) <= 1 && (y1 - y0).abs_diff(b1 - b0) <= 1);
 }

@@ -5,7 +5,6 @@ import { drawDigits, drawScatter, DrawingPad, LABEL_COLOURS, LossChart, SIDE } f
 import { createStore, del as idbDel, get as idbGet, set as idbSet } from "./vendor/idb-keyval.js";
 
 const $ = (id) => document.getElementById(id);
-const PIXELS = SIDE * SIDE;
 const BUNDLED = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
   "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"];
 const FRAME_MS = 40; // aim for this much GPU work per submission, so frames stay under ~50 ms
@@ -458,6 +457,11 @@ function updateControls() {
 
 // ---- Views ----
 
+// The data's image size: every view draws images of this shape.
+const imageShape = () => (state.data ? [state.data.rows(), state.data.cols()] : [SIDE, SIDE]);
+const imagePixels = () => imageShape()[0] * imageShape()[1];
+const draw = (canvas, images, cols) => drawDigits(canvas, images, cols, ...imageShape());
+
 // The captions that depend on the latent type: what a prior sample, a code, a traversal and the
 // chart's two figures are.
 function describeLatent() {
@@ -525,7 +529,7 @@ async function refreshSamples() {
     $("samples-std-caption").hidden = !std;
     const images = await (std ? stdImages("samples", (t) => t.decodeStd(t.priorCodes(64, seed)))
       : gpuTask((t) => t.decode(t.priorCodes(64, seed))));
-    drawDigits($("samples"), images, 8);
+    draw($("samples"), images, 8);
   } catch (err) { fail(err); }
 }
 
@@ -538,7 +542,7 @@ async function refreshRecon() {
     if (std) rows.push(await stdImages("recon", (t) => t.reconstructStd(x)));
     const all = new Float32Array(rows.reduce((n, r) => n + r.length, 0));
     rows.reduce((at, r) => { all.set(r, at); return at + r.length; }, 0);
-    drawDigits($("recon"), all, 10);
+    draw($("recon"), all, 10);
   } catch (err) { fail(err); }
 }
 
@@ -558,7 +562,7 @@ function drawGallery() {
     button.dataset.index = String(i);
     button.setAttribute("aria-label", `Test digit ${labels[i]}, number ${i}`);
     const canvas = document.createElement("canvas");
-    drawDigits(canvas, state.data.testImages(i, 1), 1);
+    draw(canvas, state.data.testImages(i, 1), 1);
     button.append(canvas);
     button.addEventListener("click", () => pick(pickTest(i)));
     gallery.append(button);
@@ -583,21 +587,22 @@ async function refreshInterpolation() {
   const { a, b } = state.picks;
   if (!a || !b) return;
   try {
-    const x = new Float32Array(2 * PIXELS);
+    const pixels = imagePixels();
+    const x = new Float32Array(2 * pixels);
     x.set(a.x);
-    x.set(b.x, PIXELS);
-    drawDigits($("slot-a"), a.x, 1);
-    drawDigits($("slot-b"), b.x, 1);
+    x.set(b.x, pixels);
+    draw($("slot-a"), a.x, 1);
+    draw($("slot-b"), b.x, 1);
     $("slot-a").setAttribute("aria-label", `Digit A: ${a.label}`);
     $("slot-b").setAttribute("aria-label", `Digit B: ${b.label}`);
     const { code } = await gpuTask((t) => t.encode(x));
     const half = code.length / 2;
     state.codes = { a: code.slice(0, half), b: code.slice(half) };
     const recon = await gpuTask((t) => t.reconstruct(x));
-    drawDigits($("slot-a-recon"), recon.subarray(0, PIXELS), 1);
-    drawDigits($("slot-b-recon"), recon.subarray(PIXELS), 1);
+    draw($("slot-a-recon"), recon.subarray(0, pixels), 1);
+    draw($("slot-b-recon"), recon.subarray(pixels), 1);
     const path = wasm.interpolate(state.codes.a, state.codes.b, STRIP, spherical());
-    drawDigits($("strip"), await gpuTask((t) => t.decode(path)), STRIP);
+    draw($("strip"), await gpuTask((t) => t.decode(path)), STRIP);
     await refreshScrub();
   } catch (err) { fail(err); }
 }
@@ -609,7 +614,7 @@ async function refreshScrub() {
     const path = wasm.interpolate(state.codes.a, state.codes.b, 101, spherical());
     const latent = state.codes.a.length;
     const at = Math.round(t * 100) * latent;
-    drawDigits($("scrubbed"), await gpuTask((tr) => tr.decode(path.slice(at, at + latent))), 1);
+    draw($("scrubbed"), await gpuTask((tr) => tr.decode(path.slice(at, at + latent))), 1);
   } catch (err) { fail(err); }
 }
 
@@ -639,7 +644,7 @@ async function refreshLatent() {
     manifold.hidden = latent !== 2;
     if (latent === 2) {
       const codes = wasm.manifoldCodes(new Float32Array(2), 0, 1, 20);
-      drawDigits(manifold, await gpuTask((t) => t.decode(codes)), 20);
+      draw(manifold, await gpuTask((t) => t.decode(codes)), 20);
       $("map-caption").textContent = "Left: digits decoded on a 20x20 grid of the prior's quantiles (the paper's " +
         "figure 4). Right: μ of test digits, coloured by label, on the same axes.";
     } else {
@@ -700,7 +705,7 @@ async function refreshTraversal() {
       canvas.setAttribute("aria-label", classes
         ? `Digit A decoded with variable ${dim} set to each of its ${classes} classes (average KL ${kl.toFixed(2)} nats)`
         : `Digit A decoded with z${dim} swept from low to high (average KL ${kl.toFixed(2)} nats)`);
-      drawDigits(canvas, images.subarray(r * steps * PIXELS, (r + 1) * steps * PIXELS), steps);
+      draw(canvas, images.subarray(r * steps * imagePixels(), (r + 1) * steps * imagePixels()), steps);
       row.append(label, canvas);
       return row;
     });
@@ -757,7 +762,7 @@ function readSettings() {
   } else {
     config.architecture = { kind: "mlp", hidden: sizes("hidden", "400 or 512, 256"), activation: form.activation.value };
   }
-  config.image = state.data ? [state.data.rows(), state.data.cols()] : [SIDE, SIDE];
+  config.image = imageShape();
   const number = (name, field) => {
     const v = Number(form[name].value);
     if (form[name].value.trim() === "" || !Number.isFinite(v)) problems.push({ field, message: `enter a number for ${name}` });
@@ -922,7 +927,7 @@ $("scrub").addEventListener("input", () => refreshScrub());
 $("clear-pad").addEventListener("click", () => { pad.clear(); updateControls(); });
 $("use-drawing").addEventListener("click", () => {
   const { width, height } = $("pad");
-  pick({ x: wasm.centreDigit(pad.ink(), width, height), label: "your drawing" });
+  pick({ x: wasm.centreDigit(pad.ink(), width, height, ...imageShape()), label: "your drawing" });
 });
 $("settings").addEventListener("submit", (e) => {
   e.preventDefault();

@@ -3,23 +3,25 @@
 
 export const SIDE = 28;
 
-// Draws images (a flat array of n * 784 values in [0, 1]) into `canvas` as a grid of `cols`
-// columns, ink white on black like MNIST. The canvas is resized to fit.
-export function drawDigits(canvas, images, cols, side = SIDE) {
-  const n = Math.floor(images.length / (side * side));
+// Draws images (a flat array of n images of `height` x `width` values in [0, 1]; MNIST's 28x28
+// unless given) into `canvas` as a grid of `cols` columns, ink white on black like MNIST. The
+// canvas is resized to fit.
+export function drawDigits(canvas, images, cols, height = SIDE, width = height) {
+  const size = height * width;
+  const n = Math.floor(images.length / size);
   const rows = Math.max(1, Math.ceil(n / cols));
-  if (canvas.width !== cols * side || canvas.height !== rows * side) {
-    canvas.width = cols * side;
-    canvas.height = rows * side;
+  if (canvas.width !== cols * width || canvas.height !== rows * height) {
+    canvas.width = cols * width;
+    canvas.height = rows * height;
   }
   const ctx = canvas.getContext("2d");
-  const img = ctx.createImageData(cols * side, rows * side);
+  const img = ctx.createImageData(cols * width, rows * height);
   for (let k = 0; k < n; k++) {
-    const ox = (k % cols) * side, oy = Math.floor(k / cols) * side;
-    for (let y = 0; y < side; y++) {
-      for (let x = 0; x < side; x++) {
-        const v = Math.round(255 * Math.min(1, Math.max(0, images[k * side * side + y * side + x])));
-        const p = 4 * ((oy + y) * cols * side + ox + x);
+    const ox = (k % cols) * width, oy = Math.floor(k / cols) * height;
+    for (let y = 0; y < height; y++) {
+      for (let x = 0; x < width; x++) {
+        const v = Math.round(255 * Math.min(1, Math.max(0, images[k * size + y * width + x])));
+        const p = 4 * ((oy + y) * cols * width + ox + x);
         img.data[p] = img.data[p + 1] = img.data[p + 2] = v;
         img.data[p + 3] = 255;
       }
