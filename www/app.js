@@ -117,6 +117,18 @@ function clearAlert() {
 const messageOf = (err) => (err && err.message) || String(err);
 
 // Says what went wrong where the user will look; stops training when it cannot go on.
+// Wraps an action of the page (a view's refresh, a button's work) so that whatever it throws
+// takes the one error path, `fail`, instead of being lost in a promise.
+function failsSafely(action) {
+  return async (...args) => {
+    try {
+      await action(...args);
+    } catch (err) {
+      fail(err);
+    }
+  };
+}
+
 function fail(err) {
   const kind = err && err.kind;
   if (kind === "none") return;
@@ -522,29 +534,25 @@ function stdImages(id, run) {
   });
 }
 
-async function refreshSamples() {
-  try {
-    const seed = state.sampleSeed;
-    const std = $("samples-std").checked;
-    $("samples-std-caption").hidden = !std;
-    const images = await (std ? stdImages("samples", (t) => t.decodeStd(t.priorCodes(64, seed)))
-      : gpuTask((t) => t.decode(t.priorCodes(64, seed))));
-    draw($("samples"), images, 8);
-  } catch (err) { fail(err); }
-}
+const refreshSamples = failsSafely(async () => {
+  const seed = state.sampleSeed;
+  const std = $("samples-std").checked;
+  $("samples-std-caption").hidden = !std;
+  const images = await (std ? stdImages("samples", (t) => t.decodeStd(t.priorCodes(64, seed)))
+    : gpuTask((t) => t.decode(t.priorCodes(64, seed))));
+  draw($("samples"), images, 8);
+});
 
-async function refreshRecon() {
-  try {
-    const x = state.data.testImages(0, 10);
-    const rows = [x, await gpuTask((t) => t.reconstruct(x))];
-    const std = $("recon-std").checked;
-    $("recon-std-caption").hidden = !std;
-    if (std) rows.push(await stdImages("recon", (t) => t.reconstructStd(x)));
-    const all = new Float32Array(rows.reduce((n, r) => n + r.length, 0));
-    rows.reduce((at, r) => { all.set(r, at); return at + r.length; }, 0);
-    draw($("recon"), all, 10);
-  } catch (err) { fail(err); }
-}
+const refreshRecon = failsSafely(async () => {
+  const x = state.data.testImages(0, 10);
+  const rows = [x, await gpuTask((t) => t.reconstruct(x))];
+  const std = $("recon-std").checked;
+  $("recon-std-caption").hidden = !std;
+  if (std) rows.push(await stdImages("recon", (t) => t.reconstructStd(x)));
+  const all = new Float32Array(rows.reduce((n, r) => n + r.length, 0));
+  rows.reduce((at, r) => { all.set(r, at); return at + r.length; }, 0);
+  draw($("recon"), all, 10);
+});
 
 function pickTest(i) {
   return { x: state.data.testImages(i, 1), label: `test digit ${state.data.testLabels()[i]} (#${i})` };
@@ -583,79 +591,73 @@ function pick(p) {
 // Slerp suits Gaussian codes only: categorical codes are probabilities, mixed linearly.
 const spherical = () => !state.latent.classes && document.querySelector('input[name="path"]:checked').value === "spherical";
 
-async function refreshInterpolation() {
+const refreshInterpolation = failsSafely(async () => {
   const { a, b } = state.picks;
   if (!a || !b) return;
-  try {
-    const pixels = imagePixels();
-    const x = new Float32Array(2 * pixels);
-    x.set(a.x);
-    x.set(b.x, pixels);
-    draw($("slot-a"), a.x, 1);
-    draw($("slot-b"), b.x, 1);
-    $("slot-a").setAttribute("aria-label", `Digit A: ${a.label}`);
-    $("slot-b").setAttribute("aria-label", `Digit B: ${b.label}`);
-    const { code } = await gpuTask((t) => t.encode(x));
-    const half = code.length / 2;
-    state.codes = { a: code.slice(0, half), b: code.slice(half) };
-    const recon = await gpuTask((t) => t.reconstruct(x));
-    draw($("slot-a-recon"), recon.subarray(0, pixels), 1);
-    draw($("slot-b-recon"), recon.subarray(pixels), 1);
-    const path = wasm.interpolate(state.codes.a, state.codes.b, STRIP, spherical());
-    draw($("strip"), await gpuTask((t) => t.decode(path)), STRIP);
-    await refreshScrub();
-  } catch (err) { fail(err); }
-}
+  const pixels = imagePixels();
+  const x = new Float32Array(2 * pixels);
+  x.set(a.x);
+  x.set(b.x, pixels);
+  draw($("slot-a"), a.x, 1);
+  draw($("slot-b"), b.x, 1);
+  $("slot-a").setAttribute("aria-label", `Digit A: ${a.label}`);
+  $("slot-b").setAttribute("aria-label", `Digit B: ${b.label}`);
+  const { code } = await gpuTask((t) => t.encode(x));
+  const half = code.length / 2;
+  state.codes = { a: code.slice(0, half), b: code.slice(half) };
+  const recon = await gpuTask((t) => t.reconstruct(x));
+  draw($("slot-a-recon"), recon.subarray(0, pixels), 1);
+  draw($("slot-b-recon"), recon.subarray(pixels), 1);
+  const path = wasm.interpolate(state.codes.a, state.codes.b, STRIP, spherical());
+  draw($("strip"), await gpuTask((t) => t.decode(path)), STRIP);
+  await refreshScrub();
+});
 
-async function refreshScrub() {
+const refreshScrub = failsSafely(async () => {
   if (!state.codes) return;
-  try {
-    const t = Number($("scrub").value) / 100;
-    const path = wasm.interpolate(state.codes.a, state.codes.b, 101, spherical());
-    const latent = state.codes.a.length;
-    const at = Math.round(t * 100) * latent;
-    draw($("scrubbed"), await gpuTask((tr) => tr.decode(path.slice(at, at + latent))), 1);
-  } catch (err) { fail(err); }
-}
+  const t = Number($("scrub").value) / 100;
+  const path = wasm.interpolate(state.codes.a, state.codes.b, 101, spherical());
+  const latent = state.codes.a.length;
+  const at = Math.round(t * 100) * latent;
+  draw($("scrubbed"), await gpuTask((tr) => tr.decode(path.slice(at, at + latent))), 1);
+});
 
 // Average KL per dimension (or variable) and the scatter of test codes; the manifold when a
 // Gaussian latent is 2-D.
-async function refreshLatent() {
-  try {
-    const n = Math.min(MAP_POINTS, state.data.testCount());
-    const x = state.data.testImages(0, n);
-    const { mu, logvar, probabilities } = await gpuTask((t) => t.encode(x));
-    const { variables: latent, classes } = state.latent;
-    const kl = classes ? wasm.klPerVariable(probabilities, latent, classes) : wasm.klPerDimension(mu, logvar, latent);
-    state.usage = Array.from(wasm.dimensionsByUse(kl), (dim) => ({ dim, kl: kl[dim] }));
-    const [dx, dy] = latent === 1 ? [0, 0] : latent === 2 ? [0, 1] : [state.usage[0].dim, state.usage[1].dim];
-    if (classes) {
-      drawClassMap(probabilities, n, dx, dy);
-      await refreshTraversal();
-      return;
-    }
-    const xs = [], ys = [];
-    for (let i = 0; i < n; i++) {
-      xs.push(mu[i * latent + dx]);
-      ys.push(latent === 1 ? 0 : mu[i * latent + dy]);
-    }
-    drawScatter($("scatter"), xs, ys, state.data.testLabels());
-    const manifold = $("manifold");
-    manifold.hidden = latent !== 2;
-    if (latent === 2) {
-      const codes = wasm.manifoldCodes(new Float32Array(2), 0, 1, 20);
-      draw(manifold, await gpuTask((t) => t.decode(codes)), 20);
-      $("map-caption").textContent = "Left: digits decoded on a 20x20 grid of the prior's quantiles (the paper's " +
-        "figure 4). Right: μ of test digits, coloured by label, on the same axes.";
-    } else {
-      $("map-caption").textContent = latent === 1
-        ? "μ of test digits along the single latent dimension, coloured by label."
-        : `μ of test digits in the two most-used dimensions, z${dx} (across) and z${dy} (up), coloured by label. ` +
-          "Set the latent dimensions to 2 to see the decoded manifold.";
-    }
+const refreshLatent = failsSafely(async () => {
+  const n = Math.min(MAP_POINTS, state.data.testCount());
+  const x = state.data.testImages(0, n);
+  const { mu, logvar, probabilities } = await gpuTask((t) => t.encode(x));
+  const { variables: latent, classes } = state.latent;
+  const kl = classes ? wasm.klPerVariable(probabilities, latent, classes) : wasm.klPerDimension(mu, logvar, latent);
+  state.usage = Array.from(wasm.dimensionsByUse(kl), (dim) => ({ dim, kl: kl[dim] }));
+  const [dx, dy] = latent === 1 ? [0, 0] : latent === 2 ? [0, 1] : [state.usage[0].dim, state.usage[1].dim];
+  if (classes) {
+    drawClassMap(probabilities, n, dx, dy);
     await refreshTraversal();
-  } catch (err) { fail(err); }
-}
+    return;
+  }
+  const xs = [], ys = [];
+  for (let i = 0; i < n; i++) {
+    xs.push(mu[i * latent + dx]);
+    ys.push(latent === 1 ? 0 : mu[i * latent + dy]);
+  }
+  drawScatter($("scatter"), xs, ys, state.data.testLabels());
+  const manifold = $("manifold");
+  manifold.hidden = latent !== 2;
+  if (latent === 2) {
+    const codes = wasm.manifoldCodes(new Float32Array(2), 0, 1, 20);
+    draw(manifold, await gpuTask((t) => t.decode(codes)), 20);
+    $("map-caption").textContent = "Left: digits decoded on a 20x20 grid of the prior's quantiles (the paper's " +
+      "figure 4). Right: μ of test digits, coloured by label, on the same axes.";
+  } else {
+    $("map-caption").textContent = latent === 1
+      ? "μ of test digits along the single latent dimension, coloured by label."
+      : `μ of test digits in the two most-used dimensions, z${dx} (across) and z${dy} (up), coloured by label. ` +
+        "Set the latent dimensions to 2 to see the decoded manifold.";
+  }
+  await refreshTraversal();
+});
 
 // Categorical latents' map: each test digit at the most likely classes of the two most-used
 // variables (jittered within the cell), coloured by its label.
@@ -685,33 +687,31 @@ function drawClassMap(probabilities, n, dx, dy) {
 
 // Digit A's code (from the interpolation) with each dimension swept, most-used first; for
 // categorical latents, each variable switched through its classes.
-async function refreshTraversal() {
+const refreshTraversal = failsSafely(async () => {
   if (!state.usage || !state.codes) return;
-  try {
-    const { classes } = state.latent;
-    const dims = Uint32Array.from(state.usage.map((u) => u.dim));
-    const steps = classes || TRAVERSAL_STEPS;
-    const codes = classes ? wasm.classTraversalCodes(state.codes.a, dims, classes) : wasm.traversalCodes(state.codes.a, dims, steps);
-    const images = await gpuTask((t) => t.decode(codes));
-    const rows = state.usage.map(({ dim, kl }, r) => {
-      const row = document.createElement("div");
-      row.className = "trow";
-      const label = document.createElement("span");
-      const name = classes ? `v${dim}` : `z${dim}`;
-      label.textContent = `${name} · KL ${kl.toFixed(2)}`;
-      const canvas = document.createElement("canvas");
-      canvas.className = "pixels";
-      canvas.setAttribute("role", "img");
-      canvas.setAttribute("aria-label", classes
-        ? `Digit A decoded with variable ${dim} set to each of its ${classes} classes (average KL ${kl.toFixed(2)} nats)`
-        : `Digit A decoded with z${dim} swept from low to high (average KL ${kl.toFixed(2)} nats)`);
-      draw(canvas, images.subarray(r * steps * imagePixels(), (r + 1) * steps * imagePixels()), steps);
-      row.append(label, canvas);
-      return row;
-    });
-    $("traversal").replaceChildren(...rows);
-  } catch (err) { fail(err); }
-}
+  const { classes } = state.latent;
+  const dims = Uint32Array.from(state.usage.map((u) => u.dim));
+  const steps = classes || TRAVERSAL_STEPS;
+  const codes = classes ? wasm.classTraversalCodes(state.codes.a, dims, classes) : wasm.traversalCodes(state.codes.a, dims, steps);
+  const images = await gpuTask((t) => t.decode(codes));
+  const rows = state.usage.map(({ dim, kl }, r) => {
+    const row = document.createElement("div");
+    row.className = "trow";
+    const label = document.createElement("span");
+    const name = classes ? `v${dim}` : `z${dim}`;
+    label.textContent = `${name} · KL ${kl.toFixed(2)}`;
+    const canvas = document.createElement("canvas");
+    canvas.className = "pixels";
+    canvas.setAttribute("role", "img");
+    canvas.setAttribute("aria-label", classes
+      ? `Digit A decoded with variable ${dim} set to each of its ${classes} classes (average KL ${kl.toFixed(2)} nats)`
+      : `Digit A decoded with z${dim} swept from low to high (average KL ${kl.toFixed(2)} nats)`);
+    draw(canvas, images.subarray(r * steps * imagePixels(), (r + 1) * steps * imagePixels()), steps);
+    row.append(label, canvas);
+    return row;
+  });
+  $("traversal").replaceChildren(...rows);
+});
 
 // ---- Settings ----
 
@@ -849,17 +849,15 @@ async function loadDataFiles(input) {
   }
 }
 
-async function save() {
-  try {
-    const { bytes, step } = await checkpoint($("save-optimizer").checked);
-    const c = state.trainer.config();
-    const a = document.createElement("a");
-    a.href = URL.createObjectURL(new Blob([bytes], { type: "application/octet-stream" }));
-    a.download = `vae-${c.architecture ? c.architecture.kind : "custom"}-z${c.latent}-step${step}.safetensors`;
-    a.click();
-    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
-  } catch (err) { fail(err); }
-}
+const save = failsSafely(async () => {
+  const { bytes, step } = await checkpoint($("save-optimizer").checked);
+  const c = state.trainer.config();
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(new Blob([bytes], { type: "application/octet-stream" }));
+  a.download = `vae-${c.architecture ? c.architecture.kind : "custom"}-z${c.latent}-step${step}.safetensors`;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+});
 
 async function loadWeights(input) {
   const file = input.files[0];
