@@ -112,11 +112,13 @@ fn linear_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
     let origin = block_origin(lid);
     let i = wid.y * TILE_ROWS + origin.x;
     let j = wid.x * TILE_COLS + origin.y;
+    // The block's 16 biases, loaded once for its 16 rows.
+    let bias = array<vec4<f32>, 4>(params4(op.b_off, j, op.cols), params4(op.b_off, j + 4u, op.cols),
+                                   params4(op.b_off, j + 8u, op.cols), params4(op.b_off, j + 12u, op.cols));
     for (var r = 0u; r < 16u; r++) {
         let v = block_row(c, r);
         for (var q = 0u; q < 4u; q++) {
-            let jq = j + 4u * q;
-            store_acts4(op.y_off, i + r, jq, op.cols, activate(op.act, v[q] + params4(op.b_off, jq, op.cols)));
+            store_acts4(op.y_off, i + r, j + 4u * q, op.cols, activate(op.act, v[q] + bias[q]));
         }
     }
 }

@@ -107,10 +107,20 @@ fn uniform_records_match_their_rust_twins() {
 #[test]
 fn tiled_pipelines_cover_the_tiles_dispatched() {
     use naga::back::{pipeline_constants::process_overrides, PipelineConstants};
-    let tiled = [
-        Kernel::LinearForward, Kernel::LinearBackwardInput, Kernel::LinearBackwardWeight,
-        Kernel::ConvDown, Kernel::ConvUp, Kernel::ConvDownTall, Kernel::ConvUpTall, Kernel::ConvWeight,
-    ];
+    // The tiled pipelines: every entry point whose workgroup size the tile constants set.
+    let tiled: Vec<Kernel> = Kernel::ALL
+        .iter()
+        .copied()
+        .filter(|k| {
+            let (file, entry) = k.source();
+            let source = joined(file);
+            let at = source.find(&format!("fn {entry}(")).unwrap_or_else(|| panic!("{k:?}: no fn {entry}"));
+            let attribute = source[..at].rfind("@workgroup_size(").map(|a| &source[a..at]).unwrap_or("");
+            attribute.contains("TILE_")
+        })
+        .collect();
+    // Linear x 3, conv down and up (each in two tile shapes), conv weight.
+    assert!(tiled.len() >= 8, "tiled pipelines found: {tiled:?}");
     for kernel in tiled {
         let (file, entry) = kernel.source();
         let module = module(file);
