@@ -76,6 +76,21 @@ try {
   const diff = (a, b) => a.reduce((s, v, i) => s + Math.abs(v - b[i]), 0) / a.length;
   const lossValue = async () => parseFloat(await page.textContent("#loss"));
   const message = () => page.textContent("#data-message");
+  // Trains until the page's step count reaches `steps`, then pauses and waits for the views.
+  const trainTo = async (steps, timeout = 120000) => {
+    await page.click("#train");
+    await page.waitForFunction((steps) => Number(document.getElementById("step").textContent) >= steps, steps, { timeout });
+    await page.click("#train");
+    await idle();
+  };
+  // Clicks Save weights, keeps the file as artifacts/`name`, and reads it with Python's
+  // safetensors as a PyTorch user would: { file, read }.
+  const saveWeights = async (name) => {
+    const [download] = await Promise.all([page.waitForEvent("download"), page.click("#save")]);
+    const file = join(ARTIFACTS, name);
+    await download.saveAs(file);
+    return { file, read: JSON.parse(execFileSync(PYTHON, [CHECK_SAFETENSORS, file]).toString()) };
+  };
 
   await check("page loads from a sub-path, reports the adapter and draws samples within seconds", async () => {
     const t0 = Date.now();
@@ -198,10 +213,7 @@ try {
   });
 
   await check("weights save to .safetensors (readable by Python) and load back", async () => {
-    const [download] = await Promise.all([page.waitForEvent("download"), page.click("#save")]);
-    const file = join(ARTIFACTS, "weights.safetensors");
-    await download.saveAs(file);
-    const read = JSON.parse(execFileSync(PYTHON, [CHECK_SAFETENSORS, file]).toString());
+    const { file, read } = await saveWeights("weights.safetensors");
     const config = JSON.parse(read.metadata.config);
     assert(config.latent === 20 && config.encoder[0].out === 400, `saved config: ${read.metadata.config}`);
     assert(JSON.stringify(read.tensors["encoder.0.weight"].shape) === "[400,784]", "encoder.0.weight is not [400, 784]");
@@ -224,11 +236,8 @@ try {
     await idle();
     await page.evaluate(async () => { const t = window.vae.state.trainer; t.train(5); await t.metrics(); });
     await page.check("#save-optimizer");
-    const [download] = await Promise.all([page.waitForEvent("download"), page.click("#save")]);
+    const { file, read } = await saveWeights("resume.safetensors");
     await page.uncheck("#save-optimizer");
-    const file = join(ARTIFACTS, "resume.safetensors");
-    await download.saveAs(file);
-    const read = JSON.parse(execFileSync(PYTHON, [CHECK_SAFETENSORS, file]).toString());
     assert(JSON.stringify(read.tensors["optimizer.exp_avg_sq.encoder.0.weight"].shape) === "[400,784]", "no second moments in the file");
     const saved = Number(read.metadata.step);
     assert(saved > 0 && Number(read.metadata.optimizer_step) > 0, `steps in the file: ${JSON.stringify(read.metadata)}`);
@@ -312,10 +321,7 @@ try {
     assert(/Loaded 900 training and 100 test images/.test(await message()), await message());
     assert(/of 32x32 pixels/.test(await page.textContent("#data-summary")), await page.textContent("#data-summary"));
     assert(/^Model 1024 → linear 400/.test(await page.textContent("#model-summary")), await page.textContent("#model-summary"));
-    await page.click("#train");
-    await page.waitForFunction(() => Number(document.getElementById("step").textContent) >= 5, null, { timeout: 120000 });
-    await page.click("#train");
-    await idle();
+    await trainTo(5);
     const size = (id) => page.evaluate((id) => [document.getElementById(id).width, document.getElementById(id).height], id);
     const sizes = { samples: await size("samples"), recon: await size("recon"), strip: await size("strip"), slot: await size("slot-a-recon"),
       gallery: await page.evaluate(() => document.querySelector("#gallery canvas").width) };
@@ -373,20 +379,14 @@ try {
     assert(/conv2d 32 k4 s2 p1 relu → conv2d 64 k4 s2 p1 relu → flatten → linear 256 relu → z20/.test(summary), summary);
     assert(/1,691,369 parameters/.test(summary), summary);
     const before = await pixels("samples");
-    await page.click("#train");
-    await page.waitForFunction(() => Number(document.getElementById("step").textContent) >= 3, null, { timeout: 600000 });
-    await page.click("#train");
-    await idle();
+    await trainTo(3, 600000);
     const after = await pixels("samples");
     const changed = diff(before, after);
     console.log(`     ${await page.textContent("#step")} steps; samples/s ${await page.textContent("#rate")}; samples moved ${changed.toFixed(1)} levels`);
     assert(changed > 1, `the conv model's samples did not change (${changed.toFixed(2)} levels)`);
     for (const id of ["strip", "slot-a-recon", "scatter"]) assert((await pixels(id)).some((v) => v > 0), `${id} is blank`);
     assert((await page.locator("#traversal .trow").count()) > 0, "no traversal rows");
-    const [download] = await Promise.all([page.waitForEvent("download"), page.click("#save")]);
-    const file = join(ARTIFACTS, "conv.safetensors");
-    await download.saveAs(file);
-    const read = JSON.parse(execFileSync(PYTHON, [CHECK_SAFETENSORS, file]).toString());
+    const { file, read } = await saveWeights("conv.safetensors");
     assert(JSON.stringify(read.tensors["encoder.0.weight"].shape) === "[32,1,4,4]", "Conv2d weight is not [out, in, k, k]");
     assert(JSON.stringify(read.tensors["decoder.5.weight"].shape) === "[64,32,4,4]", "ConvTranspose2d weight is not [in, out, k, k]");
     assert(/conv_transpose2d/.test(read.metadata.layers), `layers: ${read.metadata.layers}`);
@@ -419,10 +419,7 @@ try {
     const summary = await page.textContent("#model-summary");
     assert(/linear 400 relu → linear 1568/.test(summary), `no mean and log-variance per pixel: ${summary}`);
     const before = await pixels("samples");
-    await page.click("#train");
-    await page.waitForFunction(() => Number(document.getElementById("step").textContent) >= 20, null, { timeout: 300000 });
-    await page.click("#train");
-    await idle();
+    await trainTo(20, 300000);
     const means = await pixels("samples");
     assert(diff(before, means) > 1, "the samples did not change");
     await page.check("#samples-std");
@@ -435,10 +432,7 @@ try {
     const recon = await page.evaluate(() => document.getElementById("recon").height);
     assert(recon === 3 * 28, `the reconstructions have no σ row (canvas ${recon} px high)`);
     await page.screenshot({ path: join(ARTIFACTS, "gauss-var.png"), fullPage: true });
-    const [download] = await Promise.all([page.waitForEvent("download"), page.click("#save")]);
-    const file = join(ARTIFACTS, "gauss-var.safetensors");
-    await download.saveAs(file);
-    const read = JSON.parse(execFileSync(PYTHON, [CHECK_SAFETENSORS, file]).toString());
+    const { file, read } = await saveWeights("gauss-var.safetensors");
     // One output layer of 2 x 784: torch.chunk(out, 2, dim=1) gives the means' logits and the log-variances.
     assert(JSON.stringify(read.tensors["decoder.2.weight"].shape) === "[1568,400]", "decoder.2.weight is not [1568, 400]");
     assert(JSON.parse(read.metadata.config).likelihood.kind === "gaussian_var", read.metadata.config);
@@ -478,10 +472,7 @@ try {
     assert(await page.isHidden("#spherical-choice"), "slerp is offered for class probabilities");
     assert(/one-hot/.test(await page.textContent("#samples-caption")), await page.textContent("#samples-caption"));
     const before = await pixels("samples");
-    await page.click("#train");
-    await page.waitForFunction(() => Number(document.getElementById("step").textContent) >= 20, null, { timeout: 300000 });
-    await page.click("#train");
-    await idle();
+    await trainTo(20, 300000);
     const after = await pixels("samples");
     assert(diff(before, after) > 1, "the samples did not change");
     for (const id of ["strip", "slot-a-recon", "scatter"]) assert((await pixels(id)).some((v) => v > 0), `${id} is blank`);
@@ -491,10 +482,7 @@ try {
     assert(/^v\d+ · KL/.test(await page.textContent("#traversal .trow span")), await page.textContent("#traversal .trow span"));
     assert(/most likely class/.test(await page.textContent("#map-caption")), await page.textContent("#map-caption"));
     await page.screenshot({ path: join(ARTIFACTS, "categorical.png"), fullPage: true });
-    const [download] = await Promise.all([page.waitForEvent("download"), page.click("#save")]);
-    const file = join(ARTIFACTS, "categorical.safetensors");
-    await download.saveAs(file);
-    const read = JSON.parse(execFileSync(PYTHON, [CHECK_SAFETENSORS, file]).toString());
+    const { file, read } = await saveWeights("categorical.safetensors");
     assert(JSON.stringify(read.tensors["logits.weight"].shape) === "[200,400]", "logits.weight is not [200, 400]");
     assert(JSON.stringify(read.tensors["decoder.0.weight"].shape) === "[400,200]", "decoder.0.weight is not [400, 200]");
     await page.selectOption(kind, "gaussian");

@@ -58,6 +58,11 @@ fn gumbel(row: u32, dim: u32) -> f32 {
     return -log(neg_log_unit(f32(2u * m + 1u) / 16777216.0));
 }
 
+// The temperature at this step (common.wgsl's step record); model::LatentType::temperature.
+fn temperature() -> f32 {
+    return max(op.tau_floor, op.tau_start * exp(-op.tau_rate * f32(step.rng_step)));
+}
+
 fn logit(b: u32, i: u32) -> f32 { return acts[op.logits_off + b * op.variables * op.classes + i]; }
 
 // The largest logit of variable n of datapoint b, and log sum_k exp(logit_k): log q_k = logit_k - lse.
@@ -80,7 +85,7 @@ fn gumbel_softmax(@builtin(global_invocation_id) gid: vec3<u32>) {
     let b = r % op.batch;
     let width = op.variables * op.classes;
     let at = r * width + n * op.classes;
-    let tau = max(op.tau_floor, op.tau_start * exp(-op.tau_rate * f32(step.rng_step)));
+    let tau = temperature();
     // s_k = (logit_k + g_k) / t, with t = tau (relaxed) or 1 (the others; no noise for probabilities).
     var best = -3.0e38;
     var best_k = 0u;
@@ -116,7 +121,7 @@ fn categorical_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let b = gid.x;
     if b >= op.batch { return; }
     let width = op.variables * op.classes;
-    let tau = max(op.tau_floor, op.tau_start * exp(-op.tau_rate * f32(step.rng_step)));
+    let tau = temperature();
     var kl = 0.0;
     for (var n = 0u; n < op.variables; n++) {
         let lse = log_sum_exp(b, n);

@@ -595,11 +595,17 @@ impl Trainer {
 
     /// Replaces the parameters (and restarts Adam's moments), e.g. from a checkpoint.
     pub fn set_parameters(&mut self, params: &[f32]) -> Result<(), TrainError> {
+        self.upload(params, &vec![0f32; 2 * adam_len(&self.layout)])
+    }
+
+    /// Writes the parameters and Adam's moments (m then v, each padded to whole vec4s) and
+    /// leaves the diverged state.
+    fn upload(&mut self, params: &[f32], moments: &[f32]) -> Result<(), TrainError> {
         if params.len() != self.layout.len {
             return Err(TrainError::Data(format!("expected {} parameters, got {}", self.layout.len, params.len())));
         }
         self.gpu.queue.write_buffer(&self.buffers.params, 0, bytes_of_f32(params));
-        self.gpu.queue.write_buffer(&self.buffers.moments, 0, bytes_of_f32(&vec![0f32; 2 * adam_len(&self.layout)]));
+        self.gpu.queue.write_buffer(&self.buffers.moments, 0, bytes_of_f32(moments));
         self.diverged = None;
         Ok(())
     }
@@ -619,11 +625,10 @@ impl Trainer {
         if state.m.len() != len || state.v.len() != len {
             return Err(TrainError::Data(format!("expected Adam's moments for {len} parameters, got {} and {}", state.m.len(), state.v.len())));
         }
-        self.set_parameters(params)?;
         let mut moments = vec![0f32; 2 * padded];
         moments[..len].copy_from_slice(&state.m);
         moments[padded..padded + len].copy_from_slice(&state.v);
-        self.gpu.queue.write_buffer(&self.buffers.moments, 0, bytes_of_f32(&moments));
+        self.upload(params, &moments)?;
         self.step = state.step;
         let order = epoch_permutation(self.train_count, self.config.seed, self.step / self.steps_per_epoch);
         self.gpu.queue.write_buffer(&self.buffers.indices, 0, bytemuck::cast_slice(&order));

@@ -212,13 +212,17 @@ function installData(data, name, source) {
 }
 
 // ---- The session in IndexedDB: training survives a reload ----
-// One record: the latest snapshot (weights with Adam's state), the chart's history, the time
-// trained, and what the data was made from (the user's files themselves). Written at every
-// snapshot (each epoch, each pause, and when the tab is hidden); read once, on the next visit.
+// Two records: the session (the latest snapshot: weights with Adam's state, the chart's
+// history, the time trained, and whether the data is the bundled set or the user's own) written
+// at every snapshot (each epoch, each pause, and when the tab is hidden); and the user's own
+// files, written once when they change rather than with every snapshot. Read once, on the next
+// visit.
 
 const sessionStore = createStore("webvae", "session");
 const SESSION_KEY = "current";
+const DATA_KEY = "data";
 const SESSION_VERSION = 1;
+let storedData; // the dataSource the DATA_KEY record holds (undefined: not known to hold any)
 
 function showSession(text, { startOver = false, error = false } = {}) {
   $("session-status").textContent = text;
@@ -238,9 +242,13 @@ async function persist() {
     savedAt: Date.now(),
     chart: { train: chart.train, test: chart.test },
     trainedMs: state.trainedMs,
-    data: state.dataSource,
+    ownData: !!state.dataSource,
   };
   try {
+    if (state.dataSource && storedData !== state.dataSource) {
+      await idbSet(DATA_KEY, state.dataSource, sessionStore);
+      storedData = state.dataSource;
+    }
     await idbSet(SESSION_KEY, session, sessionStore);
   } catch (err) {
     const why = err && err.name === "QuotaExceededError" ? "this browser's storage for the page is full" : messageOf(err);
@@ -252,6 +260,8 @@ async function persist() {
 // old one was discarded stays).
 function forgetSession() {
   idbDel(SESSION_KEY, sessionStore).catch(() => {});
+  idbDel(DATA_KEY, sessionStore).catch(() => {});
+  storedData = undefined;
   if ($("session-status").dataset.state !== "error") showSession("");
 }
 
@@ -268,11 +278,13 @@ async function restoreSession() {
   let data = null;
   try {
     if (session.version !== SESSION_VERSION) throw new Error("it was saved by another version of this page");
-    const own = session.data;
+    const own = session.ownData ? await idbGet(DATA_KEY, sessionStore) : null;
+    if (session.ownData && !own) throw new Error("the files it was trained on were not kept");
     const [names, files] = own ? [own.names, own.files] : [BUNDLED, await fetchBundled()];
     data = wasm.WebData.fromFiles(names, files, state.gpu.maxBufferBytes());
     const trainer = wasm.WebTrainer.fromCheckpoint(state.gpu, session.checkpoint, data);
     installData(data, own ? own.names.join(", ") : BUNDLED_NAME, own);
+    storedData = own;
     replaceTrainer(trainer, session.step);
     state.snapshot = session.checkpoint;
     state.trainedMs = session.trainedMs;
@@ -286,6 +298,7 @@ async function restoreSession() {
   } catch (err) {
     if (data && state.data !== data) data.free();
     idbDel(SESSION_KEY, sessionStore).catch(() => {});
+    idbDel(DATA_KEY, sessionStore).catch(() => {});
     showSession(`The training saved on your last visit could not be restored, and was discarded: ${messageOf(err)}`, { error: true });
     return false;
   }
@@ -632,11 +645,15 @@ const refreshLatent = failsSafely(async () => {
   const kl = classes ? wasm.klPerVariable(probabilities, latent, classes) : wasm.klPerDimension(mu, logvar, latent);
   state.usage = Array.from(wasm.dimensionsByUse(kl), (dim) => ({ dim, kl: kl[dim] }));
   const [dx, dy] = latent === 1 ? [0, 0] : latent === 2 ? [0, 1] : [state.usage[0].dim, state.usage[1].dim];
-  if (classes) {
-    drawClassMap(probabilities, n, dx, dy);
-    await refreshTraversal();
-    return;
-  }
+  if (classes) drawClassMap(probabilities, n, dx, dy);
+  else await drawCodeMap(mu, n, dx, dy);
+  await refreshTraversal();
+});
+
+// Gaussian latents' map: mu of the test digits in dimensions dx and dy, coloured by label; with
+// a 2-D latent space, the decoded manifold beside it.
+async function drawCodeMap(mu, n, dx, dy) {
+  const latent = state.latent.variables;
   const xs = [], ys = [];
   for (let i = 0; i < n; i++) {
     xs.push(mu[i * latent + dx]);
@@ -656,8 +673,7 @@ const refreshLatent = failsSafely(async () => {
       : `μ of test digits in the two most-used dimensions, z${dx} (across) and z${dy} (up), coloured by label. ` +
         "Set the latent dimensions to 2 to see the decoded manifold.";
   }
-  await refreshTraversal();
-});
+}
 
 // Categorical latents' map: each test digit at the most likely classes of the two most-used
 // variables (jittered within the cell), coloured by its label.
