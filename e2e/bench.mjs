@@ -1,5 +1,6 @@
 // `make bench`, browser half: opens the built page (../dist) in headless Chromium on WebGPU and
-// runs the wasm benchmark there, printing its lines (`bench browser ms_per_step ...`).
+// runs the wasm benchmark there, printing its lines (`bench browser ms_per_step ...`); then the
+// same step on the CPU path in WebAssembly (`bench browser-cpu ms_per_step ...`).
 import { chromium } from "playwright-core";
 import { createServer } from "node:http";
 import { readFile } from "node:fs/promises";
@@ -30,6 +31,8 @@ const browser = await chromium.launch({
 let code = 0;
 try {
   const page = await browser.newPage();
+  const bench = (model, n, device) => page.evaluate(([m, k, d]) => window.wasmBindings.benchmark(m, k, d)
+    .catch((e) => { throw new Error(String(e?.message ?? e)); }), [model, n, device]);
   await page.goto(`http://127.0.0.1:${server.address().port}/`);
   await page.waitForFunction(() => window.wasmBindings, null, { timeout: 60000 });
   // Each preset on its own page call, so a long conv run cannot hold the MLP's lines back.
@@ -38,8 +41,11 @@ try {
   for (const model of models) {
     // The conv step takes seconds on a software adapter: fewer samples keep the run short.
     const n = model === "conv" ? Number(process.env.CONV_SAMPLES || 5) : samples;
-    const lines = await page.evaluate(([m, k]) => window.wasmBindings.benchmark(m, k).catch((e) => { throw new Error(String(e?.message ?? e)); }), [model, n]);
-    for (const line of lines) console.log(line);
+    for (const line of await bench(model, n, "gpu")) console.log(line);
+  }
+  // The CPU path (CPU_MODELS="mlp conv" to time the conv preset too: seconds per step).
+  for (const model of (process.env.CPU_MODELS || "mlp").split(/\s+/).filter(Boolean)) {
+    for (const line of await bench(model, model === "conv" ? 3 : samples, "cpu")) console.log(line);
   }
 } catch (e) {
   console.error(`bench browser failed: ${e.message || JSON.stringify(e)}`);

@@ -1,7 +1,8 @@
 //! `make bench`, native half: the training step of each preset (MODELS="mlp conv" by default)
 //! on the native adapter, timed SAMPLES times (15 by default). Prints `bench native model <m> ms_per_step <median> samples_per_s <n>
 //! dispatches_per_step <n> readbacks_per_step <n>`, then the matmul kernels' GFLOP/s (MLP) and
-//! each dispatch of the step timed alone, with the products' GFLOP/s.
+//! each dispatch of the step timed alone, with the products' GFLOP/s. Then the same steps on
+//! the CPU path (CPU_MODELS="mlp" by default): `bench native-cpu model <m> ms_per_step ...`.
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -15,6 +16,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for model in models.split_whitespace() {
         let report = pollster::block_on(webvae::bench::run(gpu.clone(), model, samples, || start.elapsed().as_secs_f64() * 1000.0))?;
         for line in report.lines("native") {
+            println!("{line}");
+        }
+    }
+    let cpu_models = std::env::var("CPU_MODELS").unwrap_or_else(|_| "mlp".into());
+    for model in cpu_models.split_whitespace() {
+        let report = webvae::bench::run_cpu(model, samples, || start.elapsed().as_secs_f64() * 1000.0)?;
+        for line in report.lines("native-cpu") {
             println!("{line}");
         }
     }

@@ -1,7 +1,9 @@
 //! The benchmark behind `make bench`: the reference configuration's training step (784-400-20,
-//! batch 128) timed on this device, and its largest matmuls timed alone at their real shapes.
-//! The same code runs natively and in the browser; only the clock is passed in.
+//! batch 128) timed on this device, and its largest matmuls timed alone at their real shapes;
+//! and the same step on the CPU path. The same code runs natively and in the browser; only the
+//! clock is passed in.
 
+use crate::cpu::CpuTrainer;
 use crate::data::Dataset;
 use crate::gpu::Gpu;
 use crate::kernels::{Kernel, Kernels, SingleKernel};
@@ -46,6 +48,10 @@ impl Report {
         for k in &self.kernels {
             let (r, i, c) = k.shape;
             lines.push(format!("matmul {backend} {} {r}x{i}x{c} ms {:.2} gflops {:.2}", k.kernel, k.ms, k.gflops));
+        }
+        if self.profile.is_empty() {
+            lines.push(format!("adapter {backend} {} (median of {} timed steps)", self.adapter, self.steps_timed));
+            return lines;
         }
         let total: f64 = self.profile.iter().map(|p| p.1).sum();
         let profile: Vec<String> = self
@@ -127,6 +133,35 @@ pub async fn run(gpu: Gpu, model: &str, samples: usize, now: impl Fn() -> f64) -
         steps_timed,
         kernels: kernel_timings,
         profile,
+    })
+}
+
+/// Times the training step of the preset `model` on the CPU path (`cpu::CpuTrainer`), as `run`
+/// times it on the GPU: after warm-up, `samples` times, each over enough steps to take ~200 ms.
+pub fn run_cpu(model: &str, samples: usize, now: impl Fn() -> f64) -> Result<Report, TrainError> {
+    let config = Config::preset(model).ok_or_else(|| TrainError::Data(format!("unknown model \"{model}\" (expected mlp or conv)")))?;
+    let mut trainer = CpuTrainer::new(config.clone(), &synthetic(9000, 1), &synthetic(1000, 2))?;
+    trainer.train(2)?;
+    let t0 = now();
+    trainer.train(1)?;
+    let per_sample = ((200.0 / (now() - t0).max(1.0)).ceil() as u32).clamp(1, 64);
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let t0 = now();
+        trainer.train(per_sample)?;
+        times.push((now() - t0) / per_sample as f64);
+    }
+    let ms_per_step = median(times);
+    Ok(Report {
+        model: model.to_string(),
+        adapter: "CPU, f32 on one thread (matrixmultiply sgemm; simd128 in wasm)".to_string(),
+        ms_per_step,
+        samples_per_s: config.batch_size as f64 * 1000.0 / ms_per_step,
+        dispatches_per_step: 0,
+        readbacks_per_step: 0.0,
+        steps_timed: samples as u32 * per_sample,
+        kernels: Vec::new(),
+        profile: Vec::new(),
     })
 }
 

@@ -8,6 +8,8 @@
 //!   neither trainer nor reference.
 //! - [`reference`]: the whole model as plain loops over the layers: the oracle the GPU is checked against.
 //! - [`trainer`]: the one owner of GPU state; the training step as a loop over the layers.
+//! - [`cpu`]: the same trainer on the CPU in f32 (sgemm), for browsers without WebGPU.
+//! - [`backend`]: one interface over the two trainers.
 //! - [`gpu`]: the device, its queue, and the one readback helper.
 //! - [`kernels`]: the WGSL pipelines, built once, and the uniforms that drive them.
 //! - [`latent`]: prior samples, interpolation, traversals and the manifold the page draws.
@@ -15,8 +17,10 @@
 //! - [`checkpoint`]: weights and configuration as a `.safetensors` file.
 //! - `web` (wasm32 only): the surface the page calls through wasm-bindgen.
 
+pub mod backend;
 pub mod bench;
 pub mod checkpoint;
+pub mod cpu;
 pub mod data;
 pub mod gpu;
 pub mod kernels;

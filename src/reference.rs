@@ -128,12 +128,18 @@ pub fn backward(config: &Config, layout: &Layout, params: &[f64], x: &[f64], fwd
 /// Noise for one training step, [L*B, Z] keyed by (seed, step, row, dim): standard normal eps,
 /// or Gumbel noise for categorical latents.
 pub fn step_eps(config: &Config, step: u32, batch: usize) -> Vec<f64> {
-    let (rows, z) = (batch * config.samples, config.code_len());
+    noise(config, step, batch * config.samples)
+}
+
+/// The noise of `rows` decoder rows at RNG step `rng_step` (a training step, or one of
+/// `rng`'s evaluation steps), [rows, Z].
+pub fn noise(config: &Config, rng_step: u32, rows: usize) -> Vec<f64> {
+    let z = config.code_len();
     let draw = match config.latent_type {
         LatentType::Gaussian {} => latent::eps,
         LatentType::Categorical { .. } => categorical::gumbel,
     };
-    (0..rows * z).map(|i| draw(config.seed, step, (i / z) as u32, (i % z) as u32)).collect()
+    (0..rows * z).map(|i| draw(config.seed, rng_step, (i / z) as u32, (i % z) as u32)).collect()
 }
 
 /// A CPU trainer with the GPU trainer's semantics, for parity tests.

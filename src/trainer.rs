@@ -20,9 +20,9 @@ pub const STEP_SLOTS: u32 = 256;
 /// Record slots in the ops buffer (plans are cached; the cache is rebuilt when full).
 const OP_SLOTS: u32 = 1024;
 /// Decoder rows per importance-weighted batch (datapoints x k).
-const IWAE_ROWS: usize = 2048;
+pub(crate) const IWAE_ROWS: usize = 2048;
 /// Rows per submission of the encode/decode/reconstruct passes.
-const PASS_ROWS: usize = 256;
+pub(crate) const PASS_ROWS: usize = 256;
 
 // The metrics buffer (f32): a flag, then three accumulators of 5 values:
 // [sum of reconstruction, sum of KL, datapoints, batches, sum of per-batch loss].
@@ -254,22 +254,7 @@ impl Trainer {
     /// Uploads the datasets and freshly initialised parameters. The configuration is checked
     /// on its own terms and against the device's limits before anything is allocated.
     pub fn new(gpu: Gpu, config: Config, train: &Dataset, test: &Dataset) -> Result<Trainer, TrainError> {
-        config.validate()?;
-        for (name, d) in [("training", train), ("test", test)] {
-            let fits = match config.input {
-                Shape::Flat(n) => d.pixels_per_image() == n,
-                Shape::Image { height, width, .. } => (d.rows, d.cols) == (height, width),
-            };
-            if !fits {
-                return Err(TrainError::Data(format!(
-                    "the {name} images have {} pixels ({}x{}) but the model expects {}",
-                    d.pixels_per_image(), d.rows, d.cols, config.input
-                )));
-            }
-        }
-        if train.count < config.batch_size {
-            return Err(ConfigError { field: "batch_size", message: format!("is larger than the {} training images", train.count) }.into());
-        }
+        check_model_and_data(&config, train, test)?;
         let layout = Layout::new(&config);
         let acts = Acts::new(&config, &layout, config.batch_size, config.batch_size * config.samples);
         check_limits(&gpu.device.limits(), &config, &layout, &acts, train, test)?;
@@ -669,6 +654,28 @@ impl Trainer {
         self.plans.push(Plan { pass, batch, rows, acts, dispatches });
         self.plans.last().unwrap()
     }
+}
+
+/// Refuses an invalid configuration, and data that does not fit it (image size, a batch larger
+/// than the training set). Both trainers check this before anything else.
+pub(crate) fn check_model_and_data(config: &Config, train: &Dataset, test: &Dataset) -> Result<(), TrainError> {
+    config.validate()?;
+    for (name, d) in [("training", train), ("test", test)] {
+        let fits = match config.input {
+            Shape::Flat(n) => d.pixels_per_image() == n,
+            Shape::Image { height, width, .. } => (d.rows, d.cols) == (height, width),
+        };
+        if !fits {
+            return Err(TrainError::Data(format!(
+                "the {name} images have {} pixels ({}x{}) but the model expects {}",
+                d.pixels_per_image(), d.rows, d.cols, config.input
+            )));
+        }
+    }
+    if train.count < config.batch_size {
+        return Err(ConfigError { field: "batch_size", message: format!("is larger than the {} training images", train.count) }.into());
+    }
+    Ok(())
 }
 
 /// Refuses configurations the device cannot hold, naming the field to change.

@@ -3,12 +3,13 @@
 
 use wasm_bindgen::prelude::*;
 
+use crate::backend::{Backend, Device};
 use crate::checkpoint::{self, CheckpointError};
 use crate::data::{self, DataError, Dataset};
 use crate::gpu::{Gpu, GpuError};
 use crate::latent::{self, Encoding};
 use crate::model::Config;
-use crate::trainer::{TrainError, Trainer};
+use crate::trainer::TrainError;
 
 #[wasm_bindgen(start)]
 pub fn start() {
@@ -83,32 +84,58 @@ pub fn validate_config(config: JsValue) -> Result<JsValue, JsValue> {
     config_to_js(&config_from_js(config)?)
 }
 
-/// An open GPU device. Trainers share it; after it is lost, request a new one.
+/// Where models train: an open GPU device (trainers share it; after it is lost, request a new
+/// one), or the CPU in WebAssembly, which every browser has.
 #[wasm_bindgen]
-pub struct WebGpu {
-    gpu: Gpu,
+pub struct WebDevice {
+    device: Device,
 }
 
+/// The most image bytes the CPU path takes: the data lives in the module's memory, which a
+/// browser gives at most 4 GB (some 2 GB), beside the model and its activations.
+const CPU_MAX_DATA_BYTES: f64 = (1u64 << 30) as f64;
+
 #[wasm_bindgen]
-impl WebGpu {
-    /// Opens the adapter's device; rejects with kind "no-webgpu", "no-adapter" or "device".
-    pub async fn request() -> Result<WebGpu, JsValue> {
-        Ok(WebGpu { gpu: Gpu::new().await.map_err(gpu_error_to_js)? })
+impl WebDevice {
+    /// Opens the GPU adapter's device; rejects with kind "no-webgpu", "no-adapter" or "device".
+    #[wasm_bindgen(js_name = requestGpu)]
+    pub async fn request_gpu() -> Result<WebDevice, JsValue> {
+        Ok(WebDevice { device: Device::Gpu(Gpu::new().await.map_err(gpu_error_to_js)?) })
     }
 
-    pub fn adapter(&self) -> String {
-        self.gpu.adapter_summary()
+    /// The CPU path: f32 on one thread, with WebAssembly SIMD.
+    pub fn cpu() -> WebDevice {
+        WebDevice { device: Device::Cpu }
     }
 
-    /// The most bytes one storage buffer may hold on this device: the dataset's images must fit.
+    /// "gpu" or "cpu".
+    pub fn kind(&self) -> String {
+        self.device.kind().into()
+    }
+
+    /// What trains, in a few words: the GPU adapter, or the CPU path.
+    pub fn describe(&self) -> String {
+        match &self.device {
+            Device::Gpu(gpu) => format!("WebGPU adapter: {}", gpu.adapter_summary()),
+            Device::Cpu => "CPU in WebAssembly (f32 with SIMD, one thread)".into(),
+        }
+    }
+
+    /// The most bytes the dataset's images may take here: one storage buffer on a GPU.
     #[wasm_bindgen(js_name = maxBufferBytes)]
     pub fn max_buffer_bytes(&self) -> f64 {
-        self.gpu.device.limits().max_storage_buffer_binding_size as f64
+        match &self.device {
+            Device::Gpu(gpu) => gpu.device.limits().max_storage_buffer_binding_size as f64,
+            Device::Cpu => CPU_MAX_DATA_BYTES,
+        }
     }
 
-    /// Destroys the device as a driver reset would, to try the recovery path.
+    /// Destroys a GPU device as a driver reset would, to try the recovery path (the CPU cannot
+    /// be lost).
     pub fn lose(&self) {
-        self.gpu.lose();
+        if let Device::Gpu(gpu) = &self.device {
+            gpu.lose();
+        }
     }
 }
 
@@ -180,19 +207,20 @@ pub fn checkpoint_info(bytes: &[u8]) -> Result<JsValue, JsValue> {
     Ok(obj.into())
 }
 
-/// A VAE training on the page's GPU.
+/// A VAE training on the page's GPU or in WebAssembly on the CPU (`backend::Backend`): the
+/// page calls the same methods either way.
 #[wasm_bindgen]
 pub struct WebTrainer {
-    trainer: Trainer,
+    trainer: Backend,
 }
 
 #[wasm_bindgen]
 impl WebTrainer {
     /// A freshly initialised model; `config` is an object with any of `Config`'s fields.
     #[wasm_bindgen(constructor)]
-    pub fn new(gpu: &WebGpu, config: JsValue, data: &WebData) -> Result<WebTrainer, JsValue> {
+    pub fn new(device: &WebDevice, config: JsValue, data: &WebData) -> Result<WebTrainer, JsValue> {
         let config = config_from_js(config)?;
-        let trainer = Trainer::new(gpu.gpu.clone(), config, &data.train, &data.test).map_err(train_error_to_js)?;
+        let trainer = Backend::new(&device.device, config, &data.train, &data.test).map_err(train_error_to_js)?;
         Ok(WebTrainer { trainer })
     }
 
@@ -200,9 +228,9 @@ impl WebTrainer {
     /// state in the file, training resumes exactly (`step()` continues from the file's);
     /// otherwise Adam starts afresh at step 0. Nothing is created unless the whole file checks out.
     #[wasm_bindgen(js_name = fromCheckpoint)]
-    pub fn from_checkpoint(gpu: &WebGpu, bytes: &[u8], data: &WebData) -> Result<WebTrainer, JsValue> {
+    pub fn from_checkpoint(device: &WebDevice, bytes: &[u8], data: &WebData) -> Result<WebTrainer, JsValue> {
         let c = checkpoint::load(bytes).map_err(checkpoint_error_to_js)?;
-        let mut trainer = Trainer::new(gpu.gpu.clone(), c.config, &data.train, &data.test).map_err(train_error_to_js)?;
+        let mut trainer = Backend::new(&device.device, c.config, &data.train, &data.test).map_err(train_error_to_js)?;
         match &c.optimizer {
             Some(state) => trainer.resume(&c.parameters, state),
             None => trainer.set_parameters(&c.parameters),
@@ -246,7 +274,7 @@ impl WebTrainer {
         self.trainer.layout().len
     }
 
-    /// Submits `n` training steps to the GPU and returns without waiting.
+    /// Submits `n` training steps to the GPU and returns without waiting; on the CPU, takes them.
     pub fn train(&mut self, n: u32) -> Result<(), JsValue> {
         self.trainer.train(n).map_err(train_error_to_js)
     }
@@ -264,9 +292,15 @@ impl WebTrainer {
         self.trainer.steps_per_epoch()
     }
 
-    #[wasm_bindgen(js_name = dispatchesPerStep)]
-    pub fn dispatches_per_step(&mut self) -> usize {
-        self.trainer.dispatches_per_step()
+    /// "gpu" or "cpu".
+    pub fn backend(&self) -> String {
+        self.trainer.kind().into()
+    }
+
+    /// How a step runs, e.g. "43 GPU dispatches per step".
+    #[wasm_bindgen(js_name = stepSummary)]
+    pub fn step_summary(&mut self) -> String {
+        self.trainer.step_summary()
     }
 
     /// `{ steps, loss, reconstruction, kl, totalSteps, epoch }` averaged since the last call;
@@ -436,14 +470,21 @@ pub fn centre_digit(ink: Vec<f32>, width: usize, height: usize, rows: usize, col
 }
 
 /// `make bench`, browser half: times the training step of each preset in `models` (e.g.
-/// "mlp conv") on this page's GPU and returns the lines to print (see `bench::Report::lines`).
+/// "mlp conv") on this page's GPU, or with `device` "cpu" on the CPU path, and returns the lines
+/// to print (see `bench::Report::lines`): `bench browser ...` or `bench browser-cpu ...`.
 #[wasm_bindgen]
-pub async fn benchmark(models: String, samples: usize) -> Result<Vec<String>, JsValue> {
-    let gpu = Gpu::new().await.map_err(gpu_error_to_js)?;
+pub async fn benchmark(models: String, samples: usize, device: String) -> Result<Vec<String>, JsValue> {
     let performance = js_sys::Reflect::get(&js_sys::global(), &"performance".into())?;
     let now_fn: js_sys::Function = js_sys::Reflect::get(&performance, &"now".into())?.into();
     let now = move || now_fn.call0(&performance).ok().and_then(|v| v.as_f64()).unwrap_or(0.0);
     let mut lines = Vec::new();
+    if device == "cpu" {
+        for model in models.split_whitespace() {
+            lines.extend(crate::bench::run_cpu(model, samples, &now).map_err(train_error_to_js)?.lines("browser-cpu"));
+        }
+        return Ok(lines);
+    }
+    let gpu = Gpu::new().await.map_err(gpu_error_to_js)?;
     for model in models.split_whitespace() {
         let report = crate::bench::run(gpu.clone(), model, samples, &now).await.map_err(train_error_to_js)?;
         lines.extend(report.lines("browser"));

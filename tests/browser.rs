@@ -35,3 +35,8 @@ async fn rng_matches_reference_bit_for_bit() {
 async fn training_steps_match_reference() {
     common::training_parity(log).await;
 }
+
+#[wasm_bindgen_test]
+async fn cpu_training_steps_match_reference() {
+    common::cpu_training_parity(log).await;
+}

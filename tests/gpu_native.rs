@@ -31,3 +31,8 @@ fn rng_matches_reference_bit_for_bit() {
 fn training_steps_match_reference() {
     pollster::block_on(common::training_parity(log));
 }
+
+#[test]
+fn cpu_training_steps_match_reference() {
+    pollster::block_on(common::cpu_training_parity(log));
+}

@@ -1,4 +1,5 @@
-// The page: opens the GPU, loads the bundled digits, and drives the wasm trainer. Every call
+// The page: opens the GPU (or, without one, trains on the CPU in WebAssembly: the same trainer
+// interface either way), loads the bundled digits, and drives the wasm trainer. Every call
 // into the trainer goes through `gpuTask`, one at a time: an async wasm method keeps the trainer
 // borrowed until it resolves, and serialising also keeps at most one submission waiting.
 import { drawDigits, drawScatter, DrawingPad, LABEL_COLOURS, LossChart, SIDE } from "./views.js";
@@ -15,7 +16,9 @@ const GALLERY = 16;
 
 let wasm; // the wasm-bindgen module
 const state = {
-  gpu: null,
+  device: null, // where the model trains: the GPU, or the CPU (a WebDevice)
+  gpu: null, // the GPU device, if this browser gave one (kept while the CPU trains, to switch back)
+  gpuError: null, // why there is no GPU device
   data: null,
   trainer: null,
   running: false,
@@ -58,13 +61,13 @@ function gpuTask(fn) {
 // What each way of failing to get a GPU means, in plain words, and what the user can do.
 const GPU_HELP = {
   "no-webgpu": {
-    summary: "This browser does not support WebGPU, so the model cannot train here.",
+    summary: "This browser does not support WebGPU.",
     advice: "Open the page in a browser with WebGPU: Chrome or Edge 113 or later, Safari 26 or later, " +
       "or Firefox 141 or later on Windows. On Linux, Chrome needs WebGPU switched on at " +
       "chrome://flags/#enable-unsafe-webgpu.",
   },
   "no-adapter": {
-    summary: "This browser supports WebGPU but did not offer a GPU adapter, so the model cannot train here.",
+    summary: "This browser supports WebGPU but did not offer a GPU adapter.",
     advice: "Check that hardware acceleration is on in the browser's settings (Chrome: Settings, System, " +
       "“Use graphics acceleration when available”), update the graphics driver, or try another browser. " +
       "On Linux, Chrome may also need chrome://flags/#enable-unsafe-webgpu and #enable-vulkan.",
@@ -76,7 +79,7 @@ const GPU_HELP = {
   },
 };
 
-// The GPU status box: a state ("loading", "ready", "error"), a plain sentence, and optionally
+// The device status box: a state ("loading", "ready", "cpu", "error"), a plain sentence, and optionally
 // advice and the technical report (folded away: wgpu's adapter report means little to most).
 function showGpu(stateName, text, { advice = "", report = "" } = {}) {
   $("gpu-status").dataset.state = stateName;
@@ -87,18 +90,23 @@ function showGpu(stateName, text, { advice = "", report = "" } = {}) {
   $("gpu-details").hidden = !report;
 }
 
-// A GPU that could not be had: the plain sentence and advice for its kind of failure (or
-// `fallback`), with the error's own report folded away.
-function showGpuFailure(err, fallback) {
-  const help = GPU_HELP[err && err.kind];
-  showGpu("error", help ? help.summary : fallback, { advice: help ? help.advice : "", report: messageOf(err) });
-}
-
-// No GPU at all: say why and what to do, and hide everything that needs one rather than
-// leaving blank canvases and dead buttons.
-function gpuUnavailable(err) {
-  showGpuFailure(err, "The GPU could not be started, so the model cannot train here.");
-  document.body.dataset.gpu = "unavailable";
+// Which device trains, and why: the GPU's adapter; or the CPU, because the user chose it or
+// because there is no GPU (the plain reason and advice, with the error's own report folded away).
+function showDevice() {
+  const onGpu = state.device.kind() === "gpu";
+  if (onGpu) {
+    showGpu("ready", state.device.describe());
+  } else if (state.gpu) {
+    showGpu("cpu", "Training on the CPU in WebAssembly, slower than a GPU, because you chose it; " +
+      "the samples/s readout shows the difference.");
+  } else {
+    const err = state.gpuError;
+    const help = GPU_HELP[err && err.kind];
+    showGpu("cpu", "Training on the CPU in WebAssembly, slower than a GPU. " +
+      (help ? help.summary : "The GPU could not be started."), { advice: help ? help.advice : "", report: messageOf(err) });
+  }
+  $("switch-device").hidden = !state.gpu;
+  $("switch-device").textContent = onGpu ? "Train on the CPU instead" : "Train on the GPU again";
 }
 
 function alertUser(text, action, onAction) {
@@ -154,19 +162,27 @@ function fail(err) {
 
 async function start(bindings) {
   wasm = bindings;
-  try {
-    state.gpu = await wasm.WebGpu.request();
-  } catch (err) {
-    gpuUnavailable(err);
-    return;
-  }
-  showGpu("ready", `WebGPU adapter: ${state.gpu.adapter()}`);
+  await openDevice();
   if (await restoreSession()) return;
   try {
     await useBundled();
   } catch (err) {
     $("data-summary").textContent = `The bundled digits could not be loaded: ${messageOf(err)}`;
   }
+}
+
+// The GPU if this browser gives one, otherwise the CPU; says which, and why.
+async function openDevice() {
+  try {
+    state.gpu = await wasm.WebDevice.requestGpu();
+    state.device = state.gpu;
+    state.gpuError = null;
+  } catch (err) {
+    state.gpu = null;
+    state.gpuError = err;
+    state.device = wasm.WebDevice.cpu();
+  }
+  showDevice();
 }
 
 async function fetchBundled() {
@@ -181,7 +197,7 @@ const BUNDLED_NAME = "the bundled MNIST digits";
 
 async function useBundled() {
   const files = await fetchBundled();
-  setData(wasm.WebData.fromFiles(BUNDLED, files, state.gpu.maxBufferBytes()), BUNDLED_NAME, null);
+  setData(wasm.WebData.fromFiles(BUNDLED, files, state.device.maxBufferBytes()), BUNDLED_NAME, null);
 }
 
 // Replaces the dataset (made from `source`, see state.dataSource) and starts a fresh model on
@@ -190,7 +206,7 @@ function setData(data, name, source) {
   const config = configFor(state.trainer ? state.trainer.config() : readSettings().config, data);
   let trainer;
   try {
-    trainer = new wasm.WebTrainer(state.gpu, config, data);
+    trainer = new wasm.WebTrainer(state.device, config, data);
   } catch (err) {
     data.free();
     throw err;
@@ -281,17 +297,13 @@ async function restoreSession() {
     const own = session.ownData ? await idbGet(DATA_KEY, sessionStore) : null;
     if (session.ownData && !own) throw new Error("the files it was trained on were not kept");
     const [names, files] = own ? [own.names, own.files] : [BUNDLED, await fetchBundled()];
-    data = wasm.WebData.fromFiles(names, files, state.gpu.maxBufferBytes());
-    const trainer = wasm.WebTrainer.fromCheckpoint(state.gpu, session.checkpoint, data);
+    data = wasm.WebData.fromFiles(names, files, state.device.maxBufferBytes());
+    const trainer = wasm.WebTrainer.fromCheckpoint(state.device, session.checkpoint, data);
     installData(data, own ? own.names.join(", ") : BUNDLED_NAME, own);
     storedData = own;
     replaceTrainer(trainer, session.step);
     state.snapshot = session.checkpoint;
-    state.trainedMs = session.trainedMs;
-    chart.train = session.chart.train;
-    chart.test = session.chart.test;
-    chart.draw();
-    showProgress();
+    restoreHistory(session);
     const saved = new Date(session.savedAt).toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit" });
     showSession(`Resumed from step ${session.step.toLocaleString("en")}, saved ${saved}.`, { startOver: true });
     return true;
@@ -337,7 +349,7 @@ function replaceTrainer(trainer, startStep = 0) {
   writeSettings(trainer.config());
   $("model-summary").textContent =
     `Model ${trainer.summary()}: ${trainer.parameters().toLocaleString("en")} parameters, ` +
-    `${trainer.dispatchesPerStep()} GPU dispatches per step, ${trainer.stepsPerEpoch()} steps per epoch.`;
+    `${trainer.stepSummary()}, ${trainer.stepsPerEpoch()} steps per epoch.`;
   showProgress();
   updateControls();
   refreshAll();
@@ -347,32 +359,59 @@ function reset() {
   const parsed = readSettings();
   if (!parsed.ok) return;
   try {
-    replaceTrainer(new wasm.WebTrainer(state.gpu, parsed.config, state.data));
+    replaceTrainer(new wasm.WebTrainer(state.device, parsed.config, state.data));
     forgetSession();
   } catch (err) {
     if (err && err.kind === "config") showFieldError(err); else fail(err);
   }
 }
 
-// After a lost device: a new device, and the weights from the last snapshot.
+// After a lost device: a new device (the CPU if no GPU can be had now), and the weights from
+// the last snapshot.
 async function restart() {
   clearAlert();
   showGpu("loading", "Opening a new GPU device…");
+  const lost = state.gpu;
+  await openDevice();
+  if (lost) lost.free();
   try {
-    const lost = state.gpu;
-    state.gpu = await wasm.WebGpu.request();
-    lost.free();
-    showGpu("ready", `WebGPU adapter: ${state.gpu.adapter()}`);
     const snapshot = state.snapshot, step = state.snapshotStep;
-    const trainer = snapshot ? wasm.WebTrainer.fromCheckpoint(state.gpu, snapshot, state.data)
-      : new wasm.WebTrainer(state.gpu, readSettings().config, state.data);
+    const trainer = snapshot ? wasm.WebTrainer.fromCheckpoint(state.device, snapshot, state.data)
+      : new wasm.WebTrainer(state.device, readSettings().config, state.data);
     replaceTrainer(trainer, step);
     state.snapshot = snapshot;
     if (snapshot) $("data-message").textContent = `Restarted from the weights of step ${step}.`;
   } catch (err) {
-    showGpuFailure(err, "Could not restart the GPU.");
     alertUser(`Could not restart: ${messageOf(err)}`, "Try again", () => restart());
   }
+}
+
+// Moves the model between the GPU and the CPU with Adam's state: training goes on from the same
+// step, as it would have on the first device, and the chart keeps its history.
+async function switchDevice() {
+  if (!state.trainer || !state.gpu) return;
+  const running = state.running;
+  stopTraining();
+  const { bytes, step } = await checkpoint(true);
+  const target = state.device.kind() === "gpu" ? wasm.WebDevice.cpu() : state.gpu;
+  const trainer = wasm.WebTrainer.fromCheckpoint(target, bytes, state.data);
+  if (state.device !== state.gpu) state.device.free();
+  state.device = target;
+  const history = { chart: { train: chart.train, test: chart.test }, trainedMs: state.trainedMs };
+  replaceTrainer(trainer, step);
+  restoreHistory(history);
+  state.snapshot = bytes;
+  showDevice();
+  if (running) startTraining();
+}
+
+// The chart's points and the time trained, kept across a reload or a change of device.
+function restoreHistory({ chart: points, trainedMs }) {
+  state.trainedMs = trainedMs;
+  chart.train = points.train;
+  chart.test = points.test;
+  chart.draw();
+  showProgress();
 }
 
 // Steps and epochs of the model's whole history, including before it was loaded.
@@ -474,7 +513,7 @@ function updateControls() {
   train.textContent = state.running ? "Pause" : "Train";
   train.disabled = !ready || !!state.broken;
   // A diverged model keeps its last good weights: they can still be saved and explored.
-  for (const id of ["reset", "save", "new-samples", "more-digits", "apply", "data-files", "bundled", "load"]) {
+  for (const id of ["reset", "save", "switch-device", "new-samples", "more-digits", "apply", "data-files", "bundled", "load"]) {
     $(id).disabled = !ready || state.broken === "lost";
   }
   $("use-drawing").disabled = !ready || pad.empty;
@@ -855,7 +894,7 @@ async function loadDataFiles(input) {
   try {
     const bytes = await Promise.all(files.map(readFile));
     const names = files.map((f) => f.name);
-    const data = wasm.WebData.fromFiles(names, bytes, state.gpu.maxBufferBytes());
+    const data = wasm.WebData.fromFiles(names, bytes, state.device.maxBufferBytes());
     setData(data, names.join(", "), { names, files: bytes });
     message.dataset.state = "ok";
     message.textContent = `Loaded ${data.trainCount()} training and ${data.testCount()} test images; the model was reset.`;
@@ -883,7 +922,7 @@ async function loadWeights(input) {
   try {
     const bytes = await readFile(file);
     const info = wasm.checkpointInfo(bytes);
-    const trainer = wasm.WebTrainer.fromCheckpoint(state.gpu, bytes, state.data);
+    const trainer = wasm.WebTrainer.fromCheckpoint(state.device, bytes, state.data);
     replaceTrainer(trainer, info.step);
     state.snapshot = bytes;
     persist();
@@ -909,6 +948,7 @@ $("train").addEventListener("click", () => {
   }
 });
 $("reset").addEventListener("click", reset);
+$("switch-device").addEventListener("click", failsSafely(switchDevice));
 for (const field of Object.values(CHOICES)) $("settings").elements[field].addEventListener("change", showChosenFields);
 $("save").addEventListener("click", save);
 $("load").addEventListener("change", (e) => loadWeights(e.target));
@@ -955,7 +995,7 @@ $("scatter-legend").replaceChildren(...LABEL_COLOURS.map((colour, label) => {
 }));
 
 // For tests and the curious: the state, and a way to try the lost-device path.
-window.vae = { state, chart, busy: () => pending > 0, loseDevice: () => state.gpu.lose() };
+window.vae = { state, chart, busy: () => pending > 0, loseDevice: () => state.device.lose() };
 
 if (window.wasmBindings) {
   start(window.wasmBindings);

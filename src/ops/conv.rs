@@ -62,7 +62,7 @@ impl Geometry {
     }
 
     /// Where tap (ky, kx) of small position (y, x) lands on the large side, if inside it.
-    fn tap(&self, y: usize, x: usize, ky: usize, kx: usize) -> Option<usize> {
+    pub(crate) fn tap(&self, y: usize, x: usize, ky: usize, kx: usize) -> Option<usize> {
         let yy = (y * self.s + ky).checked_sub(self.p).filter(|&v| v < self.lh)?;
         let xx = (x * self.s + kx).checked_sub(self.p).filter(|&v| v < self.lw)?;
         Some(yy * self.lw + xx)

@@ -1,8 +1,10 @@
 //! Test bodies shared by the native tests (lavapipe or a real GPU) and the browser tests
-//! (headless Chromium on WebGPU): each runs a WGSL kernel and checks it against the CPU oracle.
+//! (headless Chromium on WebGPU): each runs a WGSL kernel, or the CPU path, and checks it
+//! against the f64 oracle.
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
+use webvae::backend::{Backend, Device};
 use webvae::gpu::Gpu;
 use webvae::kernels::{run_single, Kernel, Kernels, Scratch, SingleKernel};
 use webvae::ops::latent::{self, LatentOp};
@@ -338,13 +340,26 @@ pub fn parity_configs() -> Vec<Config> {
     ]
 }
 
-/// 20 training steps on the GPU and on the CPU oracle, from the same initial weights, with the
+/// 20 training steps on the GPU and on the f64 oracle, from the same initial weights, with the
 /// same batches and the same eps: every step's losses agree, and so do the final weights.
 pub async fn training_parity(log: impl Fn(&str)) {
-    let (train, test) = small_mnist(208);
     for config in parity_configs() {
         let gpu = gpu_or_fail(&log).await;
-        let mut trainer = Trainer::new(gpu, config.clone(), &train, &test).unwrap_or_else(|e| panic!("{e}"));
+        parity_with_oracle(&log, Device::Gpu(gpu), config).await;
+    }
+}
+
+/// The same 20 steps on the CPU path (f32, sgemm) against the f64 oracle.
+pub async fn cpu_training_parity(log: impl Fn(&str)) {
+    for config in parity_configs() {
+        parity_with_oracle(&log, Device::Cpu, config).await;
+    }
+}
+
+async fn parity_with_oracle(log: impl Fn(&str), device: Device, config: Config) {
+    let (train, test) = small_mnist(208);
+    {
+        let mut trainer = Backend::new(&device, config.clone(), &train, &test).unwrap_or_else(|e| panic!("{e}"));
         let initial = trainer.parameters().await.unwrap();
         let mut cpu = reference::Trainer::new(config.clone(), &initial);
         for step in 0..20u32 {
@@ -381,7 +396,7 @@ pub async fn training_parity(log: impl Fn(&str)) {
         assert_close("parameters after 20 steps", &got, &want, 0.0, 2.0 * moved);
         let changed = got.iter().zip(&initial).filter(|(a, b)| a != b).count();
         assert!(changed > got.len() / 2, "only {changed} of {} parameters changed", got.len());
-        log(&format!("training parity {} {:?} L={}: 20 steps match the CPU oracle", config.summary(), config.likelihood, config.samples));
+        log(&format!("training parity on the {}: {} {:?} L={}: 20 steps match the f64 oracle", device.kind(), config.summary(), config.likelihood, config.samples));
     }
 }
 

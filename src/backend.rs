@@ -1,0 +1,158 @@
+//! One trainer interface, two backends: what trains (the page, the benchmark, the tests that
+//! should not care) goes through `Backend`, which holds the GPU trainer or the CPU one and
+//! passes every call on. The two have the same methods with the same meaning: the same
+//! batches, noise, updates, checkpoints and errors.
+
+use crate::checkpoint::OptimizerState;
+use crate::cpu::CpuTrainer;
+use crate::data::Dataset;
+use crate::gpu::Gpu;
+use crate::latent::Encoding;
+use crate::model::{Config, Layout};
+use crate::trainer::{Evaluation, Metrics, TrainError, Trainer};
+
+/// Where a model trains.
+#[derive(Clone, Debug)]
+pub enum Device {
+    Gpu(Gpu),
+    /// f32 on one CPU thread (`cpu`).
+    Cpu,
+}
+
+impl Device {
+    /// "gpu" or "cpu".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Device::Gpu(_) => "gpu",
+            Device::Cpu => "cpu",
+        }
+    }
+}
+
+/// A VAE training on a `Device`.
+#[derive(Debug)]
+pub enum Backend {
+    Gpu(Trainer),
+    Cpu(CpuTrainer),
+}
+
+/// The same call on whichever trainer is inside.
+macro_rules! either {
+    ($self:expr, $t:ident => $call:expr) => {
+        match $self {
+            Backend::Gpu($t) => $call,
+            Backend::Cpu($t) => $call,
+        }
+    };
+}
+
+impl Backend {
+    /// A freshly initialised model on `device` (the same initial weights on either).
+    pub fn new(device: &Device, config: Config, train: &Dataset, test: &Dataset) -> Result<Backend, TrainError> {
+        Ok(match device {
+            Device::Gpu(gpu) => Backend::Gpu(Trainer::new(gpu.clone(), config, train, test)?),
+            Device::Cpu => Backend::Cpu(CpuTrainer::new(config, train, test)?),
+        })
+    }
+
+    /// "gpu" or "cpu".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Backend::Gpu(_) => "gpu",
+            Backend::Cpu(_) => "cpu",
+        }
+    }
+
+    /// How a training step runs here, for the model's summary.
+    pub fn step_summary(&mut self) -> String {
+        match self {
+            Backend::Gpu(t) => format!("{} GPU dispatches per step", t.dispatches_per_step()),
+            Backend::Cpu(_) => "each step on one CPU thread".to_string(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        either!(self, t => t.config())
+    }
+
+    pub fn layout(&self) -> &Layout {
+        either!(self, t => t.layout())
+    }
+
+    pub fn step(&self) -> u32 {
+        either!(self, t => t.step())
+    }
+
+    pub fn epoch(&self) -> f64 {
+        either!(self, t => t.epoch())
+    }
+
+    pub fn steps_per_epoch(&self) -> u32 {
+        either!(self, t => t.steps_per_epoch())
+    }
+
+    pub fn test_count(&self) -> usize {
+        either!(self, t => t.test_count())
+    }
+
+    /// `n` training steps: submitted without waiting (GPU), or taken (CPU).
+    pub fn train(&mut self, n: u32) -> Result<(), TrainError> {
+        either!(self, t => t.train(n))
+    }
+
+    pub async fn metrics(&mut self) -> Result<Metrics, TrainError> {
+        either!(self, t => t.metrics().await)
+    }
+
+    pub async fn evaluate(&mut self) -> Result<Evaluation, TrainError> {
+        either!(self, t => t.evaluate().await)
+    }
+
+    pub async fn importance_weighted_nll(&mut self, k: usize) -> Result<f64, TrainError> {
+        either!(self, t => t.importance_weighted_nll(k).await)
+    }
+
+    pub async fn encode(&mut self, x: &[f32]) -> Result<Encoding, TrainError> {
+        either!(self, t => t.encode(x).await)
+    }
+
+    pub async fn decode(&mut self, z: &[f32]) -> Result<Vec<f32>, TrainError> {
+        either!(self, t => t.decode(z).await)
+    }
+
+    pub async fn decode_std(&mut self, z: &[f32]) -> Result<Vec<f32>, TrainError> {
+        either!(self, t => t.decode_std(z).await)
+    }
+
+    pub async fn reconstruct(&mut self, x: &[f32]) -> Result<Vec<f32>, TrainError> {
+        either!(self, t => t.reconstruct(x).await)
+    }
+
+    pub async fn reconstruct_std(&mut self, x: &[f32]) -> Result<Vec<f32>, TrainError> {
+        either!(self, t => t.reconstruct_std(x).await)
+    }
+
+    pub fn prior_codes(&self, n: usize, seed: u32) -> Vec<f32> {
+        either!(self, t => t.prior_codes(n, seed))
+    }
+
+    pub async fn parameters(&self) -> Result<Vec<f32>, TrainError> {
+        either!(self, t => t.parameters().await)
+    }
+
+    pub async fn gradients(&self) -> Result<Vec<f32>, TrainError> {
+        either!(self, t => t.gradients().await)
+    }
+
+    pub fn set_parameters(&mut self, params: &[f32]) -> Result<(), TrainError> {
+        either!(self, t => t.set_parameters(params))
+    }
+
+    pub async fn optimizer_state(&self) -> Result<OptimizerState, TrainError> {
+        either!(self, t => t.optimizer_state().await)
+    }
+
+    pub fn resume(&mut self, params: &[f32], state: &OptimizerState) -> Result<(), TrainError> {
+        either!(self, t => t.resume(params, state))
+    }
+}

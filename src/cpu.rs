@@ -1,0 +1,647 @@
+//! The CPU trainer, for browsers without WebGPU (and, where there is one, for comparison): the
+//! same model, batches, noise and Adam as the GPU trainer, in f32 on the CPU, behind the same
+//! API (`backend::Backend` puts the two behind one interface).
+//!
+//! What costs time is the products: linear layers, and convolutions as products with patch
+//! matrices (im2col). They go through matrixmultiply's sgemm (packed, cache-blocked), which
+//! has a wasm simd128 kernel (`.cargo/config.toml` switches simd128 on) and AVX/FMA kernels
+//! natively. The per-element stages between them (sampling z, the KL, the loss, and their
+//! gradients; a few percent of a step) run the oracle's own f64 code from `ops::latent`,
+//! `ops::categorical` and `ops::loss` on converted values: that math has one definition,
+//! checked against finite differences.
+//!
+//! One thread: the page calls `train` between frames, a step or a few at a time.
+
+use crate::checkpoint::OptimizerState;
+use crate::data::{epoch_permutation, Dataset};
+use crate::latent::{self, Encoding};
+use crate::model::{activation_before, initial_parameters, Activation, Config, LatentType, Layer, LayerLayout, Layout};
+use crate::ops::categorical::{self, Mode};
+use crate::ops::conv::Geometry;
+use crate::ops::loss::{self, Statistic};
+use crate::ops::{latent as gaussian, optim};
+use crate::reference;
+use crate::rng::{EVAL_RNG_STEP, IWAE_RNG_STEP};
+use crate::trainer::{check_model_and_data, Evaluation, Metrics, TrainError, IWAE_ROWS, PASS_ROWS};
+
+/// A VAE training on the CPU.
+#[derive(Debug)]
+pub struct CpuTrainer {
+    config: Config,
+    layout: Layout,
+    params: Vec<f32>,
+    grads: Vec<f32>,
+    /// Adam's first and second moments.
+    m: Vec<f32>,
+    v: Vec<f32>,
+    train: Dataset,
+    test: Dataset,
+    steps_per_epoch: u32,
+    step: u32,
+    /// The epoch whose order `order` holds.
+    order: (u32, Vec<u32>),
+    /// Since the last `metrics`: sums of reconstruction and KL, datapoints, steps, sum of losses.
+    totals: [f64; 5],
+    diverged: Option<u32>,
+}
+
+/// What a forward pass samples for z.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sampling {
+    /// Training: eps, or relaxed Gumbel-softmax samples at the step's temperature.
+    Train,
+    /// Evaluation and the bound: eps, or one-hot samples.
+    Exact,
+    /// Reconstructions: z = mu, or the class probabilities.
+    Mean,
+}
+
+/// One forward pass, kept for the backward pass.
+struct Forward {
+    /// [x, output of each encoder layer].
+    encoder: Vec<Vec<f32>>,
+    /// The heads' output: mu and logvar [B, 2Z], or the logits [B, Z].
+    ml: Vec<f32>,
+    /// eps or Gumbel noise [rows, Z].
+    noise: Vec<f64>,
+    /// [z, output of each decoder layer].
+    decoder: Vec<Vec<f32>>,
+    /// KL per datapoint [B].
+    kl: Vec<f64>,
+}
+
+impl CpuTrainer {
+    /// A freshly initialised model (the GPU trainer's initial parameters) on these datasets.
+    pub fn new(config: Config, train: &Dataset, test: &Dataset) -> Result<CpuTrainer, TrainError> {
+        check_model_and_data(&config, train, test)?;
+        let layout = Layout::new(&config);
+        let params = initial_parameters(&config, &layout, Some(&train.mean_image()));
+        let n = layout.len;
+        Ok(CpuTrainer {
+            steps_per_epoch: (train.count / config.batch_size) as u32,
+            order: (0, epoch_permutation(train.count, config.seed, 0)),
+            params,
+            grads: vec![0.0; n],
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+            train: train.clone(),
+            test: test.clone(),
+            step: 0,
+            totals: [0.0; 5],
+            diverged: None,
+            config,
+            layout,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Steps taken so far.
+    pub fn step(&self) -> u32 {
+        self.step
+    }
+
+    /// Completed epochs (plus a fraction: step / steps per epoch).
+    pub fn epoch(&self) -> f64 {
+        self.step as f64 / self.steps_per_epoch as f64
+    }
+
+    pub fn steps_per_epoch(&self) -> u32 {
+        self.steps_per_epoch
+    }
+
+    pub fn test_count(&self) -> usize {
+        self.test.count
+    }
+
+    /// Takes `n` training steps (and returns when they are done). A non-finite loss stops
+    /// training before that step's update: the weights stay the last good ones.
+    pub fn train(&mut self, n: u32) -> Result<(), TrainError> {
+        for _ in 0..n {
+            if let Some(step) = self.diverged {
+                return Err(TrainError::Diverged { step });
+            }
+            self.train_step();
+        }
+        Ok(())
+    }
+
+    /// One step of Adam on the step's batch, as the GPU takes it.
+    fn train_step(&mut self) {
+        let (batch, pixels) = (self.config.batch_size, self.config.pixels());
+        let epoch = self.step / self.steps_per_epoch;
+        if self.order.0 != epoch {
+            self.order = (epoch, epoch_permutation(self.train.count, self.config.seed, epoch));
+        }
+        let start = (self.step % self.steps_per_epoch) as usize * batch;
+        let x: Vec<f32> = self.order.1[start..start + batch].iter().flat_map(|&i| self.train.image(i as usize)).collect();
+        let rows = batch * self.config.samples;
+
+        let fwd = self.forward(&x, batch, rows, self.step, Sampling::Train);
+        let (x64, out64) = (widen(&x), widen(fwd.decoder.last().unwrap()));
+        let (recon, dout) = loss::reconstruction(&out64, &x64, batch, pixels, self.config.likelihood, 1.0 / rows as f64);
+        let (recon_sum, kl_sum) = (recon.iter().sum::<f64>() / self.config.samples as f64, fwd.kl.iter().sum::<f64>());
+        let loss = (recon_sum + self.config.beta as f64 * kl_sum) / batch as f64;
+        if !loss.is_finite() {
+            self.diverged = Some(self.step);
+            return;
+        }
+        for (t, v) in self.totals.iter_mut().zip([recon_sum, kl_sum, batch as f64, 1.0, loss]) {
+            *t += v;
+        }
+
+        // Backward: decoder, latent, heads, encoder (the input x needs no gradient).
+        let mut grads = std::mem::take(&mut self.grads);
+        let dz = self.stack_backward(&self.layout.decoder, &fwd.decoder, narrow(&dout), rows, true, &mut grads);
+        let (dz, ml64) = (widen(&dz), widen(&fwd.ml));
+        let kl_weight = self.config.beta as f64 / batch as f64;
+        let dml = match self.config.latent_type {
+            LatentType::Gaussian {} => gaussian::backward(&ml64, &fwd.noise, &dz, batch, self.config.latent, kl_weight),
+            LatentType::Categorical { classes, .. } => {
+                let tau = self.config.latent_type.temperature(self.step) as f64;
+                categorical::backward(&ml64, &widen(&fwd.decoder[0]), &dz, batch, classes, tau, kl_weight)
+            }
+        };
+        let has_trunk_gradient = self.layout.encoder.iter().any(|l| !l.layer.is_view());
+        let act = activation_before(&self.layout.encoder, self.layout.encoder.len(), Activation::Identity);
+        let trunk = fwd.encoder.last().unwrap();
+        let dtrunk = layer_backward(&self.layout.head, &self.params, trunk, &narrow(&dml), batch, act, has_trunk_gradient, &mut grads);
+        if let Some(dtrunk) = dtrunk {
+            self.stack_backward(&self.layout.encoder, &fwd.encoder, dtrunk, batch, false, &mut grads);
+        }
+        self.grads = grads;
+
+        self.step += 1;
+        adam(&mut self.params, &self.grads, &mut self.m, &mut self.v, self.step, self.config.learning_rate);
+    }
+
+    /// The encoder, z and the decoder on images x [batch, D], with `rows` = samples x batch
+    /// decoder rows and the noise of RNG step `rng_step`.
+    fn forward(&self, x: &[f32], batch: usize, rows: usize, rng_step: u32, sampling: Sampling) -> Forward {
+        let encoder = run(&self.layout.encoder, &self.params, x.to_vec(), batch);
+        let ml = layer_forward(&self.layout.head, &self.params, encoder.last().unwrap(), batch);
+        let (z, noise, kl) = self.sample(&ml, batch, rows, rng_step, sampling);
+        let decoder = run(&self.layout.decoder, &self.params, z, rows);
+        Forward { encoder, ml, noise, decoder, kl }
+    }
+
+    /// z [rows, Z] from the heads' output, the noise it used, and the KL per datapoint.
+    fn sample(&self, ml: &[f32], batch: usize, rows: usize, rng_step: u32, sampling: Sampling) -> (Vec<f32>, Vec<f64>, Vec<f64>) {
+        let ml64 = widen(ml);
+        // Means need no noise, only its shape.
+        let noise = match sampling {
+            Sampling::Mean => vec![0.0; rows * self.config.code_len()],
+            _ => reference::noise(&self.config, rng_step, rows),
+        };
+        let latent = self.config.latent;
+        let (z, kl) = match self.config.latent_type {
+            LatentType::Gaussian {} => {
+                let z = match sampling {
+                    Sampling::Mean => ml.chunks(2 * latent).flat_map(|r| &r[..latent]).copied().collect(),
+                    _ => narrow(&gaussian::reparameterize(&ml64, &noise, batch, latent)),
+                };
+                (z, gaussian::kl(&ml64, batch, latent))
+            }
+            LatentType::Categorical { classes, .. } => {
+                let (mode, tau) = match sampling {
+                    Sampling::Train => (Mode::Relaxed, self.config.latent_type.temperature(rng_step) as f64),
+                    Sampling::Exact => (Mode::OneHot, 1.0),
+                    Sampling::Mean => (Mode::Probabilities, 1.0),
+                };
+                (narrow(&categorical::sample(&ml64, &noise, batch, classes, mode, tau)), categorical::kl(&ml64, batch, classes))
+            }
+        };
+        (z, noise, kl)
+    }
+
+    /// Backward through `layers` from dz (w.r.t. the last layer's pre-activation), writing
+    /// their gradients; returns the gradient w.r.t. the stack's input (empty when
+    /// `input_gradient` is false).
+    fn stack_backward(&self, layers: &[LayerLayout], acts: &[Vec<f32>], mut dz: Vec<f32>, rows: usize, input_gradient: bool, grads: &mut [f32]) -> Vec<f32> {
+        for i in (0..layers.len()).rev() {
+            // dX is needed if anything before this layer computes (or the input wants it).
+            let wanted = input_gradient || layers[..i].iter().any(|l| !l.layer.is_view());
+            let act = activation_before(layers, i, Activation::Identity);
+            match layer_backward(&layers[i], &self.params, &acts[i], &dz, rows, act, wanted, grads) {
+                Some(dx) => dz = dx,
+                None => return Vec::new(),
+            }
+        }
+        dz
+    }
+
+    /// Averages of the training losses since the last call.
+    pub async fn metrics(&mut self) -> Result<Metrics, TrainError> {
+        if let Some(step) = self.diverged {
+            return Err(TrainError::Diverged { step });
+        }
+        let [recon, kl, points, steps, loss] = std::mem::take(&mut self.totals);
+        Ok(Metrics {
+            steps: steps as u32,
+            reconstruction: recon / points.max(1.0),
+            kl: kl / points.max(1.0),
+            loss: loss / steps.max(1.0),
+            total_steps: self.step,
+            epoch: self.step / self.steps_per_epoch,
+        })
+    }
+
+    /// The test set's negative ELBO (beta = 1), one sample of z per datapoint with the GPU's
+    /// evaluation noise (and its batches, which the noise is keyed by).
+    pub async fn evaluate(&mut self) -> Result<Evaluation, TrainError> {
+        let (mut recon, mut kl) = (0.0, 0.0);
+        for (x, n) in self.test_batches(self.config.batch_size) {
+            let fwd = self.forward(&x, n, n, EVAL_RNG_STEP, Sampling::Exact);
+            recon += self.reconstruction(&fwd, &x, n).iter().sum::<f64>();
+            kl += fwd.kl.iter().sum::<f64>();
+        }
+        let count = self.test.count.max(1) as f64;
+        let (reconstruction, kl) = (recon / count, kl / count);
+        Ok(Evaluation { reconstruction, kl, nelbo: reconstruction + kl })
+    }
+
+    /// The importance-weighted estimate of -log p(x) on the test set with k samples per
+    /// datapoint (Burda et al.); k = 1 is the ELBO.
+    pub async fn importance_weighted_nll(&mut self, k: usize) -> Result<f64, TrainError> {
+        if !(1..=IWAE_ROWS).contains(&k) {
+            return Err(crate::model::ConfigError { field: "k", message: format!("must be 1..={IWAE_ROWS}, got {k}") }.into());
+        }
+        let mut total = 0.0;
+        for (x, n) in self.test_batches((IWAE_ROWS / k).max(1)) {
+            let fwd = self.forward(&x, n, n * k, IWAE_RNG_STEP, Sampling::Exact);
+            let recon = self.reconstruction(&fwd, &x, n);
+            let ml = widen(&fwd.ml);
+            total += match self.config.latent_type {
+                LatentType::Gaussian {} => gaussian::importance_weighted(&ml, &fwd.noise, &recon, n, self.config.latent),
+                LatentType::Categorical { classes, .. } => categorical::importance_weighted(&ml, &widen(&fwd.decoder[0]), &recon, n, classes),
+            };
+        }
+        Ok(total / self.test.count.max(1) as f64)
+    }
+
+    /// The test set in batches of at most `batch`: (images, count).
+    fn test_batches(&self, batch: usize) -> impl Iterator<Item = (Vec<f32>, usize)> + '_ {
+        (0..self.test.count).step_by(batch).map(move |start| {
+            let n = batch.min(self.test.count - start);
+            ((start..start + n).flat_map(|i| self.test.image(i)).collect(), n)
+        })
+    }
+
+    /// -log p(x|z) per decoder row.
+    fn reconstruction(&self, fwd: &Forward, x: &[f32], batch: usize) -> Vec<f64> {
+        let out = widen(fwd.decoder.last().unwrap());
+        loss::reconstruction(&out, &widen(x), batch, self.config.pixels(), self.config.likelihood, 0.0).0
+    }
+
+    /// q(z|x) for images x [n, input] in [0, 1].
+    pub async fn encode(&mut self, x: &[f32]) -> Result<Encoding, TrainError> {
+        let (latent, pixels) = (self.config.latent, self.config.pixels());
+        let ml = self.in_chunks(x, pixels, |t, chunk, n| t.heads(chunk, n))?;
+        Ok(match self.config.latent_type {
+            LatentType::Gaussian {} => Encoding::Gaussian {
+                mu: ml.chunks(2 * latent).flat_map(|r| &r[..latent]).copied().collect(),
+                logvar: ml.chunks(2 * latent).flat_map(|r| &r[latent..]).copied().collect(),
+            },
+            LatentType::Categorical { classes, .. } => Encoding::Categorical { probabilities: latent::class_probabilities(&ml, classes) },
+        })
+    }
+
+    /// The encoder and heads on images x [n, D]: mu and logvar [n, 2Z], or the logits.
+    fn heads(&self, x: &[f32], n: usize) -> Vec<f32> {
+        let acts = run(&self.layout.encoder, &self.params, x.to_vec(), n);
+        layer_forward(&self.layout.head, &self.params, acts.last().unwrap(), n)
+    }
+
+    /// Images decoded from codes z [n, Z]: p(x|z)'s means.
+    pub async fn decode(&mut self, z: &[f32]) -> Result<Vec<f32>, TrainError> {
+        self.decoded(z, true, Statistic::Mean)
+    }
+
+    /// p(x|z)'s per-pixel standard deviations for codes z [n, Z].
+    pub async fn decode_std(&mut self, z: &[f32]) -> Result<Vec<f32>, TrainError> {
+        self.decoded(z, true, Statistic::Std)
+    }
+
+    /// Reconstructions of images x [n, input], decoded at their codes (mu, or the class
+    /// probabilities).
+    pub async fn reconstruct(&mut self, x: &[f32]) -> Result<Vec<f32>, TrainError> {
+        self.decoded(x, false, Statistic::Mean)
+    }
+
+    /// The reconstructions' per-pixel standard deviations.
+    pub async fn reconstruct_std(&mut self, x: &[f32]) -> Result<Vec<f32>, TrainError> {
+        self.decoded(x, false, Statistic::Std)
+    }
+
+    /// Decoder outputs from codes (`from_codes`) or from images (through the encoder at
+    /// z = its mean), as images of `statistic`.
+    fn decoded(&self, input: &[f32], from_codes: bool, statistic: Statistic) -> Result<Vec<f32>, TrainError> {
+        let width = if from_codes { self.config.code_len() } else { self.config.pixels() };
+        let out = self.in_chunks(input, width, |t, chunk, n| {
+            let z = if from_codes { chunk.to_vec() } else { t.sample(&t.heads(chunk, n), n, n, 0, Sampling::Mean).0 };
+            run(&t.layout.decoder, &t.params, z, n).pop().unwrap()
+        })?;
+        Ok(loss::images(self.config.likelihood, &out, self.config.pixels(), statistic))
+    }
+
+    /// `pass` over rows of `width` values, at most `PASS_ROWS` rows at a time.
+    fn in_chunks(&self, input: &[f32], width: usize, pass: impl Fn(&Self, &[f32], usize) -> Vec<f32>) -> Result<Vec<f32>, TrainError> {
+        if input.is_empty() || !input.len().is_multiple_of(width) {
+            return Err(TrainError::Data(format!("expected rows of {width} values, got {} values", input.len())));
+        }
+        Ok(input.chunks(PASS_ROWS * width).flat_map(|chunk| pass(self, chunk, chunk.len() / width)).collect())
+    }
+
+    /// `n` codes from the prior: z ~ N(0, I), or a uniformly random class per variable.
+    pub fn prior_codes(&self, n: usize, seed: u32) -> Vec<f32> {
+        match self.config.latent_type {
+            LatentType::Gaussian {} => latent::prior_codes(n, self.config.latent, seed),
+            LatentType::Categorical { classes, .. } => latent::categorical_prior_codes(n, self.config.latent, classes, seed),
+        }
+    }
+
+    /// The parameters, in the flat layout of `layout()`.
+    pub async fn parameters(&self) -> Result<Vec<f32>, TrainError> {
+        Ok(self.params.clone())
+    }
+
+    /// The gradients of the last training step, in the flat layout of `layout()`.
+    pub async fn gradients(&self) -> Result<Vec<f32>, TrainError> {
+        Ok(self.grads.clone())
+    }
+
+    /// Replaces the parameters (and restarts Adam's moments), e.g. from a checkpoint.
+    pub fn set_parameters(&mut self, params: &[f32]) -> Result<(), TrainError> {
+        let zeros = vec![0.0; self.layout.len];
+        self.resume(params, &OptimizerState { m: zeros.clone(), v: zeros, step: self.step })
+    }
+
+    /// Adam's state and this trainer's step count, for a checkpoint that resumes exactly.
+    pub async fn optimizer_state(&self) -> Result<OptimizerState, TrainError> {
+        Ok(OptimizerState { m: self.m.clone(), v: self.v.clone(), step: self.step })
+    }
+
+    /// Replaces the parameters and Adam's state and continues from the state's step.
+    pub fn resume(&mut self, params: &[f32], state: &OptimizerState) -> Result<(), TrainError> {
+        let len = self.layout.len;
+        if params.len() != len {
+            return Err(TrainError::Data(format!("expected {len} parameters, got {}", params.len())));
+        }
+        if state.m.len() != len || state.v.len() != len {
+            return Err(TrainError::Data(format!("expected Adam's moments for {len} parameters, got {} and {}", state.m.len(), state.v.len())));
+        }
+        self.params = params.to_vec();
+        self.m = state.m.clone();
+        self.v = state.v.clone();
+        self.step = state.step;
+        self.diverged = None;
+        Ok(())
+    }
+}
+
+fn widen(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&v| v as f64).collect()
+}
+
+fn narrow(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&v| v as f32).collect()
+}
+
+/// Adam in f32, as the GPU's kernel computes it (`shaders/optim.wgsl`).
+fn adam(params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32], t: u32, lr: f32) {
+    let (b1, b2, eps) = (optim::ADAM_BETA1 as f32, optim::ADAM_BETA2 as f32, optim::ADAM_EPSILON as f32);
+    let (c1, c2) = (1.0 - b1.powi(t as i32), 1.0 - b2.powi(t as i32));
+    for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(m.iter_mut()).zip(v.iter_mut()) {
+        *m = b1 * *m + (1.0 - b1) * g;
+        *v = b2 * *v + (1.0 - b2) * g * g;
+        *p -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The layers in f32. Shapes as in `ops`: x [rows, input], y [rows, output], W and b at the
+// layer's offsets in the flat parameter buffer.
+
+/// Runs `layers` on `rows` rows: [input, output of each layer].
+fn run(layers: &[LayerLayout], params: &[f32], input: Vec<f32>, rows: usize) -> Vec<Vec<f32>> {
+    let mut acts = vec![input];
+    for l in layers {
+        let y = layer_forward(l, params, acts.last().unwrap(), rows);
+        acts.push(y);
+    }
+    acts
+}
+
+fn weights<'a>(params: &'a [f32], l: &LayerLayout) -> (&'a [f32], &'a [f32]) {
+    let (w, b, _) = l.parameter_sizes().expect("a layer with parameters");
+    (&params[l.weight..l.weight + w], &params[l.bias..l.bias + b])
+}
+
+/// One layer's forward pass: act(layer(x)).
+fn layer_forward(l: &LayerLayout, params: &[f32], x: &[f32], rows: usize) -> Vec<f32> {
+    let (inner, cols) = (l.input.len(), l.output.len());
+    let mut y = vec![0.0; rows * cols];
+    let (w, b) = match l.layer {
+        Layer::Flatten {} | Layer::Reshape { .. } => return x.to_vec(),
+        _ => weights(params, l),
+    };
+    // y [rows, cols] = x [rows, inner] W^T.
+    let per_channel = match l.layer {
+        Layer::Linear { .. } => {
+            gemm(rows, inner, cols, (x, inner, 1), (w, 1, inner), &mut y, false);
+            1
+        }
+        Layer::Conv2d { .. } => {
+            let g = Geometry::of(l);
+            down(&g, x, w, rows, &mut y);
+            g.sh * g.sw
+        }
+        _ => {
+            let g = Geometry::of(l);
+            up(&g, x, w, rows, &mut y);
+            g.lh * g.lw
+        }
+    };
+    let act = l.activation();
+    for (i, chunk) in y.chunks_mut(per_channel).enumerate() {
+        let bias = b[i % b.len()];
+        chunk.iter_mut().for_each(|v| *v = apply(act, *v + bias));
+    }
+    y
+}
+
+/// One layer's backward pass from dz (w.r.t. its pre-activation): writes dW and db into
+/// `grads`, and returns dL/d(the previous pre-activation) = dL/dx * act_of_x'(x) if
+/// `input_gradient`.
+#[allow(clippy::too_many_arguments)]
+fn layer_backward(l: &LayerLayout, params: &[f32], x: &[f32], dz: &[f32], rows: usize, act_of_x: Activation, input_gradient: bool, grads: &mut [f32]) -> Option<Vec<f32>> {
+    let (inner, cols) = (l.input.len(), l.output.len());
+    let Some((wn, bn, _)) = l.parameter_sizes() else {
+        return input_gradient.then(|| dz.to_vec());
+    };
+    let w = &params[l.weight..l.weight + wn];
+    let (dw, db) = (l.weight..l.weight + wn, l.bias..l.bias + bn);
+    let mut dx = vec![0.0; if input_gradient { rows * inner } else { 0 }];
+    match l.layer {
+        Layer::Linear { .. } => {
+            // dW [cols, inner] = dz^T x; db = column sums; dx [rows, inner] = dz W.
+            gemm(cols, rows, inner, (dz, 1, cols), (x, inner, 1), &mut grads[dw], false);
+            let db = &mut grads[db];
+            db.fill(0.0);
+            for row in dz.chunks(cols) {
+                db.iter_mut().zip(row).for_each(|(s, &g)| *s += g);
+            }
+            if input_gradient {
+                gemm(rows, cols, inner, (dz, cols, 1), (w, inner, 1), &mut dx, false);
+            }
+        }
+        Layer::Conv2d { .. } => {
+            let g = Geometry::of(l);
+            weight(&g, dz, x, rows, &mut grads[dw]);
+            channel_sums(dz, rows, g.sc, &mut grads[db]);
+            if input_gradient {
+                up(&g, dz, w, rows, &mut dx);
+            }
+        }
+        _ => {
+            let g = Geometry::of(l);
+            weight(&g, x, dz, rows, &mut grads[dw]);
+            channel_sums(dz, rows, g.lc, &mut grads[db]);
+            if input_gradient {
+                down(&g, dz, w, rows, &mut dx);
+            }
+        }
+    }
+    if !input_gradient {
+        return None;
+    }
+    if act_of_x != Activation::Identity {
+        dx.iter_mut().zip(x).for_each(|(d, &x)| *d *= act_of_x.derivative_from_output(x as f64) as f32);
+    }
+    Some(dx)
+}
+
+fn apply(act: Activation, z: f32) -> f32 {
+    match act {
+        Activation::Identity => z,
+        Activation::Relu => z.max(0.0),
+        Activation::Tanh => z.tanh(),
+    }
+}
+
+/// A matrix operand of `gemm`: (values, row stride, column stride).
+type Strided<'a> = (&'a [f32], usize, usize);
+
+/// c [m, n] = a [m, k] b [k, n], or c += a b with `accumulate`; a transposed operand is the
+/// same values with its strides swapped.
+fn gemm(m: usize, k: usize, n: usize, a: Strided, b: Strided, c: &mut [f32], accumulate: bool) {
+    let last = |(v, rs, cs): Strided, rows: usize, cols: usize| {
+        assert!(rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < v.len(), "operand out of bounds");
+    };
+    last(a, m, k);
+    last(b, k, n);
+    assert!(c.len() >= m * n, "result out of bounds");
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: the checks above keep every element sgemm reads or writes inside the slices
+    // (strides are positive; c is [m, n] row-major), and c does not alias a or b (&mut).
+    unsafe {
+        matrixmultiply::sgemm(
+            m, k, n, 1.0,
+            a.0.as_ptr(), a.1 as isize, a.2 as isize,
+            b.0.as_ptr(), b.1 as isize, b.2 as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            c.as_mut_ptr(), n as isize, 1,
+        );
+    }
+}
+
+// Convolutions as products with patch matrices (see `ops::conv` for the geometry). For one
+// datapoint, P [lc k k, sh sw] holds the large side's value under each tap of each small
+// position (0 in the padding). Then, with W [sc, lc k k]:
+//   down    S = W P
+//   up      L = patches^T(W^T S)   (the patch matrix scattered back)
+//   weight  dW = sum over datapoints of S P^T
+
+/// The patch matrix of one datapoint's large side.
+fn patches(g: &Geometry, large: &[f32]) -> Vec<f32> {
+    let (ss, ls) = (g.sh * g.sw, g.lh * g.lw);
+    let mut p = vec![0.0; g.lc * g.k * g.k * ss];
+    for cl in 0..g.lc {
+        for ky in 0..g.k {
+            for kx in 0..g.k {
+                let row = &mut p[((cl * g.k + ky) * g.k + kx) * ss..][..ss];
+                for y in 0..g.sh {
+                    for x in 0..g.sw {
+                        if let Some(pix) = g.tap(y, x, ky, kx) {
+                            row[y * g.sw + x] = large[cl * ls + pix];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    p
+}
+
+/// Adds a patch matrix back into one datapoint's large side: the transpose of `patches`.
+fn add_patches(g: &Geometry, p: &[f32], large: &mut [f32]) {
+    let (ss, ls) = (g.sh * g.sw, g.lh * g.lw);
+    for cl in 0..g.lc {
+        for ky in 0..g.k {
+            for kx in 0..g.k {
+                let row = &p[((cl * g.k + ky) * g.k + kx) * ss..][..ss];
+                for y in 0..g.sh {
+                    for x in 0..g.sw {
+                        if let Some(pix) = g.tap(y, x, ky, kx) {
+                            large[cl * ls + pix] += row[y * g.sw + x];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// small [rows, S] = down(large [rows, L]).
+fn down(g: &Geometry, large: &[f32], w: &[f32], rows: usize, small: &mut [f32]) {
+    let (taps, ss) = (g.lc * g.k * g.k, g.sh * g.sw);
+    for (l, s) in large.chunks(g.large_len()).zip(small.chunks_mut(g.small_len())).take(rows) {
+        gemm(g.sc, taps, ss, (w, taps, 1), (&patches(g, l), ss, 1), s, false);
+    }
+}
+
+/// large [rows, L] = up(small [rows, S]) (`large` starts at zero).
+fn up(g: &Geometry, small: &[f32], w: &[f32], rows: usize, large: &mut [f32]) {
+    let (taps, ss) = (g.lc * g.k * g.k, g.sh * g.sw);
+    let mut p = vec![0.0; taps * ss];
+    for (s, l) in small.chunks(g.small_len()).zip(large.chunks_mut(g.large_len())).take(rows) {
+        gemm(taps, g.sc, ss, (w, 1, taps), (s, ss, 1), &mut p, false);
+        add_patches(g, &p, l);
+    }
+}
+
+/// dW [sc, lc k k] = weight(small, large), summed over the rows.
+fn weight(g: &Geometry, small: &[f32], large: &[f32], rows: usize, dw: &mut [f32]) {
+    let (taps, ss) = (g.lc * g.k * g.k, g.sh * g.sw);
+    dw.fill(0.0);
+    for (s, l) in small.chunks(g.small_len()).zip(large.chunks(g.large_len())).take(rows) {
+        gemm(g.sc, ss, taps, (s, ss, 1), (&patches(g, l), 1, ss), dw, true);
+    }
+}
+
+/// Per-channel sums of t [rows, channels, pixels] into `sums`.
+fn channel_sums(t: &[f32], rows: usize, channels: usize, sums: &mut [f32]) {
+    let pixels = t.len() / (rows * channels).max(1);
+    sums.fill(0.0);
+    for (i, chunk) in t.chunks(pixels).enumerate() {
+        sums[i % channels] += chunk.iter().sum::<f32>();
+    }
+}
