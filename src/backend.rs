@@ -12,6 +12,8 @@ use crate::model::{Config, Layout};
 use crate::trainer::{Evaluation, Metrics, TrainError, Trainer};
 
 /// Where a model trains.
+// One or two per page, never copied in a loop: their size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Device {
     Gpu(Gpu),
@@ -30,6 +32,7 @@ impl Device {
 }
 
 /// A VAE training on a `Device`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Backend {
     Gpu(Trainer),
