@@ -697,6 +697,35 @@ try {
     assert(/does not support WebGPU/.test(seen.message), `unexpected message: ${seen.message}`);
   });
 
+  await check("a full storage quota is reported and training goes on", async () => {
+    // The CPU path (no WebGPU) for speed; every IndexedDB write fails as a full quota does.
+    const p = await browser.newPage({ viewport: { width: 1100, height: 800 } });
+    const errors = [];
+    p.on("pageerror", (e) => errors.push(e.message));
+    await p.addInitScript(() => {
+      Object.defineProperty(Navigator.prototype, "gpu", { get: () => undefined });
+      IDBObjectStore.prototype.put = () => { throw new DOMException("The quota has been exceeded.", "QuotaExceededError"); };
+    });
+    try {
+      await p.goto(url);
+      await p.waitForFunction(() => window.vae && window.vae.state.trainer && !window.vae.busy(), null, { timeout: 120000 });
+      await p.click("#train");
+      await p.waitForFunction(() => Number(document.getElementById("step").textContent) >= 5, null, { timeout: 60000 });
+      await p.click("#train"); // pausing keeps the session: the write fails
+      await p.waitForFunction(() => !document.getElementById("session").hidden, null, { timeout: 30000 });
+      const text = await p.textContent("#session-status");
+      console.log(`     page says: ${text}`);
+      assert(/could not be kept for the next visit \(this browser's storage for the page is full\); training goes on/.test(text), text);
+      const at = Number(await p.textContent("#step"));
+      await p.click("#train");
+      await p.waitForFunction((at) => Number(document.getElementById("step").textContent) > at + 3, at, { timeout: 60000 });
+      await p.click("#train");
+      assert(errors.length === 0, errors.join("; "));
+    } finally {
+      await p.close();
+    }
+  });
+
   await check("a browser whose WebGPU offers no adapter trains on the CPU and says why, with advice", async () => {
     const seen = await noGpuPage(() => { GPU.prototype.requestAdapter = async () => null; }, "no-adapter");
     assert(/did not offer a GPU adapter/.test(seen.message), `unexpected message: ${seen.message}`);
