@@ -234,7 +234,7 @@ try {
   await check("a file saved with Adam's state resumes training exactly", async () => {
     // The model was just loaded without Adam's state: give Adam a few steps of history.
     await idle();
-    await page.evaluate(async () => { const t = window.vae.state.trainer; t.train(5); await t.metrics(); });
+    await page.evaluate(async () => { const t = window.vae.training.trainer; t.train(5); await t.metrics(); });
     await page.check("#save-optimizer");
     const { file, read } = await saveWeights("resume.safetensors");
     await page.uncheck("#save-optimizer");
@@ -245,7 +245,7 @@ try {
     // Seven more steps from here, straight on the trainer; their weights are kept in the page.
     // Then, after loading: how many weights differ from those (by more than 1e-6).
     const stepsOn = (keep) => page.evaluate(async (keep) => {
-      const t = window.vae.state.trainer;
+      const t = window.vae.training.trainer;
       t.train(7);
       await t.metrics();
       const bytes = await t.save(0, false);
@@ -569,7 +569,7 @@ try {
     const p = await context.newPage();
     const errors = [];
     p.on("pageerror", (e) => errors.push(e.message));
-    const ready = () => p.waitForFunction(() => window.vae && window.vae.state.trainer && !window.vae.busy(), null, { timeout: 120000 });
+    const ready = () => p.waitForFunction(() => window.vae && window.vae.training.trainer && !window.vae.busy(), null, { timeout: 120000 });
     const saved = () => p.evaluate(async () => {
       const kv = await import("./vendor/idb-keyval.js");
       const s = await kv.get("current", kv.createStore("webvae", "session"));
@@ -638,7 +638,7 @@ try {
     await p.goto(url);
     await p.waitForFunction(() => document.getElementById("gpu-status").dataset.state !== "loading",
       null, { timeout: 60000 });
-    await p.waitForFunction(() => window.vae && window.vae.state.trainer && !window.vae.busy(), null, { timeout: 120000 });
+    await p.waitForFunction(() => window.vae && window.vae.training.trainer && !window.vae.busy(), null, { timeout: 120000 });
     const seen = await p.evaluate(() => {
       const shown = (el) => !!(el.offsetWidth || el.offsetHeight || el.getClientRects().length);
       return {
@@ -708,7 +708,7 @@ try {
     });
     try {
       await p.goto(url);
-      await p.waitForFunction(() => window.vae && window.vae.state.trainer && !window.vae.busy(), null, { timeout: 120000 });
+      await p.waitForFunction(() => window.vae && window.vae.training.trainer && !window.vae.busy(), null, { timeout: 120000 });
       await p.click("#train");
       await p.waitForFunction(() => Number(document.getElementById("step").textContent) >= 5, null, { timeout: 60000 });
       await p.click("#train"); // pausing keeps the session: the write fails

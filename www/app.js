@@ -1,62 +1,35 @@
-// The page: opens the GPU (or, without one, trains on the CPU in WebAssembly: the same trainer
-// interface either way), loads the bundled digits, and drives the wasm trainer. Every call
-// into the trainer goes through `gpuTask`, one at a time: an async wasm method keeps the trainer
-// borrowed until it resolves, and serialising also keeps at most one submission waiting.
+// The page: the panels, the controls and the training loop. The model and its training (where
+// it trains, the data, the trainer, the bookkeeping) are owned by `training` (training.js); the
+// panels read from it, and what they show of their own is in `view`. Every action's error takes
+// one path, `fail`.
 import { drawDigits, drawScatter, DrawingPad, LABEL_COLOURS, LossChart, SIDE } from "./views.js";
+import { Training } from "./training.js";
 import { createStore, del as idbDel, get as idbGet, set as idbSet } from "./vendor/idb-keyval.js";
 
 const $ = (id) => document.getElementById(id);
 const BUNDLED = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
   "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"];
-const FRAME_MS = 40; // aim for this much GPU work per submission, so frames stay under ~50 ms
 const STRIP = 10; // digits in the interpolation strip
 const TRAVERSAL_STEPS = 9;
 const MAP_POINTS = 2000; // test codes in the scatter
 const GALLERY = 16;
 
 let wasm; // the wasm-bindgen module
-const state = {
-  device: null, // where the model trains: the GPU, or the CPU (a WebDevice)
-  gpu: null, // the GPU device, if this browser gave one (kept while the CPU trains, to switch back)
-  gpuError: null, // why there is no GPU device
-  data: null,
-  trainer: null,
-  running: false,
-  broken: null, // "diverged" or "lost": training cannot go on until the user acts
-  snapshot: null, // the latest checkpoint bytes, kept to restart after a lost device
-  snapshotStep: 0,
-  stepBase: 0, // steps behind the loaded weights: a model loaded from step N counts on from N
+const training = new Training();
+// What the panels show beyond the model: their own choices and what they computed from it.
+const view = {
   sampleSeed: 1,
-  stepsPerSubmit: 1,
-  trainedMs: 0,
-  evaluatedEpoch: 0,
   galleryStart: 0,
   slot: "a",
   picks: { a: null, b: null }, // { x: Float32Array(784), label }
   codes: null, // { a, b }: the picks' codes (mu, or class probabilities)
   usage: null, // average KL per latent dimension (or categorical variable), most used first: [{ dim, kl }]
   latent: { variables: 0, classes: 0 }, // the model's latent space; classes 0 = Gaussian
-  unsaved: false, // steps trained since the last snapshot
-  dataSource: null, // what the data was made from, to make it again on the next visit: { names, files } or null (bundled)
 };
 const chart = new LossChart($("chart"), $("chart-tip"));
-const pad = new DrawingPad($("pad"), () => { $("use-drawing").disabled = !state.trainer || pad.empty; });
+const pad = new DrawingPad($("pad"), () => { $("use-drawing").disabled = !training.trainer || pad.empty; });
 
-// ---- The GPU queue and failures ----
-
-let queue = Promise.resolve();
-let pending = 0; // tasks queued or running (tests wait for 0)
-function gpuTask(fn) {
-  // Bound now: a task queued before a reset must not run on the model that replaced it.
-  const trainer = state.trainer;
-  const run = queue.then(() => {
-    if (!trainer) throw { kind: "none", message: "no model yet" };
-    return fn(trainer);
-  });
-  pending += 1;
-  queue = run.catch(() => {}).finally(() => { pending -= 1; });
-  return run;
-}
+// ---- The device and failures ----
 
 // What each way of failing to get a GPU means, in plain words, and what the user can do.
 const GPU_HELP = {
@@ -81,7 +54,7 @@ const GPU_HELP = {
 
 // The device status box: a state ("loading", "ready", "cpu", "error"), a plain sentence, and optionally
 // advice and the technical report (folded away: wgpu's adapter report means little to most).
-function showGpu(stateName, text, { advice = "", report = "" } = {}) {
+function showStatus(stateName, text, { advice = "", report = "" } = {}) {
   $("gpu-status").dataset.state = stateName;
   $("gpu-message").textContent = text;
   $("gpu-advice").textContent = advice;
@@ -93,19 +66,19 @@ function showGpu(stateName, text, { advice = "", report = "" } = {}) {
 // Which device trains, and why: the GPU's adapter; or the CPU, because the user chose it or
 // because there is no GPU (the plain reason and advice, with the error's own report folded away).
 function showDevice() {
-  const onGpu = state.device.kind() === "gpu";
+  const onGpu = training.device.kind() === "gpu";
   if (onGpu) {
-    showGpu("ready", state.device.describe());
-  } else if (state.gpu) {
-    showGpu("cpu", "Training on the CPU in WebAssembly, slower than a GPU, because you chose it; " +
+    showStatus("ready", training.device.describe());
+  } else if (training.gpu) {
+    showStatus("cpu", "Training on the CPU in WebAssembly, slower than a GPU, because you chose it; " +
       "the samples/s readout shows the difference.");
   } else {
-    const err = state.gpuError;
+    const err = training.gpuError;
     const help = GPU_HELP[err && err.kind];
-    showGpu("cpu", "Training on the CPU in WebAssembly, slower than a GPU. " +
+    showStatus("cpu", "Training on the CPU in WebAssembly, slower than a GPU. " +
       (help ? help.summary : "The GPU could not be started."), { advice: help ? help.advice : "", report: messageOf(err) });
   }
-  $("switch-device").hidden = !state.gpu;
+  $("switch-device").hidden = !training.gpu;
   $("switch-device").textContent = onGpu ? "Train on the CPU instead" : "Train on the GPU again";
 }
 
@@ -141,16 +114,14 @@ function fail(err) {
   const kind = err && err.kind;
   if (kind === "none") return;
   if (kind === "diverged") {
-    stopTraining();
-    state.broken = "diverged";
+    training.stop("diverged");
     alertUser(`Training diverged: ${messageOf(err)}.`, "Reset the model", () => reset());
   } else if (kind === "lost") {
-    stopTraining();
-    state.broken = "lost";
-    const kept = state.snapshot ? `The weights from step ${state.snapshotStep} are kept in this page.`
+    training.stop("lost");
+    const kept = training.snapshot ? `The weights from step ${training.snapshotStep} are kept in this page.`
       : "No weights were saved yet; a fresh model will start.";
     alertUser(`Training stopped: ${messageOf(err)}. ${kept}`, "Restart on a new device", () => restart());
-    showGpu("error", "The GPU device was lost.");
+    showStatus("error", "The GPU device was lost.");
   } else {
     console.warn(err);
     alertUser(`Something went wrong: ${messageOf(err)}`);
@@ -162,27 +133,15 @@ function fail(err) {
 
 async function start(bindings) {
   wasm = bindings;
-  await openDevice();
+  training.wasm = bindings;
+  await training.openDevice();
+  showDevice();
   if (await restoreSession()) return;
   try {
     await useBundled();
   } catch (err) {
     $("data-summary").textContent = `The bundled digits could not be loaded: ${messageOf(err)}`;
   }
-}
-
-// The GPU if this browser gives one, otherwise the CPU; says which, and why.
-async function openDevice() {
-  try {
-    state.gpu = await wasm.WebDevice.requestGpu();
-    state.device = state.gpu;
-    state.gpuError = null;
-  } catch (err) {
-    state.gpu = null;
-    state.gpuError = err;
-    state.device = wasm.WebDevice.cpu();
-  }
-  showDevice();
 }
 
 async function fetchBundled() {
@@ -197,16 +156,16 @@ const BUNDLED_NAME = "the bundled MNIST digits";
 
 async function useBundled() {
   const files = await fetchBundled();
-  setData(wasm.WebData.fromFiles(BUNDLED, files, state.device.maxBufferBytes()), BUNDLED_NAME, null);
+  setData(wasm.WebData.fromFiles(BUNDLED, files, training.device.maxBufferBytes()), BUNDLED_NAME, null);
 }
 
-// Replaces the dataset (made from `source`, see state.dataSource) and starts a fresh model on
+// Replaces the dataset (made from `source`, see training.dataSource) and starts a fresh model on
 // it; on any error both stay as they were.
 function setData(data, name, source) {
-  const config = configFor(state.trainer ? state.trainer.config() : readSettings().config, data);
+  const config = configFor(training.trainer ? training.trainer.config() : readSettings().config, data);
   let trainer;
   try {
-    trainer = new wasm.WebTrainer(state.device, config, data);
+    trainer = new wasm.WebTrainer(training.device, config, data);
   } catch (err) {
     data.free();
     throw err;
@@ -217,13 +176,11 @@ function setData(data, name, source) {
 }
 
 function installData(data, name, source) {
-  if (state.data) state.data.free();
-  state.data = data;
-  state.dataSource = source;
+  training.useData(data, source);
   $("data-summary").textContent =
     `Training on ${name}: ${data.trainCount()} training and ${data.testCount()} test images of ${data.rows()}x${data.cols()} pixels.`;
-  state.picks = { a: pickTest(0), b: pickTest(1) };
-  state.galleryStart = 0;
+  view.picks = { a: pickTest(0), b: pickTest(1) };
+  view.galleryStart = 0;
   drawGallery();
 }
 
@@ -250,20 +207,20 @@ function showSession(text, { startOver = false, error = false } = {}) {
 // Keeps the latest snapshot; a full quota (or no storage at all) is said, and training goes on.
 // Never throws.
 async function persist() {
-  if (!state.snapshot || !state.trainer) return;
+  if (!training.snapshot || !training.trainer) return;
   const session = {
     version: SESSION_VERSION,
-    checkpoint: state.snapshot,
-    step: state.snapshotStep,
+    checkpoint: training.snapshot,
+    step: training.snapshotStep,
     savedAt: Date.now(),
     chart: { train: chart.train, test: chart.test },
-    trainedMs: state.trainedMs,
-    ownData: !!state.dataSource,
+    trainedMs: training.trainedMs,
+    ownData: !!training.dataSource,
   };
   try {
-    if (state.dataSource && storedData !== state.dataSource) {
-      await idbSet(DATA_KEY, state.dataSource, sessionStore);
-      storedData = state.dataSource;
+    if (training.dataSource && storedData !== training.dataSource) {
+      await idbSet(DATA_KEY, training.dataSource, sessionStore);
+      storedData = training.dataSource;
     }
     await idbSet(SESSION_KEY, session, sessionStore);
   } catch (err) {
@@ -297,18 +254,17 @@ async function restoreSession() {
     const own = session.ownData ? await idbGet(DATA_KEY, sessionStore) : null;
     if (session.ownData && !own) throw new Error("the files it was trained on were not kept");
     const [names, files] = own ? [own.names, own.files] : [BUNDLED, await fetchBundled()];
-    data = wasm.WebData.fromFiles(names, files, state.device.maxBufferBytes());
-    const trainer = wasm.WebTrainer.fromCheckpoint(state.device, session.checkpoint, data);
+    data = wasm.WebData.fromFiles(names, files, training.device.maxBufferBytes());
+    const trainer = wasm.WebTrainer.fromCheckpoint(training.device, session.checkpoint, data);
     installData(data, own ? own.names.join(", ") : BUNDLED_NAME, own);
     storedData = own;
-    replaceTrainer(trainer, session.step);
-    state.snapshot = session.checkpoint;
-    restoreHistory(session);
+    replaceTrainer(trainer, { step: session.step, snapshot: session.checkpoint, trainedMs: session.trainedMs });
+    restoreChart(session.chart);
     const saved = new Date(session.savedAt).toLocaleTimeString("en-GB", { hour: "2-digit", minute: "2-digit" });
     showSession(`Resumed from step ${session.step.toLocaleString("en")}, saved ${saved}.`, { startOver: true });
     return true;
   } catch (err) {
-    if (data && state.data !== data) data.free();
+    if (data && training.data !== data) data.free();
     idbDel(SESSION_KEY, sessionStore).catch(() => {});
     idbDel(DATA_KEY, sessionStore).catch(() => {});
     showSession(`The training saved on your last visit could not be restored, and was discarded: ${messageOf(err)}`, { error: true });
@@ -326,23 +282,18 @@ function configFor(config, data) {
   return { ...rest, image: [data.rows(), data.cols()] };
 }
 
-function replaceTrainer(trainer, startStep = 0) {
-  stopTraining();
-  const old = state.trainer;
-  state.trainer = trainer;
-  // The old trainer may still be borrowed by a task in flight: free it after the queue drains.
-  if (old) queue.then(() => old.free());
-  state.broken = null;
-  state.snapshot = null;
-  state.snapshotStep = startStep;
-  // A trainer resumed with Adam's state already counts its own steps.
-  state.stepBase = startStep - trainer.step();
-  state.trainedMs = 0;
-  state.evaluatedEpoch = Math.floor(startStep / trainer.stepsPerEpoch());
-  state.stepsPerSubmit = 1;
-  state.usage = null;
-  state.codes = null;
-  state.latent = { variables: trainer.latent(), classes: trainer.classes() };
+// A new model, in every panel; `from` says where in its history it starts (see Training.replace).
+function replaceTrainer(trainer, from = {}) {
+  training.replace(trainer, from);
+  showModel();
+}
+
+// The panels start over on the model `training` holds now.
+function showModel() {
+  const trainer = training.trainer;
+  view.usage = null;
+  view.codes = null;
+  view.latent = { variables: trainer.latent(), classes: trainer.classes() };
   describeLatent();
   chart.clear();
   clearAlert();
@@ -359,7 +310,7 @@ function reset() {
   const parsed = readSettings();
   if (!parsed.ok) return;
   try {
-    replaceTrainer(new wasm.WebTrainer(state.device, parsed.config, state.data));
+    replaceTrainer(new wasm.WebTrainer(training.device, parsed.config, training.data));
     forgetSession();
   } catch (err) {
     if (err && err.kind === "config") showFieldError(err); else fail(err);
@@ -370,82 +321,57 @@ function reset() {
 // the last snapshot.
 async function restart() {
   clearAlert();
-  showGpu("loading", "Opening a new GPU device…");
-  const lost = state.gpu;
-  await openDevice();
-  if (lost) lost.free();
+  showStatus("loading", "Opening a new GPU device…");
+  await training.openDevice();
+  showDevice();
   try {
-    const snapshot = state.snapshot, step = state.snapshotStep;
-    const trainer = snapshot ? wasm.WebTrainer.fromCheckpoint(state.device, snapshot, state.data)
-      : new wasm.WebTrainer(state.device, readSettings().config, state.data);
-    replaceTrainer(trainer, step);
-    state.snapshot = snapshot;
+    const snapshot = training.snapshot, step = training.snapshotStep;
+    const trainer = snapshot ? wasm.WebTrainer.fromCheckpoint(training.device, snapshot, training.data)
+      : new wasm.WebTrainer(training.device, readSettings().config, training.data);
+    replaceTrainer(trainer, { step, snapshot });
     if (snapshot) $("data-message").textContent = `Restarted from the weights of step ${step}.`;
   } catch (err) {
     alertUser(`Could not restart: ${messageOf(err)}`, "Try again", () => restart());
   }
 }
 
-// Moves the model between the GPU and the CPU with Adam's state: training goes on from the same
-// step, as it would have on the first device, and the chart keeps its history.
+// Moves the model between the GPU and the CPU (Training.switchDevice); the chart keeps its history.
 async function switchDevice() {
-  if (!state.trainer || !state.gpu) return;
-  const running = state.running;
+  if (!training.trainer || !training.gpu) return;
+  const running = training.running;
   stopTraining();
-  const { bytes, step } = await checkpoint(true);
-  const target = state.device.kind() === "gpu" ? wasm.WebDevice.cpu() : state.gpu;
-  const trainer = wasm.WebTrainer.fromCheckpoint(target, bytes, state.data);
-  if (state.device !== state.gpu) state.device.free();
-  state.device = target;
-  const history = { chart: { train: chart.train, test: chart.test }, trainedMs: state.trainedMs };
-  replaceTrainer(trainer, step);
-  restoreHistory(history);
-  state.snapshot = bytes;
+  const points = { train: chart.train, test: chart.test };
+  await training.switchDevice();
+  showModel();
+  restoreChart(points);
   showDevice();
   if (running) startTraining();
 }
 
-// The chart's points and the time trained, kept across a reload or a change of device.
-function restoreHistory({ chart: points, trainedMs }) {
-  state.trainedMs = trainedMs;
-  chart.train = points.train;
-  chart.test = points.test;
+// The chart's points, kept across a reload or a change of device.
+function restoreChart({ train, test }) {
+  chart.train = train;
+  chart.test = test;
   chart.draw();
   showProgress();
 }
 
-// Steps and epochs of the model's whole history, including before it was loaded.
-const totalSteps = (t) => state.stepBase + t.step();
-const totalEpochs = (t) => totalSteps(t) / t.stepsPerEpoch();
-
-// The weights as a checkpoint, with the step they were reached at; with `optimizer`, Adam's
-// state too, so that loading it resumes training exactly.
-const checkpoint = (optimizer) => gpuTask(async (t) => {
-  const step = totalSteps(t);
-  return { bytes: await t.save(step, optimizer), step };
-});
-
-// Kept for a restart after a lost device and for the next visit, with Adam's state: training
-// goes on as if uninterrupted.
+// Kept for a restart after a lost device and for the next visit (Training.takeSnapshot).
 async function takeSnapshot() {
-  const { bytes, step } = await checkpoint(true);
-  state.snapshot = bytes;
-  state.snapshotStep = step;
-  state.unsaved = false;
+  await training.takeSnapshot();
   persist(); // not awaited: the views need not wait for the disk (writes are kept in order)
 }
 
 // ---- Training ----
 
 function startTraining() {
-  if (state.running || state.broken || !state.trainer) return;
-  state.running = true;
+  if (!training.start()) return;
   updateControls();
   trainLoop().catch(fail);
 }
 
 function stopTraining() {
-  state.running = false;
+  training.stop();
   updateControls();
 }
 
@@ -454,31 +380,21 @@ const visible = () => new Promise((resolve) =>
   document.addEventListener("visibilitychange", resolve, { once: true }));
 
 async function trainLoop() {
-  const trainer = state.trainer;
+  const trainer = training.trainer;
   const batch = trainer.config().batch_size;
   let lastSamples = 0, lastViews = 0;
-  while (state.running && state.trainer === trainer) {
+  while (training.running && training.trainer === trainer) {
     if (document.hidden) {
       await visible();
       continue;
     }
-    // One submission of n steps, then its metrics (which waits for the GPU to finish them).
-    const n = state.stepsPerSubmit;
-    const t0 = performance.now();
-    const m = await gpuTask((t) => { t.train(n); return t.metrics(); });
-    state.unsaved = true;
-    const dt = performance.now() - t0;
-    state.trainedMs += dt;
-    // Adapt the steps per submission so one takes about FRAME_MS: the GPU stays busy and the
-    // queue never holds more than one submission.
-    state.stepsPerSubmit = Math.max(1, Math.min(256, Math.round(n * Math.min(2, Math.max(0.5, FRAME_MS / dt)))));
-    const epoch = totalEpochs(trainer);
+    const { m, steps, ms } = await training.trainSteps();
+    const epoch = training.totalEpochs();
     chart.addTrain({ epoch, loss: m.loss, reconstruction: m.reconstruction, kl: m.kl });
-    showProgress(m, (n * batch) / (dt / 1000));
+    showProgress(m, (steps * batch) / (ms / 1000));
     const now = performance.now();
-    if (Math.floor(epoch) > state.evaluatedEpoch) {
-      state.evaluatedEpoch = Math.floor(epoch);
-      const e = await gpuTask((t) => t.evaluate());
+    if (training.reachedNewEpoch()) {
+      const e = await training.task((t) => t.evaluate());
       chart.addTest({ epoch, nelbo: e.nelbo });
       $("test-nelbo").textContent = e.nelbo.toFixed(1);
       await takeSnapshot();
@@ -496,25 +412,25 @@ async function trainLoop() {
 }
 
 function showProgress(m, rate) {
-  const t = state.trainer;
+  const t = training.trainer;
   if (!t) return;
-  $("epoch").textContent = totalEpochs(t).toFixed(2);
-  $("step").textContent = String(totalSteps(t));
-  const s = Math.floor(state.trainedMs / 1000);
+  $("epoch").textContent = training.totalEpochs().toFixed(2);
+  $("step").textContent = String(training.totalSteps());
+  const s = Math.floor(training.trainedMs / 1000);
   $("elapsed").textContent = `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
   if (m) $("loss").textContent = `${m.loss.toFixed(1)} (rec. ${m.reconstruction.toFixed(1)} + KL ${m.kl.toFixed(1)})`;
   else $("loss").textContent = $("test-nelbo").textContent = "–";
-  $("rate").textContent = rate ? `${Math.round(rate)} (${state.stepsPerSubmit} steps/submit)` : "–";
+  $("rate").textContent = rate ? `${Math.round(rate)} (${training.stepsPerSubmit} steps/submit)` : "–";
 }
 
 function updateControls() {
-  const ready = !!state.trainer;
+  const ready = !!training.trainer;
   const train = $("train");
-  train.textContent = state.running ? "Pause" : "Train";
-  train.disabled = !ready || !!state.broken;
+  train.textContent = training.running ? "Pause" : "Train";
+  train.disabled = !ready || !!training.broken;
   // A diverged model keeps its last good weights: they can still be saved and explored.
   for (const id of ["reset", "save", "switch-device", "new-samples", "more-digits", "apply", "data-files", "bundled", "load"]) {
-    $(id).disabled = !ready || state.broken === "lost";
+    $(id).disabled = !ready || training.broken === "lost";
   }
   $("use-drawing").disabled = !ready || pad.empty;
 }
@@ -522,14 +438,14 @@ function updateControls() {
 // ---- Views ----
 
 // The data's image size: every view draws images of this shape.
-const imageShape = () => (state.data ? [state.data.rows(), state.data.cols()] : [SIDE, SIDE]);
+const imageShape = () => (training.data ? [training.data.rows(), training.data.cols()] : [SIDE, SIDE]);
 const imagePixels = () => imageShape()[0] * imageShape()[1];
 const draw = (canvas, images, cols) => drawDigits(canvas, images, cols, ...imageShape());
 
 // The captions that depend on the latent type: what a prior sample, a code, a traversal and the
 // chart's two figures are.
 function describeLatent() {
-  const { variables, classes } = state.latent;
+  const { variables, classes } = view.latent;
   const text = (id, s) => { $(id).textContent = s; };
   if (classes) {
     text("samples-caption", `64 fixed prior codes, a random class for each of the ${variables} variables (one-hot), decoded as training goes on.`);
@@ -577,7 +493,7 @@ function stdCaption(lik) {
 // The σ images of `run(trainer)` (2σ, so that σ = 0.5 is white), with their caption shown
 // under the view `id`.
 function stdImages(id, run) {
-  return gpuTask(async (t) => {
+  return training.task(async (t) => {
     const caption = stdCaption(t.config().likelihood);
     const std = await run(t);
     $(`${id}-std-caption`).textContent = caption;
@@ -587,17 +503,17 @@ function stdImages(id, run) {
 }
 
 const refreshSamples = failsSafely(async () => {
-  const seed = state.sampleSeed;
+  const seed = view.sampleSeed;
   const std = $("samples-std").checked;
   $("samples-std-caption").hidden = !std;
   const images = await (std ? stdImages("samples", (t) => t.decodeStd(t.priorCodes(64, seed)))
-    : gpuTask((t) => t.decode(t.priorCodes(64, seed))));
+    : training.task((t) => t.decode(t.priorCodes(64, seed))));
   draw($("samples"), images, 8);
 });
 
 const refreshRecon = failsSafely(async () => {
-  const x = state.data.testImages(0, 10);
-  const rows = [x, await gpuTask((t) => t.reconstruct(x))];
+  const x = training.data.testImages(0, 10);
+  const rows = [x, await training.task((t) => t.reconstruct(x))];
   const std = $("recon-std").checked;
   $("recon-std-caption").hidden = !std;
   if (std) rows.push(await stdImages("recon", (t) => t.reconstructStd(x)));
@@ -607,22 +523,22 @@ const refreshRecon = failsSafely(async () => {
 });
 
 function pickTest(i) {
-  return { x: state.data.testImages(i, 1), label: `test digit ${state.data.testLabels()[i]} (#${i})` };
+  return { x: training.data.testImages(i, 1), label: `test digit ${training.data.testLabels()[i]} (#${i})` };
 }
 
 function drawGallery() {
   const gallery = $("gallery");
   gallery.replaceChildren();
-  const labels = state.data.testLabels();
+  const labels = training.data.testLabels();
   for (let k = 0; k < GALLERY; k++) {
-    const i = (state.galleryStart + k) % state.data.testCount();
+    const i = (view.galleryStart + k) % training.data.testCount();
     const button = document.createElement("button");
     button.type = "button";
     button.className = "digit";
     button.dataset.index = String(i);
     button.setAttribute("aria-label", `Test digit ${labels[i]}, number ${i}`);
     const canvas = document.createElement("canvas");
-    draw(canvas, state.data.testImages(i, 1), 1);
+    draw(canvas, training.data.testImages(i, 1), 1);
     button.append(canvas);
     button.addEventListener("click", () => pick(pickTest(i)));
     gallery.append(button);
@@ -630,10 +546,10 @@ function drawGallery() {
 }
 
 function pick(p) {
-  state.picks[state.slot] = p;
+  view.picks[view.slot] = p;
   // After choosing A, the next click chooses B.
-  if (state.slot === "a") {
-    state.slot = "b";
+  if (view.slot === "a") {
+    view.slot = "b";
     document.querySelector('input[name="slot"][value="b"]').checked = true;
   }
   // The traversal starts from digit A's code, which the interpolation computes.
@@ -641,10 +557,10 @@ function pick(p) {
 }
 
 // Slerp suits Gaussian codes only: categorical codes are probabilities, mixed linearly.
-const spherical = () => !state.latent.classes && document.querySelector('input[name="path"]:checked').value === "spherical";
+const spherical = () => !view.latent.classes && document.querySelector('input[name="path"]:checked').value === "spherical";
 
 const refreshInterpolation = failsSafely(async () => {
-  const { a, b } = state.picks;
+  const { a, b } = view.picks;
   if (!a || !b) return;
   const pixels = imagePixels();
   const x = new Float32Array(2 * pixels);
@@ -654,36 +570,36 @@ const refreshInterpolation = failsSafely(async () => {
   draw($("slot-b"), b.x, 1);
   $("slot-a").setAttribute("aria-label", `Digit A: ${a.label}`);
   $("slot-b").setAttribute("aria-label", `Digit B: ${b.label}`);
-  const { code } = await gpuTask((t) => t.encode(x));
+  const { code } = await training.task((t) => t.encode(x));
   const half = code.length / 2;
-  state.codes = { a: code.slice(0, half), b: code.slice(half) };
-  const recon = await gpuTask((t) => t.reconstruct(x));
+  view.codes = { a: code.slice(0, half), b: code.slice(half) };
+  const recon = await training.task((t) => t.reconstruct(x));
   draw($("slot-a-recon"), recon.subarray(0, pixels), 1);
   draw($("slot-b-recon"), recon.subarray(pixels), 1);
-  const path = wasm.interpolate(state.codes.a, state.codes.b, STRIP, spherical());
-  draw($("strip"), await gpuTask((t) => t.decode(path)), STRIP);
+  const path = wasm.interpolate(view.codes.a, view.codes.b, STRIP, spherical());
+  draw($("strip"), await training.task((t) => t.decode(path)), STRIP);
   await refreshScrub();
 });
 
 const refreshScrub = failsSafely(async () => {
-  if (!state.codes) return;
+  if (!view.codes) return;
   const t = Number($("scrub").value) / 100;
-  const path = wasm.interpolate(state.codes.a, state.codes.b, 101, spherical());
-  const latent = state.codes.a.length;
+  const path = wasm.interpolate(view.codes.a, view.codes.b, 101, spherical());
+  const latent = view.codes.a.length;
   const at = Math.round(t * 100) * latent;
-  draw($("scrubbed"), await gpuTask((tr) => tr.decode(path.slice(at, at + latent))), 1);
+  draw($("scrubbed"), await training.task((tr) => tr.decode(path.slice(at, at + latent))), 1);
 });
 
 // Average KL per dimension (or variable) and the scatter of test codes; the manifold when a
 // Gaussian latent is 2-D.
 const refreshLatent = failsSafely(async () => {
-  const n = Math.min(MAP_POINTS, state.data.testCount());
-  const x = state.data.testImages(0, n);
-  const { mu, logvar, probabilities } = await gpuTask((t) => t.encode(x));
-  const { variables: latent, classes } = state.latent;
+  const n = Math.min(MAP_POINTS, training.data.testCount());
+  const x = training.data.testImages(0, n);
+  const { mu, logvar, probabilities } = await training.task((t) => t.encode(x));
+  const { variables: latent, classes } = view.latent;
   const kl = classes ? wasm.klPerVariable(probabilities, latent, classes) : wasm.klPerDimension(mu, logvar, latent);
-  state.usage = Array.from(wasm.dimensionsByUse(kl), (dim) => ({ dim, kl: kl[dim] }));
-  const [dx, dy] = latent === 1 ? [0, 0] : latent === 2 ? [0, 1] : [state.usage[0].dim, state.usage[1].dim];
+  view.usage = Array.from(wasm.dimensionsByUse(kl), (dim) => ({ dim, kl: kl[dim] }));
+  const [dx, dy] = latent === 1 ? [0, 0] : latent === 2 ? [0, 1] : [view.usage[0].dim, view.usage[1].dim];
   if (classes) drawClassMap(probabilities, n, dx, dy);
   else await drawCodeMap(mu, n, dx, dy);
   await refreshTraversal();
@@ -692,18 +608,18 @@ const refreshLatent = failsSafely(async () => {
 // Gaussian latents' map: mu of the test digits in dimensions dx and dy, coloured by label; with
 // a 2-D latent space, the decoded manifold beside it.
 async function drawCodeMap(mu, n, dx, dy) {
-  const latent = state.latent.variables;
+  const latent = view.latent.variables;
   const xs = [], ys = [];
   for (let i = 0; i < n; i++) {
     xs.push(mu[i * latent + dx]);
     ys.push(latent === 1 ? 0 : mu[i * latent + dy]);
   }
-  drawScatter($("scatter"), xs, ys, state.data.testLabels());
+  drawScatter($("scatter"), xs, ys, training.data.testLabels());
   const manifold = $("manifold");
   manifold.hidden = latent !== 2;
   if (latent === 2) {
     const codes = wasm.manifoldCodes(new Float32Array(2), 0, 1, 20);
-    draw(manifold, await gpuTask((t) => t.decode(codes)), 20);
+    draw(manifold, await training.task((t) => t.decode(codes)), 20);
     $("map-caption").textContent = "Left: digits decoded on a 20x20 grid of the prior's quantiles (the paper's " +
       "figure 4). Right: μ of test digits, coloured by label, on the same axes.";
   } else {
@@ -717,7 +633,7 @@ async function drawCodeMap(mu, n, dx, dy) {
 // Categorical latents' map: each test digit at the most likely classes of the two most-used
 // variables (jittered within the cell), coloured by its label.
 function drawClassMap(probabilities, n, dx, dy) {
-  const { variables, classes } = state.latent;
+  const { variables, classes } = view.latent;
   const best = wasm.mostLikelyClasses(probabilities, classes);
   // A fixed jitter per digit and axis (a hash of both: murmur3's finaliser), so the map only
   // moves when classes change, and the two axes' jitters are unrelated.
@@ -732,7 +648,7 @@ function drawClassMap(probabilities, n, dx, dy) {
     xs.push(best[i * variables + dx] + jitter(i, 0));
     ys.push(variables === 1 ? classes / 2 : best[i * variables + dy] + jitter(i, 1));
   }
-  drawScatter($("scatter"), xs, ys, state.data.testLabels(), 0, classes, Array.from({ length: classes + 1 }, (_, k) => k));
+  drawScatter($("scatter"), xs, ys, training.data.testLabels(), 0, classes, Array.from({ length: classes + 1 }, (_, k) => k));
   $("manifold").hidden = true;
   $("map-caption").textContent = variables === 1
     ? `Test digits by the most likely class (0 to ${classes - 1}, across) of the single variable, coloured by label.`
@@ -743,13 +659,13 @@ function drawClassMap(probabilities, n, dx, dy) {
 // Digit A's code (from the interpolation) with each dimension swept, most-used first; for
 // categorical latents, each variable switched through its classes.
 const refreshTraversal = failsSafely(async () => {
-  if (!state.usage || !state.codes) return;
-  const { classes } = state.latent;
-  const dims = Uint32Array.from(state.usage.map((u) => u.dim));
+  if (!view.usage || !view.codes) return;
+  const { classes } = view.latent;
+  const dims = Uint32Array.from(view.usage.map((u) => u.dim));
   const steps = classes || TRAVERSAL_STEPS;
-  const codes = classes ? wasm.classTraversalCodes(state.codes.a, dims, classes) : wasm.traversalCodes(state.codes.a, dims, steps);
-  const images = await gpuTask((t) => t.decode(codes));
-  const rows = state.usage.map(({ dim, kl }, r) => {
+  const codes = classes ? wasm.classTraversalCodes(view.codes.a, dims, classes) : wasm.traversalCodes(view.codes.a, dims, steps);
+  const images = await training.task((t) => t.decode(codes));
+  const rows = view.usage.map(({ dim, kl }, r) => {
     const row = document.createElement("div");
     row.className = "trow";
     const label = document.createElement("span");
@@ -894,7 +810,7 @@ async function loadDataFiles(input) {
   try {
     const bytes = await Promise.all(files.map(readFile));
     const names = files.map((f) => f.name);
-    const data = wasm.WebData.fromFiles(names, bytes, state.device.maxBufferBytes());
+    const data = wasm.WebData.fromFiles(names, bytes, training.device.maxBufferBytes());
     setData(data, names.join(", "), { names, files: bytes });
     message.dataset.state = "ok";
     message.textContent = `Loaded ${data.trainCount()} training and ${data.testCount()} test images; the model was reset.`;
@@ -905,8 +821,8 @@ async function loadDataFiles(input) {
 }
 
 const save = failsSafely(async () => {
-  const { bytes, step } = await checkpoint($("save-optimizer").checked);
-  const c = state.trainer.config();
+  const { bytes, step } = await training.checkpoint($("save-optimizer").checked);
+  const c = training.trainer.config();
   const a = document.createElement("a");
   a.href = URL.createObjectURL(new Blob([bytes], { type: "application/octet-stream" }));
   a.download = `vae-${c.architecture ? c.architecture.kind : "custom"}-z${c.latent}-step${step}.safetensors`;
@@ -922,9 +838,8 @@ async function loadWeights(input) {
   try {
     const bytes = await readFile(file);
     const info = wasm.checkpointInfo(bytes);
-    const trainer = wasm.WebTrainer.fromCheckpoint(state.device, bytes, state.data);
-    replaceTrainer(trainer, info.step);
-    state.snapshot = bytes;
+    const trainer = wasm.WebTrainer.fromCheckpoint(training.device, bytes, training.data);
+    replaceTrainer(trainer, { step: info.step, snapshot: bytes });
     persist();
     message.dataset.state = "ok";
     message.textContent = info.resumes
@@ -939,7 +854,7 @@ async function loadWeights(input) {
 // ---- Wiring ----
 
 $("train").addEventListener("click", () => {
-  if (state.running) {
+  if (training.running) {
     stopTraining();
     // Pausing is a good moment to keep the weights and show the latest views.
     takeSnapshot().then(refreshAll).catch(fail);
@@ -959,20 +874,20 @@ $("bundled").addEventListener("click", () => useBundled().then(() => {
 $("start-over").addEventListener("click", () => reset());
 // A hidden tab may be closed without warning: keep what was trained for the next visit.
 document.addEventListener("visibilitychange", () => {
-  if (document.hidden && state.unsaved && !state.broken) takeSnapshot().catch(() => {});
+  if (document.hidden && training.unsaved && !training.broken) takeSnapshot().catch(() => {});
 });
 $("samples-std").addEventListener("change", () => refreshSamples());
 $("recon-std").addEventListener("change", () => refreshRecon());
 $("new-samples").addEventListener("click", () => {
-  state.sampleSeed += 1;
+  view.sampleSeed += 1;
   refreshSamples();
 });
 $("more-digits").addEventListener("click", () => {
-  state.galleryStart = (state.galleryStart + GALLERY) % state.data.testCount();
+  view.galleryStart = (view.galleryStart + GALLERY) % training.data.testCount();
   drawGallery();
 });
 for (const radio of document.querySelectorAll('input[name="slot"]')) {
-  radio.addEventListener("change", () => { state.slot = radio.value; });
+  radio.addEventListener("change", () => { view.slot = radio.value; });
 }
 for (const radio of document.querySelectorAll('input[name="path"]')) {
   radio.addEventListener("change", () => refreshInterpolation());
@@ -994,8 +909,9 @@ $("scatter-legend").replaceChildren(...LABEL_COLOURS.map((colour, label) => {
   return li;
 }));
 
-// For tests and the curious: the state, and a way to try the lost-device path.
-window.vae = { state, chart, busy: () => pending > 0, loseDevice: () => state.device.lose() };
+// For tests and the curious: the model's owner, the views' state, and a way to try the
+// lost-device path.
+window.vae = { training, view, chart, busy: () => training.busy(), loseDevice: () => training.device.lose() };
 
 if (window.wasmBindings) {
   start(window.wasmBindings);
@@ -1006,7 +922,7 @@ if (window.wasmBindings) {
 // leaving "Looking for WebGPU…" forever.
 setTimeout(() => {
   if (!window.wasmBindings && $("gpu-status").dataset.state === "loading") {
-    showGpu("error", "The page's WebAssembly module did not load, so the model cannot run here.", {
+    showStatus("error", "The page's WebAssembly module did not load, so the model cannot run here.", {
       advice: "Reload the page; if that does not help, use a recent browser with WebAssembly and WebGPU.",
     });
     document.body.dataset.gpu = "unavailable";
