@@ -298,9 +298,9 @@ try {
     assert(diff(await pixels("samples"), before) === 0, "the samples changed");
   });
 
-  await check("images of another size (32x32) train and draw in every view", async () => {
-    // The first 1000 test digits, padded by 2 pixels on each side, as one IDX images file and
-    // its labels (the page holds out the last tenth for testing).
+  // The first 1000 test digits, padded by 2 pixels on each side, as one IDX images file and its
+  // labels (the page holds out the last tenth for testing), for `setInputFiles`.
+  const digits32 = async () => {
     const n = 1000;
     const images = gunzipSync(await readFile(join(ROOT, "data/t10k-images-idx3-ubyte.gz")));
     const labels = gunzipSync(await readFile(join(ROOT, "data/t10k-labels-idx1-ubyte.gz")));
@@ -312,10 +312,14 @@ try {
     const lab = Buffer.alloc(8 + n);
     lab.writeUInt32BE(0x801, 0); lab.writeUInt32BE(n, 4);
     labels.copy(lab, 8, 8, 8 + n);
-    await page.setInputFiles("#data-files", [
+    return [
       { name: "digits32-images-idx3-ubyte", mimeType: "application/octet-stream", buffer: idx },
       { name: "digits32-labels-idx1-ubyte", mimeType: "application/octet-stream", buffer: lab },
-    ]);
+    ];
+  };
+
+  await check("images of another size (32x32) train and draw in every view", async () => {
+    await page.setInputFiles("#data-files", await digits32());
     await page.waitForFunction(() => /Loaded|not loaded/.test(document.getElementById("data-message").textContent));
     await idle();
     assert(/Loaded 900 training and 100 test images/.test(await message()), await message());
@@ -621,6 +625,45 @@ try {
       console.log(`     page says: ${refused}`);
       assert(/could not be restored, and was discarded: it was saved by another version/.test(refused), refused);
       assert((await step()) === 0 && (await saved()) === null, "the unusable session was not discarded");
+      assert(errors.length === 0, errors.join("; "));
+    } finally {
+      await context.close();
+    }
+  });
+
+  await check("the user's own files are kept with the session: a reload resumes on them", async () => {
+    // On the CPU path (no WebGPU), in a context of its own (its own IndexedDB).
+    const context = await browser.newContext({ viewport: { width: 1100, height: 800 } });
+    await context.addInitScript(() => Object.defineProperty(Navigator.prototype, "gpu", { get: () => undefined }));
+    const p = await context.newPage();
+    const errors = [];
+    p.on("pageerror", (e) => errors.push(e.message));
+    const ready = () => p.waitForFunction(() => window.vae && window.vae.training.trainer && !window.vae.busy(), null, { timeout: 120000 });
+    try {
+      await p.goto(url);
+      await ready();
+      await p.setInputFiles("#data-files", await digits32());
+      await p.waitForFunction(() => /Loaded|not loaded/.test(document.getElementById("data-message").textContent));
+      await ready();
+      await p.click("#train");
+      await p.waitForFunction(() => Number(document.getElementById("step").textContent) >= 4, null, { timeout: 60000 });
+      await p.click("#train"); // pausing keeps the session, with the files
+      await ready();
+      const at = Number(await p.textContent("#step"));
+      const saved = () => p.evaluate(async () => {
+        const kv = await import("./vendor/idb-keyval.js");
+        const s = await kv.get("current", kv.createStore("webvae", "session"));
+        return s ? s.step : null;
+      });
+      for (let i = 0; i < 100 && (await saved()) !== at; i++) await p.waitForTimeout(100);
+      await p.reload();
+      await ready();
+      const text = await p.textContent("#session-status");
+      const summary = await p.textContent("#data-summary");
+      console.log(`     page says: ${text} ${summary}`);
+      assert(new RegExp(`Resumed from step ${at}`).test(text), text);
+      assert(/digits32-images-idx3-ubyte/.test(summary) && /of 32x32 pixels/.test(summary), `not the user's files: ${summary}`);
+      assert(Number(await p.textContent("#step")) === at, "not at the saved step");
       assert(errors.length === 0, errors.join("; "));
     } finally {
       await context.close();
