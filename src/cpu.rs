@@ -25,7 +25,6 @@ use crate::rng::{EVAL_RNG_STEP, IWAE_RNG_STEP};
 use crate::trainer::{check_model_and_data, Evaluation, Metrics, TrainError, IWAE_ROWS, PASS_ROWS};
 
 /// A VAE training on the CPU.
-#[derive(Debug)]
 pub struct CpuTrainer {
     config: Config,
     layout: Layout,
@@ -43,6 +42,12 @@ pub struct CpuTrainer {
     /// Since the last `metrics`: sums of reconstruction and KL, datapoints, steps, sum of losses.
     totals: [f64; 5],
     diverged: Option<u32>,
+}
+
+impl std::fmt::Debug for CpuTrainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuTrainer").field("config", &self.config).field("step", &self.step).finish_non_exhaustive()
+    }
 }
 
 /// What a forward pass samples for z.
@@ -157,6 +162,7 @@ impl CpuTrainer {
         }
 
         // Backward: decoder, latent, heads, encoder (the input x needs no gradient).
+        // Taken out while the layers borrow the parameters (and put back before Adam).
         let mut grads = std::mem::take(&mut self.grads);
         let dz = self.stack_backward(&self.layout.decoder, &fwd.decoder, narrow(&dout), rows, true, &mut grads);
         let (dz, ml64) = (widen(&dz), widen(&fwd.ml));
