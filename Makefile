@@ -39,10 +39,10 @@ test-e2e:
 # A preset (MODEL=mlp, the reference; conv; mlp-gauss-var or conv-gauss-var, with a mean and a
 # variance per pixel; mlp-categorical or conv-categorical, 20 x 10 categorical latents), 10 epochs
 # on the bundled digits,
-# natively; last line: test_nelbo <nats>.
+# natively (DEVICE=cpu: on the CPU path); last line: test_nelbo <nats>.
 MODEL ?= mlp
 quality:
-	XDG_RUNTIME_DIR="$${XDG_RUNTIME_DIR:-$$(mktemp -d)}" MODEL=$(MODEL) cargo run --release --example quality
+	XDG_RUNTIME_DIR="$${XDG_RUNTIME_DIR:-$$(mktemp -d)}" MODEL=$(MODEL) DEVICE=$(DEVICE) cargo run --release --example quality
 
 # The reference training step timed side by side: natively (lavapipe here) and in headless
 # Chromium on WebGPU (SwiftShader here); lines `bench <backend> ms_per_step ...`.

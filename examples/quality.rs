@@ -7,6 +7,7 @@
 //! (a mean and a variance per pixel, variance floor 1e-3), whose figures are densities on
 //! continuous pixels and so can be negative; `-categorical` 20 categorical latents of 10 classes
 //! (Gumbel-softmax, tau 1 to 0.5), whose test figures decode one-hot samples (the discrete ELBO).
+//! `DEVICE=cpu` trains on the CPU path instead (`webvae::cpu`), with the same batches and noise.
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() {
@@ -18,22 +19,27 @@ fn main() {
 
 #[cfg(not(target_arch = "wasm32"))]
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    use webvae::{data, gpu::Gpu, model::Config, trainer::Trainer};
+    use webvae::backend::{Backend, Device};
+    use webvae::{data, gpu::Gpu, model::Config};
 
     let epochs: u32 = std::env::var("EPOCHS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
     let (train, test) = data::bundled_mnist()?;
-    let gpu = Gpu::new().await?;
-    println!("adapter {}", gpu.adapter_summary());
+    let device = match std::env::var("DEVICE").as_deref() {
+        Ok("cpu") => Device::Cpu,
+        Ok("gpu") | Ok("") | Err(_) => Device::Gpu(Gpu::new().await?),
+        Ok(other) => return Err(format!("unknown DEVICE \"{other}\" (expected gpu or cpu)").into()),
+    };
+    match &device {
+        Device::Gpu(gpu) => println!("adapter {}", gpu.adapter_summary()),
+        Device::Cpu => println!("adapter CPU path (f32, matrixmultiply sgemm, one thread)"),
+    }
     let model = std::env::var("MODEL").ok().filter(|m| !m.is_empty()).unwrap_or_else(|| "mlp".into());
     let config = Config::preset(&model).ok_or_else(|| format!("unknown MODEL \"{model}\" (expected mlp, conv, or either with -gauss-var or -categorical)"))?;
     let parameters = webvae::model::Layout::new(&config).len;
     println!("model {model} {} ({parameters} parameters)", config.summary());
     println!("config {}", serde_json::to_string(&config)?);
-    let mut trainer = Trainer::new(gpu, config, &train, &test)?;
-    println!(
-        "train {} test {} steps_per_epoch {} dispatches_per_step {}",
-        train.count, test.count, trainer.steps_per_epoch(), trainer.dispatches_per_step()
-    );
+    let mut trainer = Backend::new(&device, config, &train, &test)?;
+    println!("train {} test {} steps_per_epoch {} ({})", train.count, test.count, trainer.steps_per_epoch(), trainer.step_summary());
     let start = std::time::Instant::now();
     let mut test_elbo = trainer.evaluate().await?;
     for epoch in 1..=epochs {
