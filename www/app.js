@@ -923,7 +923,7 @@ if (window.wasmBindings) {
 setTimeout(() => {
   if (!window.wasmBindings && $("gpu-status").dataset.state === "loading") {
     showStatus("error", "The page's WebAssembly module did not load, so the model cannot run here.", {
-      advice: "Reload the page; if that does not help, use a recent browser with WebAssembly and WebGPU.",
+      advice: "Reload the page; if that does not help, use a recent browser (any with WebAssembly SIMD: Chrome 91, Firefox 89, Safari 16.4 or later).",
     });
     document.body.dataset.gpu = "unavailable";
   }
