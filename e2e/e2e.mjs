@@ -83,6 +83,15 @@ try {
     await page.click("#train");
     await idle();
   };
+  // Loads a weights file with Load weights and waits for the page's verdict (the message is
+  // cleared first, so an earlier load's message cannot pass for this one's); returns it.
+  const loadWeights = async (file) => {
+    await page.evaluate(() => { document.getElementById("data-message").textContent = ""; });
+    await page.setInputFiles("#load", file);
+    await page.waitForFunction(() => /was not loaded|Loaded/.test(document.getElementById("data-message").textContent));
+    await idle();
+    return message();
+  };
   // Clicks Save weights, keeps the file as artifacts/`name`, and reads it with Python's
   // safetensors as a PyTorch user would: { file, read }.
   const saveWeights = async (name) => {
@@ -222,9 +231,7 @@ try {
     await page.click("#reset");
     await idle();
     assert(diff(await pixels("samples"), trainedSamples) > 5, "Reset did not change the samples");
-    await page.setInputFiles("#load", file);
-    await page.waitForFunction(() => /was not loaded|Loaded/.test(document.getElementById("data-message").textContent));
-    await idle();
+    await loadWeights(file);
     assert(/Loaded weights.safetensors \(saved at step [1-9]\d*\)/.test(await message()), await message());
     assert(Number(await page.textContent("#step")) > 0, "the step count did not continue from the saved step");
     const restored = diff(await pixels("samples"), trainedSamples);
@@ -257,9 +264,7 @@ try {
       return weights.length === window.straight.length ? differ / weights.length : 1;
     }, keep);
     await stepsOn(true);
-    await page.setInputFiles("#load", file);
-    await page.waitForFunction(() => /was not loaded|Loaded resume/.test(document.getElementById("data-message").textContent));
-    await idle();
+    await loadWeights(file);
     assert(/with Adam's state\); training resumes exactly/.test(await message()), await message());
     assert(Number(await page.textContent("#step")) === saved, `the step shows ${await page.textContent("#step")}, saved at ${saved}`);
     // Natively the two are identical to the bit. Chromium's SwiftShader is not bit-reproducible
@@ -274,8 +279,7 @@ try {
   await check("a corrupt checkpoint is refused and changes nothing", async () => {
     const before = await pixels("samples");
     const good = await readFile(join(ARTIFACTS, "weights.safetensors"));
-    await page.setInputFiles("#load", { name: "cut.safetensors", mimeType: "application/octet-stream", buffer: good.subarray(0, 5000) });
-    await page.waitForFunction(() => /was not loaded/.test(document.getElementById("data-message").textContent));
+    await loadWeights({ name: "cut.safetensors", mimeType: "application/octet-stream", buffer: good.subarray(0, 5000) });
     console.log(`     page says: ${await message()}`);
     assert(/truncated/.test(await message()), await message());
     await idle();
@@ -396,9 +400,7 @@ try {
     assert(/conv_transpose2d/.test(read.metadata.layers), `layers: ${read.metadata.layers}`);
     await page.click("#reset");
     await idle();
-    await page.setInputFiles("#load", file);
-    await page.waitForFunction(() => /was not loaded|Loaded conv/.test(document.getElementById("data-message").textContent));
-    await idle();
+    await loadWeights(file);
     assert(/Loaded conv.safetensors/.test(await message()), await message());
     const restored = diff(await pixels("samples"), after);
     assert(restored < 0.01, `the loaded conv weights draw different samples (${restored.toFixed(3)} levels)`);
@@ -443,9 +445,7 @@ try {
     await page.selectOption(likelihood, "bernoulli");
     await page.click("#apply");
     await idle();
-    await page.setInputFiles("#load", file);
-    await page.waitForFunction(() => /was not loaded|Loaded gauss-var/.test(document.getElementById("data-message").textContent));
-    await idle();
+    await loadWeights(file);
     assert(/Loaded gauss-var.safetensors/.test(await message()), await message());
     assert((await page.inputValue(likelihood)) === "gaussian_var", "the settings do not show the loaded likelihood");
     assert(diff(await pixels("samples"), std) < 0.01, "the loaded weights draw different σ images");
@@ -492,9 +492,7 @@ try {
     await page.selectOption(kind, "gaussian");
     await page.click("#apply");
     await idle();
-    await page.setInputFiles("#load", file);
-    await page.waitForFunction(() => /was not loaded|Loaded categorical/.test(document.getElementById("data-message").textContent));
-    await idle();
+    await loadWeights(file);
     assert(/Loaded categorical.safetensors/.test(await message()), await message());
     assert((await page.inputValue(kind)) === "categorical", "the settings do not show the loaded latent type");
     assert(diff(await pixels("samples"), after) < 0.01, "the loaded weights draw different samples");

@@ -576,10 +576,11 @@ fn gemm(m: usize, k: usize, n: usize, a: Strided, b: Strided, c: &mut [f32], acc
 //   up      L = patches^T(W^T S)   (the patch matrix scattered back)
 //   weight  dW = sum over datapoints of S P^T
 
-/// The patch matrix of one datapoint's large side.
-fn patches(g: &Geometry, large: &[f32]) -> Vec<f32> {
+/// The patch matrix of one datapoint's large side, into `p` ([lc k k, sh sw], reused across
+/// datapoints).
+fn patches(g: &Geometry, large: &[f32], p: &mut [f32]) {
     let (ss, ls) = (g.sh * g.sw, g.lh * g.lw);
-    let mut p = vec![0.0; g.lc * g.k * g.k * ss];
+    p.fill(0.0);
     for cl in 0..g.lc {
         for ky in 0..g.k {
             for kx in 0..g.k {
@@ -594,7 +595,6 @@ fn patches(g: &Geometry, large: &[f32]) -> Vec<f32> {
             }
         }
     }
-    p
 }
 
 /// Adds a patch matrix back into one datapoint's large side: the transpose of `patches`.
@@ -619,8 +619,10 @@ fn add_patches(g: &Geometry, p: &[f32], large: &mut [f32]) {
 /// small [rows, S] = down(large [rows, L]).
 fn down(g: &Geometry, large: &[f32], w: &[f32], rows: usize, small: &mut [f32]) {
     let (taps, ss) = (g.lc * g.k * g.k, g.sh * g.sw);
+    let mut p = vec![0.0; taps * ss];
     for (l, s) in large.chunks(g.large_len()).zip(small.chunks_mut(g.small_len())).take(rows) {
-        gemm(g.sc, taps, ss, (w, taps, 1), (&patches(g, l), ss, 1), s, false);
+        patches(g, l, &mut p);
+        gemm(g.sc, taps, ss, (w, taps, 1), (&p, ss, 1), s, false);
     }
 }
 
@@ -637,9 +639,11 @@ fn up(g: &Geometry, small: &[f32], w: &[f32], rows: usize, large: &mut [f32]) {
 /// dW [sc, lc k k] = weight(small, large), summed over the rows.
 fn weight(g: &Geometry, small: &[f32], large: &[f32], rows: usize, dw: &mut [f32]) {
     let (taps, ss) = (g.lc * g.k * g.k, g.sh * g.sw);
+    let mut p = vec![0.0; taps * ss];
     dw.fill(0.0);
     for (s, l) in small.chunks(g.small_len()).zip(large.chunks(g.large_len())).take(rows) {
-        gemm(g.sc, ss, taps, (s, ss, 1), (&patches(g, l), 1, ss), dw, true);
+        patches(g, l, &mut p);
+        gemm(g.sc, ss, taps, (s, ss, 1), (&p, 1, ss), dw, true);
     }
 }
 
