@@ -31,10 +31,14 @@ test-native:
 test-browser:
 	$(WASM_ENV) wasm-pack test --headless --chrome
 
-# The built page, served on localhost and driven in headless Chromium.
+# The built page, served on localhost and driven in headless Chromium: the checks of e2e.mjs,
+# then the restless user (random clicks from the first second) with each seed, on WebGPU and on
+# the CPU path.
+RESTLESS_SEEDS ?= 1,2,3
 test-e2e:
 	$(WASM_ENV) trunk build --release --offline
 	cd e2e && node e2e.mjs
+	cd e2e && node restless.mjs --seeds $(RESTLESS_SEEDS) --devices webgpu,cpu --actions 200
 
 # A preset (MODEL=mlp, the reference; conv; mlp-gauss-var or conv-gauss-var, with a mean and a
 # variance per pixel; mlp-categorical or conv-categorical, 20 x 10 categorical latents), 10 epochs

@@ -1,39 +1,18 @@
 // `make bench`, browser half: opens the built page (../dist) in headless Chromium on WebGPU and
 // runs the wasm benchmark there, printing its lines (`bench browser ms_per_step ...`); then the
 // same step on the CPU path in WebAssembly (`bench browser-cpu ms_per_step ...`).
-import { chromium } from "playwright-core";
-import { createServer } from "node:http";
-import { readFile } from "node:fs/promises";
-import { extname, join, normalize } from "node:path";
-import { fileURLToPath } from "node:url";
+import { launch, serve } from "./harness.mjs";
 
-// DIST=path serves another build, for comparing two side by side.
-const ROOT = process.env.DIST || fileURLToPath(new URL("../dist/", import.meta.url));
-const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".css": "text/css" };
-
-const server = createServer(async (req, res) => {
-  const path = normalize(decodeURIComponent(new URL(req.url, "http://localhost").pathname).slice(1) || "index.html");
-  try {
-    res.writeHead(200, { "content-type": TYPES[extname(path)] || "application/octet-stream" })
-      .end(await readFile(join(ROOT, path)));
-  } catch {
-    res.writeHead(404).end();
-  }
-});
-await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--enable-unsafe-webgpu", "--enable-features=Vulkan",
-    "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-quic",
-    // For measuring what bounds the kernels, e.g. CHROMIUM_FLAGS=--enable-dawn-features=disable_robustness
-    ...(process.env.CHROMIUM_FLAGS ? process.env.CHROMIUM_FLAGS.split(" ") : [])],
-});
+// DIST=path serves another build, for comparing two side by side (harness.mjs).
+const { server, url } = await serve();
+// For measuring what bounds the kernels, e.g. CHROMIUM_FLAGS=--enable-dawn-features=disable_robustness
+const browser = await launch({ extra: process.env.CHROMIUM_FLAGS ? process.env.CHROMIUM_FLAGS.split(" ") : [] });
 let code = 0;
 try {
   const page = await browser.newPage();
   const bench = (model, n, device) => page.evaluate(([m, k, d]) => window.wasmBindings.benchmark(m, k, d)
     .catch((e) => { throw new Error(String(e?.message ?? e)); }), [model, n, device]);
-  await page.goto(`http://127.0.0.1:${server.address().port}/`);
+  await page.goto(url);
   await page.waitForFunction(() => window.wasmBindings, null, { timeout: 60000 });
   // Each preset on its own page call, so a long conv run cannot hold the MLP's lines back.
   const models = (process.env.MODELS || "mlp conv").split(/\s+/).filter(Boolean);

@@ -1,38 +1,13 @@
 // End-to-end: serves the built site (../dist) on localhost, opens it in headless Chromium with
 // WebGPU (SwiftShader), and checks what a user would see. Screenshots go to ../artifacts/.
-import { chromium } from "playwright-core";
-import { createServer } from "node:http";
-import { readFile, mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import { execFileSync } from "node:child_process";
-import { gunzipSync } from "node:zlib";
-import { extname, join, normalize } from "node:path";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { ARTIFACTS, digits32, launch, ROOT, serve, watch } from "./harness.mjs";
 
-const ROOT = fileURLToPath(new URL("../dist/", import.meta.url));
-const ARTIFACTS = fileURLToPath(new URL("../artifacts/", import.meta.url));
 const PYTHON = fileURLToPath(new URL("../.venv/bin/python", import.meta.url));
 const CHECK_SAFETENSORS = fileURLToPath(new URL("../scripts/check_safetensors.py", import.meta.url));
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm",
-  ".css": "text/css", ".png": "image/png", ".gz": "application/gzip", ".json": "application/json" };
-
-// A static file server for dist/, under a sub-path to prove the site works from one.
-const BASE = "/webvae/";
-function serve() {
-  const server = createServer(async (req, res) => {
-    const url = new URL(req.url, "http://localhost");
-    if (!url.pathname.startsWith(BASE)) { res.writeHead(404).end(); return; }
-    let path = normalize(decodeURIComponent(url.pathname.slice(BASE.length)) || "index.html");
-    if (path.startsWith("..")) { res.writeHead(403).end(); return; }
-    try {
-      const body = await readFile(join(ROOT, path));
-      res.writeHead(200, { "content-type": TYPES[extname(path)] || "application/octet-stream" }).end(body);
-    } catch {
-      res.writeHead(404).end();
-    }
-  });
-  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
-}
 
 const results = [];
 async function check(name, fn) {
@@ -48,30 +23,37 @@ async function check(name, fn) {
 }
 function assert(cond, message) { if (!cond) throw new Error(message); }
 
-const server = await serve();
-const url = `http://127.0.0.1:${server.address().port}${BASE}`;
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  args: ["--no-sandbox", "--enable-unsafe-webgpu", "--enable-features=Vulkan",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"],
-});
+const { server, url } = await serve();
+const browser = await launch();
 await mkdir(ARTIFACTS, { recursive: true });
 try {
   const page = await browser.newPage({ viewport: { width: 1100, height: 800 } });
-  const problems = [];
-  page.on("console", (m) => { if (m.type() === "error") problems.push(`console: ${m.text()}`); });
-  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
-  page.on("requestfailed", (r) => problems.push(`request failed: ${r.url()}`));
-  page.on("response", (r) => { if (r.status() >= 400) problems.push(`HTTP ${r.status()}: ${r.url()}`); });
+  const problems = watch(page);
 
-  const idle = () => page.waitForFunction(() => window.vae && !window.vae.busy(), null, { timeout: 120000 });
+  // The model exists and nothing is queued or running.
+  const idle = () => page.waitForFunction(() => window.vae && window.vae.training.trainer && !window.vae.busy(), null, { timeout: 120000 });
   // A canvas's pixels, as an array of grey levels.
   const pixels = (id) => page.evaluate((id) => {
     const c = document.getElementById(id);
     const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
     return Array.from({ length: d.length / 4 }, (_, i) => d[4 * i]);
   }, id);
+  // Clears every canvas, so that what a check reads afterwards was drawn after this (a view of
+  // one preset cannot pass on the pixels of the one before).
+  const blankViews = () => page.evaluate(() => {
+    for (const c of document.querySelectorAll("canvas")) c.getContext("2d").clearRect(0, 0, c.width, c.height);
+  });
+  // A view drawn since blankViews: digits have some ink; the scatter (drawn on white) has
+  // coloured points, not just its background and axes.
+  const drawn = async (id) => id === "scatter"
+    ? page.evaluate(() => {
+      const c = document.getElementById("scatter");
+      const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+      let points = 0;
+      for (let i = 0; i < d.length; i += 4) points += d[i] !== d[i + 1] || d[i + 1] !== d[i + 2];
+      return points > 50;
+    })
+    : (await pixels(id)).some((v) => v > 0);
   // The mean absolute difference of two grey-level arrays, in levels.
   const diff = (a, b) => a.reduce((s, v, i) => s + Math.abs(v - b[i]), 0) / a.length;
   const lossValue = async () => parseFloat(await page.textContent("#loss"));
@@ -195,7 +177,8 @@ try {
     await page.click("#gallery .digit >> nth=7");
     await idle();
     const strip = await pixels("strip");
-    const cell = (k) => Array.from({ length: 28 * 28 }, (_, i) => strip[Math.floor(i / 28) * 280 + k * 28 + (i % 28)]);
+    const cellOf = (row, k) => Array.from({ length: 28 * 28 }, (_, i) => row[Math.floor(i / 28) * 280 + k * 28 + (i % 28)]);
+    const cell = (k) => cellOf(strip, k);
     const [ra, rb] = [await pixels("slot-a-recon"), await pixels("slot-b-recon")];
     const [ea, eb] = [diff(cell(0), ra), diff(cell(9), rb)];
     assert(ea <= 1 && eb <= 1, `endpoints differ from the reconstructions by ${ea.toFixed(2)} and ${eb.toFixed(2)} levels`);
@@ -203,7 +186,7 @@ try {
     await page.check('input[name="path"][value="spherical"]');
     await idle();
     const arc = await pixels("strip");
-    assert(diff(cell(0), ra) <= 1, "the spherical path does not start at A");
+    assert(diff(cellOf(arc, 0), ra) <= 1 && diff(cellOf(arc, 9), rb) <= 1, "the spherical path does not run from A to B");
     assert(diff(arc, strip) > 0, "the spherical path is the same as the linear one");
   });
 
@@ -241,7 +224,7 @@ try {
   await check("a file saved with Adam's state resumes training exactly", async () => {
     // The model was just loaded without Adam's state: give Adam a few steps of history.
     await idle();
-    await page.evaluate(async () => { const t = window.vae.training.trainer; t.train(5); await t.metrics(); });
+    await page.evaluate(() => window.vae.training.trainer.train(5));
     await page.check("#save-optimizer");
     const { file, read } = await saveWeights("resume.safetensors");
     await page.uncheck("#save-optimizer");
@@ -253,8 +236,7 @@ try {
     // Then, after loading: how many weights differ from those (by more than 1e-6).
     const stepsOn = (keep) => page.evaluate(async (keep) => {
       const t = window.vae.training.trainer;
-      t.train(7);
-      await t.metrics();
+      await t.train(7);
       const bytes = await t.save(0, false);
       const n = Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(0, true));
       const weights = new Float32Array(bytes.slice(8 + n).buffer);
@@ -302,27 +284,8 @@ try {
     assert(diff(await pixels("samples"), before) === 0, "the samples changed");
   });
 
-  // The first 1000 test digits, padded by 2 pixels on each side, as one IDX images file and its
-  // labels (the page holds out the last tenth for testing), for `setInputFiles`.
-  const digits32 = async () => {
-    const n = 1000;
-    const images = gunzipSync(await readFile(join(ROOT, "data/t10k-images-idx3-ubyte.gz")));
-    const labels = gunzipSync(await readFile(join(ROOT, "data/t10k-labels-idx1-ubyte.gz")));
-    const idx = Buffer.alloc(16 + n * 32 * 32);
-    idx.writeUInt32BE(0x803, 0); idx.writeUInt32BE(n, 4); idx.writeUInt32BE(32, 8); idx.writeUInt32BE(32, 12);
-    for (let k = 0; k < n; k++) {
-      for (let y = 0; y < 28; y++) images.copy(idx, 16 + k * 1024 + (y + 2) * 32 + 2, 16 + k * 784 + y * 28, 16 + k * 784 + y * 28 + 28);
-    }
-    const lab = Buffer.alloc(8 + n);
-    lab.writeUInt32BE(0x801, 0); lab.writeUInt32BE(n, 4);
-    labels.copy(lab, 8, 8, 8 + n);
-    return [
-      { name: "digits32-images-idx3-ubyte", mimeType: "application/octet-stream", buffer: idx },
-      { name: "digits32-labels-idx1-ubyte", mimeType: "application/octet-stream", buffer: lab },
-    ];
-  };
-
   await check("images of another size (32x32) train and draw in every view", async () => {
+    await blankViews();
     await page.setInputFiles("#data-files", await digits32());
     await page.waitForFunction(() => /Loaded|not loaded/.test(document.getElementById("data-message").textContent));
     await idle();
@@ -336,7 +299,7 @@ try {
     console.log(`     canvas sizes: ${JSON.stringify(sizes)}`);
     assert(JSON.stringify(sizes) === JSON.stringify({ samples: [256, 256], recon: [320, 64], strip: [320, 32], slot: [32, 32], gallery: 32 }),
       "the views are not drawn at 32x32 per digit");
-    for (const id of ["samples", "recon", "strip", "slot-a-recon", "scatter"]) assert((await pixels(id)).some((v) => v > 0), `${id} is blank`);
+    for (const id of ["samples", "recon", "strip", "slot-a-recon", "scatter"]) assert(await drawn(id), `${id} is blank`);
     // The recon canvas's top row is the test digits themselves: padded, so its border is black.
     const recon = await pixels("recon");
     assert(recon.slice(0, 2 * 320).every((v) => v === 0) && recon.slice(0, 32 * 320).some((v) => v > 0), "the test digits are not drawn as 32x32 images");
@@ -380,6 +343,7 @@ try {
     assert(/whole numbers/.test(await page.textContent("#encoder-error")), await page.textContent("#encoder-error"));
     await page.fill('#settings [name="channels"]', "32, 64");
     await page.fill('#settings [name="latent"]', "20");
+    await blankViews();
     await page.click("#apply");
     await idle();
     const summary = await page.textContent("#model-summary");
@@ -392,7 +356,7 @@ try {
     const changed = diff(before, after);
     console.log(`     ${await page.textContent("#step")} steps; samples/s ${await page.textContent("#rate")}; samples moved ${changed.toFixed(1)} levels`);
     assert(changed > 1, `the conv model's samples did not change (${changed.toFixed(2)} levels)`);
-    for (const id of ["strip", "slot-a-recon", "scatter"]) assert((await pixels(id)).some((v) => v > 0), `${id} is blank`);
+    for (const id of ["strip", "slot-a-recon", "scatter"]) assert(await drawn(id), `${id} is blank`);
     assert((await page.locator("#traversal .trow").count()) > 0, "no traversal rows");
     const { file, read } = await saveWeights("conv.safetensors");
     assert(JSON.stringify(read.tensors["encoder.0.weight"].shape) === "[32,1,4,4]", "Conv2d weight is not [out, in, k, k]");
@@ -420,6 +384,7 @@ try {
     await page.click("#apply");
     assert(/variance floor must be in/.test(await page.textContent("#likelihood-error")), await page.textContent("#likelihood-error"));
     await page.fill('#settings [name="variance_floor"]', "0.001");
+    await blankViews();
     await page.click("#apply");
     await idle();
     const summary = await page.textContent("#model-summary");
@@ -467,6 +432,7 @@ try {
     await page.click("#apply");
     assert(/classes must be 2..=64/.test(await page.textContent("#latent_type-error")), await page.textContent("#latent_type-error"));
     await page.fill('#settings [name="classes"]', "10");
+    await blankViews();
     await page.click("#apply");
     await idle();
     const summary = await page.textContent("#model-summary");
@@ -479,7 +445,7 @@ try {
     await trainTo(20, 300000);
     const after = await pixels("samples");
     assert(diff(before, after) > 1, "the samples did not change");
-    for (const id of ["strip", "slot-a-recon", "scatter"]) assert((await pixels(id)).some((v) => v > 0), `${id} is blank`);
+    for (const id of ["strip", "slot-a-recon", "scatter"]) assert(await drawn(id), `${id} is blank`);
     const rows = await page.locator("#traversal .trow").count();
     const width = await page.evaluate(() => document.querySelector("#traversal .trow canvas").width);
     assert(rows === 20 && width === 10 * 28, `expected 20 traversal rows of 10 classes, got ${rows} of ${width / 28}`);
@@ -510,10 +476,6 @@ try {
     assert(width <= 376, `the page is ${width} px wide at 375 px`);
   });
 
-  await check("no errors in the console", async () => {
-    assert(problems.length === 0, problems.join("; "));
-  });
-
   await check("a lost device is reported and training restarts from the kept weights", async () => {
     await page.click("#train");
     await page.waitForFunction(() => Number(document.getElementById("step").textContent) > 2, null, { timeout: 120000 });
@@ -532,8 +494,9 @@ try {
     await idle();
     const restored = diff(await pixels("samples"), kept);
     assert(restored < 0.01, `the restarted model draws different samples (${restored.toFixed(3)} levels)`);
+    const at = Number(await page.textContent("#step"));
     await page.click("#train");
-    await page.waitForFunction(() => Number(document.getElementById("step").textContent) > 0, null, { timeout: 120000 });
+    await page.waitForFunction((at) => Number(document.getElementById("step").textContent) > at, at, { timeout: 120000 });
     await page.click("#train");
     await idle();
   });
@@ -565,12 +528,15 @@ try {
     console.log(`     CPU ${cpuRate} samples/s, then GPU ${await page.textContent("#rate")} samples/s`);
   });
 
+  await check("no errors in the console, from the first check to here", async () => {
+    assert(problems.length === 0, problems.join("; "));
+  });
+
   await check("training survives a reload: it resumes at the saved step with the chart's history, and Start over clears it", async () => {
     // A context of its own: its own IndexedDB, untouched by the checks above.
     const context = await browser.newContext({ viewport: { width: 1100, height: 800 } });
     const p = await context.newPage();
-    const errors = [];
-    p.on("pageerror", (e) => errors.push(e.message));
+    const errors = watch(p);
     const ready = () => p.waitForFunction(() => window.vae && window.vae.training.trainer && !window.vae.busy(), null, { timeout: 120000 });
     const saved = () => p.evaluate(async () => {
       const kv = await import("./vendor/idb-keyval.js");
@@ -599,6 +565,7 @@ try {
       assert(new RegExp(`Resumed from step ${at}, saved \\d\\d:\\d\\d`).test(text), text);
       assert((await step()) === at, `the page shows step ${await step()} after the reload, saved at ${at}`);
       assert((await p.evaluate(() => window.vae.chart.train.length)) === points && points > 0, "the chart's history was not restored");
+      assert(/^\d+\.\d \(rec\. /.test(await p.textContent("#loss")), `the loss readout shows "${await p.textContent("#loss")}" after the reload`);
       const again = await p.evaluate(() => Array.from(document.getElementById("samples").getContext("2d").getImageData(0, 0, 224, 224).data));
       assert(diff(again, samples) < 0.01, "the resumed model draws different samples");
       await p.click("#train");
@@ -634,8 +601,7 @@ try {
     const context = await browser.newContext({ viewport: { width: 1100, height: 800 } });
     await context.addInitScript(() => Object.defineProperty(Navigator.prototype, "gpu", { get: () => undefined }));
     const p = await context.newPage();
-    const errors = [];
-    p.on("pageerror", (e) => errors.push(e.message));
+    const errors = watch(p);
     const ready = () => p.waitForFunction(() => window.vae && window.vae.training.trainer && !window.vae.busy(), null, { timeout: 120000 });
     try {
       await p.goto(url);
@@ -673,8 +639,7 @@ try {
   // every control works. With `train`, it trains: the loss falls and the samples change.
   const noGpuPage = async (init, name, inBrowser = browser, train = false) => {
     const p = await inBrowser.newPage({ viewport: { width: 1100, height: 800 } });
-    const errors = [];
-    p.on("pageerror", (e) => errors.push(e.message));
+    const errors = watch(p);
     if (init) await p.addInitScript(init);
     await p.goto(url);
     await p.waitForFunction(() => document.getElementById("gpu-status").dataset.state !== "loading",
@@ -741,8 +706,7 @@ try {
   await check("a full storage quota is reported and training goes on", async () => {
     // The CPU path (no WebGPU) for speed; every IndexedDB write fails as a full quota does.
     const p = await browser.newPage({ viewport: { width: 1100, height: 800 } });
-    const errors = [];
-    p.on("pageerror", (e) => errors.push(e.message));
+    const errors = watch(p);
     await p.addInitScript(() => {
       Object.defineProperty(Navigator.prototype, "gpu", { get: () => undefined });
       IDBObjectStore.prototype.put = () => { throw new DOMException("The quota has been exceeded.", "QuotaExceededError"); };
@@ -774,11 +738,7 @@ try {
 
   await check("a real Chromium without WebGPU switched on trains on the CPU and reads the same, not wgpu's report", async () => {
     // Headless Chromium without --enable-unsafe-webgpu has navigator.gpu but no adapter.
-    const plain = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"],
-    });
+    const plain = await launch({ webgpu: false });
     try {
       const seen = await noGpuPage(null, "no-webgpu-flags", plain);
       assert(/did not offer a GPU adapter/.test(seen.message), `unexpected message: ${seen.message}`);

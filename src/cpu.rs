@@ -366,10 +366,7 @@ impl CpuTrainer {
 
     /// `n` codes from the prior: z ~ N(0, I), or a uniformly random class per variable.
     pub fn prior_codes(&self, n: usize, seed: u32) -> Vec<f32> {
-        match self.config.latent_type {
-            LatentType::Gaussian {} => latent::prior_codes(n, self.config.latent, seed),
-            LatentType::Categorical { classes, .. } => latent::categorical_prior_codes(n, self.config.latent, classes, seed),
-        }
+        latent::model_prior_codes(&self.config, n, seed)
     }
 
     /// The parameters, in the flat layout of `layout()`.

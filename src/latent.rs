@@ -4,6 +4,7 @@
 //! Categorical latents have their own: one-hot prior samples, traversals switching one
 //! variable through its classes, and each variable's use and most likely class.
 
+use crate::model::{Config, LatentType};
 use crate::ops::latent::eps;
 use crate::rng::{eps_bits, PRIOR_RNG_STEP};
 
@@ -23,6 +24,16 @@ impl Encoding {
             Encoding::Gaussian { mu, .. } => mu,
             Encoding::Categorical { probabilities } => probabilities,
         }
+    }
+}
+
+/// `n` codes from the prior of `config`'s latent space [n, code_len]: `prior_codes` for
+/// Gaussian latents, `categorical_prior_codes` for categorical ones; the same seed gives the
+/// same codes.
+pub fn model_prior_codes(config: &Config, n: usize, seed: u32) -> Vec<f32> {
+    match config.latent_type {
+        LatentType::Gaussian {} => prior_codes(n, config.latent, seed),
+        LatentType::Categorical { classes, .. } => categorical_prior_codes(n, config.latent, classes, seed),
     }
 }
 

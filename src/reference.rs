@@ -10,6 +10,7 @@
 use crate::model::{activation_before, Activation, Config, LatentType, LayerLayout, Layout};
 use crate::ops::categorical::{self, Mode};
 use crate::ops::{self, latent, loss, optim};
+use crate::rng::{EVAL_RNG_STEP, IWAE_RNG_STEP};
 
 /// Everything the forward pass computed, kept for the backward pass.
 #[derive(Clone, Debug)]
@@ -140,6 +141,58 @@ pub fn noise(config: &Config, rng_step: u32, rows: usize) -> Vec<f64> {
         LatentType::Categorical { .. } => categorical::gumbel,
     };
     (0..rows * z).map(|i| draw(config.seed, rng_step, (i / z) as u32, (i % z) as u32)).collect()
+}
+
+/// The test set's (reconstruction, KL) in nats per image, as the trainers' `evaluate` computes
+/// them: `images` [n, D] in batches of `batch` in order (the last one partial), one sample of z
+/// per image with the noise of RNG step `EVAL_RNG_STEP` (rows numbered within each batch), and
+/// categorical latents sampled one-hot (the discrete ELBO).
+pub fn evaluate(config: &Config, layout: &Layout, params: &[f64], images: &[f64], batch: usize) -> (f64, f64) {
+    let (mut reconstruction, mut kl) = (0.0, 0.0);
+    for x in images.chunks(batch * config.pixels()) {
+        let (recon_rows, kls, _, _) = exact_pass(config, layout, params, x, 1, EVAL_RNG_STEP);
+        reconstruction += recon_rows.iter().sum::<f64>();
+        kl += kls.iter().sum::<f64>();
+    }
+    let n = (images.len() / config.pixels()).max(1) as f64;
+    (reconstruction / n, kl / n)
+}
+
+/// The importance-weighted estimate of -log p(x) (Burda et al.) with `k` samples per image, as
+/// the trainers compute it: batches of 2048 / k images, noise of RNG step `IWAE_RNG_STEP`.
+pub fn importance_weighted_nll(config: &Config, layout: &Layout, params: &[f64], images: &[f64], k: usize) -> f64 {
+    let batch = (crate::trainer::IWAE_ROWS / k).max(1);
+    let mut total = 0.0;
+    for x in images.chunks(batch * config.pixels()) {
+        let n = x.len() / config.pixels();
+        let (recon_rows, _, ml, z) = exact_pass(config, layout, params, x, k, IWAE_RNG_STEP);
+        total += match config.latent_type {
+            LatentType::Gaussian {} => {
+                let eps = noise(config, IWAE_RNG_STEP, n * k);
+                latent::importance_weighted(&ml, &eps, &recon_rows, n, config.latent)
+            }
+            LatentType::Categorical { classes, .. } => categorical::importance_weighted(&ml, &z, &recon_rows, n, classes),
+        };
+    }
+    total / (images.len() / config.pixels()).max(1) as f64
+}
+
+/// One evaluation pass over x [B, D] with `k` samples per image (exact: z from the Gaussian,
+/// or one-hot classes): (reconstruction per decoder row [k*B], KL per image [B], the heads'
+/// output, z [k*B, Z]).
+fn exact_pass(config: &Config, layout: &Layout, params: &[f64], x: &[f64], k: usize, rng_step: u32) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+    let batch = x.len() / config.pixels();
+    let (_, ml) = encode(config, layout, params, x);
+    let eps = noise(config, rng_step, batch * k);
+    let (z, kl) = match config.latent_type {
+        LatentType::Gaussian {} => (latent::reparameterize(&ml, &eps, batch, config.latent), latent::kl(&ml, batch, config.latent)),
+        LatentType::Categorical { classes, .. } => {
+            (categorical::sample(&ml, &eps, batch, classes, Mode::OneHot, 1.0), categorical::kl(&ml, batch, classes))
+        }
+    };
+    let decoder = run(&layout.decoder, params, &z, batch * k);
+    let (recon_rows, _) = loss::reconstruction(decoder.last().unwrap(), x, batch, config.pixels(), config.likelihood, 0.0);
+    (recon_rows, kl, ml, z)
 }
 
 /// A CPU trainer with the GPU trainer's semantics, for parity tests.

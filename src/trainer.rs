@@ -556,10 +556,7 @@ impl Trainer {
     /// `n` codes from the prior [n, code length]: z ~ N(0, I), or a uniformly random class per
     /// variable (one-hot); the same `seed` gives the same codes.
     pub fn prior_codes(&self, n: usize, seed: u32) -> Vec<f32> {
-        match self.config.latent_type {
-            LatentType::Gaussian {} => latent::prior_codes(n, self.config.latent, seed),
-            LatentType::Categorical { classes, .. } => latent::categorical_prior_codes(n, self.config.latent, classes, seed),
-        }
+        latent::model_prior_codes(&self.config, n, seed)
     }
 
     /// `n` images decoded from `prior_codes(n, seed)`.

@@ -1,6 +1,9 @@
 //! The wasm-bindgen surface the page calls. Errors reach JavaScript as objects
 //! `{ kind, message, field? }` so the page can say precisely what went wrong.
 
+use std::cell::Cell;
+
+use futures_util::lock::Mutex;
 use wasm_bindgen::prelude::*;
 
 use crate::backend::{Backend, Device};
@@ -209,9 +212,37 @@ pub fn checkpoint_info(bytes: &[u8]) -> Result<JsValue, JsValue> {
 
 /// A VAE training on the page's GPU or in WebAssembly on the CPU (`backend::Backend`): the
 /// page calls the same methods either way.
+///
+/// Any call may come at any moment, also while another is in flight (a user presses Train
+/// while the first samples are being decoded): no call can find the object borrowed. Every
+/// method takes `&self` (wasm-bindgen holds an async `&mut self` method's borrow until it
+/// resolves, and any call meanwhile throws "recursive use of an object"); what describes the
+/// model is read once, when it is made; and every call that uses the trainer takes its turn
+/// through one async lock, in the order the calls came.
 #[wasm_bindgen]
 pub struct WebTrainer {
-    trainer: Backend,
+    trainer: Mutex<Backend>,
+    config: Config,
+    parameters: usize,
+    steps_per_epoch: u32,
+    step_summary: String,
+    kind: &'static str,
+    /// The trainer's step after the last call that trained or loaded weights.
+    step: Cell<u32>,
+}
+
+impl WebTrainer {
+    fn wrap(mut trainer: Backend) -> WebTrainer {
+        WebTrainer {
+            config: trainer.config().clone(),
+            parameters: trainer.layout().len,
+            steps_per_epoch: trainer.steps_per_epoch(),
+            step_summary: trainer.step_summary(),
+            kind: trainer.kind(),
+            step: Cell::new(trainer.step()),
+            trainer: Mutex::new(trainer),
+        }
+    }
 }
 
 #[wasm_bindgen]
@@ -221,7 +252,7 @@ impl WebTrainer {
     pub fn new(device: &WebDevice, config: JsValue, data: &WebData) -> Result<WebTrainer, JsValue> {
         let config = config_from_js(config)?;
         let trainer = Backend::new(&device.device, config, &data.train, &data.test).map_err(train_error_to_js)?;
-        Ok(WebTrainer { trainer })
+        Ok(WebTrainer::wrap(trainer))
     }
 
     /// A model with the configuration and weights of a `.safetensors` checkpoint. With Adam's
@@ -236,24 +267,24 @@ impl WebTrainer {
             None => trainer.set_parameters(&c.parameters),
         }
         .map_err(train_error_to_js)?;
-        Ok(WebTrainer { trainer })
+        Ok(WebTrainer::wrap(trainer))
     }
 
     /// The weights and configuration as a `.safetensors` file, recording `step` (the steps
     /// behind these weights, counting those before they were loaded); with `optimizer`, Adam's
     /// state too, so that the file resumes training exactly.
     pub async fn save(&self, step: u32, optimizer: bool) -> Result<Vec<u8>, JsValue> {
-        let params = self.trainer.parameters().await.map_err(train_error_to_js)?;
-        let state = if optimizer { Some(self.trainer.optimizer_state().await.map_err(train_error_to_js)?) } else { None };
-        Ok(checkpoint::save_with_optimizer(self.trainer.config(), self.trainer.layout(), &params, step, state.as_ref()))
+        let trainer = self.trainer.lock().await;
+        let params = trainer.parameters().await.map_err(train_error_to_js)?;
+        let state = if optimizer { Some(trainer.optimizer_state().await.map_err(train_error_to_js)?) } else { None };
+        Ok(checkpoint::save_with_optimizer(&self.config, trainer.layout(), &params, step, state.as_ref()))
     }
 
     /// The configuration in use, as a plain object; with an `architecture` too when its layers
     /// are an instance of one (the page's settings show it, and a new image size rebuilds it).
     pub fn config(&self) -> Result<JsValue, JsValue> {
-        let config = self.trainer.config();
-        let obj = config_to_js(config)?;
-        if let Some(arch) = config.architecture() {
+        let obj = config_to_js(&self.config)?;
+        if let Some(arch) = self.config.architecture() {
             let serializer = serde_wasm_bindgen::Serializer::json_compatible();
             set(obj.unchecked_ref(), "architecture", serde::Serialize::serialize(&arch, &serializer).map_err(|e| error("config", e.to_string(), None))?);
         }
@@ -261,52 +292,28 @@ impl WebTrainer {
     }
 
     pub fn latent(&self) -> usize {
-        self.trainer.config().latent
+        self.config.latent
     }
 
     /// The layers, input to output, e.g. "1x28x28 → conv2d 32 k4 s2 p1 relu → ... → z20 → ...".
     pub fn summary(&self) -> String {
-        self.trainer.config().summary()
+        self.config.summary()
     }
 
     /// Trainable parameters.
     pub fn parameters(&self) -> usize {
-        self.trainer.layout().len
+        self.parameters
     }
 
-    /// Submits `n` training steps to the GPU and returns without waiting; on the CPU, takes them.
-    pub fn train(&mut self, n: u32) -> Result<(), JsValue> {
-        self.trainer.train(n).map_err(train_error_to_js)
-    }
-
-    pub fn step(&self) -> u32 {
-        self.trainer.step()
-    }
-
-    pub fn epoch(&self) -> f64 {
-        self.trainer.epoch()
-    }
-
-    #[wasm_bindgen(js_name = stepsPerEpoch)]
-    pub fn steps_per_epoch(&self) -> u32 {
-        self.trainer.steps_per_epoch()
-    }
-
-    /// "gpu" or "cpu".
-    pub fn backend(&self) -> String {
-        self.trainer.kind().into()
-    }
-
-    /// How a step runs, e.g. "43 GPU dispatches per step".
-    #[wasm_bindgen(js_name = stepSummary)]
-    pub fn step_summary(&mut self) -> String {
-        self.trainer.step_summary()
-    }
-
-    /// `{ steps, loss, reconstruction, kl, totalSteps, epoch }` averaged since the last call;
-    /// waits for the GPU to finish what was submitted.
-    pub async fn metrics(&mut self) -> Result<JsValue, JsValue> {
-        let m = self.trainer.metrics().await.map_err(train_error_to_js)?;
+    /// Takes `n` training steps (on the GPU: submits them and waits for them to finish) and
+    /// returns their metrics, `{ steps, loss, reconstruction, kl, totalSteps, epoch }`, averaged
+    /// over the steps since the last call.
+    pub async fn train(&self, n: u32) -> Result<JsValue, JsValue> {
+        let mut trainer = self.trainer.lock().await;
+        let trained = trainer.train(n);
+        self.step.set(trainer.step());
+        trained.map_err(train_error_to_js)?;
+        let m = trainer.metrics().await.map_err(train_error_to_js)?;
         let obj = js_sys::Object::new();
         set(&obj, "steps", m.steps);
         set(&obj, "loss", m.loss);
@@ -317,9 +324,35 @@ impl WebTrainer {
         Ok(obj.into())
     }
 
+    /// Steps taken (submitted, on the GPU) by this trainer, counting from the checkpoint's with
+    /// Adam's state.
+    pub fn step(&self) -> u32 {
+        self.step.get()
+    }
+
+    pub fn epoch(&self) -> f64 {
+        f64::from(self.step.get()) / f64::from(self.steps_per_epoch)
+    }
+
+    #[wasm_bindgen(js_name = stepsPerEpoch)]
+    pub fn steps_per_epoch(&self) -> u32 {
+        self.steps_per_epoch
+    }
+
+    /// "gpu" or "cpu".
+    pub fn backend(&self) -> String {
+        self.kind.into()
+    }
+
+    /// How a step runs, e.g. "43 GPU dispatches per step".
+    #[wasm_bindgen(js_name = stepSummary)]
+    pub fn step_summary(&self) -> String {
+        self.step_summary.clone()
+    }
+
     /// The test set's `{ nelbo, reconstruction, kl }` in nats per digit.
-    pub async fn evaluate(&mut self) -> Result<JsValue, JsValue> {
-        let e = self.trainer.evaluate().await.map_err(train_error_to_js)?;
+    pub async fn evaluate(&self) -> Result<JsValue, JsValue> {
+        let e = self.trainer.lock().await.evaluate().await.map_err(train_error_to_js)?;
         let obj = js_sys::Object::new();
         set(&obj, "nelbo", e.nelbo);
         set(&obj, "reconstruction", e.reconstruction);
@@ -329,15 +362,15 @@ impl WebTrainer {
 
     /// The importance-weighted estimate of -log p(x) on the test set with `k` samples.
     #[wasm_bindgen(js_name = importanceWeightedNll)]
-    pub async fn importance_weighted_nll(&mut self, k: usize) -> Result<f64, JsValue> {
-        self.trainer.importance_weighted_nll(k).await.map_err(train_error_to_js)
+    pub async fn importance_weighted_nll(&self, k: usize) -> Result<f64, JsValue> {
+        self.trainer.lock().await.importance_weighted_nll(k).await.map_err(train_error_to_js)
     }
 
     /// q(z|x) for images x [n * pixels]: `{ code, mu, logvar }` (Gaussian latents, each
     /// [n * latent]) or `{ code, probabilities }` (categorical, [n * latent * classes]); `code`
     /// is what `reconstruct` decodes (mu, or the class probabilities).
-    pub async fn encode(&mut self, x: Vec<f32>) -> Result<JsValue, JsValue> {
-        let encoding = self.trainer.encode(&x).await.map_err(train_error_to_js)?;
+    pub async fn encode(&self, x: Vec<f32>) -> Result<JsValue, JsValue> {
+        let encoding = self.trainer.lock().await.encode(&x).await.map_err(train_error_to_js)?;
         let obj = js_sys::Object::new();
         set(&obj, "code", js_sys::Float32Array::from(encoding.code()));
         match &encoding {
@@ -353,44 +386,43 @@ impl WebTrainer {
     /// Values per code z (latent, or latent x classes).
     #[wasm_bindgen(js_name = codeLength)]
     pub fn code_length(&self) -> usize {
-        self.trainer.config().code_len()
+        self.config.code_len()
     }
 
     /// Classes per categorical variable; 0 for Gaussian latents.
     pub fn classes(&self) -> usize {
-        self.trainer.config().latent_type.classes().unwrap_or(0)
+        self.config.latent_type.classes().unwrap_or(0)
     }
 
     /// `n` codes from the prior [n * codeLength]: z ~ N(0, I), or a uniformly random class per
     /// variable (one-hot); the same seed gives the same codes.
     #[wasm_bindgen(js_name = priorCodes)]
     pub fn prior_codes(&self, n: usize, seed: u32) -> Vec<f32> {
-        self.trainer.prior_codes(n, seed)
+        latent::model_prior_codes(&self.config, n, seed)
     }
 
     /// Images [n * pixels] in [0, 1] decoded from codes z [n * latent].
-    pub async fn decode(&mut self, z: Vec<f32>) -> Result<Vec<f32>, JsValue> {
-        self.trainer.decode(&z).await.map_err(train_error_to_js)
+    pub async fn decode(&self, z: Vec<f32>) -> Result<Vec<f32>, JsValue> {
+        self.trainer.lock().await.decode(&z).await.map_err(train_error_to_js)
     }
 
     /// Reconstructions (decoded at z = mu) of images x [n * pixels].
-    pub async fn reconstruct(&mut self, x: Vec<f32>) -> Result<Vec<f32>, JsValue> {
-        self.trainer.reconstruct(&x).await.map_err(train_error_to_js)
+    pub async fn reconstruct(&self, x: Vec<f32>) -> Result<Vec<f32>, JsValue> {
+        self.trainer.lock().await.reconstruct(&x).await.map_err(train_error_to_js)
     }
 
     /// The per-pixel standard deviations of p(x|z) [n * pixels] for codes z [n * latent].
     #[wasm_bindgen(js_name = decodeStd)]
-    pub async fn decode_std(&mut self, z: Vec<f32>) -> Result<Vec<f32>, JsValue> {
-        self.trainer.decode_std(&z).await.map_err(train_error_to_js)
+    pub async fn decode_std(&self, z: Vec<f32>) -> Result<Vec<f32>, JsValue> {
+        self.trainer.lock().await.decode_std(&z).await.map_err(train_error_to_js)
     }
 
     /// The per-pixel standard deviations of the reconstructions of images x [n * pixels].
     #[wasm_bindgen(js_name = reconstructStd)]
-    pub async fn reconstruct_std(&mut self, x: Vec<f32>) -> Result<Vec<f32>, JsValue> {
-        self.trainer.reconstruct_std(&x).await.map_err(train_error_to_js)
+    pub async fn reconstruct_std(&self, x: Vec<f32>) -> Result<Vec<f32>, JsValue> {
+        self.trainer.lock().await.reconstruct_std(&x).await.map_err(train_error_to_js)
     }
 }
-
 
 fn check_code(code: &[f32], dims: &[usize]) -> Result<(), JsValue> {
     match dims.iter().find(|&&d| d >= code.len()) {

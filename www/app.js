@@ -97,11 +97,12 @@ function clearAlert() {
 
 const messageOf = (err) => (err && err.message) || String(err);
 
-// Says what went wrong where the user will look; stops training when it cannot go on.
-// Wraps an action of the page (a view's refresh, a button's work) so that whatever it throws
-// takes the one error path, `fail`, instead of being lost in a promise.
+// Wraps an action on the model (a view's refresh, Save) so that whatever it throws takes the
+// one error path, `fail`, instead of being lost in a promise. Without a model yet, there is
+// nothing to do: the views are drawn once it is made.
 function failsSafely(action) {
   return async (...args) => {
+    if (!training.trainer) return;
     try {
       await action(...args);
     } catch (err) {
@@ -110,17 +111,18 @@ function failsSafely(action) {
   };
 }
 
+// Says what went wrong where the user will look; stops training when it cannot go on.
 function fail(err) {
   const kind = err && err.kind;
   if (kind === "none") return;
   if (kind === "diverged") {
     training.stop("diverged");
-    alertUser(`Training diverged: ${messageOf(err)}.`, "Reset the model", () => reset());
+    alertUser(`Training diverged: ${messageOf(err)}.`, "Reset the model", resetModel);
   } else if (kind === "lost") {
     training.stop("lost");
     const kept = training.snapshot ? `The weights from step ${training.snapshotStep} are kept in this page.`
       : "No weights were saved yet; a fresh model will start.";
-    alertUser(`Training stopped: ${messageOf(err)}. ${kept}`, "Restart on a new device", () => restart());
+    alertUser(`Training stopped: ${messageOf(err)}. ${kept}`, "Restart on a new device", () => act(restart));
     showStatus("error", "The GPU device was lost.");
   } else {
     console.warn(err);
@@ -131,17 +133,34 @@ function fail(err) {
 
 // ---- Startup ----
 
-async function start(bindings) {
+// Runs `fn` as a change of the model, its device or its data (Training.change): after every
+// change asked for before it, its errors taking the one error path.
+function act(fn) {
+  return training.change(fn).catch(fail);
+}
+
+function start(bindings) {
   wasm = bindings;
   training.wasm = bindings;
-  await training.openDevice();
-  showDevice();
-  if (await restoreSession()) return;
-  try {
-    await useBundled();
-  } catch (err) {
-    $("data-summary").textContent = `The bundled digits could not be loaded: ${messageOf(err)}`;
-  }
+  showPreparing();
+  act(async () => {
+    await training.openDevice();
+    showDevice();
+    if (await restoreSession()) return;
+    try {
+      await useBundled();
+    } catch (err) {
+      $("data-summary").textContent = `The bundled digits could not be loaded: ${messageOf(err)}`;
+    }
+  });
+}
+
+// Before the first model exists: what is happening, and that a Train pressed now is not lost.
+function showPreparing() {
+  if (training.trainer) return;
+  $("model-summary").textContent = training.wanted
+    ? "Preparing the model; training starts as soon as it is ready."
+    : "Preparing the model…";
 }
 
 async function fetchBundled() {
@@ -306,15 +325,26 @@ function showModel() {
   refreshAll();
 }
 
-function reset() {
+// A fresh model with the settings as they are now (Reset, Apply, Start over), paused.
+function resetModel() {
   const parsed = readSettings();
   if (!parsed.ok) return;
-  try {
-    replaceTrainer(new wasm.WebTrainer(training.device, parsed.config, training.data));
-    forgetSession();
-  } catch (err) {
-    if (err && err.kind === "config") showFieldError(err); else fail(err);
-  }
+  pauseWish();
+  act(() => {
+    try {
+      // The data may have changed since the click: the images are its size.
+      replaceTrainer(new wasm.WebTrainer(training.device, { ...parsed.config, image: imageShape() }, training.data));
+      forgetSession();
+    } catch (err) {
+      if (err && err.kind === "config") showFieldError(err); else throw err;
+    }
+  });
+}
+
+// The user's wish, said at once: what they asked for after this starts paused.
+function pauseWish() {
+  training.wanted = false;
+  updateControls();
 }
 
 // After a lost device: a new device (the CPU if no GPU can be had now), and the weights from
@@ -331,29 +361,30 @@ async function restart() {
     replaceTrainer(trainer, { step, snapshot });
     if (snapshot) $("data-message").textContent = `Restarted from the weights of step ${step}.`;
   } catch (err) {
-    alertUser(`Could not restart: ${messageOf(err)}`, "Try again", () => restart());
+    alertUser(`Could not restart: ${messageOf(err)}`, "Try again", () => act(restart));
   }
 }
 
-// Moves the model between the GPU and the CPU (Training.switchDevice); the chart keeps its history.
+// Moves the model between the GPU and the CPU (Training.switchDevice); the chart keeps its
+// history, and training goes on there if it was wanted.
 async function switchDevice() {
   if (!training.trainer || !training.gpu) return;
-  const running = training.running;
-  stopTraining();
+  training.stop(); // no steps after the checkpoint: they would be lost with the old trainer
   const points = { train: chart.train, test: chart.test };
   await training.switchDevice();
   showModel();
   restoreChart(points);
   showDevice();
-  if (running) startTraining();
 }
 
-// The chart's points, kept across a reload or a change of device.
+// The chart's points, kept across a reload or a change of device, and the last of them in the
+// readouts.
 function restoreChart({ train, test }) {
   chart.train = train;
   chart.test = test;
   chart.draw();
-  showProgress();
+  showProgress(train.at(-1));
+  if (test.length) $("test-nelbo").textContent = test.at(-1).nelbo.toFixed(1);
 }
 
 // Kept for a restart after a lost device and for the next visit (Training.takeSnapshot).
@@ -364,30 +395,40 @@ async function takeSnapshot() {
 
 // ---- Training ----
 
-function startTraining() {
-  if (!training.start()) return;
+// Makes training follow the user's wish (`training.wanted`), once no change of the model is
+// pending: a Train pressed while the page starts, or while a model is being replaced, starts
+// training on the model that is there when it is done.
+function settle() {
   updateControls();
-  trainLoop().catch(fail);
-}
-
-function stopTraining() {
-  training.stop();
+  if (training.changing()) return;
+  if (training.wanted && !training.running) {
+    const run = training.start();
+    if (run !== null) trainLoop(run).catch(fail);
+  } else if (!training.wanted && training.running) {
+    training.stop();
+    // Pausing is a good moment to keep the weights and show the latest views.
+    takeSnapshot().then(refreshAll).catch(fail);
+  }
   updateControls();
 }
+training.settled = settle;
 
 const nextTask = () => new Promise((resolve) => setTimeout(resolve, 0));
 const visible = () => new Promise((resolve) =>
   document.addEventListener("visibilitychange", resolve, { once: true }));
 
-async function trainLoop() {
-  const trainer = training.trainer;
-  const batch = trainer.config().batch_size;
+// The `run`th training loop: submissions of steps, and the views now and then, until it is
+// paused or its model replaced.
+async function trainLoop(run) {
+  const batch = training.trainer.config().batch_size;
   let lastSamples = 0, lastViews = 0;
-  while (training.running && training.trainer === trainer) {
+  while (training.runs(run)) {
     if (document.hidden) {
       await visible();
       continue;
     }
+    // Steps trained are shown, also those that were in flight when Pause was pressed (a task
+    // for a model replaced meanwhile rejects instead).
     const { m, steps, ms } = await training.trainSteps();
     const epoch = training.totalEpochs();
     chart.addTrain({ epoch, loss: m.loss, reconstruction: m.reconstruction, kl: m.kl });
@@ -420,14 +461,17 @@ function showProgress(m, rate) {
   $("elapsed").textContent = `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
   if (m) $("loss").textContent = `${m.loss.toFixed(1)} (rec. ${m.reconstruction.toFixed(1)} + KL ${m.kl.toFixed(1)})`;
   else $("loss").textContent = $("test-nelbo").textContent = "–";
-  $("rate").textContent = rate ? `${Math.round(rate)} (${training.stepsPerSubmit} steps/submit)` : "–";
+  const n = training.stepsPerSubmit;
+  $("rate").textContent = rate ? `${Math.round(rate)} (${n} ${n === 1 ? "step" : "steps"}/submit)` : "–";
 }
 
 function updateControls() {
   const ready = !!training.trainer;
   const train = $("train");
-  train.textContent = training.running ? "Pause" : "Train";
-  train.disabled = !ready || !!training.broken;
+  // Train can be pressed at any time, also before there is a model: it says what was asked.
+  train.textContent = training.wanted ? "Pause" : "Train";
+  train.disabled = !!training.broken;
+  showPreparing();
   // A diverged model keeps its last good weights: they can still be saved and explored.
   for (const id of ["reset", "save", "switch-device", "new-samples", "more-digits", "apply", "data-files", "bundled", "load"]) {
     $(id).disabled = !ready || training.broken === "lost";
@@ -807,17 +851,20 @@ async function loadDataFiles(input) {
   input.value = "";
   if (!files.length) return;
   const message = $("data-message");
-  try {
-    const bytes = await Promise.all(files.map(readFile));
-    const names = files.map((f) => f.name);
-    const data = wasm.WebData.fromFiles(names, bytes, training.device.maxBufferBytes());
-    setData(data, names.join(", "), { names, files: bytes });
-    message.dataset.state = "ok";
-    message.textContent = `Loaded ${data.trainCount()} training and ${data.testCount()} test images; the model was reset.`;
-  } catch (err) {
-    message.dataset.state = "error";
-    message.textContent = `Those files were not loaded, and nothing changed: ${messageOf(err)}`;
-  }
+  pauseWish();
+  const bytes = Promise.all(files.map(readFile)); // read now: the files may change on disk
+  act(async () => {
+    try {
+      const names = files.map((f) => f.name);
+      const data = wasm.WebData.fromFiles(names, await bytes, training.device.maxBufferBytes());
+      setData(data, names.join(", "), { names, files: await bytes });
+      message.dataset.state = "ok";
+      message.textContent = `Loaded ${data.trainCount()} training and ${data.testCount()} test images; the model was reset.`;
+    } catch (err) {
+      message.dataset.state = "error";
+      message.textContent = `Those files were not loaded, and nothing changed: ${messageOf(err)}`;
+    }
+  });
 }
 
 const save = failsSafely(async () => {
@@ -830,48 +877,50 @@ const save = failsSafely(async () => {
   setTimeout(() => URL.revokeObjectURL(a.href), 10000);
 });
 
-async function loadWeights(input) {
+function loadWeights(input) {
   const file = input.files[0];
   input.value = "";
   if (!file) return;
-  const message = $("data-message");
-  try {
-    const bytes = await readFile(file);
-    const info = wasm.checkpointInfo(bytes);
-    const trainer = wasm.WebTrainer.fromCheckpoint(training.device, bytes, training.data);
-    replaceTrainer(trainer, { step: info.step, snapshot: bytes });
-    persist();
-    message.dataset.state = "ok";
-    message.textContent = info.resumes
-      ? `Loaded ${file.name} (saved at step ${info.step} with Adam's state); training resumes exactly where it stopped.`
-      : `Loaded ${file.name} (saved at step ${info.step}); training continues from these weights, Adam afresh.`;
-  } catch (err) {
-    message.dataset.state = "error";
-    message.textContent = `${file.name} was not loaded, and nothing changed: ${messageOf(err)}`;
-  }
+  pauseWish();
+  const read = readFile(file);
+  act(async () => {
+    const message = $("data-message");
+    try {
+      const bytes = await read;
+      const info = wasm.checkpointInfo(bytes);
+      const trainer = wasm.WebTrainer.fromCheckpoint(training.device, bytes, training.data);
+      replaceTrainer(trainer, { step: info.step, snapshot: bytes });
+      persist();
+      message.dataset.state = "ok";
+      message.textContent = info.resumes
+        ? `Loaded ${file.name} (saved at step ${info.step} with Adam's state); training resumes exactly where it stopped.`
+        : `Loaded ${file.name} (saved at step ${info.step}); training continues from these weights, Adam afresh.`;
+    } catch (err) {
+      message.dataset.state = "error";
+      message.textContent = `${file.name} was not loaded, and nothing changed: ${messageOf(err)}`;
+    }
+  });
 }
 
 // ---- Wiring ----
 
 $("train").addEventListener("click", () => {
-  if (training.running) {
-    stopTraining();
-    // Pausing is a good moment to keep the weights and show the latest views.
-    takeSnapshot().then(refreshAll).catch(fail);
-  } else {
-    startTraining();
-  }
+  training.wanted = !training.wanted;
+  settle();
 });
-$("reset").addEventListener("click", reset);
-$("switch-device").addEventListener("click", failsSafely(switchDevice));
+$("reset").addEventListener("click", resetModel);
+$("switch-device").addEventListener("click", () => act(switchDevice));
 for (const field of Object.values(CHOICES)) $("settings").elements[field].addEventListener("change", showChosenFields);
 $("save").addEventListener("click", save);
 $("load").addEventListener("change", (e) => loadWeights(e.target));
 $("data-files").addEventListener("change", (e) => loadDataFiles(e.target));
-$("bundled").addEventListener("click", () => useBundled().then(() => {
-  $("data-message").textContent = "Using the bundled digits; the model was reset.";
-}).catch((err) => { $("data-message").textContent = `The bundled digits could not be loaded: ${messageOf(err)}`; }));
-$("start-over").addEventListener("click", () => reset());
+$("bundled").addEventListener("click", () => {
+  pauseWish();
+  act(() => useBundled().then(() => {
+    $("data-message").textContent = "Using the bundled digits; the model was reset.";
+  }).catch((err) => { $("data-message").textContent = `The bundled digits could not be loaded: ${messageOf(err)}`; }));
+});
+$("start-over").addEventListener("click", resetModel);
 // A hidden tab may be closed without warning: keep what was trained for the next visit.
 document.addEventListener("visibilitychange", () => {
   if (document.hidden && training.unsaved && !training.broken) takeSnapshot().catch(() => {});
@@ -900,7 +949,7 @@ $("use-drawing").addEventListener("click", () => {
 });
 $("settings").addEventListener("submit", (e) => {
   e.preventDefault();
-  reset();
+  resetModel();
 });
 
 $("scatter-legend").replaceChildren(...LABEL_COLOURS.map((colour, label) => {

@@ -1,9 +1,17 @@
 // The one owner of the model and its training: where it trains (a WebDevice: the GPU, or the CPU
 // in WebAssembly), the data, the trainer, and the bookkeeping around them (steps behind loaded
 // weights, the latest snapshot, time trained). The page's panels read its fields; only its
-// methods change them. Every call into the trainer goes through `task`, one at a time: an async
-// wasm method keeps the trainer borrowed until it resolves, and serialising also keeps at most
-// one submission waiting.
+// methods change them.
+//
+// A user may click anything at any moment, so two queues keep order:
+// - `task`: every call into the trainer, one at a time. (The wasm trainer itself is safe to call
+//   at any time, but its calls serialised here keep at most one submission waiting and let a
+//   task for a model that was replaced meanwhile be skipped rather than run on the wrong model.)
+// - `change`: every action that replaces the model, its device or its data (startup, reset,
+//   loading weights or data, switching device, restarting), one after another in the order the
+//   user asked for them, so that none is lost or undone by one that started earlier.
+// Whether training runs is the user's wish, `wanted`, set at once when they press Train or
+// Pause (or an action that resets the model); the page makes it so when no change is pending.
 
 const FRAME_MS = 40; // aim for this much work per submission, so frames stay under ~50 ms
 
@@ -15,7 +23,9 @@ export class Training {
   data = null; // the WebData trained on
   dataSource = null; // what it was made from, to make it again on the next visit: { names, files }, or null (bundled)
   trainer = null;
-  running = false;
+  wanted = false; // the user asked to train (the button reads Pause)
+  running = false; // a training loop is running, the `run`th one
+  run = 0;
   broken = null; // "diverged" or "lost": training cannot go on until the user acts
   snapshot = null; // the latest checkpoint bytes, with Adam's state: for a restart and the next visit
   snapshotStep = 0;
@@ -25,24 +35,52 @@ export class Training {
   stepsPerSubmit = 1;
   unsaved = false; // steps trained since the last snapshot
   #queue = Promise.resolve();
-  #pending = 0; // tasks queued or running (tests wait for 0)
+  #pending = 0; // tasks queued or running
+  #changes = Promise.resolve();
+  #changing = 0; // changes queued or running
 
+  // Whether anything is queued or running (tests wait for nothing to be).
   busy() {
-    return this.#pending > 0;
+    return this.#pending > 0 || this.#changing > 0;
   }
 
-  // Runs `fn(trainer)` after every task before it. The trainer is bound now: a task queued
-  // before a reset must not run on the model that replaced it.
-  task(fn) {
-    const trainer = this.trainer;
-    const run = this.#queue.then(() => {
-      if (!trainer) throw { kind: "none", message: "no model yet" };
-      return fn(trainer);
+  // Whether a change is queued or running: the model may be about to be replaced.
+  changing() {
+    return this.#changing > 0;
+  }
+
+  // Runs `fn(trainer)` after every task before it, on `trainer` (by default the current one).
+  // If that is no longer the model trained when the task's turn comes or when it ends (it was
+  // replaced), the task is skipped or its result dropped: it rejects with kind "none", which the
+  // page ignores.
+  task(fn, trainer = this.trainer) {
+    const current = () => {
+      if (!trainer || trainer !== this.trainer) throw { kind: "none", message: "no model, or not this one any more" };
+    };
+    const run = this.#queue.then(async () => {
+      current();
+      const result = await fn(trainer);
+      current(); // replaced meanwhile: its result would be drawn over the new model's views
+      return result;
     });
     this.#pending += 1;
     this.#queue = run.catch(() => {}).finally(() => { this.#pending -= 1; });
     return run;
   }
+
+  // Runs `fn()` after every change before it; resolves or rejects as it does. When the last
+  // change queued has ended, calls `settled()` (the page makes training follow `wanted`).
+  change(fn) {
+    const run = this.#changes.then(fn);
+    this.#changing += 1;
+    this.#changes = run.catch(() => {}).finally(() => {
+      this.#changing -= 1;
+      if (this.#changing === 0) this.settled();
+    });
+    return run;
+  }
+
+  settled() {}
 
   // The GPU if this browser gives one (a lost one is freed), otherwise the CPU.
   async openDevice() {
@@ -69,7 +107,7 @@ export class Training {
   // A trainer in place of the current one (freed once the tasks in flight are done), `step`
   // steps into the model's history, with the snapshot it came from and the time trained so far.
   replace(trainer, { step = 0, snapshot = null, trainedMs = 0 } = {}) {
-    this.running = false;
+    this.stop();
     const old = this.trainer;
     this.trainer = trainer;
     if (old) this.#queue.then(() => old.free());
@@ -126,7 +164,7 @@ export class Training {
   async trainSteps() {
     const n = this.stepsPerSubmit;
     const t0 = performance.now();
-    const m = await this.task((t) => { t.train(n); return t.metrics(); });
+    const m = await this.task((t) => t.train(n));
     const ms = performance.now() - t0;
     this.unsaved = true;
     this.trainedMs += ms;
@@ -142,14 +180,26 @@ export class Training {
     return true;
   }
 
+  // Starts a training loop's run: its number, which stays `run` until the loop must end (a
+  // pause, a new model); null when training cannot start now.
   start() {
-    if (this.running || this.broken || !this.trainer) return false;
+    if (this.running || this.broken || !this.trainer) return null;
     this.running = true;
-    return true;
+    this.run += 1;
+    return this.run;
   }
 
+  // Whether the loop of run `run` should go on.
+  runs(run) {
+    return this.running && this.run === run;
+  }
+
+  // Ends the running loop (after its submission in flight); `broken` says training cannot go on.
   stop(broken = null) {
     this.running = false;
-    if (broken) this.broken = broken;
+    if (broken) {
+      this.broken = broken;
+      this.wanted = false;
+    }
   }
 }

@@ -1,0 +1,87 @@
+// What the end-to-end tests share: the built site (../dist) served on localhost under a
+// sub-path, headless Chromium with WebGPU (SwiftShader), a page watched for anything going
+// wrong, and the test files they load.
+import { chromium } from "playwright-core";
+import { createServer } from "node:http";
+import { readFile } from "node:fs/promises";
+import { gunzipSync } from "node:zlib";
+import { extname, join, normalize } from "node:path";
+import { fileURLToPath } from "node:url";
+
+// DIST=path serves another build (e.g. one from an earlier commit, to see a test fail there).
+export const ROOT = process.env.DIST || fileURLToPath(new URL("../dist/", import.meta.url));
+export const ARTIFACTS = fileURLToPath(new URL("../artifacts/", import.meta.url));
+export const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm",
+  ".css": "text/css", ".png": "image/png", ".gz": "application/gzip", ".json": "application/json" };
+
+// A static file server for dist/, under a sub-path to prove the site works from one; resolves
+// to { server, url }.
+const BASE = "/webvae/";
+export function serve() {
+  const server = createServer(async (req, res) => {
+    const url = new URL(req.url, "http://localhost");
+    if (!url.pathname.startsWith(BASE)) { res.writeHead(404).end(); return; }
+    let path = normalize(decodeURIComponent(url.pathname.slice(BASE.length)) || "index.html");
+    if (path.startsWith("..")) { res.writeHead(403).end(); return; }
+    try {
+      const body = await readFile(join(ROOT, path));
+      res.writeHead(200, { "content-type": TYPES[extname(path)] || "application/octet-stream" }).end(body);
+    } catch {
+      res.writeHead(404).end();
+    }
+  });
+  return new Promise((resolve) => server.listen(0, "127.0.0.1",
+    () => resolve({ server, url: `http://127.0.0.1:${server.address().port}${BASE}` })));
+}
+
+// Headless Chromium; with `webgpu`, WebGPU on SwiftShader; `extra` flags after ours.
+export function launch({ webgpu = true, extra = [] } = {}) {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--no-sandbox", ...(webgpu ? ["--enable-unsafe-webgpu", "--enable-features=Vulkan"] : ["--disable-gpu"]),
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      "--no-first-run", "--disable-quic", "--disable-dev-shm-usage", ...extra],
+  });
+}
+
+// What our wasm module says when it breaks: a panic, a borrow of an object already in use, a
+// trap, an object freed while in use.
+const WASM_TROUBLE = /panicked at|recursive use of an object|unreachable|RuntimeError|null pointer passed to rust|attempted to take ownership/;
+
+// Collects, for the whole life of `page`, every page error, console error, failed request or
+// HTTP error, and any message of any kind from wasm that means it broke. Returns the list.
+export function watch(page) {
+  const problems = [];
+  page.on("console", (m) => {
+    if (m.type() === "error") problems.push(`console: ${m.text()}`);
+    else if (WASM_TROUBLE.test(m.text())) problems.push(`console ${m.type()}: ${m.text()}`);
+  });
+  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+  page.on("requestfailed", (r) => problems.push(`request failed: ${r.url()}`));
+  page.on("response", (r) => { if (r.status() >= 400) problems.push(`HTTP ${r.status()}: ${r.url()}`); });
+  return problems;
+}
+
+// Pages in this context see no WebGPU: the page trains on the CPU path.
+export const withoutWebGpu = () => Object.defineProperty(Navigator.prototype, "gpu", { get: () => undefined });
+
+// The first 1000 test digits, padded by 2 pixels on each side, as one IDX images file and its
+// labels (the page holds out the last tenth for testing), for `setInputFiles`.
+export async function digits32() {
+  const n = 1000;
+  const images = gunzipSync(await readFile(join(ROOT, "data/t10k-images-idx3-ubyte.gz")));
+  const labels = gunzipSync(await readFile(join(ROOT, "data/t10k-labels-idx1-ubyte.gz")));
+  const idx = Buffer.alloc(16 + n * 32 * 32);
+  idx.writeUInt32BE(0x803, 0); idx.writeUInt32BE(n, 4); idx.writeUInt32BE(32, 8); idx.writeUInt32BE(32, 12);
+  for (let k = 0; k < n; k++) {
+    for (let y = 0; y < 28; y++) images.copy(idx, 16 + k * 1024 + (y + 2) * 32 + 2, 16 + k * 784 + y * 28, 16 + k * 784 + y * 28 + 28);
+  }
+  const lab = Buffer.alloc(8 + n);
+  lab.writeUInt32BE(0x801, 0); lab.writeUInt32BE(n, 4);
+  labels.copy(lab, 8, 8, 8 + n);
+  return [
+    { name: "digits32-images-idx3-ubyte", mimeType: "application/octet-stream", buffer: idx },
+    { name: "digits32-labels-idx1-ubyte", mimeType: "application/octet-stream", buffer: lab },
+  ];
+}
