@@ -3,6 +3,8 @@
 //! mismatched file.
 #![cfg(not(target_arch = "wasm32"))]
 
+mod common;
+
 use webvae::checkpoint::{load, save, CheckpointError};
 use webvae::model::{initial_parameters, Config, Layout};
 
@@ -479,4 +481,59 @@ fn files_saved_by_earlier_versions_keep_loading() {
     // And what loads saves back to a file that loads the same.
     let again = load(&save(&loaded.config, &layout, &loaded.parameters, loaded.step)).unwrap();
     assert_eq!(again, loaded);
+}
+
+/// PyTorch's semantics pinned: each preset (MLP, conv, learned variance, categorical) trained a
+/// step on the CPU path and saved; `scripts/torch_forward.py` reads the file and runs the model
+/// in numpy from PyTorch's documented formulas (Linear, Conv2d, ConvTranspose2d, the heads,
+/// the likelihood's reading of the output), and its codes and images match ours. A flipped
+/// conv kernel, transposed linear weights or swapped mean and log-variance halves would not.
+#[test]
+fn a_checkpoint_computes_in_pytorchs_formulas_what_it_computes_here() {
+    use webvae::backend::{Backend, Device};
+    use webvae::latent::Encoding;
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
+    assert!(std::path::Path::new(python).exists(), "this test needs numpy and safetensors in .venv; run `make setup`");
+    let (train, test) = common::small_mnist(64);
+    for preset in ["mlp", "conv", "mlp-gauss-var", "conv-gauss-var", "mlp-categorical", "conv-categorical"] {
+        let config = Config { batch_size: 8, ..Config::preset(preset).unwrap() };
+        let mut t = Backend::new(&Device::Cpu, config.clone(), &train, &test).unwrap();
+        let x: Vec<f32> = (0..3).flat_map(|i| test.image(i)).collect();
+        let z = t.prior_codes(3, 7);
+        let (params, encoding, mean, std) = pollster::block_on(async {
+            t.train(1).unwrap();
+            (t.parameters().await.unwrap(), t.encode(&x).await.unwrap(), t.decode(&z).await.unwrap(), t.decode_std(&z).await.unwrap())
+        });
+        let path = std::env::temp_dir().join(format!("webvae-{preset}-{}.safetensors", std::process::id()));
+        std::fs::write(&path, save(&config, t.layout(), &params, 1)).unwrap();
+        let mut child = std::process::Command::new(python)
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/torch_forward.py"))
+            .arg(&path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        serde_json::to_writer(child.stdin.take().unwrap(), &serde_json::json!({ "x": x.chunks(784).collect::<Vec<_>>(), "z": z.chunks(config.code_len()).collect::<Vec<_>>() })).unwrap();
+        let out = child.wait_with_output().unwrap();
+        std::fs::remove_file(&path).ok();
+        assert!(out.status.success(), "{preset}: python failed: {}", String::from_utf8_lossy(&out.stderr));
+        let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let read = |key: &str| -> Vec<f32> { theirs[key].as_array().unwrap_or_else(|| panic!("{preset}: no {key}")).iter().map(|v| v.as_f64().unwrap() as f32).collect() };
+        let close = |what: &str, ours: &[f32], theirs: &[f32]| {
+            assert_eq!(ours.len(), theirs.len(), "{preset}: {what}: length");
+            let worst = ours.iter().zip(theirs).map(|(a, b)| (a - b).abs() / (1e-4 + b.abs())).fold(0f32, f32::max);
+            assert!(worst < 1e-3, "{preset}: {what} differs from PyTorch's formulas by {worst} (relative)");
+        };
+        match encoding {
+            Encoding::Gaussian { mu, logvar } => {
+                close("mu", &mu, &read("mu"));
+                close("logvar", &logvar, &read("logvar"));
+            }
+            Encoding::Categorical { probabilities } => close("class probabilities", &probabilities, &read("probabilities")),
+        }
+        close("decoded means", &mean, &read("mean"));
+        close("decoded standard deviations", &std, &read("std"));
+        println!("{preset}: codes and decoded images agree with PyTorch's formulas in numpy");
+    }
 }

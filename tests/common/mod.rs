@@ -295,7 +295,8 @@ pub fn mlp_with(pixels: usize, hidden: &[usize], latent: usize, activation: Acti
 /// Configurations for the whole-step parity test: between them, both activations, every
 /// likelihood (the learned variance on both architectures), both latent types, L = 1 and 2, beta != 1, one and two hidden layers, a convolutional model (both
 /// convolutions, kernels 3 and 4, flatten and reshape), and sizes that are not multiples of 4
-/// (batch 13, latent 5, hidden 18, 3 and 5 channels) so every kernel's edges are exercised.
+/// (batch 13, latent 5, hidden 18, 3 and 5 channels) so every kernel's edges are exercised; and
+/// one large enough that Adam's grid-stride loop goes round several times.
 pub fn parity_configs() -> Vec<Config> {
     vec![
         Config { batch_size: 13, seed: 5, ..Config::mlp(784, &[32], 5) },
@@ -337,6 +338,9 @@ pub fn parity_configs() -> Vec<Config> {
             seed: 2,
             ..Config::default()
         },
+        // 826,556 parameters: Adam's invocations stride over the buffer (at most 1,024
+        // workgroups of 256), and here each takes three or four rounds, as in the presets.
+        Config { batch_size: 6, seed: 8, ..Config::mlp(784, &[520], 6) },
     ]
 }
 
