@@ -4,13 +4,16 @@ import { mkdir, readFile } from "node:fs/promises";
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { ARTIFACTS, digits32, launch, ROOT, serve, watch } from "./harness.mjs";
+import { ARTIFACTS, digits32, launch, ROOT, serve, watch, withoutWebGpu } from "./harness.mjs";
 
 const PYTHON = fileURLToPath(new URL("../.venv/bin/python", import.meta.url));
 const CHECK_SAFETENSORS = fileURLToPath(new URL("../scripts/check_safetensors.py", import.meta.url));
 
 const results = [];
+// E2E_ONLY=regex runs only the checks whose names match (those that build on earlier ones may
+// then fail): for working on one check.
 async function check(name, fn) {
+  if (process.env.E2E_ONLY && !new RegExp(process.env.E2E_ONLY).test(name)) return;
   const start = Date.now();
   try {
     await fn();
@@ -729,6 +732,103 @@ try {
     } finally {
       await p.close();
     }
+  });
+
+  await check("New samples, the scrub slider, the test −ELBO after an epoch, the chart's values on hover, a snapshot when the tab is hidden", async () => {
+    // On the CPU path (fast) with 900 digits: 8 steps per epoch at batch 128.
+    const context = await browser.newContext({ viewport: { width: 1100, height: 800 } });
+    await context.addInitScript(withoutWebGpu);
+    const p = await context.newPage();
+    const errors = watch(p);
+    const ready = () => p.waitForFunction(() => window.vae && window.vae.training.trainer && !window.vae.busy(), null, { timeout: 120000 });
+    const grey = (id) => p.evaluate((id) => {
+      const c = document.getElementById(id);
+      const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+      return Array.from({ length: d.length / 4 }, (_, i) => d[4 * i]);
+    }, id);
+    try {
+      await p.goto(url);
+      await ready();
+      await p.setInputFiles("#data-files", await digits32());
+      await p.waitForFunction(() => /Loaded|not loaded/.test(document.getElementById("data-message").textContent));
+      await ready();
+      assert((await p.textContent("#test-nelbo")) === "–", "a test −ELBO before any epoch");
+      // About 20 epochs, so that the decoder tells digits apart (the slider's ends differ).
+      await p.click("#train");
+      await p.waitForFunction(() => Number(document.getElementById("step").textContent) >= 150, null, { timeout: 120000 });
+      await p.click("#train");
+      await ready();
+      const nelbo = parseFloat(await p.textContent("#test-nelbo"));
+      const points = await p.evaluate(() => window.vae.chart.test.map((t) => t.nelbo.toFixed(1)));
+      console.log(`     test −ELBO after the last epoch: ${nelbo}; chart's test points ${points.join(", ")}`);
+      assert(nelbo > 50 && nelbo < 600 && points.includes(nelbo.toFixed(1)), `test −ELBO ${nelbo}, chart ${points}`);
+
+      const before = await grey("samples");
+      await p.click("#new-samples");
+      await ready();
+      // Other codes draw other digits; the same codes would draw the very same pixels.
+      const moved = diff(await grey("samples"), before);
+      console.log(`     New samples: the grid moved ${moved.toFixed(2)} levels`);
+      assert(moved > 2, `New samples drew the same samples (${moved.toFixed(3)} levels)`);
+
+      // The scrub slider's ends are the two picked digits' reconstructions (32x32 here).
+      // Two digits of different labels as A and B.
+      const [a, b] = await p.evaluate(() => {
+        const labels = window.vae.training.data.testLabels();
+        return [0, labels.findIndex((l) => l !== labels[0])];
+      });
+      await p.check('input[name="slot"][value="a"]');
+      await p.click(`#gallery .digit[data-index="${a}"]`);
+      await p.click(`#gallery .digit[data-index="${b}"]`);
+      await ready();
+      const apart = diff(await grey("slot-a-recon"), await grey("slot-b-recon"));
+      assert(apart > 4, `digits A and B reconstruct alike (${apart.toFixed(2)} levels): the slider's ends cannot be told apart`);
+      for (const [value, slot] of [["0", "slot-a-recon"], ["100", "slot-b-recon"]]) {
+        await p.locator("#scrub").fill(value);
+        await ready();
+        const e = diff(await grey("scrubbed"), await grey(slot));
+        assert(e <= 1, `the slider at ${value} differs from ${slot} by ${e.toFixed(2)} levels`);
+      }
+
+      const box = await p.locator("#chart").boundingBox();
+      await p.locator("#chart").hover({ position: { x: box.width * 0.9, y: box.height / 2 } });
+      await p.waitForFunction(() => !document.getElementById("chart-tip").hidden, null, { timeout: 5000 });
+      const tip = await p.textContent("#chart-tip");
+      console.log(`     chart tip: ${tip}`);
+      assert(new RegExp(`^epoch \\d+\\.\\d\\d: loss \\d+\\.\\d, reconstruction \\d+\\.\\d, KL \\d+\\.\\d; test −ELBO \\d+\\.\\d at epoch \\d+$`).test(tip), tip);
+
+      // Hidden (the tab closed or switched away from) while training: training stops, and the
+      // session holds every step trained.
+      await p.click("#train");
+      await p.waitForFunction(() => Number(document.getElementById("step").textContent) >= 30, null, { timeout: 60000 });
+      const saved = () => p.evaluate(async () => {
+        const kv = await import("./vendor/idb-keyval.js");
+        const s = await kv.get("current", kv.createStore("webvae", "session"));
+        return s ? s.step : null;
+      });
+      await p.evaluate(() => {
+        Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
+        document.dispatchEvent(new Event("visibilitychange"));
+      });
+      await p.waitForTimeout(500);
+      const shown = Number(await p.textContent("#step"));
+      for (let i = 0; i < 100 && (await saved()) !== shown; i++) await p.waitForTimeout(100);
+      await p.waitForTimeout(1500);
+      const later = Number(await p.textContent("#step"));
+      console.log(`     hidden at step ${shown}: the session holds step ${await saved()}; ${later - shown} steps trained while hidden`);
+      assert((await saved()) === shown, `the session holds step ${await saved()}, the page trained ${shown}`);
+      assert(later === shown, `training went on while hidden (${shown} -> ${later})`);
+      assert(errors.length === 0, errors.join("; "));
+    } finally {
+      await context.close();
+    }
+  });
+
+  await check("a GPU adapter that refuses to open a device: the page trains on the CPU and says why", async () => {
+    const seen = await noGpuPage(() => {
+      GPUAdapter.prototype.requestDevice = async () => { throw new DOMException("no device for you", "OperationError"); };
+    }, "no-device");
+    assert(/refused to open a device/.test(seen.message), `unexpected message: ${seen.message}`);
   });
 
   await check("a browser whose WebGPU offers no adapter trains on the CPU and says why, with advice", async () => {
