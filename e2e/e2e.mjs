@@ -824,6 +824,46 @@ try {
     }
   });
 
+  await check("training that diverges is stopped with a message, and Reset the model trains again", async () => {
+    // On the CPU path: weights whose log-variance biases are 1e6 (finite, so the file loads;
+    // exp(logvar) overflows at the first step).
+    const context = await browser.newContext({ viewport: { width: 1100, height: 800 }, acceptDownloads: true });
+    await context.addInitScript(withoutWebGpu);
+    const p = await context.newPage();
+    const errors = watch(p);
+    const ready = () => p.waitForFunction(() => window.vae && window.vae.training.trainer && !window.vae.busy(), null, { timeout: 120000 });
+    try {
+      await p.goto(url);
+      await ready();
+      const [download] = await Promise.all([p.waitForEvent("download"), p.click("#save")]);
+      const bytes = await readFile(await download.path());
+      const n = Number(bytes.readBigUInt64LE(0));
+      const [start, end] = JSON.parse(bytes.subarray(8, 8 + n).toString())["logvar.bias"].data_offsets;
+      for (let at = 8 + n + start; at < 8 + n + end; at += 4) bytes.writeFloatLE(1e6, at);
+      await p.setInputFiles("#load", { name: "huge.safetensors", mimeType: "application/octet-stream", buffer: bytes });
+      await p.waitForFunction(() => /Loaded huge/.test(document.getElementById("data-message").textContent));
+      await ready();
+      const at = Number(await p.textContent("#step"));
+      await p.click("#train");
+      await p.waitForFunction(() => !document.getElementById("alert").hidden, null, { timeout: 60000 });
+      const text = await p.textContent("#alert-message");
+      console.log(`     page says: ${text}`);
+      assert(/^Training diverged: training diverged \(the loss became infinite or NaN by step \d+\)/.test(text), text);
+      assert((await p.textContent("#train")) === "Train" && (await p.isDisabled("#train")), "Train can still be pressed on a diverged model");
+      assert(Number(await p.textContent("#step")) === at, "steps were counted after the divergence");
+      assert((await p.textContent("#alert-action")) === "Reset the model", await p.textContent("#alert-action"));
+      await p.click("#alert-action");
+      await ready();
+      assert(await p.isHidden("#alert"), "the message stays after the reset");
+      await p.click("#train");
+      await p.waitForFunction(() => Number(document.getElementById("step").textContent) >= 5, null, { timeout: 60000 });
+      await p.click("#train");
+      assert(errors.length === 0, errors.join("; "));
+    } finally {
+      await context.close();
+    }
+  });
+
   await check("a GPU adapter that refuses to open a device: the page trains on the CPU and says why", async () => {
     const seen = await noGpuPage(() => {
       GPUAdapter.prototype.requestDevice = async () => { throw new DOMException("no device for you", "OperationError"); };
