@@ -49,11 +49,11 @@ export class Training {
     return this.#changing > 0;
   }
 
-  // Runs `fn(trainer)` after every task before it, on `trainer` (by default the current one).
-  // If that is no longer the model trained when the task's turn comes or when it ends (it was
-  // replaced), the task is skipped or its result dropped: it rejects with kind "none", which the
-  // page ignores.
-  task(fn, trainer = this.trainer) {
+  // Runs `fn(trainer)` on the current trainer after every task before it. If that is no longer
+  // the model trained when the task's turn comes or when it ends (it was replaced), the task is
+  // skipped or its result dropped: it rejects with kind "none", which the page ignores.
+  task(fn) {
+    const trainer = this.trainer;
     const current = () => {
       if (!trainer || trainer !== this.trainer) throw { kind: "none", message: "no model, or not this one any more" };
     };
