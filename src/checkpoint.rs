@@ -138,6 +138,7 @@ pub fn load(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
     let metadata = header.metadata().as_ref();
     let meta = |key: &str| metadata.and_then(|m| m.get(key));
     let config_json = meta("config").ok_or_else(|| mismatch("its metadata has no \"config\" entry (it was not saved by this page)"))?;
+    unique_config_keys(config_json)?;
     let config = Config::from_json(config_json).map_err(|e| mismatch(format!("its configuration does not parse ({e})")))?;
     // Saved before layers existed: the same tensors under their old names.
     let legacy = serde_json::from_str::<serde_json::Value>(config_json).is_ok_and(|v| v.get("hidden").is_some());
@@ -223,47 +224,89 @@ fn describe(e: safetensors::SafeTensorError) -> String {
 }
 
 /// JSON allows a key twice in an object and most parsers keep the last; in a checkpoint that
-/// would mean two tensors or configurations of which one is silently dropped. Refuses repeats
-/// at the header's top level and inside `__metadata__`.
+/// would mean two tensors or configurations, or two values of one setting, of which one is
+/// silently dropped. Refuses a repeat in the header (the top level, `__metadata__` and each
+/// tensor's entry).
 fn unique_keys(header: &[u8]) -> Result<(), CheckpointError> {
-    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
-
-    struct Keys {
-        /// Also check the values of `__metadata__`'s keys (the top level).
-        top: bool,
-    }
-    impl<'de> serde::de::DeserializeSeed<'de> for Keys {
-        type Value = Result<(), String>;
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_map(self)
-        }
-    }
-    impl<'de> Visitor<'de> for Keys {
-        type Value = Result<(), String>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut seen = BTreeSet::new();
-            let mut verdict = Ok(());
-            while let Some(key) = map.next_key::<String>()? {
-                if self.top && key == "__metadata__" {
-                    let inner = map.next_value_seed(Keys { top: false })?;
-                    if verdict.is_ok() {
-                        verdict = inner.map_err(|k| format!("__metadata__ gives \"{k}\" more than once"));
-                    }
-                } else {
-                    map.next_value::<IgnoredAny>()?;
-                }
-                if !seen.insert(key.clone()) && verdict.is_ok() {
-                    verdict = Err(if self.top { format!("the header names \"{key}\" more than once") } else { key });
-                }
-            }
-            Ok(verdict)
-        }
-    }
     let mut de = serde_json::Deserializer::from_slice(header);
-    let verdict = serde::de::DeserializeSeed::deserialize(Keys { top: true }, &mut de)
-        .map_err(|e| malformed(format!("the header is not valid JSON ({e})")))?;
-    verdict.map_err(malformed)
+    match serde::de::DeserializeSeed::deserialize(Repeats, &mut de) {
+        Err(e) => Err(malformed(format!("the header is not valid JSON ({e})"))),
+        Ok(None) => Ok(()),
+        Ok(Some(mut path)) => {
+            let key = path.pop().unwrap_or_default();
+            Err(malformed(match path.is_empty() {
+                true => format!("the header names \"{key}\" more than once"),
+                false => format!("{} gives \"{key}\" more than once", path.join(".")),
+            }))
+        }
+    }
+}
+
+/// The path (keys and indices, outermost first) of the first key given twice in an object of a
+/// JSON value, at any depth; None when there is none.
+struct Repeats;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Repeats {
+    type Value = Option<Vec<String>>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Repeats {
+    type Value = Option<Vec<String>>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut seen, mut first) = (BTreeSet::new(), None);
+        while let Some(key) = map.next_key::<String>()? {
+            let inner = map.next_value_seed(Repeats)?;
+            if first.is_none() {
+                first = if seen.contains(&key) { Some(vec![key.clone()]) } else { inner.map(|p| [vec![key.clone()], p].concat()) };
+            }
+            seen.insert(key);
+        }
+        Ok(first)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut first = None;
+        let mut i = 0;
+        while let Some(inner) = seq.next_element_seed(Repeats)? {
+            if first.is_none() {
+                first = inner.map(|p| [vec![i.to_string()], p].concat());
+            }
+            i += 1;
+        }
+        Ok(first)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// The configuration's JSON (a string in the metadata, so the header's check cannot see into
+/// it) with no key given twice at any depth.
+fn unique_config_keys(config_json: &str) -> Result<(), CheckpointError> {
+    let mut de = serde_json::Deserializer::from_str(config_json);
+    match serde::de::DeserializeSeed::deserialize(Repeats, &mut de) {
+        Ok(Some(path)) => Err(mismatch(format!("its configuration gives \"{}\" more than once", path.join(".")))),
+        // Not JSON at all: the configuration's own parser says so.
+        _ => Ok(()),
+    }
 }

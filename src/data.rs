@@ -155,20 +155,14 @@ impl<'a> IdxFile<'a> {
         Ok(IdxFile { bytes, header })
     }
 
-    /// The whole file: decompressed (at most the promised size, plus one byte to notice more)
-    /// into one buffer that becomes the data, without a second copy.
+    /// The whole file's data, in one buffer of exactly the promised size.
     fn read(self) -> Result<Idx, DataError> {
         let IdxHeader { dims, len, data_bytes } = self.header;
         let data = if self.bytes.starts_with(&GZIP_MAGIC) {
-            let mut out = gunzip_at_most(self.bytes, len as u64 + data_bytes + 1)?;
-            out.drain(..len.min(out.len()));
-            out
+            gunzip_data(self.bytes, len, data_bytes)?
         } else {
             self.bytes[len..].to_vec()
         };
-        if data.len() as u64 != data_bytes {
-            return Err(DataError::SizeMismatch { header_bytes: data_bytes, found: data.len() });
-        }
         Ok(Idx { dims, data })
     }
 
@@ -181,30 +175,25 @@ impl<'a> IdxFile<'a> {
     }
 }
 
-/// Decompresses at most `limit` bytes of a gzip stream into one buffer. The buffer starts as
-/// large as the limit or 64 times the compressed size, whichever is smaller (images compress
-/// about 5:1, so an honest file needs one allocation and no copy), and doubles from there only
-/// as the stream really delivers: a short file promising much costs little.
-fn gunzip_at_most(gz: &[u8], limit: u64) -> Result<Vec<u8>, DataError> {
-    let mut decoder = flate2::read::MultiGzDecoder::new(gz);
-    let mut out = vec![0u8; limit.min(gz.len() as u64 * 64 + (64 << 10)) as usize];
-    let mut filled = 0;
-    loop {
-        if filled == out.len() {
-            if filled as u64 >= limit {
-                break;
-            }
-            out.resize((filled as u64 * 2).min(limit) as usize, 0);
-        }
-        match decoder.read(&mut out[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(DataError::Gzip(e.to_string())),
-        }
+/// The `size` bytes after the `skip`-byte header of a gzip stream, in one buffer of exactly
+/// that size. The stream is read twice: first only counted, through a small scratch buffer and
+/// stopping one byte past the promise, and then, once it has been seen to deliver exactly the
+/// promised size, into the buffer. So a short file promising much costs time, not memory, and
+/// an honest one takes its size once (a buffer grown by doubling left the browser's heap, which
+/// never shrinks, at twice the data).
+fn gunzip_data(gz: &[u8], skip: usize, size: u64) -> Result<Vec<u8>, DataError> {
+    let gzip_error = |e: std::io::Error| DataError::Gzip(e.to_string());
+    let stream = || flate2::read::MultiGzDecoder::new(gz);
+    let total = std::io::copy(&mut stream().take(skip as u64 + size + 1), &mut std::io::sink()).map_err(gzip_error)?;
+    let found = total.saturating_sub(skip as u64);
+    if found != size {
+        return Err(DataError::SizeMismatch { header_bytes: size, found: found as usize });
     }
-    out.truncate(filled);
-    Ok(out)
+    let mut decoder = stream();
+    std::io::copy(&mut (&mut decoder).take(skip as u64), &mut std::io::sink()).map_err(gzip_error)?;
+    let mut data = vec![0u8; size as usize];
+    decoder.read_exact(&mut data).map_err(gzip_error)?;
+    Ok(data)
 }
 
 /// Parses an IDX file (raw or gzipped) of unsigned bytes with the given rank.

@@ -416,6 +416,15 @@ fn no_key_may_be_given_twice() {
     assert!(malformed(&two_steps).contains("\"step\" more than once"), "{}", malformed(&two_steps));
     let two_metadata = with_header_text(&good, |t| t.replacen('{', "{\"__metadata__\":{},", 1));
     assert!(load(&two_metadata).is_err());
+    // Inside the configuration (a JSON string in the metadata), at any depth.
+    let escaped = |json: &str| serde_json::to_string(json).unwrap().trim_matches('"').to_string();
+    let config_text = escaped(&serde_json::to_string(&config).unwrap());
+    let latent_twice = with_header_text(&good, |t| t.replacen(&config_text, &config_text.replacen('{', "{\\\"latent\\\":7,", 1), 1));
+    let why = load(&latent_twice).unwrap_err().to_string();
+    assert!(why.contains("its configuration gives \"latent\" more than once"), "{why}");
+    let activation_twice = with_header_text(&good, |t| t.replacen(&escaped("\"activation\":"), &escaped("\"activation\":\"tanh\",\"activation\":"), 1));
+    let why = load(&activation_twice).unwrap_err().to_string();
+    assert!(why.contains("its configuration gives \"encoder.0.activation\" more than once"), "{why}");
 }
 
 #[test]
