@@ -4,7 +4,7 @@ import { mkdir, readFile } from "node:fs/promises";
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { ARTIFACTS, digits32, launch, ROOT, serve, watch, withoutWebGpu } from "./harness.mjs";
+import { ARTIFACTS, digits32, greyLevels, launch, ready as readyOn, ROOT, serve, storedStep, watch, withoutWebGpu } from "./harness.mjs";
 
 const PYTHON = fileURLToPath(new URL("../.venv/bin/python", import.meta.url));
 const CHECK_SAFETENSORS = fileURLToPath(new URL("../scripts/check_safetensors.py", import.meta.url));
@@ -33,14 +33,8 @@ try {
   const page = await browser.newPage({ viewport: { width: 1100, height: 800 } });
   const problems = watch(page);
 
-  // The model exists and nothing is queued or running.
-  const idle = () => page.waitForFunction(() => window.vae && window.vae.training.trainer && !window.vae.busy(), null, { timeout: 120000 });
-  // A canvas's pixels, as an array of grey levels.
-  const pixels = (id) => page.evaluate((id) => {
-    const c = document.getElementById(id);
-    const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
-    return Array.from({ length: d.length / 4 }, (_, i) => d[4 * i]);
-  }, id);
+  const idle = () => readyOn(page);
+  const pixels = (id) => greyLevels(page, id);
   // Clears every canvas, so that what a check reads afterwards was drawn after this (a view of
   // one preset cannot pass on the pixels of the one before).
   const blankViews = () => page.evaluate(() => {
@@ -541,12 +535,8 @@ try {
     const context = await browser.newContext({ viewport: { width: 1100, height: 800 } });
     const p = await context.newPage();
     const errors = watch(p);
-    const ready = () => p.waitForFunction(() => window.vae && window.vae.training.trainer && !window.vae.busy(), null, { timeout: 120000 });
-    const saved = () => p.evaluate(async () => {
-      const kv = await import("./vendor/idb-keyval.js");
-      const s = await kv.get("current", kv.createStore("webvae", "session"));
-      return s ? s.step : null;
-    });
+    const ready = () => readyOn(p);
+    const saved = () => storedStep(p);
     const step = async () => Number(await p.textContent("#step"));
     try {
       await p.goto(url);
@@ -606,7 +596,7 @@ try {
     await context.addInitScript(() => Object.defineProperty(Navigator.prototype, "gpu", { get: () => undefined }));
     const p = await context.newPage();
     const errors = watch(p);
-    const ready = () => p.waitForFunction(() => window.vae && window.vae.training.trainer && !window.vae.busy(), null, { timeout: 120000 });
+    const ready = () => readyOn(p);
     try {
       await p.goto(url);
       await ready();
@@ -618,11 +608,7 @@ try {
       await p.click("#train"); // pausing keeps the session, with the files
       await ready();
       const at = Number(await p.textContent("#step"));
-      const saved = () => p.evaluate(async () => {
-        const kv = await import("./vendor/idb-keyval.js");
-        const s = await kv.get("current", kv.createStore("webvae", "session"));
-        return s ? s.step : null;
-      });
+      const saved = () => storedStep(p);
       for (let i = 0; i < 100 && (await saved()) !== at; i++) await p.waitForTimeout(100);
       await p.reload();
       await ready();
@@ -648,7 +634,7 @@ try {
     await p.goto(url);
     await p.waitForFunction(() => document.getElementById("gpu-status").dataset.state !== "loading",
       null, { timeout: 60000 });
-    await p.waitForFunction(() => window.vae && window.vae.training.trainer && !window.vae.busy(), null, { timeout: 120000 });
+    await readyOn(p);
     const seen = await p.evaluate(() => {
       const shown = (el) => !!(el.offsetWidth || el.offsetHeight || el.getClientRects().length);
       return {
@@ -717,7 +703,7 @@ try {
     });
     try {
       await p.goto(url);
-      await p.waitForFunction(() => window.vae && window.vae.training.trainer && !window.vae.busy(), null, { timeout: 120000 });
+      await readyOn(p);
       await p.click("#train");
       await p.waitForFunction(() => Number(document.getElementById("step").textContent) >= 5, null, { timeout: 60000 });
       await p.click("#train"); // pausing keeps the session: the write fails
@@ -741,12 +727,8 @@ try {
     await context.addInitScript(withoutWebGpu);
     const p = await context.newPage();
     const errors = watch(p);
-    const ready = () => p.waitForFunction(() => window.vae && window.vae.training.trainer && !window.vae.busy(), null, { timeout: 120000 });
-    const grey = (id) => p.evaluate((id) => {
-      const c = document.getElementById(id);
-      const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
-      return Array.from({ length: d.length / 4 }, (_, i) => d[4 * i]);
-    }, id);
+    const ready = () => readyOn(p);
+    const grey = (id) => greyLevels(p, id);
     try {
       await p.goto(url);
       await ready();
@@ -802,11 +784,7 @@ try {
       // session holds every step trained.
       await p.click("#train");
       await p.waitForFunction(() => Number(document.getElementById("step").textContent) >= 30, null, { timeout: 60000 });
-      const saved = () => p.evaluate(async () => {
-        const kv = await import("./vendor/idb-keyval.js");
-        const s = await kv.get("current", kv.createStore("webvae", "session"));
-        return s ? s.step : null;
-      });
+      const saved = () => storedStep(p);
       await p.evaluate(() => {
         Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
         document.dispatchEvent(new Event("visibilitychange"));
@@ -832,7 +810,7 @@ try {
     await context.addInitScript(withoutWebGpu);
     const p = await context.newPage();
     const errors = watch(p);
-    const ready = () => p.waitForFunction(() => window.vae && window.vae.training.trainer && !window.vae.busy(), null, { timeout: 120000 });
+    const ready = () => readyOn(p);
     try {
       await p.goto(url);
       await ready();

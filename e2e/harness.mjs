@@ -63,6 +63,24 @@ export function watch(page) {
   return problems;
 }
 
+// Waits until the page's model exists and nothing is queued or running.
+export const ready = (page) => page.waitForFunction(() => window.vae && window.vae.training.trainer && !window.vae.busy(),
+  null, { timeout: 120000 });
+
+// A canvas's pixels, as an array of grey levels (its red channel).
+export const greyLevels = (page, id) => page.evaluate((id) => {
+  const c = document.getElementById(id);
+  const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+  return Array.from({ length: d.length / 4 }, (_, i) => d[4 * i]);
+}, id);
+
+// The step of the session the page keeps in IndexedDB for the next visit, or null.
+export const storedStep = (page) => page.evaluate(async () => {
+  const kv = await import("./vendor/idb-keyval.js");
+  const s = await kv.get("current", kv.createStore("webvae", "session"));
+  return s ? s.step : null;
+});
+
 // Pages in this context see no WebGPU: the page trains on the CPU path.
 export const withoutWebGpu = () => Object.defineProperty(Navigator.prototype, "gpu", { get: () => undefined });
 

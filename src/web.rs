@@ -217,8 +217,9 @@ pub fn checkpoint_info(bytes: &[u8]) -> Result<JsValue, JsValue> {
 /// while the first samples are being decoded): no call can find the object borrowed. Every
 /// method takes `&self` (wasm-bindgen holds an async `&mut self` method's borrow until it
 /// resolves, and any call meanwhile throws "recursive use of an object"); what describes the
-/// model is read once, when it is made; and every call that uses the trainer takes its turn
-/// through one async lock, in the order the calls came.
+/// model is read once, when it is made; and every call that uses the trainer waits its turn
+/// at one async lock (which makes them safe, not ordered: the page's queue, `Training.task`,
+/// keeps their order).
 #[wasm_bindgen]
 pub struct WebTrainer {
     trainer: Mutex<Backend>,
