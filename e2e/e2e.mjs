@@ -590,19 +590,25 @@ try {
     }
   });
 
-  await check("the user's own files are kept with the session: a reload resumes on them", async () => {
-    // On the CPU path (no WebGPU), in a context of its own (its own IndexedDB).
-    const context = await browser.newContext({ viewport: { width: 1100, height: 800 } });
-    await context.addInitScript(() => Object.defineProperty(Navigator.prototype, "gpu", { get: () => undefined }));
+  // A page of its own (its own IndexedDB) on the CPU path (no WebGPU), training on the first
+  // 1000 test digits at 32x32 (900 to train on): { context, p, errors }.
+  const cpuPageOnDigits32 = async (options = {}) => {
+    const context = await browser.newContext({ viewport: { width: 1100, height: 800 }, ...options });
+    await context.addInitScript(withoutWebGpu);
     const p = await context.newPage();
     const errors = watch(p);
+    await p.goto(url);
+    await readyOn(p);
+    await p.setInputFiles("#data-files", await digits32());
+    await p.waitForFunction(() => /Loaded|not loaded/.test(document.getElementById("data-message").textContent));
+    await readyOn(p);
+    return { context, p, errors };
+  };
+
+  await check("the user's own files are kept with the session: a reload resumes on them", async () => {
+    const { context, p, errors } = await cpuPageOnDigits32();
     const ready = () => readyOn(p);
     try {
-      await p.goto(url);
-      await ready();
-      await p.setInputFiles("#data-files", await digits32());
-      await p.waitForFunction(() => /Loaded|not loaded/.test(document.getElementById("data-message").textContent));
-      await ready();
       await p.click("#train");
       await p.waitForFunction(() => Number(document.getElementById("step").textContent) >= 4, null, { timeout: 60000 });
       await p.click("#train"); // pausing keeps the session, with the files
@@ -723,18 +729,10 @@ try {
 
   await check("New samples, the scrub slider, the test −ELBO after an epoch, the chart's values on hover, a snapshot when the tab is hidden", async () => {
     // On the CPU path (fast) with 900 digits: 8 steps per epoch at batch 128.
-    const context = await browser.newContext({ viewport: { width: 1100, height: 800 } });
-    await context.addInitScript(withoutWebGpu);
-    const p = await context.newPage();
-    const errors = watch(p);
+    const { context, p, errors } = await cpuPageOnDigits32();
     const ready = () => readyOn(p);
     const grey = (id) => greyLevels(p, id);
     try {
-      await p.goto(url);
-      await ready();
-      await p.setInputFiles("#data-files", await digits32());
-      await p.waitForFunction(() => /Loaded|not loaded/.test(document.getElementById("data-message").textContent));
-      await ready();
       assert((await p.textContent("#test-nelbo")) === "–", "a test −ELBO before any epoch");
       // About 20 epochs, so that the decoder tells digits apart (the slider's ends differ).
       await p.click("#train");
