@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 WASM_ENV := . scripts/wasm-env.sh &&
 
-.PHONY: setup serve build test test-native test-browser test-e2e quality bench
+.PHONY: setup serve build test test-native test-browser test-e2e quality bench gpu-report
 
 setup:
 	@bash scripts/setup.sh
@@ -54,3 +54,8 @@ bench: setup
 	XDG_RUNTIME_DIR="$${XDG_RUNTIME_DIR:-$$(mktemp -d)}" cargo run --release -q --example bench
 	$(WASM_ENV) trunk build --release --offline >/dev/null
 	cd e2e && node bench.mjs
+
+# What AMD's compiler (radv's null device, no GPU needed) makes of every kernel in both shapes,
+# for GFX9 and GFX10.3: lines `gpu-report family F shape S kernel K vgprs ... waves_per_simd N`.
+gpu-report: setup
+	cargo run --release -q --example gpu_report

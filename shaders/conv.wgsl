@@ -238,7 +238,7 @@ fn store_block(kernel: u32, wid: vec3<u32>, lid: vec3<u32>) {
     let origin = block_origin(lid);
     let i = wid.y * TILE_ROWS + origin.x;
     let j = wid.x * TILE_COLS + origin.y;
-    for (var r = 0u; r < 16u; r++) {
+    for (var r = 0u; r < BLOCK_ROWS; r++) {
         if i + r >= mnk.x { break; }
         let ra = a_row(kernel, wid.z, i + r);
         let v = block_row(c, r);
@@ -250,34 +250,37 @@ fn store_block(kernel: u32, wid: vec3<u32>, lid: vec3<u32>) {
 }
 
 // ---- tiled: grid (N / TILE_COLS, M / TILE_ROWS, phases).
-@compute @workgroup_size(TILE_COLS / BLOCK_COLS, TILE_ROWS / 16u)
+@compute @workgroup_size(TILE_COLS / BLOCK_COLS, TILE_ROWS / BLOCK_ROWS)
 fn conv_down(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     store_block(DOWN, wid, lid);
 }
 
-@compute @workgroup_size(TILE_COLS / BLOCK_COLS, TILE_ROWS / 16u)
+@compute @workgroup_size(TILE_COLS / BLOCK_COLS, TILE_ROWS / BLOCK_ROWS)
 fn conv_up(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     store_block(UP, wid, lid);
 }
 
 // dW, and db = row sums of S (from the first column of workgroups) when db_off is given.
-// The pipeline sets TILE_COLS = 256: 64 rows, one copied by each invocation (a_sum).
-@compute @workgroup_size(TILE_COLS / 16u, TILE_ROWS / 16u)
+// The software shape sets TILE_COLS = 256: 64 rows, one copied by each invocation (a_sum); the
+// hardware shape's 32 rows are copied by the first 32.
+@compute @workgroup_size(TILE_COLS / BLOCK_COLS, TILE_ROWS / BLOCK_ROWS)
 fn conv_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = product(WEIGHT, wid, lid);
     let mnk = extent(WEIGHT, 0u);
     let origin = block_origin(lid);
     let i = wid.y * TILE_ROWS + origin.x;
     let j = wid.x * TILE_COLS + origin.y;
-    for (var r = 0u; r < 16u; r++) {
+    for (var r = 0u; r < BLOCK_ROWS; r++) {
         if i + r >= mnk.x { break; }
         let v = block_row(c, r);
-        for (var q = 0u; q < 16u; q++) {
+        for (var q = 0u; q < BLOCK_COLS; q++) {
             if j + q < mnk.y { grads[op.out_off + (i + r) * mnk.y + j + q] = v[q / 4u][q % 4u]; }
         }
     }
-    let me = wid.y * TILE_ROWS + lid.y * (TILE_COLS / 16u) + lid.x;
-    if op.db_off != NONE && wid.x == 0u && me < op.sc { grads[op.db_off + me] = c.a_sum; }
+    // Invocations me < TILE_ROWS each copied (and summed) one row of A.
+    let me = lid.y * (TILE_COLS / BLOCK_COLS) + lid.x;
+    let row = wid.y * TILE_ROWS + me;
+    if op.db_off != NONE && wid.x == 0u && me < TILE_ROWS && row < op.sc { grads[op.db_off + row] = c.a_sum; }
 }
 
 // ---- direct, four outputs of one column per invocation: grid (M / 256, N, phases).
@@ -298,14 +301,14 @@ fn conv_up_direct(@builtin(global_invocation_id) gid: vec3<u32>) {
     store_column4(UP, gid.z, gid.x * 4u, gid.y);
 }
 
-// dW of a narrow weight product (see split_product): grid (N / 8, M / 8).
+// dW of a narrow weight product (see split_product): grid (N / SPLIT, M / SPLIT).
 @compute @workgroup_size(64)
 fn conv_weight_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) me: u32) {
     let v = split_product(WEIGHT, wid, me);
     let mnk = extent(WEIGHT, 0u);
-    let i = wid.y * 8u + me / 8u;
-    let j = wid.x * 8u + me % 8u;
-    if i < mnk.x && j < mnk.y { grads[op.out_off + i * mnk.y + j] = v; }
+    let i = wid.y * SPLIT + me / SPLIT;
+    let j = wid.x * SPLIT + me % SPLIT;
+    if me < SPLIT * SPLIT && i < mnk.x && j < mnk.y { grads[op.out_off + i * mnk.y + j] = v; }
 }
 
 // ---- a bias's gradient: per-channel sums of [batch, sum_c, sum_hw]. One workgroup per channel.

@@ -17,24 +17,26 @@
 // products in one dispatch (a transposed convolution's phases), and reaches the per-element
 // functions only through what a_row and b_row return.
 // A workgroup of 64 invocations computes a TILE_ROWS x TILE_COLS tile of C, each invocation a
-// block of 16 rows x BLOCK_COLS columns: 256 x 64 tiles of 16 x 16 blocks by default; where the
-// pipeline sets TILE_COLS = 256, 64 x 256 (few rows, many columns: dW); where it sets
-// TILE_COLS = 32 and BLOCK_COLS = 8, 256 x 32 (outputs 32 wide: a 32-channel convolution).
-// Entry points are @workgroup_size(TILE_COLS / BLOCK_COLS, TILE_ROWS / 16). A block is held in
-// 16 named 4 x 4 matrices (named, not an indexed array: several times faster on software
-// adapters). The reduction runs in chunks of TK: the workgroup copies the A and B chunks into
-// workgroup memory, then every invocation reads its 16 rows of A and 16 columns of B from there
-// (8 vec4 loads) for 256 multiply-adds.
-// Loads are what software adapters pay for: lavapipe reads each one lane by lane (a loop with a
-// branch per lane, through the stack: seen in its JIT code), whatever the vector width, so the
-// work per load, not per multiply-add, sets the speed; a 16 x 16 block does twice an 8 x 8
-// block's per load (the conv step 19% faster on lavapipe, 3% on SwiftShader).
-// Copies are masked, so edges need no special cases; callers store only in-range outputs.
-
+// block of BLOCK_ROWS x BLOCK_COLS. Two shapes, chosen per adapter (kernels::KernelShape) by
+// the constants the pipeline sets:
+// - software (CPU emulations of a GPU): blocks of 16 rows, 256 x 64 tiles of 16 x 16 blocks by
+//   default; where the pipeline sets TILE_COLS = 256, 64 x 256 (few rows, many columns: dW);
+//   where it sets TILE_COLS = 32 and BLOCK_COLS = 8, 256 x 32 (outputs 32 wide).
+// - hardware (GPUs): 4 x 4 blocks, 32 x 32 tiles, chunks of TK = 16: 16 accumulators and 4 KB
+//   of workgroup memory per 64 invocations, so that a GPU's register file and workgroup memory
+//   hold many waves at once and nothing spills (a 16 x 16 block needs 256 accumulators: more
+//   than AMD's 256 registers per lane, so it spills to scratch; checked by tests/radv.rs).
+// Entry points are @workgroup_size(TILE_COLS / BLOCK_COLS, TILE_ROWS / BLOCK_ROWS). A block is
+// held in up to 16 named 4 x 4 matrices (named, not an indexed array: several times faster on
+// software adapters), those outside the block skipped by branches on constants that compilers
+// fold away. The reduction runs in chunks of TK: the workgroup copies the A and B chunks into
+// workgroup memory, then every invocation reads its rows of A and columns of B from there (8
+// vec4 loads for 256 multiply-adds in a 16 x 16 block).
 override TILE_COLS: u32 = 64u;
+override BLOCK_ROWS: u32 = 16u;
 override BLOCK_COLS: u32 = 16u;
-override TILE_ROWS: u32 = 1024u * BLOCK_COLS / TILE_COLS;
-// The chunk: the two tiles' chunks fill WebGPU's guaranteed 16 KB of workgroup memory.
+override TILE_ROWS: u32 = 64u * BLOCK_ROWS * BLOCK_COLS / TILE_COLS;
+// The chunk: by default the two tiles' chunks fill WebGPU's guaranteed 16 KB of workgroup memory.
 override TK: u32 = 2048u / max(TILE_ROWS, TILE_COLS);
 // How chunks are copied: all of an invocation's rows in one pass over the chunk, their
 // descriptors computed once (the default: SwiftShader divides lane by lane), or row by row,
@@ -45,10 +47,14 @@ override ROW_BY_ROW: bool = false;
 
 // Chunks of A and B, transposed so that four rows (columns) are one vec4 read:
 // a_tile[t * TILE_ROWS / 4 + i / 4][i % 4] = A(i0 + i, t0 + t), likewise b_tile for B(j0 + j, t0 + t).
-var<workgroup> a_tile: array<vec4<f32>, 512>;
-var<workgroup> b_tile: array<vec4<f32>, 512>;
+// (Array sizes may be single override names, hence these two.)
+override A_TILE: u32 = TK * TILE_ROWS / 4u;
+override B_TILE: u32 = TK * TILE_COLS / 4u;
+var<workgroup> a_tile: array<vec4<f32>, A_TILE>;
+var<workgroup> b_tile: array<vec4<f32>, B_TILE>;
 
-// A 16 x 16 block of C: mIJ[r][c] = C[4 I + r, 4 J + c].
+// A block of C (at most 16 x 16; what lies outside BLOCK_ROWS x BLOCK_COLS stays zero):
+// mIJ[r][c] = C[4 I + r, 4 J + c].
 struct Block {
     m00: mat4x4<f32>, m01: mat4x4<f32>, m02: mat4x4<f32>, m03: mat4x4<f32>,
     m10: mat4x4<f32>, m11: mat4x4<f32>, m12: mat4x4<f32>, m13: mat4x4<f32>,
@@ -64,8 +70,8 @@ fn outer(a: vec4<f32>, b: vec4<f32>) -> mat4x4<f32> {
     return mat4x4<f32>(a.x * b, a.y * b, a.z * b, a.w * b);
 }
 
-// Where this invocation's 16 x 16 block starts in the workgroup's tile: (row, column).
-fn block_origin(lid: vec3<u32>) -> vec2<u32> { return vec2<u32>(lid.y * 16u, lid.x * BLOCK_COLS); }
+// Where this invocation's block starts in the workgroup's tile: (row, column).
+fn block_origin(lid: vec3<u32>) -> vec2<u32> { return vec2<u32>(lid.y * BLOCK_ROWS, lid.x * BLOCK_COLS); }
 
 // Row i of a chunk of A (B) at position `at` (t times the tile's stride): A(ra, d), or zero
 // outside the product. Returns what it stored.
@@ -103,7 +109,7 @@ fn copy_by_rows(kernel: u32, z: u32, i0: u32, j0: u32, me: u32, t0: u32, mnk: ve
     return a_sum;
 }
 
-// This invocation's 16 x 16 block of the workgroup's tile (starting at block_origin(lid)).
+// This invocation's block of the workgroup's tile (starting at block_origin(lid)).
 fn product(kernel: u32, wid: vec3<u32>, lid: vec3<u32>) -> Block {
     let mnk = extent(kernel, wid.z);
     let i0 = wid.y * TILE_ROWS;
@@ -114,8 +120,8 @@ fn product(kernel: u32, wid: vec3<u32>, lid: vec3<u32>) -> Block {
     var m20 = mat4x4<f32>(); var m21 = mat4x4<f32>(); var m22 = mat4x4<f32>(); var m23 = mat4x4<f32>();
     var m30 = mat4x4<f32>(); var m31 = mat4x4<f32>(); var m32 = mat4x4<f32>(); var m33 = mat4x4<f32>();
     var a_sum = 0.0;
-    // Invocation `me` copies rows me + 64 q of A and of B, q < 4, those inside the tile (one
-    // or four rows of A, one to four of B); ROW_BY_ROW says how.
+    // Invocation `me` copies rows me + 64 q of A and of B, q < 4, those inside the tile (at
+    // most one or four rows of A, one to four of B); ROW_BY_ROW says how.
     let a4 = TILE_ROWS > 64u;
     let b4 = TILE_COLS > 64u;
     let last = mnk.xy - 1u;
@@ -126,6 +132,7 @@ fn product(kernel: u32, wid: vec3<u32>, lid: vec3<u32>) -> Block {
     let a_stride = TILE_ROWS / 4u;
     let b_stride = TILE_COLS / 4u;
     let origin = block_origin(lid);
+    let rows8 = BLOCK_ROWS > 4u;
     for (var t0 = 0u; t0 < mnk.z; t0 += TK) {
         // Copy (zeros past the edges).
         if ROW_BY_ROW {
@@ -134,7 +141,7 @@ fn product(kernel: u32, wid: vec3<u32>, lid: vec3<u32>) -> Block {
             var d = term(kernel, t0);
             for (var t = 0u; t < TK; t++) {
                 let in_k = t0 + t < mnk.z;
-                a_sum += copy_a(kernel, t * a_stride, me, ra0, d, (i0 + me < mnk.x) & in_k);
+                if me < TILE_ROWS { a_sum += copy_a(kernel, t * a_stride, me, ra0, d, (i0 + me < mnk.x) & in_k); }
                 if a4 {
                     copy_a(kernel, t * a_stride, me + 64u, ra1, d, (i0 + me + 64u < mnk.x) & in_k);
                     copy_a(kernel, t * a_stride, me + 128u, ra2, d, (i0 + me + 128u < mnk.x) & in_k);
@@ -153,19 +160,26 @@ fn product(kernel: u32, wid: vec3<u32>, lid: vec3<u32>) -> Block {
         let ar = origin.x / 4u;
         let bc = origin.y / 4u;
         for (var t = 0u; t < TK; t++) {
-            let a0 = a_tile[t * a_stride + ar]; let a1 = a_tile[t * a_stride + ar + 1u];
-            let a2 = a_tile[t * a_stride + ar + 2u]; let a3 = a_tile[t * a_stride + ar + 3u];
-            let b0 = b_tile[t * b_stride + bc]; let b1 = b_tile[t * b_stride + bc + 1u];
-            m00 += outer(a0, b0); m01 += outer(a0, b1);
-            m10 += outer(a1, b0); m11 += outer(a1, b1);
-            m20 += outer(a2, b0); m21 += outer(a2, b1);
-            m30 += outer(a3, b0); m31 += outer(a3, b1);
-            if BLOCK_COLS > 8u {
-                let b2 = b_tile[t * b_stride + bc + 2u]; let b3 = b_tile[t * b_stride + bc + 3u];
-                m02 += outer(a0, b2); m03 += outer(a0, b3);
-                m12 += outer(a1, b2); m13 += outer(a1, b3);
-                m22 += outer(a2, b2); m23 += outer(a2, b3);
-                m32 += outer(a3, b2); m33 += outer(a3, b3);
+            let a0 = a_tile[t * a_stride + ar];
+            let b0 = b_tile[t * b_stride + bc];
+            m00 += outer(a0, b0);
+            if BLOCK_COLS > 4u {
+                let b1 = b_tile[t * b_stride + bc + 1u];
+                m01 += outer(a0, b1);
+                if rows8 {
+                    let a1 = a_tile[t * a_stride + ar + 1u];
+                    let a2 = a_tile[t * a_stride + ar + 2u]; let a3 = a_tile[t * a_stride + ar + 3u];
+                    m10 += outer(a1, b0); m11 += outer(a1, b1);
+                    m20 += outer(a2, b0); m21 += outer(a2, b1);
+                    m30 += outer(a3, b0); m31 += outer(a3, b1);
+                    if BLOCK_COLS > 8u {
+                        let b2 = b_tile[t * b_stride + bc + 2u]; let b3 = b_tile[t * b_stride + bc + 3u];
+                        m02 += outer(a0, b2); m03 += outer(a0, b3);
+                        m12 += outer(a1, b2); m13 += outer(a1, b3);
+                        m22 += outer(a2, b2); m23 += outer(a2, b3);
+                        m32 += outer(a3, b2); m33 += outer(a3, b3);
+                    }
+                }
             }
         }
         workgroupBarrier();
@@ -206,21 +220,27 @@ fn column4(kernel: u32, z: u32, i: u32, j: u32) -> vec4<f32> {
 // ---- A product with few outputs and a long reduction (a first layer's dW: 32 x 16 outputs
 // summed over batch x pixels), which tiles would leave to one workgroup, i.e. one thread of a
 // software adapter, and one output per invocation would compute with two loads per
-// multiply-add. A workgroup computes one 8x8 block of C: its 64 invocations each reduce one
-// slice of K into an 8x8 block (16 loads per 64 multiply-adds), and the slices are summed
-// through workgroup memory (64 x 64 floats: WebGPU's guaranteed 16 KB). Grid (N / 8, M / 8).
-var<workgroup> partial: array<vec4<f32>, 1024>;
+// multiply-add. A workgroup computes one SPLIT x SPLIT block of C: its 64 invocations each
+// reduce one slice of K into such a block, and the slices are summed through workgroup memory.
+// Software shape: 8 x 8 (16 loads per 64 multiply-adds; 64 x 64 floats, WebGPU's guaranteed
+// 16 KB); hardware shape: 4 x 4 (16 accumulators, 4 KB; four times the workgroups).
+// Grid (N / SPLIT, M / SPLIT).
+override SPLIT: u32 = 8u;
+override PARTIAL: u32 = 16u * SPLIT * SPLIT;
+var<workgroup> partial: array<vec4<f32>, PARTIAL>;
 
-// C[i0 + me / 8, j0 + me % 8] for invocation `me` (garbage outside M x N: callers check).
+// C[i0 + me / SPLIT, j0 + me % SPLIT] for invocation `me` (garbage outside M x N, or for
+// me >= SPLIT * SPLIT: callers check).
 fn split_product(kernel: u32, wid: vec3<u32>, me: u32) -> f32 {
     let mnk = extent(kernel, wid.z);
-    let i0 = wid.y * 8u;
-    let j0 = wid.x * 8u;
+    let i0 = wid.y * SPLIT;
+    let j0 = wid.x * SPLIT;
     let slice = (mnk.z + 63u) / 64u;
     let t_begin = min(me * slice, mnk.z);
     let t_end = min(t_begin + slice, mnk.z);
     let last_i = mnk.x - 1u;
     let last_j = mnk.y - 1u;
+    let wide = SPLIT > 4u;
     let a0 = a_row(kernel, wid.z, min(i0, last_i)); let a1 = a_row(kernel, wid.z, min(i0 + 1u, last_i));
     let a2 = a_row(kernel, wid.z, min(i0 + 2u, last_i)); let a3 = a_row(kernel, wid.z, min(i0 + 3u, last_i));
     let a4 = a_row(kernel, wid.z, min(i0 + 4u, last_i)); let a5 = a_row(kernel, wid.z, min(i0 + 5u, last_i));
@@ -233,32 +253,39 @@ fn split_product(kernel: u32, wid: vec3<u32>, me: u32) -> f32 {
     var r2l = vec4<f32>(0.0); var r2h = vec4<f32>(0.0); var r3l = vec4<f32>(0.0); var r3h = vec4<f32>(0.0);
     var r4l = vec4<f32>(0.0); var r4h = vec4<f32>(0.0); var r5l = vec4<f32>(0.0); var r5h = vec4<f32>(0.0);
     var r6l = vec4<f32>(0.0); var r6h = vec4<f32>(0.0); var r7l = vec4<f32>(0.0); var r7h = vec4<f32>(0.0);
-    // An 8 x 8 block in 16 named vec4s, written out: a struct updated through a helper returning
-    // a new one made the conv step 2-4% slower on SwiftShader (measured alternating, twice each).
+    // An 8 x 8 block in 16 named vec4s (a 4 x 4 one in r0l .. r3l), written out: a struct
+    // updated through a helper returning a new one made the conv step 2-4% slower on
+    // SwiftShader (measured alternating, twice each).
     var d = term(kernel, t_begin);
     for (var t = t_begin; t < t_end; t++) {
         let al = vec4<f32>(load_a(kernel, a0, d), load_a(kernel, a1, d), load_a(kernel, a2, d), load_a(kernel, a3, d));
-        let ah = vec4<f32>(load_a(kernel, a4, d), load_a(kernel, a5, d), load_a(kernel, a6, d), load_a(kernel, a7, d));
         let bl = vec4<f32>(load_b(kernel, b0, d), load_b(kernel, b1, d), load_b(kernel, b2, d), load_b(kernel, b3, d));
-        let bh = vec4<f32>(load_b(kernel, b4, d), load_b(kernel, b5, d), load_b(kernel, b6, d), load_b(kernel, b7, d));
-        r0l += al.x * bl; r0h += al.x * bh;
-        r1l += al.y * bl; r1h += al.y * bh;
-        r2l += al.z * bl; r2h += al.z * bh;
-        r3l += al.w * bl; r3h += al.w * bh;
-        r4l += ah.x * bl; r4h += ah.x * bh;
-        r5l += ah.y * bl; r5h += ah.y * bh;
-        r6l += ah.z * bl; r6h += ah.z * bh;
-        r7l += ah.w * bl; r7h += ah.w * bh;
+        r0l += al.x * bl; r1l += al.y * bl; r2l += al.z * bl; r3l += al.w * bl;
+        if wide {
+            let ah = vec4<f32>(load_a(kernel, a4, d), load_a(kernel, a5, d), load_a(kernel, a6, d), load_a(kernel, a7, d));
+            let bh = vec4<f32>(load_b(kernel, b4, d), load_b(kernel, b5, d), load_b(kernel, b6, d), load_b(kernel, b7, d));
+            r0h += al.x * bh; r1h += al.y * bh; r2h += al.z * bh; r3h += al.w * bh;
+            r4l += ah.x * bl; r4h += ah.x * bh;
+            r5l += ah.y * bl; r5h += ah.y * bh;
+            r6l += ah.z * bl; r6h += ah.z * bh;
+            r7l += ah.w * bl; r7h += ah.w * bh;
+        }
         d = next_term(kernel, d);
     }
-    // partial[(output / 4) * 64 + me] holds this slice's outputs 4 (output / 4) .. + 3.
-    partial[0u * 64u + me] = r0l; partial[1u * 64u + me] = r0h; partial[2u * 64u + me] = r1l; partial[3u * 64u + me] = r1h;
-    partial[4u * 64u + me] = r2l; partial[5u * 64u + me] = r2h; partial[6u * 64u + me] = r3l; partial[7u * 64u + me] = r3h;
-    partial[8u * 64u + me] = r4l; partial[9u * 64u + me] = r4h; partial[10u * 64u + me] = r5l; partial[11u * 64u + me] = r5h;
-    partial[12u * 64u + me] = r6l; partial[13u * 64u + me] = r6h; partial[14u * 64u + me] = r7l; partial[15u * 64u + me] = r7h;
+    // partial[(output / 4) * 64 + me] holds this slice's outputs 4 (output / 4) .. + 3, outputs
+    // numbered row by row.
+    if wide {
+        partial[0u * 64u + me] = r0l; partial[1u * 64u + me] = r0h; partial[2u * 64u + me] = r1l; partial[3u * 64u + me] = r1h;
+        partial[4u * 64u + me] = r2l; partial[5u * 64u + me] = r2h; partial[6u * 64u + me] = r3l; partial[7u * 64u + me] = r3h;
+        partial[8u * 64u + me] = r4l; partial[9u * 64u + me] = r4h; partial[10u * 64u + me] = r5l; partial[11u * 64u + me] = r5h;
+        partial[12u * 64u + me] = r6l; partial[13u * 64u + me] = r6h; partial[14u * 64u + me] = r7l; partial[15u * 64u + me] = r7h;
+    } else {
+        partial[0u * 64u + me] = r0l; partial[1u * 64u + me] = r1l; partial[2u * 64u + me] = r2l; partial[3u * 64u + me] = r3l;
+    }
     workgroupBarrier();
     var sum = 0.0;
-    for (var k = 0u; k < 64u; k++) { sum += partial[(me / 4u) * 64u + k][me % 4u]; }
+    let mine = min(me, SPLIT * SPLIT - 1u);
+    for (var k = 0u; k < 64u; k++) { sum += partial[(mine / 4u) * 64u + k][mine % 4u]; }
     return sum;
 }
 

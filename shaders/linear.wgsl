@@ -103,37 +103,38 @@ fn load_b(kernel: u32, rb: vec4<i32>, d: vec4<u32>) -> f32 {
     }
 }
 
-// The general kernels run with TILE_COLS = 256 (the pipeline sets it): tiles of 64 x 256, one
-// row of A copied by each invocation (a_sum).
+// The general kernels run with TILE_COLS = 256 in the software shape (the pipeline sets it):
+// tiles of 64 x 256, one row of A copied by each invocation (a_sum); in the hardware shape
+// with 32 x 32 tiles (all of gemm.wgsl's products there), one row by each of the first 32.
 // ---- forward: y = act(x W^T + b).
-@compute @workgroup_size(TILE_COLS / 16u, TILE_ROWS / 16u)
+@compute @workgroup_size(TILE_COLS / BLOCK_COLS, TILE_ROWS / BLOCK_ROWS)
 fn linear_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = product(FORWARD, wid, lid);
     let origin = block_origin(lid);
     let i = wid.y * TILE_ROWS + origin.x;
     let j = wid.x * TILE_COLS + origin.y;
-    // The block's 16 biases, loaded once for its 16 rows.
+    // The block's biases, loaded once for its rows.
     let bias = array<vec4<f32>, 4>(params4(op.b_off, j, op.cols), params4(op.b_off, j + 4u, op.cols),
                                    params4(op.b_off, j + 8u, op.cols), params4(op.b_off, j + 12u, op.cols));
-    for (var r = 0u; r < 16u; r++) {
+    for (var r = 0u; r < BLOCK_ROWS; r++) {
         let v = block_row(c, r);
-        for (var q = 0u; q < 4u; q++) {
+        for (var q = 0u; q < BLOCK_COLS / 4u; q++) {
             store_acts4(op.y_off, i + r, j + 4u * q, op.cols, activate(op.act, v[q] + bias[q]));
         }
     }
 }
 
 // ---- backward, input side: dx = (dy W) * act'(x).
-@compute @workgroup_size(TILE_COLS / 16u, TILE_ROWS / 16u)
+@compute @workgroup_size(TILE_COLS / BLOCK_COLS, TILE_ROWS / BLOCK_ROWS)
 fn linear_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = product(BACKWARD_INPUT, wid, lid);
     let origin = block_origin(lid);
     let i = wid.y * TILE_ROWS + origin.x;
     let j = wid.x * TILE_COLS + origin.y;
-    for (var r = 0u; r < 16u; r++) {
+    for (var r = 0u; r < BLOCK_ROWS; r++) {
         let v = block_row(c, r);
         let x = op.x_off + row(i + r) * op.inner;
-        for (var q = 0u; q < 4u; q++) {
+        for (var q = 0u; q < BLOCK_COLS / 4u; q++) {
             let jq = j + 4u * q;
             store_acts4(op.dx_off, i + r, jq, op.inner, v[q] * activation_slope(op.act, acts4(x, jq, op.inner)));
         }
@@ -142,21 +143,23 @@ fn linear_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
 
 // ---- backward, weight side: dW = dy^T x, and db = column sums of dy (from the first column
 // of workgroups, whose invocations each summed one row of A = dy^T while copying it).
-@compute @workgroup_size(TILE_COLS / 16u, TILE_ROWS / 16u)
+@compute @workgroup_size(TILE_COLS / BLOCK_COLS, TILE_ROWS / BLOCK_ROWS)
 fn linear_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let c = product(BACKWARD_WEIGHT, wid, lid);
     let origin = block_origin(lid);
     let i = wid.y * TILE_ROWS + origin.x;
     let j = wid.x * TILE_COLS + origin.y;
-    for (var r = 0u; r < 16u; r++) {
+    for (var r = 0u; r < BLOCK_ROWS; r++) {
         if i + r >= op.cols { break; }
         let v = block_row(c, r);
-        for (var q = 0u; q < 16u; q++) {
+        for (var q = 0u; q < BLOCK_COLS; q++) {
             if j + q < op.inner { grads[op.dw_off + (i + r) * op.inner + j + q] = v[q / 4u][q % 4u]; }
         }
     }
-    let me = wid.y * TILE_ROWS + lid.y * (TILE_COLS / 16u) + lid.x;
-    if wid.x == 0u && me < op.cols { grads[op.db_off + me] = c.a_sum; }
+    // Invocations me < TILE_ROWS each copied (and summed) one row of A.
+    let me = lid.y * (TILE_COLS / BLOCK_COLS) + lid.x;
+    let row = wid.y * TILE_ROWS + me;
+    if wid.x == 0u && me < TILE_ROWS && row < op.cols { grads[op.db_off + row] = c.a_sum; }
 }
 
 // =============================================================================================

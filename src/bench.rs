@@ -168,7 +168,7 @@ pub fn run_cpu(model: &str, samples: usize, now: impl Fn() -> f64) -> Result<Rep
 /// The forward, dX and dW kernels at the reference model's largest shape (128 x 784 x 400:
 /// encoder.0 forward and dW, decoder.out dX), each dispatched alone in a loop.
 async fn time_matmuls(gpu: &Gpu, now: &impl Fn() -> f64) -> Result<Vec<KernelTiming>, TrainError> {
-    let kernels = Kernels::new(&gpu.device);
+    let kernels = Kernels::new(&gpu.device, gpu.shape);
     let mut rng = Rng::new(5);
     let mut out = Vec::new();
     for (kernel, (rows, inner, cols)) in [
@@ -179,7 +179,7 @@ async fn time_matmuls(gpu: &Gpu, now: &impl Fn() -> f64) -> Result<Vec<KernelTim
         let (r, i, c) = (rows as usize, inner as usize, cols as usize);
         let (x, w, b, dy) = (rng.vec(r * i, 0.0, 1.0), rng.vec(c * i, -0.05, 0.05), rng.vec(c, -0.05, 0.05), rng.vec(r * c, -1.0, 1.0));
         let (op, scratch) = LinearOp::standalone(r, i, 1, &x, &w, &b, &dy);
-        let dispatches = op.dispatches(kernel);
+        let dispatches = op.dispatches(kernel, gpu.shape);
         let single = SingleKernel::new(gpu, &kernels, &dispatches, op, &scratch, 0);
         single.submit(gpu, &kernels, 2);
         gpu.finish().await?;

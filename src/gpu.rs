@@ -4,6 +4,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::kernels::KernelShape;
+
 /// Why the GPU could not be used. Each message says what the user can do about it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum GpuError {
@@ -15,6 +17,8 @@ pub enum GpuError {
     Device(String),
     /// Copying results back to the CPU failed (often: the device was lost).
     Readback(String),
+    /// A setting names no kernel shape (`WEBVAE_KERNELS`).
+    Shape(String),
     /// The device was lost (driver reset, GPU removed, browser reclaimed it) or hit an error
     /// it cannot continue after. Everything on it is gone; a new device must be opened.
     Lost(String),
@@ -32,6 +36,7 @@ impl fmt::Display for GpuError {
             GpuError::Device(why) => write!(f, "the GPU adapter refused to create a device: {why}"),
             GpuError::Readback(why) => write!(f, "reading results back from the GPU failed: {why}"),
             GpuError::Lost(why) => write!(f, "the GPU device was lost ({why})"),
+            GpuError::Shape(why) => write!(f, "{why}"),
         }
     }
 }
@@ -56,6 +61,9 @@ pub struct Gpu {
     /// What the browser says of its adapter (vendor, architecture); empty natively, where
     /// `info.name` says it all.
     pub browser_description: String,
+    /// How the products are shaped on this device: chosen from the adapter's information
+    /// (`KernelShape::for_adapter`) unless forced (`WEBVAE_KERNELS`, `with_shape`).
+    pub shape: KernelShape,
     /// Why the device stopped working, once it has: set by the device-lost callback and by the
     /// uncaptured-error handler (which would otherwise panic).
     failure: Arc<Mutex<Option<String>>>,
@@ -89,9 +97,14 @@ impl Gpu {
             .await
             .map_err(|e| GpuError::Device(e.to_string()))?;
         #[cfg(target_arch = "wasm32")]
-        let browser_description = browser_adapter_description().await;
+        let (browser_description, fallback) = browser_adapter_description().await;
         #[cfg(not(target_arch = "wasm32"))]
-        let browser_description = String::new();
+        let (browser_description, fallback) = (String::new(), false);
+        let info = adapter.get_info();
+        let shape = match KernelShape::forced().map_err(GpuError::Shape)? {
+            Some(shape) => shape,
+            None => KernelShape::for_adapter(&info, &browser_description, fallback),
+        };
         let failure = Arc::new(Mutex::new(None));
         let record = |failure: &Arc<Mutex<Option<String>>>| {
             let failure = failure.clone();
@@ -104,7 +117,12 @@ impl Gpu {
         device.set_device_lost_callback(move |reason, message| on_lost(format!("{reason:?}: {message}")));
         let on_error = record(&failure);
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| on_error(e.to_string())));
-        Ok(Gpu { device, queue, info: adapter.get_info(), browser_description, failure, readbacks: Arc::default() })
+        Ok(Gpu { device, queue, info, browser_description, shape, failure, readbacks: Arc::default() })
+    }
+
+    /// This device with its products shaped as `shape` (tests and benchmarks run both).
+    pub fn with_shape(&self, shape: KernelShape) -> Gpu {
+        Gpu { shape, ..self.clone() }
     }
 
     /// `Err(Lost)` once the device has been lost or has failed; everything on it is gone.
@@ -137,7 +155,8 @@ impl Gpu {
         self.device.destroy();
     }
 
-    /// One line naming the adapter, e.g. "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)".
+    /// One line naming the adapter and the kernel shape, e.g.
+    /// "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu), software kernels".
     pub fn adapter_summary(&self) -> String {
         let i = &self.info;
         let mut name = i.name.clone();
@@ -147,7 +166,7 @@ impl Gpu {
         if name.is_empty() {
             name = "unnamed adapter".into();
         }
-        format!("{name} ({:?}, {:?})", i.backend, i.device_type)
+        format!("{name} ({:?}, {:?}), {} kernels", i.backend, i.device_type, self.shape.name())
     }
 
     /// Reads `len` f32 values starting at element `offset` of a buffer with COPY_SRC usage.
@@ -219,31 +238,35 @@ pub fn browser_has_webgpu() -> bool {
 }
 
 /// "vendor architecture" from `GPUAdapter.info`, which wgpu does not pass on (browsers leave
-/// `description` empty). Asks for the default adapter again; an empty string if anything fails.
+/// `description` empty), and whether the browser says the adapter is a fallback (software)
+/// one. Asks for the default adapter again; an empty string if anything fails.
 #[cfg(target_arch = "wasm32")]
-async fn browser_adapter_description() -> String {
+async fn browser_adapter_description() -> (String, bool) {
     use js_sys::{Function, Promise, Reflect};
     use wasm_bindgen::JsCast;
     let get = |obj: &wasm_bindgen::JsValue, key: &str| Reflect::get(obj, &key.into()).ok();
     let Some(gpu) = get(&js_sys::global(), "navigator").and_then(|n| get(&n, "gpu")) else {
-        return String::new();
+        return (String::new(), false);
     };
     let Some(request) = get(&gpu, "requestAdapter").and_then(|f| f.dyn_into::<Function>().ok()) else {
-        return String::new();
+        return (String::new(), false);
     };
     let Ok(promise) = request.call0(&gpu).and_then(|p| p.dyn_into::<Promise>()) else {
-        return String::new();
+        return (String::new(), false);
     };
     let Ok(adapter) = wasm_bindgen_futures::JsFuture::from(promise).await else {
-        return String::new();
+        return (String::new(), false);
     };
     let Some(info) = get(&adapter, "info").filter(|i| i.is_object()) else {
-        return String::new();
+        return (String::new(), false);
     };
-    ["vendor", "architecture", "device", "description"]
+    // Where the flag lives moved from the adapter into its info; either says it.
+    let fallback = [get(&info, "isFallbackAdapter"), get(&adapter, "isFallbackAdapter")].iter().flatten().any(|v| v.as_bool() == Some(true));
+    let description = ["vendor", "architecture", "device", "description"]
         .iter()
         .filter_map(|key| get(&info, key).and_then(|v| v.as_string()))
         .filter(|s| !s.is_empty())
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(" ");
+    (description, fallback)
 }

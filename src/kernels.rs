@@ -60,22 +60,143 @@ macro_rules! kernels {
                 match self { $(Kernel::$kernel => ($file, $entry)),* }
             }
 
-            /// The pipeline-overridable constants this pipeline sets (gemm.wgsl's tile shape).
-            pub fn constants(self) -> &'static [(&'static str, f64)] {
+            /// The pipeline-overridable constants this pipeline sets in the software shape
+            /// (gemm.wgsl's tile shape).
+            fn software_constants(self) -> &'static [(&'static str, f64)] {
                 match self { $(Kernel::$kernel => &[$(($constant, $value)),*]),* }
             }
 
-            /// The (rows, columns) of C a tiled pipeline computes per workgroup: gemm.wgsl's
-            /// TILE_ROWS and TILE_COLS, from the constants it sets.
-            pub fn tile(self) -> (u32, u32) {
-                let constant = |name: &str, default: u32| {
-                    self.constants().iter().find(|c| c.0 == name).map_or(default, |c| c.1 as u32)
-                };
-                let cols = constant("TILE_COLS", 64);
-                (1024 * constant("BLOCK_COLS", 16) / cols, cols)
+            /// The entry point's name as the report prints it, e.g. "conv_down_tall".
+            pub fn name(self) -> String {
+                let mut name = String::new();
+                for (i, c) in stringify_kernel(self).chars().enumerate() {
+                    if c.is_uppercase() && i > 0 { name.push('_'); }
+                    name.push(c.to_ascii_lowercase());
+                }
+                name
             }
         }
+
+        fn stringify_kernel(kernel: Kernel) -> &'static str {
+            match kernel { $(Kernel::$kernel => stringify!($kernel)),* }
+        }
     };
+}
+
+/// How the products (gemm.wgsl) are shaped, chosen once per device in `Kernels::new`.
+///
+/// Software adapters (lavapipe, SwiftShader: a GPU emulated on the CPU) pay per load, so big
+/// blocks per invocation (16 x 16 outputs, 256 accumulators) and the vec4 MLP kernels win
+/// there. A GPU pays for registers: each wave's come out of a fixed file, and a 16 x 16 block
+/// spills to scratch on every real GPU and leaves room for two waves per SIMD. GPUs get 4 x 4
+/// blocks in 32 x 32 tiles with 4 KB of workgroup memory per 64 invocations (what AMD's
+/// compiler reports for both: `make gpu-report`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelShape {
+    Software,
+    Hardware,
+}
+
+/// The hardware shape's constants, the same for every pipeline built on gemm.wgsl.
+const HARDWARE: &[(&str, f64)] = &[("BLOCK_ROWS", 4.0), ("BLOCK_COLS", 4.0), ("TILE_COLS", 32.0), ("TK", 16.0), ("SPLIT", 4.0)];
+
+impl KernelShape {
+    pub const ALL: [KernelShape; 2] = [KernelShape::Software, KernelShape::Hardware];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelShape::Software => "software",
+            KernelShape::Hardware => "hardware",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<KernelShape> {
+        KernelShape::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The shape for an adapter: software for a CPU device, a fallback adapter, or one whose
+    /// name says it emulates a GPU (llvmpipe, SwiftShader); hardware for every other.
+    /// `description` is what a browser says of its adapter (wgpu's info is empty there).
+    pub fn for_adapter(info: &wgpu::AdapterInfo, description: &str, fallback: bool) -> KernelShape {
+        let names = format!("{} {} {}", info.name, info.driver, description).to_lowercase();
+        let emulated = ["llvmpipe", "lavapipe", "swiftshader", "software"].iter().any(|n| names.contains(n));
+        if fallback || emulated || info.device_type == wgpu::DeviceType::Cpu {
+            KernelShape::Software
+        } else {
+            KernelShape::Hardware
+        }
+    }
+
+    /// The shape `WEBVAE_KERNELS` forces (natively: tests and benchmarks), if it names one.
+    pub fn forced() -> Result<Option<KernelShape>, String> {
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Ok(name) = std::env::var("WEBVAE_KERNELS") {
+            return KernelShape::parse(&name).map(Some).ok_or_else(|| format!("WEBVAE_KERNELS={name}: say software or hardware"));
+        }
+        Ok(None)
+    }
+
+    /// The kernels a step in this shape may dispatch: the hardware shape runs every product on
+    /// gemm.wgsl's tiles, so it builds neither the vec4 MLP kernels nor the tall conv tiles.
+    pub fn kernels(self) -> impl Iterator<Item = Kernel> {
+        Kernel::ALL.iter().copied().filter(move |k| self == KernelShape::Software || !k.software_only())
+    }
+}
+
+impl Kernel {
+    /// Whether this kernel is a matrix product (what occupancy matters most for).
+    pub fn is_product(self) -> bool {
+        use Kernel::*;
+        matches!(
+            self,
+            LinearForward | LinearBackwardInput | LinearBackwardWeight | LinearForward4 | LinearBackwardInput4 | LinearBackwardWeight4
+                | ConvDown | ConvUp | ConvDownTall | ConvUpTall | ConvWeight | ConvDownDirect | ConvUpDirect | ConvWeightSplit
+        )
+    }
+
+    /// Kernels only the software shape uses.
+    fn software_only(self) -> bool {
+        use Kernel::*;
+        matches!(self, LinearForward4 | LinearBackwardInput4 | LinearBackwardWeight4 | Transpose4 | ConvDownTall | ConvUpTall)
+    }
+
+    /// Whether the kernel's file builds on gemm.wgsl (and so has its constants).
+    fn uses_gemm(self) -> bool {
+        SHADERS.iter().any(|&(name, _, gemm)| name == self.source().0 && gemm)
+    }
+
+    /// The pipeline-overridable constants this pipeline sets in `shape`; `row_by_row` adds
+    /// gemm.wgsl's ROW_BY_ROW (lavapipe's way of copying chunks).
+    pub fn constants(self, shape: KernelShape, row_by_row: bool) -> Vec<(&'static str, f64)> {
+        if !self.uses_gemm() {
+            return Vec::new();
+        }
+        let mut constants = match shape {
+            KernelShape::Software => self.software_constants().to_vec(),
+            KernelShape::Hardware => HARDWARE.to_vec(),
+        };
+        if row_by_row {
+            constants.push(("ROW_BY_ROW", 1.0));
+        }
+        constants
+    }
+
+    /// The (rows, columns) of C a tiled pipeline computes per workgroup in `shape`: gemm.wgsl's
+    /// TILE_ROWS and TILE_COLS, from the constants it sets.
+    pub fn tile(self, shape: KernelShape) -> (u32, u32) {
+        let constants = self.constants(shape, false);
+        let constant = |name: &str, default: u32| constants.iter().find(|c| c.0 == name).map_or(default, |c| c.1 as u32);
+        let cols = constant("TILE_COLS", 64);
+        (64 * constant("BLOCK_ROWS", 16) * constant("BLOCK_COLS", 16) / cols, cols)
+    }
+
+    /// The side of split_product's block in `shape` (gemm.wgsl's SPLIT).
+    pub fn split(shape: KernelShape) -> u32 {
+        match shape {
+            KernelShape::Software => 8,
+            KernelShape::Hardware => 4,
+        }
+    }
 }
 
 kernels! {
@@ -123,14 +244,19 @@ pub struct StepRecord {
 }
 
 /// Records of one plan before they are placed in the ops buffer: each op module's
-/// `record_*` functions push their dispatches here, in step order.
-#[derive(Default)]
+/// `record_*` functions push their dispatches here, in step order, choosing kernels and grids
+/// for the device's kernel shape.
 pub struct Records {
+    pub shape: KernelShape,
     pub bytes: Vec<Vec<u8>>,
     pub dispatches: Vec<Dispatch>,
 }
 
 impl Records {
+    pub fn new(shape: KernelShape) -> Records {
+        Records { shape, bytes: Vec::new(), dispatches: Vec::new() }
+    }
+
     pub fn push<T: Pod>(&mut self, kernel: Kernel, record: T, groups: (u32, u32, u32)) {
         self.push_product(kernel, record, groups, 0.0);
     }
@@ -181,6 +307,7 @@ pub fn pack_slots<'a>(records: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
 /// Pipelines and their shared bind group layout.
 #[derive(Debug)]
 pub struct Kernels {
+    pub shape: KernelShape,
     pub layout: wgpu::BindGroupLayout,
     pipelines: Vec<(Kernel, wgpu::ComputePipeline)>,
 }
@@ -195,7 +322,8 @@ fn entry(binding: u32, ty: wgpu::BufferBindingType, dynamic: bool, min: u64) -> 
 }
 
 impl Kernels {
-    pub fn new(device: &wgpu::Device) -> Kernels {
+    /// Builds the pipelines of `shape` (`Gpu::shape`: the adapter's, unless forced).
+    pub fn new(device: &wgpu::Device, shape: KernelShape) -> Kernels {
         use wgpu::BufferBindingType::{Storage, Uniform};
         let rw = Storage { read_only: false };
         let ro = Storage { read_only: true };
@@ -231,16 +359,13 @@ impl Kernels {
             .collect();
         // gemm.wgsl copies its chunks row by row on lavapipe (see ROW_BY_ROW there; measured).
         // Browsers are left out: GPUDevice.adapterInfo is recent, and they do not run lavapipe.
-        let row_by_row = !cfg!(target_arch = "wasm32") && device.adapter_info().name.contains("llvmpipe");
-        let pipelines = Kernel::ALL
-            .iter()
-            .map(|&kernel| {
+        let row_by_row = shape == KernelShape::Software && !cfg!(target_arch = "wasm32") && device.adapter_info().name.contains("llvmpipe");
+        let pipelines = shape
+            .kernels()
+            .map(|kernel| {
                 let (file, entry_point) = kernel.source();
                 let module = &modules.iter().find(|(name, _)| *name == file).expect("shader listed in SHADERS").1;
-                let mut constants = kernel.constants().to_vec();
-                if row_by_row && SHADERS.iter().any(|&(name, _, gemm)| name == file && gemm) {
-                    constants.push(("ROW_BY_ROW", 1.0));
-                }
+                let constants = kernel.constants(shape, row_by_row);
                 let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some(entry_point),
                     layout: Some(&pipeline_layout),
@@ -252,7 +377,7 @@ impl Kernels {
                 (kernel, pipeline)
             })
             .collect();
-        Kernels { layout, pipelines }
+        Kernels { shape, layout, pipelines }
     }
 
     /// The one bind group every dispatch uses; the two uniforms are bound one slot wide and
@@ -279,7 +404,8 @@ impl Kernels {
     }
 
     fn pipeline(&self, kernel: Kernel) -> &wgpu::ComputePipeline {
-        &self.pipelines.iter().find(|(k, _)| *k == kernel).expect("every kernel is built").1
+        let built = self.pipelines.iter().find(|(k, _)| *k == kernel);
+        &built.unwrap_or_else(|| panic!("{kernel:?} is not built in the {} shape", self.shape.name())).1
     }
 
     /// Records `dispatches` into `pass` for the step whose record is at `step_offset`.
@@ -332,7 +458,7 @@ pub struct SingleKernel {
 impl SingleKernel {
     /// `dispatches` run in order, all with `record`.
     pub fn new<T: Pod>(gpu: &crate::gpu::Gpu, kernels: &Kernels, dispatches: &[(Kernel, (u32, u32, u32))], record: T, scratch: &Scratch, rng_step: u32) -> SingleKernel {
-        let mut records = Records::default();
+        let mut records = Records::new(kernels.shape);
         for &(kernel, groups) in dispatches {
             records.push(kernel, record, groups);
         }

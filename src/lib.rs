@@ -15,6 +15,7 @@
 //! - [`latent`]: prior samples, interpolation, traversals and the manifold the page draws.
 //! - [`bench`]: the timing behind `make bench`.
 //! - [`checkpoint`]: weights and configuration as a `.safetensors` file.
+//! - `radv` (native only): what AMD's compiler makes of every kernel, on radv's null device.
 //! - `web` (wasm32 only): the surface the page calls through wasm-bindgen.
 
 pub mod backend;
@@ -30,6 +31,9 @@ pub mod ops;
 pub mod reference;
 pub mod rng;
 pub mod trainer;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod radv;
 
 #[cfg(target_arch = "wasm32")]
 pub mod web;

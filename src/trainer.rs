@@ -8,7 +8,7 @@ use std::fmt;
 use crate::checkpoint::OptimizerState;
 use crate::data::{epoch_permutation, Dataset};
 use crate::gpu::{Gpu, GpuError};
-use crate::kernels::{pack_slots, storage_buffer, Buffers, Dispatch, Kernel, Kernels, Records, StepRecord, UNIFORM_SLOT};
+use crate::kernels::{pack_slots, storage_buffer, Buffers, Dispatch, Kernel, KernelShape, Kernels, Records, StepRecord, UNIFORM_SLOT};
 use crate::latent::{self, Encoding};
 use crate::model::{activation_before, initial_parameters, Activation, Config, ConfigError, LatentType, Layer, LayerLayout, Layout, Shape};
 use crate::ops::categorical::{CategoricalOp, Mode};
@@ -257,7 +257,7 @@ impl Trainer {
         check_model_and_data(&config, train, test)?;
         let layout = Layout::new(&config);
         let acts = Acts::new(&config, &layout, config.batch_size, config.batch_size * config.samples);
-        check_limits(&gpu.device.limits(), &config, &layout, &acts, train, test)?;
+        check_limits(&gpu.device.limits(), gpu.shape, &config, &layout, &acts, train, test)?;
 
         let params = initial_parameters(&config, &layout, Some(&train.mean_image()));
         let device = &gpu.device;
@@ -276,7 +276,7 @@ impl Trainer {
             ops: uniform(device, "ops", OP_SLOTS),
             steps: uniform(device, "steps", STEP_SLOTS),
         };
-        let kernels = Kernels::new(device);
+        let kernels = Kernels::new(device, gpu.shape);
         let bind_group = kernels.bind_group(device, &buffers);
         Ok(Trainer {
             kernels,
@@ -629,7 +629,7 @@ impl Trainer {
             self.acts_capacity = acts.len;
             self.bind_group = self.kernels.bind_group(&self.gpu.device, &self.buffers);
         }
-        let mut records = Records::default();
+        let mut records = Records::new(self.kernels.shape);
         build_plan(&mut records, &self.config, &self.layout, &acts, pass, batch, rows);
         if self.ops_used + records.dispatches.len() as u32 > OP_SLOTS {
             self.plans.clear();
@@ -676,7 +676,7 @@ pub(crate) fn check_model_and_data(config: &Config, train: &Dataset, test: &Data
 }
 
 /// Refuses configurations the device cannot hold, naming the field to change.
-fn check_limits(limits: &wgpu::Limits, config: &Config, layout: &Layout, acts: &Acts, train: &Dataset, test: &Dataset) -> Result<(), ConfigError> {
+fn check_limits(limits: &wgpu::Limits, shape: KernelShape, config: &Config, layout: &Layout, acts: &Acts, train: &Dataset, test: &Dataset) -> Result<(), ConfigError> {
     let max = limits.max_storage_buffer_binding_size;
     let mb = |b: u64| b as f64 / (1 << 20) as f64;
     let params = adam_len(layout) as u64 * 4;
@@ -697,7 +697,7 @@ fn check_limits(limits: &wgpu::Limits, config: &Config, layout: &Layout, acts: &
     }
     // Every dispatch of a training step must fit the grid's limit (the largest pass; the
     // evaluation passes use at most as many rows).
-    let mut rec = Records::default();
+    let mut rec = Records::new(shape);
     let (batch, rows) = (config.batch_size, config.batch_size * config.samples);
     build_plan(&mut rec, config, layout, acts, Pass::Train, batch, rows);
     let limit = limits.max_compute_workgroups_per_dimension;

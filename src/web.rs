@@ -36,6 +36,7 @@ fn gpu_error_to_js(e: GpuError) -> JsValue {
         GpuError::Device(_) => "device",
         GpuError::Readback(_) => "readback",
         GpuError::Lost(_) => "lost",
+        GpuError::Shape(_) => "shape",
     };
     error(kind, e.to_string(), None)
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::mem::{offset_of, size_of};
 
-use webvae::kernels::{joined, Kernel, StepRecord, SHADERS};
+use webvae::kernels::{joined, Kernel, KernelShape, StepRecord, SHADERS};
 use webvae::ops::{categorical::CategoricalOp, conv::ConvOp, data::GatherOp, latent::LatentOp, linear::LinearOp, loss::LossOp, optim::OptimOp};
 
 fn module(file: &str) -> naga::Module {
@@ -101,46 +101,63 @@ fn uniform_records_match_their_rust_twins() {
     }
 }
 
-/// The tiled products' pipelines, with the constants each sets, have 64 invocations covering
-/// exactly the tile the dispatch geometry assumes (`Kernel::tile`): gemm.wgsl's override
+/// The tiled products' pipelines, with the constants each sets in each kernel shape, have 64
+/// invocations covering exactly the tile the dispatch geometry assumes (`Kernel::tile`), and
+/// their workgroup memory holds exactly one chunk of each tile: gemm.wgsl's override
 /// expressions and their Rust mirror cannot drift apart.
 #[test]
 fn tiled_pipelines_cover_the_tiles_dispatched() {
     use naga::back::{pipeline_constants::process_overrides, PipelineConstants};
-    // The tiled pipelines: every entry point whose workgroup size the tile constants set.
-    let tiled: Vec<Kernel> = Kernel::ALL
-        .iter()
-        .copied()
-        .filter(|k| {
-            let (file, entry) = k.source();
-            let source = joined(file);
-            let at = source.find(&format!("fn {entry}(")).unwrap_or_else(|| panic!("{k:?}: no fn {entry}"));
-            let attribute = source[..at].rfind("@workgroup_size(").map(|a| &source[a..at]).unwrap_or("");
-            attribute.contains("TILE_")
-        })
-        .collect();
-    // Linear x 3, conv down and up (each in two tile shapes), conv weight.
-    assert!(tiled.len() >= 8, "tiled pipelines found: {tiled:?}");
-    for kernel in tiled {
-        let (file, entry) = kernel.source();
+    for shape in KernelShape::ALL {
+        // The tiled pipelines: every entry point whose workgroup size the tile constants set.
+        let tiled: Vec<Kernel> = shape
+            .kernels()
+            .filter(|k| {
+                let (file, entry) = k.source();
+                let source = joined(file);
+                let at = source.find(&format!("fn {entry}(")).unwrap_or_else(|| panic!("{k:?}: no fn {entry}"));
+                let attribute = source[..at].rfind("@workgroup_size(").map(|a| &source[a..at]).unwrap_or("");
+                attribute.contains("TILE_")
+            })
+            .collect();
+        // Linear x 3, conv down and up (in the software shape each in two tile shapes), conv weight.
+        assert!(tiled.len() >= 6, "{shape:?}: tiled pipelines found: {tiled:?}");
+        for kernel in tiled {
+            let (file, entry) = kernel.source();
+            let module = module(file);
+            let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default())
+                .validate(&module)
+                .unwrap();
+            let constants: PipelineConstants = kernel.constants(shape, false).iter().map(|&(k, v)| (k.to_string(), v)).collect();
+            let (module, _) = process_overrides(&module, &info, Some((naga::ShaderStage::Compute, entry)), &constants)
+                .unwrap_or_else(|e| panic!("{kernel:?}: {e}"));
+            // A constant of the entry point (those it does not use are compacted away).
+            let constant = |name: &str| {
+                let (_, c) = module.constants.iter().find(|(_, c)| c.name.as_deref() == Some(name))?;
+                match module.global_expressions[c.init] {
+                    naga::Expression::Literal(naga::Literal::U32(v)) => Some(v),
+                    ref e => panic!("{kernel:?}: {name} = {e:?}"),
+                }
+            };
+            let value = |name: &str| constant(name).unwrap_or_else(|| panic!("{kernel:?} has no constant {name}"));
+            let what = format!("{kernel:?} ({} shape)", shape.name());
+            let tile = (value("TILE_ROWS"), value("TILE_COLS"));
+            assert_eq!(tile, kernel.tile(shape), "{what}: the shader's tile and the dispatches' disagree");
+            let size = module.entry_points.iter().find(|e| e.name == entry).unwrap().workgroup_size;
+            assert_eq!(size[0] * size[1] * size[2], 64, "{what}: workgroup {size:?}");
+            assert_eq!((size[1] * value("BLOCK_ROWS"), size[0] * value("BLOCK_COLS")), tile, "{what}: blocks do not cover the tile");
+            assert_eq!((value("A_TILE"), value("B_TILE")), (value("TK") * tile.0 / 4, value("TK") * tile.1 / 4), "{what}: workgroup memory");
+        }
+        let (file, entry) = Kernel::ConvWeightSplit.source();
         let module = module(file);
-        let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default())
-            .validate(&module)
-            .unwrap();
-        let constants: PipelineConstants = kernel.constants().iter().map(|&(k, v)| (k.to_string(), v)).collect();
-        let (module, _) = process_overrides(&module, &info, Some((naga::ShaderStage::Compute, entry)), &constants)
-            .unwrap_or_else(|e| panic!("{kernel:?}: {e}"));
-        let value = |name: &str| {
-            let (_, c) = module.constants.iter().find(|(_, c)| c.name.as_deref() == Some(name)).unwrap();
-            match module.global_expressions[c.init] {
-                naga::Expression::Literal(naga::Literal::U32(v)) => v,
-                ref e => panic!("{kernel:?}: {name} = {e:?}"),
-            }
-        };
-        let tile = (value("TILE_ROWS"), value("TILE_COLS"));
-        assert_eq!(tile, kernel.tile(), "{kernel:?}: the shader's tile and the dispatches' disagree");
-        let size = module.entry_points.iter().find(|e| e.name == entry).unwrap().workgroup_size;
-        assert_eq!(size[0] * size[1] * size[2], 64, "{kernel:?}: workgroup {size:?}");
-        assert_eq!((size[1] * 16, size[0] * value("BLOCK_COLS")), tile, "{kernel:?}: blocks do not cover the tile");
+        let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default()).validate(&module).unwrap();
+        let constants: PipelineConstants = Kernel::ConvWeightSplit.constants(shape, false).iter().map(|&(k, v)| (k.to_string(), v)).collect();
+        let (module, _) = process_overrides(&module, &info, Some((naga::ShaderStage::Compute, entry)), &constants).unwrap();
+        let split = module.constants.iter().find(|(_, c)| c.name.as_deref() == Some("SPLIT")).map(|(_, c)| &module.global_expressions[c.init]);
+        assert!(
+            matches!(split, Some(naga::Expression::Literal(naga::Literal::U32(v))) if *v == Kernel::split(shape)),
+            "{shape:?}: split_product's block {split:?} and the dispatches' ({}) disagree",
+            Kernel::split(shape)
+        );
     }
 }

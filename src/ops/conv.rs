@@ -13,7 +13,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::kernels::{Kernel, Records, NONE};
+use crate::kernels::{Kernel, KernelShape, Records, NONE};
 use crate::model::{Activation, Layer, LayerLayout, Shape};
 
 /// Sizes of one convolution (see the module docs), per datapoint.
@@ -263,19 +263,20 @@ impl ConvOp {
         n < 16 || m < 16 || m * n < 16384
     }
 
-    /// The dispatches computing `product`: tiled (64 invocations, 256 x 64 outputs per
-    /// workgroup, 256 x 32 for outputs at most 32 wide, 64 x 256 for dW) or, for narrow outputs, direct:
-    /// down and up four outputs of a column per invocation (256 per workgroup), weight one
-    /// 8 x 8 block per workgroup with the reduction split over its invocations.
-    pub fn dispatches(&self, product: Product) -> Vec<(Kernel, (u32, u32, u32))> {
-        self.dispatches_as(product, self.is_narrow(product))
+    /// The dispatches computing `product` in `shape`: tiled (64 invocations; software shape
+    /// 256 x 64 outputs per workgroup, 256 x 32 for outputs at most 32 wide, 64 x 256 for dW;
+    /// hardware shape 32 x 32) or, for narrow outputs, direct: down and up four outputs of a
+    /// column per invocation (256 per workgroup), weight one 8 x 8 block (hardware: 4 x 4) per
+    /// workgroup with the reduction split over its invocations.
+    pub fn dispatches(&self, product: Product, shape: KernelShape) -> Vec<(Kernel, (u32, u32, u32))> {
+        self.dispatches_as(product, self.is_narrow(product), shape)
     }
 
     /// As `dispatches`, choosing the kind of kernel (tests run both).
-    pub fn dispatches_as(&self, product: Product, direct: bool) -> Vec<(Kernel, (u32, u32, u32))> {
+    pub fn dispatches_as(&self, product: Product, direct: bool, shape: KernelShape) -> Vec<(Kernel, (u32, u32, u32))> {
         let (m, n, _) = self.extent(product);
         let phases = if product == Product::Up { self.s * self.s } else { 1 };
-        let tall = !direct && product != Product::Weight && n <= 32;
+        let tall = shape == KernelShape::Software && !direct && product != Product::Weight && n <= 32;
         let kernel = match (product, direct) {
             (Product::Down, false) if tall => Kernel::ConvDownTall,
             (Product::Up, false) if tall => Kernel::ConvUpTall,
@@ -287,10 +288,13 @@ impl ConvOp {
             (Product::Weight, true) => Kernel::ConvWeightSplit,
         };
         let groups = match direct {
-            true if product == Product::Weight => (n.div_ceil(8), m.div_ceil(8), 1),
+            true if product == Product::Weight => {
+                let split = Kernel::split(shape);
+                (n.div_ceil(split), m.div_ceil(split), 1)
+            }
             true => (m.div_ceil(256), n, phases),
             false => {
-                let (rows, cols) = kernel.tile();
+                let (rows, cols) = kernel.tile(shape);
                 (n.div_ceil(cols), m.div_ceil(rows), phases)
             }
         };
@@ -326,7 +330,7 @@ fn push(rec: &mut Records, op: ConvOp, product: Product, choice: Choice) {
     let mut taps = 0usize;
     g.each(1, |_, _, _, _| taps += 1);
     let flops = 2.0 * op.batch as f64 * taps as f64;
-    for (kernel, groups) in op.dispatches_as(product, direct) {
+    for (kernel, groups) in op.dispatches_as(product, direct, rec.shape) {
         rec.push_product(kernel, op, groups, flops);
     }
 }

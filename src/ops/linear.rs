@@ -4,7 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::kernels::{Kernel, Records, Scratch};
+use crate::kernels::{Kernel, KernelShape, Records, Scratch};
 use crate::model::{Activation, LayerLayout};
 
 /// Record of `shaders/linear.wgsl`.
@@ -68,16 +68,18 @@ impl LinearOp {
     }
 
     /// The dispatches computing `product` (LinearForward, LinearBackwardInput or
-    /// LinearBackwardWeight) on this record's shape: the vec4 kernels where they apply (dX
-    /// first transposes dy), otherwise the general tiled kernel (64 x 256 outputs per workgroup).
-    pub fn dispatches(&self, product: Kernel) -> Vec<(Kernel, (u32, u32, u32))> {
-        self.dispatches_as(product, self.is_vec4())
+    /// LinearBackwardWeight) on this record's shape: in the software kernel shape the vec4
+    /// kernels where they apply (dX first transposes dy), otherwise the general tiled kernel
+    /// (64 x 256 outputs per workgroup in the software shape, 32 x 32 in the hardware one).
+    pub fn dispatches(&self, product: Kernel, shape: KernelShape) -> Vec<(Kernel, (u32, u32, u32))> {
+        self.dispatches_as(product, shape == KernelShape::Software && self.is_vec4(), shape)
     }
 
     /// As `dispatches`, choosing the kind of kernel (tests run both on aligned shapes).
-    pub fn dispatches_as(&self, product: Kernel, vec4: bool) -> Vec<(Kernel, (u32, u32, u32))> {
+    pub fn dispatches_as(&self, product: Kernel, vec4: bool, shape: KernelShape) -> Vec<(Kernel, (u32, u32, u32))> {
         assert!(!vec4 || self.is_vec4(), "the vec4 kernels need aligned shapes and offsets");
-        let (tile_rows, tile_cols) = product.tile();
+        assert!(!vec4 || shape == KernelShape::Software, "the vec4 kernels are the software shape's");
+        let (tile_rows, tile_cols) = product.tile(shape);
         let tiles = |cols: u32, rows: u32| (cols.div_ceil(tile_cols), rows.div_ceil(tile_rows), 1);
         match (product, vec4) {
             (Kernel::LinearForward, false) => vec![(product, tiles(self.cols, self.rows))],
@@ -116,7 +118,7 @@ pub fn record_backward(rec: &mut Records, l: &LayerLayout, rows: usize, x: usize
 /// The dispatches of one linear product, all with the same record.
 fn product(rec: &mut Records, product: Kernel, op: LinearOp) {
     let flops = 2.0 * op.rows as f64 * op.inner as f64 * op.cols as f64;
-    for (kernel, groups) in op.dispatches(product) {
+    for (kernel, groups) in op.dispatches(product, rec.shape) {
         rec.push_product(kernel, op, groups, if kernel == Kernel::Transpose4 { 0.0 } else { flops });
     }
 }

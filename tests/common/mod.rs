@@ -6,7 +6,7 @@
 
 use webvae::backend::{Backend, Device};
 use webvae::gpu::Gpu;
-use webvae::kernels::{run_single, Kernel, Kernels, Scratch, SingleKernel};
+use webvae::kernels::{run_single, Kernel, KernelShape, Kernels, Scratch, SingleKernel};
 use webvae::ops::latent::{self, LatentOp};
 use webvae::ops::linear::{self, LinearOp};
 use webvae::ops::loss::{self, LossOp};
@@ -46,12 +46,12 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32)
 }
 
 /// The linear layer's three products (forward with fused bias and activation, dX, dW/db), by
-/// the general tiled kernels and, where the shape allows, the vec4 kernels, on shapes that
-/// exercise the edges of tiles and blocks (sizes not multiples of 4, 8 or 64) and on the
-/// reference model's largest layer.
+/// the general tiled kernels in both kernel shapes and, where the shape allows, the software
+/// shape's vec4 kernels, on shapes that exercise the edges of tiles and blocks (sizes not
+/// multiples of 4, 8, 32 or 64) and on the reference model's largest layer.
 pub async fn linear_parity(log: impl Fn(&str)) {
     let gpu = gpu_or_fail(&log).await;
-    let kernels = Kernels::new(&gpu.device);
+    let shapes = KernelShape::ALL.map(|shape| Kernels::new(&gpu.device, shape));
     let mut rng = Rng::new(7);
     let cases = [
         (1, 1, 1, Activation::Identity),
@@ -70,12 +70,12 @@ pub async fn linear_parity(log: impl Fn(&str)) {
         let dy = rng.vec(rows * cols, -1.0, 1.0);
         let (op, scratch) = LinearOp::standalone(rows, inner, act.code(), &x, &w, &b, &dy);
         let (y_off, dy_off, dx_off, dyt_off) = (op.y_off as usize, op.dy_off as usize, op.dx_off as usize, op.dyt_off as usize);
-        for vec4 in [false, true] {
+        for (kernels, vec4) in [(&shapes[0], false), (&shapes[0], true), (&shapes[1], false)] {
             if vec4 && !op.is_vec4() {
                 continue;
             }
-            let what = format!("{rows}x{inner}x{cols} {act:?}{}", if vec4 { " (vec4 kernels)" } else { "" });
-            let run = |product| run_product(&gpu, &kernels, op, product, vec4, &scratch);
+            let what = format!("{rows}x{inner}x{cols} {act:?} ({} shape{})", kernels.shape.name(), if vec4 { ", vec4 kernels" } else { "" });
+            let run = |product| run_product(&gpu, kernels, op, product, vec4, &scratch);
 
             let out = run(Kernel::LinearForward).await.unwrap();
             let want = linear::forward(&f64s(&x), &f64s(&w), &f64s(&b), rows, inner, cols, act);
@@ -98,7 +98,7 @@ pub async fn linear_parity(log: impl Fn(&str)) {
 
 /// Runs the dispatches of one linear product on `scratch`'s contents.
 async fn run_product(gpu: &Gpu, kernels: &Kernels, op: LinearOp, product: Kernel, vec4: bool, scratch: &Scratch) -> Result<Scratch, webvae::gpu::GpuError> {
-    let single = SingleKernel::new(gpu, kernels, &op.dispatches_as(product, vec4), op, scratch, 0);
+    let single = SingleKernel::new(gpu, kernels, &op.dispatches_as(product, vec4, kernels.shape), op, scratch, 0);
     single.submit(gpu, kernels, 1);
     single.read(gpu).await
 }
@@ -106,7 +106,7 @@ async fn run_product(gpu: &Gpu, kernels: &Kernels, op: LinearOp, product: Kernel
 /// The loss, latent and Adam kernels, each alone, against the oracle on random inputs.
 pub async fn small_kernels_parity(log: impl Fn(&str)) {
     let gpu = gpu_or_fail(&log).await;
-    let kernels = Kernels::new(&gpu.device);
+    let kernels = Kernels::new(&gpu.device, gpu.shape);
     let mut rng = Rng::new(21);
     let (b, l, z, d) = (7usize, 3usize, 5usize, 70usize);
     let r = b * l;
@@ -159,7 +159,7 @@ pub async fn small_kernels_parity(log: impl Fn(&str)) {
     let scratch = Scratch { acts: [&got.acts[..kl_off + b], &recon[..]].concat(), ..Default::default() };
     let op = LatentOp { recon_off: (kl_off + b) as u32, ..op };
     let reduce = OptimOp { batch: b as u32, rows: r as u32, recon_off: op.recon_off, metrics_off: 4, ..Default::default() };
-    let mut rec = webvae::kernels::Records::default();
+    let mut rec = webvae::kernels::Records::new(kernels.shape);
     rec.push(Kernel::LatentLogRatio, op, op.per_row());
     rec.push(Kernel::ImportanceWeighted, reduce, (1, 1, 1));
     let got = run_records(&gpu, &kernels, &rec, &scratch, step).await;
@@ -214,7 +214,7 @@ async fn categorical_kernels_parity(gpu: &Gpu, kernels: &Kernels, rng: &mut Rng)
         assert_close(&format!("gumbel_softmax {mode:?} noise"), &got.acts[noise_off..y_off], &f32s(&want_noise), 1e-5, 2e-6);
         let want_y = categorical::sample(&f64s(&logits), &noise, b, k, mode, tau);
         assert_close(&format!("gumbel_softmax {mode:?} y"), &got.acts[y_off..dy_off], &f32s(&want_y), 1e-5, 1e-6);
-        let mut rec = webvae::kernels::Records::default();
+        let mut rec = webvae::kernels::Records::new(kernels.shape);
         if mode == Mode::OneHot {
             let reduce = OptimOp { batch: b as u32, rows: r as u32, recon_off: recon_off as u32, metrics_off: 4, ..Default::default() };
             rec.push(Kernel::CategoricalLogRatio, op, op.per_row());
@@ -245,7 +245,7 @@ async fn categorical_kernels_parity(gpu: &Gpu, kernels: &Kernels, rng: &mut Rng)
 /// The counter-based RNG: the GPU's hash words equal the CPU's bit for bit.
 pub async fn rng_parity(log: impl Fn(&str)) {
     let gpu = gpu_or_fail(&log).await;
-    let kernels = Kernels::new(&gpu.device);
+    let kernels = Kernels::new(&gpu.device, gpu.shape);
     let (rows, latent) = (37u32, 11u32);
     for (seed, step) in [(0u32, 0u32), (1, 17), (0xDEAD_BEEF, u32::MAX)] {
         let op = LatentOp { rows, latent, seed, eps_off: 0, ..Default::default() };
@@ -345,11 +345,15 @@ pub fn parity_configs() -> Vec<Config> {
 }
 
 /// 20 training steps on the GPU and on the f64 oracle, from the same initial weights, with the
-/// same batches and the same eps: every step's losses agree, and so do the final weights.
+/// same batches and the same eps: every step's losses agree, and so do the final weights. In
+/// both kernel shapes, whichever the adapter would choose.
 pub async fn training_parity(log: impl Fn(&str)) {
-    for config in parity_configs() {
-        let gpu = gpu_or_fail(&log).await;
-        parity_with_oracle(&log, Device::Gpu(gpu), config).await;
+    for shape in KernelShape::ALL {
+        for config in parity_configs() {
+            let gpu = gpu_or_fail(&log).await.with_shape(shape);
+            log(&format!("{} kernels:", shape.name()));
+            parity_with_oracle(&log, Device::Gpu(gpu), config).await;
+        }
     }
 }
 
@@ -497,7 +501,7 @@ pub fn tiny_conv(likelihood: Likelihood) -> Config {
 pub async fn conv_parity(log: impl Fn(&str)) {
     use webvae::ops::conv::{record_backward_as, record_forward_as, Choice};
     let gpu = gpu_or_fail(&log).await;
-    let kernels = Kernels::new(&gpu.device);
+    let shapes = KernelShape::ALL.map(|shape| Kernels::new(&gpu.device, shape));
     let mut rng = Rng::new(13);
     let mut cases: Vec<(Layer, Shape, usize)> = awkward_convolutions().into_iter().map(|(l, s)| (l, s, 3)).collect();
     cases.push((conv(20, 3, 2, 1, Activation::Relu), image(3, 17, 15), 16));
@@ -525,15 +529,15 @@ pub async fn conv_parity(log: impl Fn(&str)) {
         let want_y = webvae::ops::layer_forward(&l, &params, &f64s(&x), rows);
         let mut want_grads = vec![0.0; wn + bn];
         let want_dx = webvae::ops::layer_backward(&l, &params, &f64s(&x), &f64s(&dy), rows, act_x, &mut want_grads);
-        for choice in [Choice::Tiled, Choice::Direct] {
-            let what = format!("{} on {rows} rows of {input} ({choice:?})", layer.describe());
-            let mut rec = webvae::kernels::Records::default();
+        for (kernels, choice) in shapes.iter().flat_map(|k| [(k, Choice::Tiled), (k, Choice::Direct)]) {
+            let what = format!("{} on {rows} rows of {input} ({choice:?}, {} shape)", layer.describe(), kernels.shape.name());
+            let mut rec = webvae::kernels::Records::new(kernels.shape);
             record_forward_as(&mut rec, &l, rows, x_off, y_off, choice);
-            let out = run_records(&gpu, &kernels, &rec, &scratch, 0).await;
+            let out = run_records(&gpu, kernels, &rec, &scratch, 0).await;
             assert_close(&format!("{what} forward"), &out.acts[y_off..dy_off], &f32s(&want_y), 1e-4, 1e-5);
-            let mut rec = webvae::kernels::Records::default();
+            let mut rec = webvae::kernels::Records::new(kernels.shape);
             record_backward_as(&mut rec, &l, rows, x_off, dy_off, Some((dx_off, act_x)), choice);
-            let out = run_records(&gpu, &kernels, &rec, &scratch, 0).await;
+            let out = run_records(&gpu, kernels, &rec, &scratch, 0).await;
             assert_close(&format!("{what} dW"), &out.grads[..wn], &f32s(&want_grads[..wn]), 1e-4, 1e-4);
             assert_close(&format!("{what} db"), &out.grads[wn..], &f32s(&want_grads[wn..]), 1e-4, 1e-4);
             assert_close(&format!("{what} dX"), &out.acts[dx_off..], &f32s(&want_dx), 1e-4, 1e-5);
