@@ -10,8 +10,10 @@ const browser = await launch({ extra: process.env.CHROMIUM_FLAGS ? process.env.C
 let code = 0;
 try {
   const page = await browser.newPage();
-  const bench = (model, n, device) => page.evaluate(([m, k, d]) => window.wasmBindings.benchmark(m, k, d)
-    .catch((e) => { throw new Error(String(e?.message ?? e)); }), [model, n, device]);
+  // KERNELS=software|hardware forces the GPU's kernel shape (otherwise the adapter chooses).
+  const kernels = process.env.KERNELS || undefined;
+  const bench = (model, n, device) => page.evaluate(([m, k, d, s]) => window.wasmBindings.benchmark(m, k, d, s)
+    .catch((e) => { throw new Error(String(e?.message ?? e)); }), [model, n, device, kernels]);
   await page.goto(url);
   await page.waitForFunction(() => window.wasmBindings, null, { timeout: 60000 });
   // Each preset on its own page call, so a long conv run cannot hold the MLP's lines back.

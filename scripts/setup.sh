@@ -4,9 +4,11 @@
 #
 #   - the wasm32 target: rustup's where it can be had, otherwise Debian's rustc-web route
 #     (rustc-web + rust-web-src + lld, building std with -Zbuild-std; see scripts/wasm-env.sh)
-#   - wasm-bindgen-cli at exactly the crate's version, wasm-pack, trunk
-#   - Chromium + ChromeDriver (browser tests), Mesa's lavapipe (a Vulkan adapter on the CPU),
-#     Debian's Fashion-MNIST (parser tests on real IDX files)
+#   - wasm-bindgen-cli at exactly the crate's version, wasm-pack, trunk, geckodriver
+#   - Chromium + ChromeDriver and Firefox ESR (browser tests in two engines, two WGSL
+#     compilers), Mesa's Vulkan drivers (lavapipe, a Vulkan adapter on the CPU; radv, whose
+#     null device reports what AMD's compiler makes of our kernels), Debian's Fashion-MNIST
+#     (parser tests on real IDX files)
 #   - the end-to-end test's Node packages (playwright-core, driving the system Chromium)
 #   - Python's `safetensors` in .venv (tests check that checkpoints load as PyTorch users load them)
 set -euo pipefail
@@ -15,6 +17,7 @@ cd "$(dirname "$0")/.."
 WASM_BINDGEN_VERSION=$(sed -n 's/^wasm-bindgen = "=\([0-9.]*\)"/\1/p' Cargo.toml)
 WASM_PACK_VERSION=0.15.1
 TRUNK_VERSION=0.21.14   # 0.22 needs rustc >= 1.96.1
+GECKODRIVER_VERSION=0.37.1
 
 say() { echo "setup: $*"; }
 SUDO=""
@@ -34,7 +37,7 @@ else
   WASM_ROUTE=debian
 fi
 
-packages=(chromium chromium-driver mesa-vulkan-drivers dataset-fashion-mnist python3-venv)
+packages=(chromium chromium-driver firefox-esr mesa-vulkan-drivers libvulkan1 dataset-fashion-mnist python3-venv)
 if [ "$WASM_ROUTE" = debian ]; then packages+=(rustc-web cargo-web rust-web-src lld-22); fi
 if [ "${NEED_NODE:-0}" = 1 ]; then packages+=(nodejs npm); fi
 missing=()
@@ -61,6 +64,12 @@ fi
 if ! has_version trunk "$TRUNK_VERSION"; then
   say "installing trunk $TRUNK_VERSION (several minutes)"
   cargo install -q trunk --version "=$TRUNK_VERSION" --locked --force
+fi
+
+# (Its --version goes on for lines: read them all, or it panics on the closed pipe.)
+if [ "$(geckodriver --version 2>/dev/null | sed -n 1p)" != "geckodriver $GECKODRIVER_VERSION" ]; then
+  say "installing geckodriver $GECKODRIVER_VERSION (a minute or two)"
+  cargo install -q geckodriver --version "=$GECKODRIVER_VERSION" --locked --force
 fi
 
 if [ ! -d e2e/node_modules/playwright-core ]; then

@@ -10,7 +10,7 @@ use crate::kernels::{Kernel, Kernels, SingleKernel};
 use crate::ops::linear::LinearOp;
 use crate::model::Config;
 use crate::rng::Rng;
-use crate::trainer::{TrainError, Trainer};
+use crate::trainer::{flops_per_step, TrainError, Trainer};
 
 /// One matmul kernel's timing.
 #[derive(Clone, Debug)]
@@ -26,9 +26,13 @@ pub struct KernelTiming {
 pub struct Report {
     /// The preset timed: "mlp" or "conv".
     pub model: String,
+    /// The kernel shape timed ("software" or "hardware"), or None on the CPU path.
+    pub shape: Option<&'static str>,
     pub adapter: String,
     pub ms_per_step: f64,
     pub samples_per_s: f64,
+    /// The step's useful floating-point operations (`trainer::flops_per_step`).
+    pub flops_per_step: f64,
     pub dispatches_per_step: usize,
     pub readbacks_per_step: f64,
     pub steps_timed: u32,
@@ -40,10 +44,16 @@ pub struct Report {
 impl Report {
     /// The lines `make bench` prints; the first is the one to compare across backends.
     pub fn lines(&self, backend: &str) -> Vec<String> {
+        let shape = self.shape.map(|s| format!(" shape {s}")).unwrap_or_default();
         let mut lines = vec![format!(
-            "bench {backend} model {} ms_per_step {:.1} samples_per_s {:.0} dispatches_per_step {} readbacks_per_step {}",
+            "bench {backend} model {}{shape} ms_per_step {:.1} samples_per_s {:.0} gflop_per_step {:.3} gflops {:.2} dispatches_per_step {} readbacks_per_step {}",
             self.model,
-            self.ms_per_step, self.samples_per_s, self.dispatches_per_step, self.readbacks_per_step
+            self.ms_per_step,
+            self.samples_per_s,
+            self.flops_per_step / 1e9,
+            self.flops_per_step / (self.ms_per_step * 1e6),
+            self.dispatches_per_step,
+            self.readbacks_per_step
         )];
         for k in &self.kernels {
             let (r, i, c) = k.shape;
@@ -125,8 +135,10 @@ pub async fn run(gpu: Gpu, model: &str, samples: usize, now: impl Fn() -> f64) -
         .collect();
     Ok(Report {
         model: model.to_string(),
+        shape: Some(gpu.shape.name()),
         adapter,
         ms_per_step,
+        flops_per_step: flops_per_step(&config),
         samples_per_s: config.batch_size as f64 * 1000.0 / ms_per_step,
         dispatches_per_step,
         readbacks_per_step,
@@ -154,6 +166,8 @@ pub fn run_cpu(model: &str, samples: usize, now: impl Fn() -> f64) -> Result<Rep
     let ms_per_step = median(times);
     Ok(Report {
         model: model.to_string(),
+        shape: None,
+        flops_per_step: flops_per_step(&config),
         adapter: "CPU, f32 on one thread (matrixmultiply sgemm; simd128 in wasm)".to_string(),
         ms_per_step,
         samples_per_s: config.batch_size as f64 * 1000.0 / ms_per_step,

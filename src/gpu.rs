@@ -64,6 +64,9 @@ pub struct Gpu {
     /// How the products are shaped on this device: chosen from the adapter's information
     /// (`KernelShape::for_adapter`) unless forced (`WEBVAE_KERNELS`, `with_shape`).
     pub shape: KernelShape,
+    /// Whether the adapter emulates a GPU on the CPU (lavapipe, SwiftShader, a fallback
+    /// adapter): its own choice of shape is the software one.
+    pub emulated: bool,
     /// Why the device stopped working, once it has: set by the device-lost callback and by the
     /// uncaptured-error handler (which would otherwise panic).
     failure: Arc<Mutex<Option<String>>>,
@@ -101,10 +104,8 @@ impl Gpu {
         #[cfg(not(target_arch = "wasm32"))]
         let (browser_description, fallback) = (String::new(), false);
         let info = adapter.get_info();
-        let shape = match KernelShape::forced().map_err(GpuError::Shape)? {
-            Some(shape) => shape,
-            None => KernelShape::for_adapter(&info, &browser_description, fallback),
-        };
+        let own = KernelShape::for_adapter(&info, &browser_description, fallback);
+        let shape = KernelShape::forced().map_err(GpuError::Shape)?.unwrap_or(own);
         let failure = Arc::new(Mutex::new(None));
         let record = |failure: &Arc<Mutex<Option<String>>>| {
             let failure = failure.clone();
@@ -117,7 +118,8 @@ impl Gpu {
         device.set_device_lost_callback(move |reason, message| on_lost(format!("{reason:?}: {message}")));
         let on_error = record(&failure);
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| on_error(e.to_string())));
-        Ok(Gpu { device, queue, info, browser_description, shape, failure, readbacks: Arc::default() })
+        let emulated = own == KernelShape::Software;
+        Ok(Gpu { device, queue, info, browser_description, shape, emulated, failure, readbacks: Arc::default() })
     }
 
     /// This device with its products shaped as `shape` (tests and benchmarks run both).
@@ -155,18 +157,15 @@ impl Gpu {
         self.device.destroy();
     }
 
+    /// The adapter's name, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)" or, in a browser, "google swiftshader".
+    pub fn adapter_name(&self) -> String {
+        [&self.info.name, &self.browser_description].into_iter().find(|n| !n.is_empty()).cloned().unwrap_or_else(|| "unnamed adapter".into())
+    }
+
     /// One line naming the adapter and the kernel shape, e.g.
     /// "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu), software kernels".
     pub fn adapter_summary(&self) -> String {
-        let i = &self.info;
-        let mut name = i.name.clone();
-        if name.is_empty() {
-            name = self.browser_description.clone();
-        }
-        if name.is_empty() {
-            name = "unnamed adapter".into();
-        }
-        format!("{name} ({:?}, {:?}), {} kernels", i.backend, i.device_type, self.shape.name())
+        format!("{} ({:?}, {:?}), {} kernels", self.adapter_name(), self.info.backend, self.info.device_type, self.shape.name())
     }
 
     /// Reads `len` f32 values starting at element `offset` of a buffer with COPY_SRC usage.

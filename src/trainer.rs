@@ -653,6 +653,18 @@ impl Trainer {
     }
 }
 
+/// The useful floating-point operations of one training step of `config` (its products'
+/// multiply-adds x 2, forward and backward; the element-wise kernels are not counted): what
+/// the benchmark divides by time, on either device.
+pub fn flops_per_step(config: &Config) -> f64 {
+    let Ok(layout) = Layout::try_new(config) else { return 0.0 };
+    let (batch, rows) = (config.batch_size, config.batch_size * config.samples);
+    let acts = Acts::new(config, &layout, batch, rows);
+    let mut rec = Records::new(KernelShape::Software);
+    build_plan(&mut rec, config, &layout, &acts, Pass::Train, batch, rows);
+    rec.dispatches.iter().map(|d| d.flops).sum()
+}
+
 /// Refuses an invalid configuration, and data that does not fit it (image size, a batch larger
 /// than the training set). Both trainers check this before anything else.
 pub(crate) fn check_model_and_data(config: &Config, train: &Dataset, test: &Dataset) -> Result<(), TrainError> {

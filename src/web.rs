@@ -10,6 +10,7 @@ use crate::backend::{Backend, Device};
 use crate::checkpoint::{self, CheckpointError};
 use crate::data::{self, DataError, Dataset};
 use crate::gpu::{Gpu, GpuError};
+use crate::kernels::KernelShape;
 use crate::latent::{self, Encoding};
 use crate::model::Config;
 use crate::trainer::TrainError;
@@ -101,10 +102,12 @@ const CPU_MAX_DATA_BYTES: f64 = (1u64 << 30) as f64;
 
 #[wasm_bindgen]
 impl WebDevice {
-    /// Opens the GPU adapter's device; rejects with kind "no-webgpu", "no-adapter" or "device".
+    /// Opens the GPU adapter's device; rejects with kind "no-webgpu", "no-adapter", "device",
+    /// or "shape" for a `kernels` that is neither "software" nor "hardware". `kernels` forces
+    /// the kernel shape (the page's `?kernels=` parameter); otherwise the adapter chooses.
     #[wasm_bindgen(js_name = requestGpu)]
-    pub async fn request_gpu() -> Result<WebDevice, JsValue> {
-        Ok(WebDevice { device: Device::Gpu(Gpu::new().await.map_err(gpu_error_to_js)?) })
+    pub async fn request_gpu(kernels: Option<String>) -> Result<WebDevice, JsValue> {
+        Ok(WebDevice { device: Device::Gpu(open_gpu(kernels).await?) })
     }
 
     /// The CPU path: f32 on one thread, with WebAssembly SIMD.
@@ -122,6 +125,17 @@ impl WebDevice {
         match &self.device {
             Device::Gpu(gpu) => format!("WebGPU adapter: {}", gpu.adapter_summary()),
             Device::Cpu => "CPU in WebAssembly (f32 with SIMD, one thread)".into(),
+        }
+    }
+
+    /// The GPU adapter's name in a few words, and whether it emulates a GPU on the CPU: e.g.
+    /// "google swiftshader, a software adapter"; "the CPU" for the CPU path.
+    #[wasm_bindgen(js_name = adapterName)]
+    pub fn adapter_name(&self) -> String {
+        match &self.device {
+            Device::Gpu(gpu) if gpu.emulated => format!("{}, a software adapter", gpu.adapter_name()),
+            Device::Gpu(gpu) => gpu.adapter_name(),
+            Device::Cpu => "the CPU".into(),
         }
     }
 
@@ -503,11 +517,24 @@ pub fn centre_digit(ink: Vec<f32>, width: usize, height: usize, rows: usize, col
     Ok(data::centre_digit(&ink, width, height, rows, cols))
 }
 
+/// The GPU, its kernel shape forced where `kernels` names one ("software" or "hardware").
+async fn open_gpu(kernels: Option<String>) -> Result<Gpu, JsValue> {
+    let gpu = Gpu::new().await.map_err(gpu_error_to_js)?;
+    match kernels.filter(|k| !k.is_empty()) {
+        None => Ok(gpu),
+        Some(name) => match KernelShape::parse(&name) {
+            Some(shape) => Ok(gpu.with_shape(shape)),
+            None => Err(gpu_error_to_js(GpuError::Shape(format!("kernels={name}: say software or hardware")))),
+        },
+    }
+}
+
 /// `make bench`, browser half: times the training step of each preset in `models` (e.g.
-/// "mlp conv") on this page's GPU, or with `device` "cpu" on the CPU path, and returns the lines
-/// to print (see `bench::Report::lines`): `bench browser ...` or `bench browser-cpu ...`.
+/// "mlp conv") on this page's GPU (its kernels forced to `kernels` if given), or with `device`
+/// "cpu" on the CPU path, and returns the lines to print (see `bench::Report::lines`):
+/// `bench browser ...` or `bench browser-cpu ...`.
 #[wasm_bindgen]
-pub async fn benchmark(models: String, samples: usize, device: String) -> Result<Vec<String>, JsValue> {
+pub async fn benchmark(models: String, samples: usize, device: String, kernels: Option<String>) -> Result<Vec<String>, JsValue> {
     let performance = js_sys::Reflect::get(&js_sys::global(), &"performance".into())?;
     let now_fn: js_sys::Function = js_sys::Reflect::get(&performance, &"now".into())?.into();
     let now = move || now_fn.call0(&performance).ok().and_then(|v| v.as_f64()).unwrap_or(0.0);
@@ -518,7 +545,7 @@ pub async fn benchmark(models: String, samples: usize, device: String) -> Result
         }
         return Ok(lines);
     }
-    let gpu = Gpu::new().await.map_err(gpu_error_to_js)?;
+    let gpu = open_gpu(kernels).await?;
     for model in models.split_whitespace() {
         let report = crate::bench::run(gpu.clone(), model, samples, &now).await.map_err(train_error_to_js)?;
         lines.extend(report.lines("browser"));

@@ -45,6 +45,10 @@ const GPU_HELP = {
       "“Use graphics acceleration when available”), update the graphics driver, or try another browser. " +
       "On Linux, Chrome may also need chrome://flags/#enable-unsafe-webgpu and #enable-vulkan.",
   },
+  shape: {
+    summary: "The page's address asks for GPU kernels it does not have.",
+    advice: "Use ?kernels=software or ?kernels=hardware in the address, or leave it out to let the GPU choose.",
+  },
   device: {
     summary: "A GPU adapter was found, but it refused to open a device for this page.",
     advice: "Close other tabs or programs that use the GPU heavily and reload the page; if it keeps " +
@@ -67,8 +71,13 @@ function showStatus(stateName, text, { advice = "", report = "" } = {}) {
 // because there is no GPU (the plain reason and advice, with the error's own report folded away).
 function showDevice() {
   const onGpu = training.device.kind() === "gpu";
+  const note = training.choiceNote ? ` ${training.choiceNote}` : "";
   if (onGpu) {
-    showStatus("ready", training.device.describe());
+    showStatus("ready", training.device.describe() + note);
+  } else if (training.gpu && note) {
+    showStatus("cpu", `Training on the CPU in WebAssembly, faster here than the GPU:${note}`);
+  } else if (training.gpu && training.choice === "forced") {
+    showStatus("cpu", "Training on the CPU in WebAssembly, as the page's address asks (?device=cpu).");
   } else if (training.gpu) {
     showStatus("cpu", "Training on the CPU in WebAssembly, slower than a GPU, because you chose it; " +
       "the samples/s readout shows the difference.");
@@ -365,6 +374,31 @@ async function restart() {
   }
 }
 
+// The first Train on a GPU device: a few steps timed on it and on the CPU (Training.pickFaster),
+// training goes on on the faster, and the device line says what was measured. The steps timed
+// on the device kept are the model's next steps, and the chart shows them.
+async function chooseDevice() {
+  if (!training.shouldChoose()) return;
+  showStatus("loading", "Timing a few training steps on the GPU and on the CPU, to train on the faster…");
+  const points = { train: chart.train, test: chart.test };
+  const before = training.trainer;
+  try {
+    const { metrics, firstStep } = await training.pickFaster();
+    if (training.trainer !== before) {
+      showModel();
+      restoreChart(points);
+    }
+    let step = firstStep;
+    for (const { m, steps } of metrics) {
+      step += steps;
+      chart.addTrain({ epoch: step / training.trainer.stepsPerEpoch(), loss: m.loss, reconstruction: m.reconstruction, kl: m.kl });
+    }
+    showProgress(metrics.at(-1).m);
+  } finally {
+    showDevice();
+  }
+}
+
 // Moves the model between the GPU and the CPU (Training.switchDevice); the chart keeps its
 // history, and training goes on there if it was wanted.
 async function switchDevice() {
@@ -401,7 +435,9 @@ async function takeSnapshot() {
 function settle() {
   updateControls();
   if (training.changing()) return;
-  if (training.wanted && !training.running) {
+  if (training.wanted && training.shouldChoose()) {
+    act(chooseDevice); // settles again when it is done
+  } else if (training.wanted && !training.running) {
     const run = training.start();
     if (run !== null) trainLoop(run).catch(fail);
   } else if (!training.wanted && training.running) {

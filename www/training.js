@@ -14,6 +14,29 @@
 // Pause (or an action that resets the model); the page makes it so when no change is pending.
 
 const FRAME_MS = 40; // aim for this much work per submission, so frames stay under ~50 ms
+const PARAMS = new URLSearchParams(globalThis.location?.search ?? "");
+
+// Times training steps run by `run(n)` (resolving when they are done, to their metrics): one to
+// warm up (the first compiles kernels and fills caches), then pairs, up to 3 pairs or ~400 ms;
+// one whose first step already took 5 times `boundMs` (the other device's step) is clearly
+// slower and is not timed further. Resolves to { msPerStep, ms (all of it), steps, metrics: [{ m,
+// steps }] }.
+async function timeSteps(run, boundMs = Infinity) {
+  const metrics = [];
+  let t = performance.now();
+  metrics.push({ m: await run(1), steps: 1 });
+  const warm = performance.now() - t;
+  let ms = 0, steps = 0;
+  if (warm < 5 * boundMs) {
+    for (let pairs = 0; pairs < 3 && ms < 400; pairs++) {
+      t = performance.now();
+      metrics.push({ m: await run(2), steps: 2 });
+      ms += performance.now() - t;
+      steps += 2;
+    }
+  }
+  return { msPerStep: steps ? ms / steps : warm, ms: ms + warm, steps: 1 + steps, metrics };
+}
 
 export class Training {
   wasm = null; // the wasm-bindgen module, once loaded
@@ -33,6 +56,11 @@ export class Training {
   trainedMs = 0;
   evaluatedEpoch = 0;
   stepsPerSubmit = 1;
+  // How the device that trains is chosen: "auto" (the next Train first times a few steps on the
+  // GPU and on the CPU, and trains on the faster: `pickFaster`), "made" (done, for this GPU
+  // device), "user" (switched by hand), or "forced" (the page's `?device=gpu|cpu`).
+  choice = "auto";
+  choiceNote = ""; // what the timing measured, for the device line
   unsaved = false; // steps trained since the last snapshot
   #queue = Promise.resolve();
   #pending = 0; // tasks queued or running
@@ -82,11 +110,13 @@ export class Training {
 
   settled() {}
 
-  // The GPU if this browser gives one (a lost one is freed), otherwise the CPU.
+  // The GPU if this browser gives one (a lost one is freed), otherwise the CPU. The page's
+  // `?kernels=software|hardware` forces the GPU's kernel shape (otherwise its adapter chooses).
   async openDevice() {
     const lost = this.gpu;
     try {
-      this.gpu = await this.wasm.WebDevice.requestGpu();
+      const kernels = PARAMS.get("kernels");
+      this.gpu = await this.wasm.WebDevice.requestGpu(kernels ?? undefined);
       this.device = this.gpu;
       this.gpuError = null;
     } catch (err) {
@@ -95,6 +125,61 @@ export class Training {
       this.device = this.wasm.WebDevice.cpu();
     }
     if (lost) lost.free();
+    // A new GPU device is timed afresh at the next Train, unless the page's address decides.
+    const forced = PARAMS.get("device");
+    this.choice = forced === "gpu" || forced === "cpu" ? "forced" : "auto";
+    this.choiceNote = "";
+    if (forced === "cpu" && this.gpu) this.device = this.wasm.WebDevice.cpu();
+  }
+
+  // Whether the next Train should first time both devices (`pickFaster`).
+  shouldChoose() {
+    return this.choice === "auto" && !!this.gpu && !!this.trainer && !this.broken;
+  }
+
+  // Times a few training steps of the model on the GPU and on the CPU, from the same weights and
+  // Adam's state, and keeps training on the faster. The trainer timed there goes on, so its
+  // steps are the model's next ones (none lost, none trained twice); the other's are dropped.
+  // Resolves to { metrics (of the steps kept, in order: [{ m, steps }]), firstStep (the step they follow),
+  // gpu, cpu (samples/s), device ("gpu" or "cpu"), note (what was measured, in words) }.
+  async pickFaster() {
+    this.choice = "made";
+    const { bytes, step } = await this.checkpoint(true);
+    const onGpu = this.device.kind() === "gpu";
+    const otherDevice = onGpu ? this.wasm.WebDevice.cpu() : this.gpu;
+    let other = null;
+    try {
+      other = this.wasm.WebTrainer.fromCheckpoint(otherDevice, bytes, this.data);
+      const here = (n) => this.task((t) => t.train(n));
+      const there = (n) => other.train(n);
+      // The CPU first: its step bounds how long the GPU is timed.
+      const cpu = await timeSteps(onGpu ? there : here);
+      const gpu = await timeSteps(onGpu ? here : there, cpu.msPerStep);
+      const gpuWins = gpu.msPerStep < cpu.msPerStep;
+      const kept = gpuWins ? gpu : cpu;
+      if (gpuWins !== onGpu) {
+        if (this.device !== this.gpu) this.device.free();
+        this.device = otherDevice;
+        const trainedMs = this.trainedMs;
+        this.replace(other, { step: step + kept.steps, snapshot: bytes, trainedMs });
+        this.snapshotStep = step; // the snapshot is from before the timed steps
+        other = null;
+      }
+      this.trainedMs += kept.ms;
+      this.unsaved = true;
+      const batch = this.trainer.config().batch_size;
+      const rate = (t) => Math.round((batch * 1000) / t.msPerStep).toLocaleString("en");
+      const name = this.gpu.adapterName();
+      const note = `CPU ${rate(cpu)} samples/s, GPU ${rate(gpu)} samples/s (${name}): training on the ${gpuWins ? "GPU" : "CPU"}.`;
+      this.choiceNote = note;
+      return { metrics: kept.metrics, firstStep: step, gpu: (batch * 1000) / gpu.msPerStep, cpu: (batch * 1000) / cpu.msPerStep,
+        device: gpuWins ? "gpu" : "cpu", note };
+    } finally {
+      if (other) {
+        other.free();
+        if (otherDevice !== this.gpu) otherDevice.free();
+      }
+    }
   }
 
   // Makes `data` (made from `source`) the data trained on; the old data is freed.
@@ -124,6 +209,8 @@ export class Training {
   // Moves the model between the GPU and the CPU with Adam's state: training goes on from the
   // same step as it would have on the first device.
   async switchDevice() {
+    this.choice = "user";
+    this.choiceNote = "";
     const { bytes, step } = await this.checkpoint(true);
     const target = this.device.kind() === "gpu" ? this.wasm.WebDevice.cpu() : this.gpu;
     const trainer = this.wasm.WebTrainer.fromCheckpoint(target, bytes, this.data);
