@@ -24,12 +24,15 @@ test-native:
 	@# lavapipe complains on every start when XDG_RUNTIME_DIR is unset (as under CI): give it one.
 	XDG_RUNTIME_DIR="$${XDG_RUNTIME_DIR:-$$(mktemp -d)}" cargo test -- --nocapture
 
-# The same kernels in headless Chromium on WebGPU (SwiftShader here): the command users type.
-# It needs nothing from this Makefile: .cargo/config.toml sets the test timeout, webdriver.json
-# the browser's flags, and wasm-pack finds Debian's chromedriver on PATH. (wasm-env.sh exports
-# nothing where rustup has the wasm32 target.)
+# The same kernels, in both kernel shapes, in headless Chromium on WebGPU (SwiftShader, Tint
+# compiling the WGSL) and in headless Firefox ESR on WebGPU (wgpu and naga on Vulkan, lavapipe
+# here): the commands users type. They need nothing from this Makefile: .cargo/config.toml sets
+# the test timeout, webdriver.json each browser's flags and prefs, and wasm-pack finds Debian's
+# chromedriver and cargo's geckodriver on PATH. (wasm-env.sh exports nothing where rustup has
+# the wasm32 target.)
 test-browser:
 	$(WASM_ENV) wasm-pack test --headless --chrome
+	$(WASM_ENV) PATH="$$HOME/.cargo/bin:$$PATH" wasm-pack test --headless --firefox
 
 # The built page, served on localhost and driven in headless Chromium: the checks of e2e.mjs,
 # then the restless user (random clicks from the first second) with each seed, on WebGPU and on

@@ -82,7 +82,9 @@ try {
 
   await check("page loads from a sub-path, reports the adapter and draws samples within seconds", async () => {
     const t0 = Date.now();
-    await page.goto(url);
+    // ?device=gpu: these checks train on WebGPU (by itself the page would time both devices at
+    // the first Train and, on a software adapter, train on the CPU; checked on its own below).
+    await page.goto(`${url}?device=gpu`);
     await page.waitForFunction(() => document.getElementById("gpu-status").dataset.state !== "loading",
       null, { timeout: 60000 });
     const state = await page.getAttribute("#gpu-status", "data-state");
@@ -524,6 +526,54 @@ try {
     assert(back >= before.step + 5, `back on the GPU at step ${back}`);
     await trainTo(back + 2);
     console.log(`     CPU ${cpuRate} samples/s, then GPU ${await page.textContent("#rate")} samples/s`);
+  });
+
+  await check("the first Train times both devices and trains on the faster (here the CPU), steps counted once; the GPU chosen by hand trains on WebGPU", async () => {
+    const context = await browser.newContext({ viewport: { width: 1100, height: 800 } });
+    const p = await context.newPage();
+    const errors = watch(p);
+    const status = async () => [await p.getAttribute("#gpu-status", "data-state"), await p.textContent("#gpu-message")];
+    // The step shown, Adam's step count of the weights trained (the model is fresh: the two are
+    // equal unless steps were lost or counted twice), and the step of the chart's last point.
+    const counts = () => p.evaluate(() => {
+      const t = window.vae.training;
+      const last = window.vae.chart.train.at(-1);
+      return { shown: Number(document.getElementById("step").textContent), adam: t.trainer.step(), total: t.totalSteps(),
+        charted: last ? Math.round(last.epoch * t.trainer.stepsPerEpoch()) : 0 };
+    });
+    try {
+      await p.goto(url);
+      await readyOn(p);
+      await p.click("#train");
+      await p.waitForFunction(() => window.vae.training.choice === "made" && !window.vae.training.changing(), null, { timeout: 60000 });
+      const [state, text] = await status();
+      const ms = await p.evaluate(() => window.vae.training.choiceMs);
+      console.log(`     page says: ${text}`);
+      console.log(`device_choice_ms ${Math.round(ms)}`);
+      assert(state === "cpu", `expected the CPU to win on a software adapter, state "${state}": ${text}`);
+      assert(/CPU [\d,]+ samples\/s, GPU [\d,]+ samples\/s \(.*a software adapter\): training on the CPU/.test(text), text);
+      assert(ms < 2000, `timing the two devices took ${Math.round(ms)} ms`);
+      await p.waitForFunction(() => Number(document.getElementById("step").textContent) >= 12, null, { timeout: 60000 });
+      await p.click("#train");
+      await readyOn(p);
+      let c = await counts();
+      assert(c.shown === c.adam && c.total === c.adam && c.charted === c.adam, `steps shown, trained and charted disagree: ${JSON.stringify(c)}`);
+      // Chosen by hand, the GPU trains, and is not timed again.
+      await p.click("#switch-device");
+      await p.waitForFunction(() => document.getElementById("gpu-status").dataset.state === "ready", null, { timeout: 60000 });
+      await readyOn(p);
+      await p.click("#train");
+      await p.waitForFunction((n) => Number(document.getElementById("step").textContent) >= n, c.shown + 4, { timeout: 60000 });
+      await p.click("#train");
+      await readyOn(p);
+      const [stateAfter, textAfter] = await status();
+      assert(stateAfter === "ready" && /WebGPU adapter/.test(textAfter) && !/samples\/s/.test(textAfter), `after choosing the GPU: ${stateAfter}: ${textAfter}`);
+      c = await counts();
+      assert(c.shown === c.total && c.charted === c.shown, `steps shown, counted and charted disagree on the GPU: ${JSON.stringify(c)}`);
+      assert(errors.length === 0, errors.join("; "));
+    } finally {
+      await context.close();
+    }
   });
 
   await check("no errors in the console, from the first check to here", async () => {

@@ -61,6 +61,7 @@ export class Training {
   // device), "user" (switched by hand), or "forced" (the page's `?device=gpu|cpu`).
   choice = "auto";
   choiceNote = ""; // what the timing measured, for the device line
+  choiceMs = 0; // how long the timing took
   unsaved = false; // steps trained since the last snapshot
   #queue = Promise.resolve();
   #pending = 0; // tasks queued or running
@@ -144,6 +145,7 @@ export class Training {
   // gpu, cpu (samples/s), device ("gpu" or "cpu"), note (what was measured, in words) }.
   async pickFaster() {
     this.choice = "made";
+    const t0 = performance.now();
     const { bytes, step } = await this.checkpoint(true);
     const onGpu = this.device.kind() === "gpu";
     const otherDevice = onGpu ? this.wasm.WebDevice.cpu() : this.gpu;
@@ -172,6 +174,7 @@ export class Training {
       const name = this.gpu.adapterName();
       const note = `CPU ${rate(cpu)} samples/s, GPU ${rate(gpu)} samples/s (${name}): training on the ${gpuWins ? "GPU" : "CPU"}.`;
       this.choiceNote = note;
+      this.choiceMs = performance.now() - t0;
       return { metrics: kept.metrics, firstStep: step, gpu: (batch * 1000) / gpu.msPerStep, cpu: (batch * 1000) / cpu.msPerStep,
         device: gpuWins ? "gpu" : "cpu", note };
     } finally {
