@@ -48,12 +48,20 @@ struct Conv {
     sum_off: u32,   // channel_sums: a tensor [batch, sum_c, sum_hw] (acts)
     sum_c: u32,
     sum_hw: u32,
+    parts: u32,     // a split product (gemm.wgsl's SPLIT_K): the reduction's parts (0 or 1: not split)
+    part_off: u32,  // where its parts lie, [parts, M, N] (acts)
+    gather: u32,    // 1 in its second dispatch, which sums the parts
 }
 
 @group(0) @binding(0) var<uniform> op: Conv;
 @group(0) @binding(2) var<storage, read_write> params: array<f32>;
 @group(0) @binding(3) var<storage, read_write> grads: array<f32>;
 @group(0) @binding(4) var<storage, read_write> acts: array<f32>;
+
+// What gemm.wgsl's split products need from the record and the buffers.
+fn split() -> vec3<u32> { return vec3<u32>(op.parts, op.part_off, op.gather); }
+fn part(at: u32) -> f32 { return acts[at]; }
+fn set_part(at: u32, v: f32) { acts[at] = v; }
 
 const DOWN: u32 = 0u;
 const UP: u32 = 1u;
@@ -233,7 +241,8 @@ fn store4(kernel: u32, ra: vec4<i32>, j: u32, count: u32, v: vec4<f32>) {
 }
 
 fn store_block(kernel: u32, wid: vec3<u32>, lid: vec3<u32>) {
-    let c = product(kernel, wid, lid);
+    let c = tile_block(kernel, wid, lid);
+    if keeps_part(kernel, wid, lid, c) { return; }
     let mnk = extent(kernel, wid.z);
     let origin = block_origin(lid);
     let i = wid.y * TILE_ROWS + origin.x;
@@ -265,7 +274,8 @@ fn conv_up(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) 
 // hardware shape's 32 rows are copied by the first 32.
 @compute @workgroup_size(TILE_COLS / BLOCK_COLS, TILE_ROWS / BLOCK_ROWS)
 fn conv_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let c = product(WEIGHT, wid, lid);
+    let c = tile_block(WEIGHT, wid, lid);
+    if keeps_part(WEIGHT, wid, lid, c) { return; }
     let mnk = extent(WEIGHT, 0u);
     let origin = block_origin(lid);
     let i = wid.y * TILE_ROWS + origin.x;

@@ -111,7 +111,15 @@ fn copy_by_rows(kernel: u32, z: u32, i0: u32, j0: u32, me: u32, t0: u32, mnk: ve
 
 // This invocation's block of the workgroup's tile (starting at block_origin(lid)).
 fn product(kernel: u32, wid: vec3<u32>, lid: vec3<u32>) -> Block {
-    let mnk = extent(kernel, wid.z);
+    // A product split in parts (SPLIT_K, below) reduces slice wid.z of K, and its op's own z is
+    // 0 (only unsplit products give z a meaning of their own: up's phases). mnk.z is where
+    // this workgroup's reduction ends.
+    let parts = select(1u, max(split().x, 1u), SPLIT_K);
+    let z = select(wid.z, 0u, parts > 1u);
+    let whole = extent(kernel, z);
+    let per = ((whole.z + TK - 1u) / TK + parts - 1u) / parts * TK;
+    let t_first = select(0u, wid.z * per, parts > 1u);
+    let mnk = select(whole, vec3<u32>(whole.xy, min(t_first + per, whole.z)), parts > 1u);
     let i0 = wid.y * TILE_ROWS;
     let j0 = wid.x * TILE_COLS;
     let me = lid.y * (TILE_COLS / BLOCK_COLS) + lid.x;
@@ -125,18 +133,18 @@ fn product(kernel: u32, wid: vec3<u32>, lid: vec3<u32>) -> Block {
     let a4 = TILE_ROWS > 64u;
     let b4 = TILE_COLS > 64u;
     let last = mnk.xy - 1u;
-    let ra0 = a_row(kernel, wid.z, min(i0 + me, last.x)); let ra1 = a_row(kernel, wid.z, min(i0 + me + 64u, last.x));
-    let ra2 = a_row(kernel, wid.z, min(i0 + me + 128u, last.x)); let ra3 = a_row(kernel, wid.z, min(i0 + me + 192u, last.x));
-    let rb0 = b_row(kernel, wid.z, min(j0 + me, last.y)); let rb1 = b_row(kernel, wid.z, min(j0 + me + 64u, last.y));
-    let rb2 = b_row(kernel, wid.z, min(j0 + me + 128u, last.y)); let rb3 = b_row(kernel, wid.z, min(j0 + me + 192u, last.y));
+    let ra0 = a_row(kernel, z, min(i0 + me, last.x)); let ra1 = a_row(kernel, z, min(i0 + me + 64u, last.x));
+    let ra2 = a_row(kernel, z, min(i0 + me + 128u, last.x)); let ra3 = a_row(kernel, z, min(i0 + me + 192u, last.x));
+    let rb0 = b_row(kernel, z, min(j0 + me, last.y)); let rb1 = b_row(kernel, z, min(j0 + me + 64u, last.y));
+    let rb2 = b_row(kernel, z, min(j0 + me + 128u, last.y)); let rb3 = b_row(kernel, z, min(j0 + me + 192u, last.y));
     let a_stride = TILE_ROWS / 4u;
     let b_stride = TILE_COLS / 4u;
     let origin = block_origin(lid);
     let rows8 = BLOCK_ROWS > 4u;
-    for (var t0 = 0u; t0 < mnk.z; t0 += TK) {
+    for (var t0 = t_first; t0 < mnk.z; t0 += TK) {
         // Copy (zeros past the edges).
         if ROW_BY_ROW {
-            a_sum += copy_by_rows(kernel, wid.z, i0, j0, me, t0, mnk);
+            a_sum += copy_by_rows(kernel, z, i0, j0, me, t0, mnk);
         } else {
             var d = term(kernel, t0);
             for (var t = 0u; t < TK; t++) {
@@ -196,6 +204,64 @@ fn block_row(c: Block, r: u32) -> array<vec4<f32>, 4> {
         case 2u: { return array(c.m20[k], c.m21[k], c.m22[k], c.m23[k]); }
         default: { return array(c.m30[k], c.m31[k], c.m32[k], c.m33[k]); }
     }
+}
+
+// ---- A product split in parts (the hardware shape: SPLIT_K). A GPU needs several waves on
+// each compute unit, and a product with a small output and a long reduction (a dense layer
+// fed by a whole image, a convolution's dW at batch 128) has too few tiles for that: the ops
+// split its reduction into `parts` and dispatch the pipeline twice. First with grid z = parts:
+// workgroup z reduces the z-th slice of K (product, above) and stores its raw block at
+// [z, M, N] from the record's part offset (keeps_part); then with grid z = 1 and the record's
+// gather flag: each block is the sum of its parts (gathered), and the kernel's own epilogue
+// stores it. The op's file gives split() = (parts, part offset, gather) from its record, and
+// part / set_part to read and write the parts. Hardware blocks are 4 x 4: one matrix, m00.
+override SPLIT_K: bool = false;
+
+// The block of C at this invocation: its parts summed (a split product's second dispatch), or
+// computed.
+fn tile_block(kernel: u32, wid: vec3<u32>, lid: vec3<u32>) -> Block {
+    if SPLIT_K && split().z != 0u {
+        return gathered(kernel, wid, lid);
+    }
+    return product(kernel, wid, lid);
+}
+
+// Where element (r, c) of this invocation's block lies in part `part`, clamped into C.
+fn part_index(kernel: u32, wid: vec3<u32>, lid: vec3<u32>, part: u32, r: u32, c: u32) -> u32 {
+    let mn = extent(kernel, 0u).xy;
+    let origin = block_origin(lid);
+    let i = min(wid.y * TILE_ROWS + origin.x + r, mn.x - 1u);
+    let j = min(wid.x * TILE_COLS + origin.y + c, mn.y - 1u);
+    return split().y + (part * mn.x + i) * mn.y + j;
+}
+
+fn gathered(kernel: u32, wid: vec3<u32>, lid: vec3<u32>) -> Block {
+    var m = mat4x4<f32>();
+    for (var q = 0u; q < split().x; q++) {
+        for (var r = 0u; r < 4u; r++) {
+            m[r] += vec4<f32>(part(part_index(kernel, wid, lid, q, r, 0u)), part(part_index(kernel, wid, lid, q, r, 1u)),
+                              part(part_index(kernel, wid, lid, q, r, 2u)), part(part_index(kernel, wid, lid, q, r, 3u)));
+        }
+    }
+    let zero = mat4x4<f32>();
+    return Block(m, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, zero, 0.0);
+}
+
+// In a split product's first dispatch, stores this workgroup's part of the block and says so:
+// the epilogue waits for the sum.
+fn keeps_part(kernel: u32, wid: vec3<u32>, lid: vec3<u32>, c: Block) -> bool {
+    if !SPLIT_K || split().x <= 1u || split().z != 0u {
+        return false;
+    }
+    let mn = extent(kernel, 0u).xy;
+    let origin = block_origin(lid);
+    for (var r = 0u; r < 4u; r++) {
+        for (var k = 0u; k < 4u; k++) {
+            let inside = (wid.y * TILE_ROWS + origin.x + r < mn.x) & (wid.x * TILE_COLS + origin.y + k < mn.y);
+            if inside { set_part(part_index(kernel, wid, lid, wid.z, r, k), c.m00[r][k]); }
+        }
+    }
+    return true;
 }
 
 // C[i .. i + 3, j], for outputs too narrow to fill tiles (i < M, j < N; rows past M repeat the

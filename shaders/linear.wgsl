@@ -30,12 +30,20 @@ struct Linear {
     dw_off: u32,
     db_off: u32,
     dyt_off: u32, // vec4 dX: dy transposed, [cols, rows] (written by transpose4)
+    parts: u32,   // a split product (gemm.wgsl's SPLIT_K): the reduction's parts (0 or 1: not split)
+    part_off: u32, // where its parts lie, [parts, M, N] (acts)
+    gather: u32,  // 1 in its second dispatch, which sums the parts
 }
 
 @group(0) @binding(0) var<uniform> op: Linear;
 @group(0) @binding(2) var<storage, read_write> params: array<f32>;
 @group(0) @binding(3) var<storage, read_write> grads: array<f32>;
 @group(0) @binding(4) var<storage, read_write> acts: array<f32>;
+
+// What gemm.wgsl's split products need from the record and the buffers.
+fn split() -> vec3<u32> { return vec3<u32>(op.parts, op.part_off, op.gather); }
+fn part(at: u32) -> f32 { return acts[at]; }
+fn set_part(at: u32, v: f32) { acts[at] = v; }
 
 fn row(r: u32) -> u32 { return min(r, op.rows - 1u); }
 fn col(c: u32) -> u32 { return min(c, op.cols - 1u); }
@@ -109,7 +117,8 @@ fn load_b(kernel: u32, rb: vec4<i32>, d: vec4<u32>) -> f32 {
 // ---- forward: y = act(x W^T + b).
 @compute @workgroup_size(TILE_COLS / BLOCK_COLS, TILE_ROWS / BLOCK_ROWS)
 fn linear_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let c = product(FORWARD, wid, lid);
+    let c = tile_block(FORWARD, wid, lid);
+    if keeps_part(FORWARD, wid, lid, c) { return; }
     let origin = block_origin(lid);
     let i = wid.y * TILE_ROWS + origin.x;
     let j = wid.x * TILE_COLS + origin.y;
@@ -127,7 +136,8 @@ fn linear_forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
 // ---- backward, input side: dx = (dy W) * act'(x).
 @compute @workgroup_size(TILE_COLS / BLOCK_COLS, TILE_ROWS / BLOCK_ROWS)
 fn linear_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let c = product(BACKWARD_INPUT, wid, lid);
+    let c = tile_block(BACKWARD_INPUT, wid, lid);
+    if keeps_part(BACKWARD_INPUT, wid, lid, c) { return; }
     let origin = block_origin(lid);
     let i = wid.y * TILE_ROWS + origin.x;
     let j = wid.x * TILE_COLS + origin.y;
@@ -145,6 +155,7 @@ fn linear_backward_input(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
 // of workgroups, whose invocations each summed one row of A = dy^T while copying it).
 @compute @workgroup_size(TILE_COLS / BLOCK_COLS, TILE_ROWS / BLOCK_ROWS)
 fn linear_backward_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    // (Never split: db is a by-product of its copies.)
     let c = product(BACKWARD_WEIGHT, wid, lid);
     let origin = block_origin(lid);
     let i = wid.y * TILE_ROWS + origin.x;

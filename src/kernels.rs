@@ -98,7 +98,10 @@ pub enum KernelShape {
 }
 
 /// The hardware shape's constants, the same for every pipeline built on gemm.wgsl.
-const HARDWARE: &[(&str, f64)] = &[("BLOCK_ROWS", 4.0), ("BLOCK_COLS", 4.0), ("TILE_COLS", 32.0), ("TK", 16.0), ("SPLIT", 4.0)];
+const HARDWARE: &[(&str, f64)] =
+    &[("BLOCK_ROWS", 4.0), ("BLOCK_COLS", 4.0), ("TILE_COLS", 32.0), ("TK", HARDWARE_TK as f64), ("SPLIT", 4.0), ("SPLIT_K", 1.0)];
+/// The hardware shape's chunk of the reduction (gemm.wgsl's TK).
+const HARDWARE_TK: u32 = 16;
 
 impl KernelShape {
     pub const ALL: [KernelShape; 2] = [KernelShape::Software, KernelShape::Hardware];
@@ -248,13 +251,61 @@ pub struct StepRecord {
 /// for the device's kernel shape.
 pub struct Records {
     pub shape: KernelShape,
+    /// Where split products keep their parts in acts, and how many floats fit there: (offset,
+    /// capacity). None: products are not split.
+    pub parts_at: Option<(u32, u32)>,
     pub bytes: Vec<Vec<u8>>,
     pub dispatches: Vec<Dispatch>,
 }
 
+/// Workgroups a GPU wants from one product: about 4 waves of 64 on each of 40 compute units.
+pub const GROUPS_WANTED: u32 = 160;
+
+/// Floats of acts for split products' parts that any product's split fits in: a product is split
+/// only while it has fewer than GROUPS_WANTED tiles of 32 x 32, into at most GROUPS_WANTED / tiles
+/// + 1 parts, so its parts take less than twice GROUPS_WANTED tiles.
+pub const PARTS_CAPACITY: u32 = 2 * GROUPS_WANTED * 32 * 32;
+
 impl Records {
     pub fn new(shape: KernelShape) -> Records {
-        Records { shape, bytes: Vec::new(), dispatches: Vec::new() }
+        Records { shape, parts_at: None, bytes: Vec::new(), dispatches: Vec::new() }
+    }
+
+    /// These records with room for split products' parts at the end of `scratch.acts` (for
+    /// kernels run alone, in the hardware shape).
+    pub fn with_parts_in(mut self, scratch: &mut Scratch) -> Records {
+        if self.shape == KernelShape::Hardware {
+            let at = scratch.acts.len().next_multiple_of(4);
+            scratch.acts.resize(at + PARTS_CAPACITY as usize, 0.0);
+            self.parts_at = Some((at as u32, PARTS_CAPACITY));
+        }
+        self
+    }
+
+    /// How many parts to split a tiled product's reduction into, given its grid's workgroups,
+    /// its reduction length `k` and its `outputs` (M x N): in the hardware shape, enough for about
+    /// GROUPS_WANTED workgroups where there are fewer, each part at least 4 chunks of the
+    /// reduction, all parts fitting `parts_at`; otherwise 1 (not split).
+    pub fn reduction_parts(&self, groups: u32, k: u32, outputs: u32) -> u32 {
+        let Some((_, capacity)) = self.parts_at else { return 1 };
+        if self.shape != KernelShape::Hardware || groups >= GROUPS_WANTED {
+            return 1;
+        }
+        let chunks = k.div_ceil(HARDWARE_TK);
+        GROUPS_WANTED.div_ceil(groups.max(1)).min(chunks / 4).min(capacity / outputs.max(1)).max(1)
+    }
+
+    /// Adds a tiled product on a grid of `groups`, split in parts where `reduction_parts` says
+    /// (see gemm.wgsl): `record(parts, part_offset, gather)` makes each dispatch's record.
+    pub fn push_tiled<T: Pod>(&mut self, kernel: Kernel, groups: (u32, u32, u32), k: u32, outputs: u32, flops: f64, record: impl Fn(u32, u32, u32) -> T) {
+        let parts = if groups.2 == 1 { self.reduction_parts(groups.0 * groups.1, k, outputs) } else { 1 };
+        if parts == 1 {
+            self.push_product(kernel, record(1, 0, 0), groups, flops);
+            return;
+        }
+        let at = self.parts_at.expect("parts only with room for them").0;
+        self.push_product(kernel, record(parts, at, 0), (groups.0, groups.1, parts), flops);
+        self.push(kernel, record(parts, at, 1), groups);
     }
 
     pub fn push<T: Pod>(&mut self, kernel: Kernel, record: T, groups: (u32, u32, u32)) {

@@ -8,7 +8,7 @@ use std::fmt;
 use crate::checkpoint::OptimizerState;
 use crate::data::{epoch_permutation, Dataset};
 use crate::gpu::{Gpu, GpuError};
-use crate::kernels::{pack_slots, storage_buffer, Buffers, Dispatch, Kernel, KernelShape, Kernels, Records, StepRecord, UNIFORM_SLOT};
+use crate::kernels::{pack_slots, storage_buffer, Buffers, Dispatch, Kernel, KernelShape, Kernels, Records, PARTS_CAPACITY, StepRecord, UNIFORM_SLOT};
 use crate::latent::{self, Encoding};
 use crate::model::{activation_before, initial_parameters, Activation, Config, ConfigError, LatentType, Layer, LayerLayout, Layout, Shape};
 use crate::ops::categorical::{CategoricalOp, Mode};
@@ -115,6 +115,8 @@ struct Acts {
     dml: usize,
     /// Scratch for one linear layer's dy, transposed (the vec4 dX kernel reads it).
     dyt: usize,
+    /// Scratch for split products' parts (the hardware kernel shape): (offset, capacity).
+    parts: Option<(u32, u32)>,
     len: usize,
 }
 
@@ -122,7 +124,7 @@ struct Acts {
 const NO_TENSOR: usize = usize::MAX;
 
 impl Acts {
-    fn new(config: &Config, layout: &Layout, batch: usize, rows: usize) -> Acts {
+    fn new(config: &Config, layout: &Layout, batch: usize, rows: usize, shape: KernelShape) -> Acts {
         // Every tensor starts on a 16-byte boundary, so the vec4 matmuls can read it.
         let mut len = 0;
         let mut take = |n: usize| {
@@ -143,7 +145,8 @@ impl Acts {
         let dml = take(batch * heads);
         let widest = layout.layers().filter(|l| matches!(l.layer, Layer::Linear { .. })).map(|l| l.output.len()).max().unwrap_or(0);
         let dyt = take(rows.max(batch) * widest);
-        Acts { x, enc, d_enc, ml, eps, z, dec, d_dec, recon, kl, dz, dml, dyt, len }
+        let parts = (shape == KernelShape::Hardware).then(|| (take(PARTS_CAPACITY as usize) as u32, PARTS_CAPACITY));
+        Acts { x, enc, d_enc, ml, eps, z, dec, d_dec, recon, kl, dz, dml, dyt, parts, len }
     }
 
     /// Output and gradient offsets of each layer of a stack whose input (and its gradient) is at
@@ -256,7 +259,7 @@ impl Trainer {
     pub fn new(gpu: Gpu, config: Config, train: &Dataset, test: &Dataset) -> Result<Trainer, TrainError> {
         check_model_and_data(&config, train, test)?;
         let layout = Layout::new(&config);
-        let acts = Acts::new(&config, &layout, config.batch_size, config.batch_size * config.samples);
+        let acts = Acts::new(&config, &layout, config.batch_size, config.batch_size * config.samples, gpu.shape);
         check_limits(&gpu.device.limits(), gpu.shape, &config, &layout, &acts, train, test)?;
 
         let params = initial_parameters(&config, &layout, Some(&train.mean_image()));
@@ -465,10 +468,10 @@ impl Trainer {
         // A batch's activations live in one buffer: halve the batch until they fit the device's
         // limit (a conv decoder's k samples of a digit take megabytes).
         let max = self.gpu.device.limits().max_storage_buffer_binding_size as usize / 4;
-        while batch > 1 && Acts::new(&self.config, &self.layout, batch, batch * k).len > max {
+        while batch > 1 && Acts::new(&self.config, &self.layout, batch, batch * k, self.kernels.shape).len > max {
             batch /= 2;
         }
-        if Acts::new(&self.config, &self.layout, batch, batch * k).len > max {
+        if Acts::new(&self.config, &self.layout, batch, batch * k, self.kernels.shape).len > max {
             let message = format!("{k} samples of one digit need more GPU memory than one buffer allows here; use a smaller k");
             return Err(ConfigError { field: "k", message }.into());
         }
@@ -622,7 +625,7 @@ impl Trainer {
         if let Some(i) = self.plans.iter().position(|p| p.pass == pass && p.batch == batch && p.rows == rows) {
             return &self.plans[i];
         }
-        let acts = Acts::new(&self.config, &self.layout, batch, rows);
+        let acts = Acts::new(&self.config, &self.layout, batch, rows, self.kernels.shape);
         if acts.len > self.acts_capacity {
             // Plans hold offsets only, so a bigger scratch buffer invalidates nothing.
             self.buffers.acts = storage_buffer(&self.gpu.device, "acts", bytes_of_f32(&vec![0f32; acts.len]));
@@ -630,6 +633,7 @@ impl Trainer {
             self.bind_group = self.kernels.bind_group(&self.gpu.device, &self.buffers);
         }
         let mut records = Records::new(self.kernels.shape);
+        records.parts_at = acts.parts;
         build_plan(&mut records, &self.config, &self.layout, &acts, pass, batch, rows);
         if self.ops_used + records.dispatches.len() as u32 > OP_SLOTS {
             self.plans.clear();
@@ -657,12 +661,19 @@ impl Trainer {
 /// multiply-adds x 2, forward and backward; the element-wise kernels are not counted): what
 /// the benchmark divides by time, on either device.
 pub fn flops_per_step(config: &Config) -> f64 {
-    let Ok(layout) = Layout::try_new(config) else { return 0.0 };
+    step_dispatches(config, KernelShape::Software).iter().map(|d| d.flops).sum()
+}
+
+/// The dispatches of one training step of `config` in `shape`, in order (none for an invalid
+/// configuration): what `make gpu-report` lists with their grids.
+pub fn step_dispatches(config: &Config, shape: KernelShape) -> Vec<Dispatch> {
+    let Ok(layout) = Layout::try_new(config) else { return Vec::new() };
     let (batch, rows) = (config.batch_size, config.batch_size * config.samples);
-    let acts = Acts::new(config, &layout, batch, rows);
-    let mut rec = Records::new(KernelShape::Software);
+    let acts = Acts::new(config, &layout, batch, rows, shape);
+    let mut rec = Records::new(shape);
+    rec.parts_at = acts.parts;
     build_plan(&mut rec, config, &layout, &acts, Pass::Train, batch, rows);
-    rec.dispatches.iter().map(|d| d.flops).sum()
+    rec.dispatches
 }
 
 /// Refuses an invalid configuration, and data that does not fit it (image size, a batch larger
@@ -710,6 +721,7 @@ fn check_limits(limits: &wgpu::Limits, shape: KernelShape, config: &Config, layo
     // Every dispatch of a training step must fit the grid's limit (the largest pass; the
     // evaluation passes use at most as many rows).
     let mut rec = Records::new(shape);
+    rec.parts_at = acts.parts;
     let (batch, rows) = (config.batch_size, config.batch_size * config.samples);
     build_plan(&mut rec, config, layout, acts, Pass::Train, batch, rows);
     let limit = limits.max_compute_workgroups_per_dimension;

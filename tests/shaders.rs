@@ -62,14 +62,14 @@ fn uniform_records_match_their_rust_twins() {
         (
             "linear.wgsl",
             "Linear",
-            fields!(LinearOp { rows, inner, cols, act, x_off, w_off, b_off, y_off, dy_off, dx_off, dw_off, db_off, dyt_off }),
+            fields!(LinearOp { rows, inner, cols, act, x_off, w_off, b_off, y_off, dy_off, dx_off, dw_off, db_off, dyt_off, parts, part_off, gather }),
         ),
         (
             "conv.wgsl",
             "Conv",
             fields!(ConvOp {
                 batch, lc, lh, lw, sc, sh, sw, k, s, p, taps, act, mode, large_off, small_off, out_off, w_off, b_off, slope_off, db_off,
-                sum_off, sum_c, sum_hw
+                sum_off, sum_c, sum_hw, parts, part_off, gather
             }),
         ),
         (

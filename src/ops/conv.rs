@@ -213,6 +213,11 @@ pub struct ConvOp {
     pub sum_off: u32,
     pub sum_c: u32,
     pub sum_hw: u32,
+    /// A split product (gemm.wgsl): the reduction's parts (0 or 1: not split), where they lie
+    /// in acts, and 1 in the dispatch that sums them.
+    pub parts: u32,
+    pub part_off: u32,
+    pub gather: u32,
 }
 
 /// The three products and the bias gradient.
@@ -319,19 +324,36 @@ pub enum Choice {
     Direct,
 }
 
-fn push(rec: &mut Records, op: ConvOp, product: Product, choice: Choice) {
-    let direct = match choice {
+/// Whether `choice` runs `product` on the direct kernels.
+fn is_direct(op: &ConvOp, product: Product, choice: Choice) -> bool {
+    match choice {
         Choice::ByShape => op.is_narrow(product),
         Choice::Tiled => false,
         Choice::Direct => true,
-    };
+    }
+}
+
+/// Whether a tiled product is split in parts (see gemm.wgsl): only where its grid has no z of
+/// its own (not up's phases).
+fn is_split(rec: &Records, op: &ConvOp, product: Product, direct: bool) -> bool {
+    let (_, groups) = op.dispatches_as(product, direct, rec.shape)[0];
+    let (m, n, k) = op.extent(product);
+    !direct && groups.2 == 1 && rec.reduction_parts(groups.0 * groups.1, k, m * n) > 1
+}
+
+fn push(rec: &mut Records, op: ConvOp, product: Product, choice: Choice) {
+    let direct = is_direct(&op, product, choice);
     // Useful work: every (small element, tap inside the large side) pair once.
     let g = Geometry::new((op.lc as usize, op.lh as usize, op.lw as usize), (op.sc as usize, op.sh as usize, op.sw as usize), op.k as usize, op.s as usize, op.p as usize);
     let mut taps = 0usize;
     g.each(1, |_, _, _, _| taps += 1);
     let flops = 2.0 * op.batch as f64 * taps as f64;
-    for (kernel, groups) in op.dispatches_as(product, direct, rec.shape) {
+    let (kernel, groups) = op.dispatches_as(product, direct, rec.shape)[0];
+    if direct {
         rec.push_product(kernel, op, groups, flops);
+    } else {
+        let (m, n, k) = op.extent(product);
+        rec.push_tiled(kernel, groups, k, m * n, flops, |parts, part_off, gather| ConvOp { parts, part_off, gather, ..op });
     }
 }
 
@@ -367,11 +389,9 @@ pub fn record_backward_as(rec: &mut Records, l: &LayerLayout, rows: usize, x: us
     // db: a by-product of the tiled weight product for Conv2d (row sums of S = dy); otherwise
     // its own reduction over dy.
     let (channels, pixels) = if transpose { (g.lc, g.lh * g.lw) } else { (g.sc, g.sh * g.sw) };
-    let tiled = match choice {
-        Choice::ByShape => !weight.is_narrow(Product::Weight),
-        other => other == Choice::Tiled,
-    };
-    if !transpose && tiled {
+    let tiled = !is_direct(&weight, Product::Weight, choice);
+    // (A split weight product's parts have no row sums: db is then a reduction of its own.)
+    if !transpose && tiled && !is_split(rec, &weight, Product::Weight, false) {
         push(rec, ConvOp { db_off: l.bias as u32, ..weight }, Product::Weight, Choice::Tiled);
     } else {
         push(rec, weight, Product::Weight, choice);

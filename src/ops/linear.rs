@@ -25,6 +25,11 @@ pub struct LinearOp {
     pub db_off: u32,
     /// linear4 dX: where dy is transposed into ([cols, rows]) first.
     pub dyt_off: u32,
+    /// A split product (gemm.wgsl): the reduction's parts (0 or 1: not split), where they lie
+    /// in acts, and 1 in the dispatch that sums them.
+    pub parts: u32,
+    pub part_off: u32,
+    pub gather: u32,
 }
 
 impl LinearOp {
@@ -63,44 +68,16 @@ impl LinearOp {
             dw_off: 0,
             db_off: w.len() as u32,
             dyt_off: dyt_off as u32,
+            ..Default::default()
         };
         (op, scratch)
-    }
-
-    /// The dispatches computing `product` (LinearForward, LinearBackwardInput or
-    /// LinearBackwardWeight) on this record's shape: in the software kernel shape the vec4
-    /// kernels where they apply (dX first transposes dy), otherwise the general tiled kernel
-    /// (64 x 256 outputs per workgroup in the software shape, 32 x 32 in the hardware one).
-    pub fn dispatches(&self, product: Kernel, shape: KernelShape) -> Vec<(Kernel, (u32, u32, u32))> {
-        self.dispatches_as(product, shape == KernelShape::Software && self.is_vec4(), shape)
-    }
-
-    /// As `dispatches`, choosing the kind of kernel (tests run both on aligned shapes).
-    pub fn dispatches_as(&self, product: Kernel, vec4: bool, shape: KernelShape) -> Vec<(Kernel, (u32, u32, u32))> {
-        assert!(!vec4 || self.is_vec4(), "the vec4 kernels need aligned shapes and offsets");
-        assert!(!vec4 || shape == KernelShape::Software, "the vec4 kernels are the software shape's");
-        let (tile_rows, tile_cols) = product.tile(shape);
-        let tiles = |cols: u32, rows: u32| (cols.div_ceil(tile_cols), rows.div_ceil(tile_rows), 1);
-        match (product, vec4) {
-            (Kernel::LinearForward, false) => vec![(product, tiles(self.cols, self.rows))],
-            (Kernel::LinearBackwardInput, false) => vec![(product, tiles(self.inner, self.rows))],
-            (Kernel::LinearBackwardWeight, false) => vec![(product, tiles(self.inner, self.cols))],
-            // Workgroups of 8 x 8 invocations; blocks per invocation as in the vec4 kernels of linear.wgsl.
-            (Kernel::LinearForward, true) => vec![(Kernel::LinearForward4, (self.cols.div_ceil(32), self.rows.div_ceil(64), 1))],
-            (Kernel::LinearBackwardInput, true) => vec![
-                (Kernel::Transpose4, (self.cols.div_ceil(32), self.rows.div_ceil(32), 1)),
-                (Kernel::LinearBackwardInput4, (self.inner.div_ceil(64), self.rows.div_ceil(64), 1)),
-            ],
-            (Kernel::LinearBackwardWeight, true) => vec![(Kernel::LinearBackwardWeight4, (self.inner.div_ceil(64), self.cols.div_ceil(64), 1))],
-            _ => panic!("{product:?} is not a linear product"),
-        }
     }
 }
 
 /// Adds y = act(x W^T + b) for layer `l` on `rows` rows to a step.
 pub fn record_forward(rec: &mut Records, l: &LayerLayout, rows: usize, x: usize, y: usize) {
     let op = LinearOp { w_off: l.weight as u32, b_off: l.bias as u32, x_off: x as u32, y_off: y as u32, act: l.activation().code(), ..dims(l, rows) };
-    product(rec, Kernel::LinearForward, op);
+    record_product(rec, Kernel::LinearForward, op, None);
 }
 
 /// Adds dW, db from dy and x; then, if `dx` is given, dx = (dy W) * act'(x), using `dyt` as
@@ -108,18 +85,40 @@ pub fn record_forward(rec: &mut Records, l: &LayerLayout, rows: usize, x: usize,
 pub fn record_backward(rec: &mut Records, l: &LayerLayout, rows: usize, x: usize, dy: usize, dx: Option<(usize, Activation)>, dyt: usize) {
     let dims = dims(l, rows);
     let op = LinearOp { x_off: x as u32, dy_off: dy as u32, dw_off: l.weight as u32, db_off: l.bias as u32, ..dims };
-    product(rec, Kernel::LinearBackwardWeight, op);
+    record_product(rec, Kernel::LinearBackwardWeight, op, None);
     if let Some((dx, act)) = dx {
         let op = LinearOp { x_off: x as u32, dy_off: dy as u32, w_off: l.weight as u32, dx_off: dx as u32, dyt_off: dyt as u32, act: act.code(), ..dims };
-        product(rec, Kernel::LinearBackwardInput, op);
+        record_product(rec, Kernel::LinearBackwardInput, op, None);
     }
 }
 
-/// The dispatches of one linear product, all with the same record.
-fn product(rec: &mut Records, product: Kernel, op: LinearOp) {
+/// Adds the dispatches of one linear product (LinearForward, LinearBackwardInput or
+/// LinearBackwardWeight) on `op`'s shape: in the software kernel shape the vec4 kernels where
+/// they apply (dX first transposes dy), otherwise the general tiled kernel (64 x 256 outputs per
+/// workgroup in the software shape, 32 x 32 in the hardware one, where a reduction too long for
+/// its few tiles is split in parts: see gemm.wgsl; never dW, whose db is a by-product of its
+/// tiles). `vec4` forces the kind of kernel (tests run both on aligned shapes).
+pub fn record_product(rec: &mut Records, product: Kernel, op: LinearOp, vec4: Option<bool>) {
+    let software = rec.shape == KernelShape::Software;
+    let vec4 = vec4.unwrap_or(software && op.is_vec4());
+    assert!(!vec4 || op.is_vec4(), "the vec4 kernels need aligned shapes and offsets");
+    assert!(!vec4 || software, "the vec4 kernels are the software shape's");
     let flops = 2.0 * op.rows as f64 * op.inner as f64 * op.cols as f64;
-    for (kernel, groups) in op.dispatches(product, rec.shape) {
-        rec.push_product(kernel, op, groups, if kernel == Kernel::Transpose4 { 0.0 } else { flops });
+    let (tile_rows, tile_cols) = product.tile(rec.shape);
+    let tiles = |cols: u32, rows: u32| (cols.div_ceil(tile_cols), rows.div_ceil(tile_rows), 1);
+    let with_parts = |parts, part_off, gather| LinearOp { parts, part_off, gather, ..op };
+    match (product, vec4) {
+        (Kernel::LinearForward, false) => rec.push_tiled(product, tiles(op.cols, op.rows), op.inner, op.rows * op.cols, flops, with_parts),
+        (Kernel::LinearBackwardInput, false) => rec.push_tiled(product, tiles(op.inner, op.rows), op.cols, op.rows * op.inner, flops, with_parts),
+        (Kernel::LinearBackwardWeight, false) => rec.push_product(product, op, tiles(op.inner, op.cols), flops),
+        // Workgroups of 8 x 8 invocations; blocks per invocation as in the vec4 kernels of linear.wgsl.
+        (Kernel::LinearForward, true) => rec.push_product(Kernel::LinearForward4, op, (op.cols.div_ceil(32), op.rows.div_ceil(64), 1), flops),
+        (Kernel::LinearBackwardInput, true) => {
+            rec.push(Kernel::Transpose4, op, (op.cols.div_ceil(32), op.rows.div_ceil(32), 1));
+            rec.push_product(Kernel::LinearBackwardInput4, op, (op.inner.div_ceil(64), op.rows.div_ceil(64), 1), flops);
+        }
+        (Kernel::LinearBackwardWeight, true) => rec.push_product(Kernel::LinearBackwardWeight4, op, (op.inner.div_ceil(64), op.cols.div_ceil(64), 1), flops),
+        _ => panic!("{product:?} is not a linear product"),
     }
 }
 

@@ -94,11 +94,25 @@ pub async fn linear_parity(log: impl Fn(&str)) {
             log(&format!("linear forward, dX, dW/db {what}: match the CPU reference"));
         }
     }
+    // The hardware shape splits a long reduction over few tiles in parts (gemm.wgsl), so the
+    // checks above ran the split path: at the reference model's largest shape, forward (52
+    // tiles of 32 x 32, K = 784) and dX (100 tiles, K = 400).
+    let (op, mut scratch) = LinearOp::standalone(128, 784, 1, &[0.0; 128 * 784], &[0.0; 400 * 784], &[0.0; 400], &[0.0; 128 * 400]);
+    for product in [Kernel::LinearForward, Kernel::LinearBackwardInput] {
+        let mut rec = webvae::kernels::Records::new(KernelShape::Hardware).with_parts_in(&mut scratch);
+        linear::record_product(&mut rec, product, op, Some(false));
+        let first: LinearOp = bytemuck::pod_read_unaligned(&rec.bytes[0]);
+        assert!(first.parts > 1 && rec.dispatches.len() == 2, "{product:?} at 128 x 784 x 400 is not split in the hardware shape");
+    }
 }
 
-/// Runs the dispatches of one linear product on `scratch`'s contents.
+/// Runs the dispatches of one linear product on `scratch`'s contents (with room for a split
+/// product's parts after them).
 async fn run_product(gpu: &Gpu, kernels: &Kernels, op: LinearOp, product: Kernel, vec4: bool, scratch: &Scratch) -> Result<Scratch, webvae::gpu::GpuError> {
-    let single = SingleKernel::new(gpu, kernels, &op.dispatches_as(product, vec4, kernels.shape), op, scratch, 0);
+    let mut scratch = scratch.clone();
+    let mut rec = webvae::kernels::Records::new(kernels.shape).with_parts_in(&mut scratch);
+    linear::record_product(&mut rec, product, op, Some(vec4));
+    let single = SingleKernel::with_records(gpu, kernels, &rec, &scratch, 0);
     single.submit(gpu, kernels, 1);
     single.read(gpu).await
 }
@@ -508,6 +522,7 @@ pub async fn conv_parity(log: impl Fn(&str)) {
     cases.push((convt(3, 4, 2, 1, Activation::Identity), image(20, 9, 7), 16));
     cases.push((conv(33, 4, 2, 1, Activation::Relu), image(18, 14, 14), 8));
     cases.push((convt(18, 4, 2, 1, Activation::Relu), image(33, 7, 7), 8));
+    let mut any_split = false;
     for (layer, input, rows) in cases {
         let l = lone_layer(layer, input);
         let (wn, bn, _) = l.parameter_sizes().unwrap();
@@ -531,19 +546,26 @@ pub async fn conv_parity(log: impl Fn(&str)) {
         let want_dx = webvae::ops::layer_backward(&l, &params, &f64s(&x), &f64s(&dy), rows, act_x, &mut want_grads);
         for (kernels, choice) in shapes.iter().flat_map(|k| [(k, Choice::Tiled), (k, Choice::Direct)]) {
             let what = format!("{} on {rows} rows of {input} ({choice:?}, {} shape)", layer.describe(), kernels.shape.name());
-            let mut rec = webvae::kernels::Records::new(kernels.shape);
+            // Room for split products' parts after the tensors (the hardware shape splits the
+            // reductions of products with few tiles).
+            let mut scratch = scratch.clone();
+            let mut rec = webvae::kernels::Records::new(kernels.shape).with_parts_in(&mut scratch);
             record_forward_as(&mut rec, &l, rows, x_off, y_off, choice);
+            let split_forward = rec.dispatches.len() > 1;
+            any_split |= split_forward;
             let out = run_records(&gpu, kernels, &rec, &scratch, 0).await;
             assert_close(&format!("{what} forward"), &out.acts[y_off..dy_off], &f32s(&want_y), 1e-4, 1e-5);
-            let mut rec = webvae::kernels::Records::new(kernels.shape);
+            let mut rec = webvae::kernels::Records::new(kernels.shape).with_parts_in(&mut scratch);
             record_backward_as(&mut rec, &l, rows, x_off, dy_off, Some((dx_off, act_x)), choice);
             let out = run_records(&gpu, kernels, &rec, &scratch, 0).await;
             assert_close(&format!("{what} dW"), &out.grads[..wn], &f32s(&want_grads[..wn]), 1e-4, 1e-4);
             assert_close(&format!("{what} db"), &out.grads[wn..], &f32s(&want_grads[wn..]), 1e-4, 1e-4);
-            assert_close(&format!("{what} dX"), &out.acts[dx_off..], &f32s(&want_dx), 1e-4, 1e-5);
-            log(&format!("{what}: forward, dW, db, dX match the CPU reference"));
+            assert_close(&format!("{what} dX"), &out.acts[dx_off..dx_off + xn], &f32s(&want_dx), 1e-4, 1e-5);
+            let split = if split_forward { " (forward split in parts)" } else { "" };
+            log(&format!("{what}: forward, dW, db, dX match the CPU reference{split}"));
         }
     }
+    assert!(any_split, "no convolution was split in parts in the hardware shape: the split path went unchecked");
 }
 
 async fn run_records(gpu: &Gpu, kernels: &Kernels, rec: &webvae::kernels::Records, scratch: &Scratch, rng_step: u32) -> Scratch {
