@@ -17,7 +17,7 @@
 // products in one dispatch (a transposed convolution's phases), and reaches the per-element
 // functions only through what a_row and b_row return.
 // A workgroup of 64 invocations computes a TILE_ROWS x TILE_COLS tile of C, each invocation a
-// block of BLOCK_ROWS x BLOCK_COLS. Two shapes, chosen per adapter (kernels::KernelShape) by
+// block of BLOCK_ROWS x BLOCK_COLS (4 x 4, 16 x 8 or 16 x 16). Two shapes, chosen per adapter (kernels::KernelShape) by
 // the constants the pipeline sets:
 // - software (CPU emulations of a GPU): blocks of 16 rows, 256 x 64 tiles of 16 x 16 blocks by
 //   default; where the pipeline sets TILE_COLS = 256, 64 x 256 (few rows, many columns: dW);
@@ -140,7 +140,6 @@ fn product(kernel: u32, wid: vec3<u32>, lid: vec3<u32>) -> Block {
     let a_stride = TILE_ROWS / 4u;
     let b_stride = TILE_COLS / 4u;
     let origin = block_origin(lid);
-    let rows8 = BLOCK_ROWS > 4u;
     for (var t0 = t_first; t0 < mnk.z; t0 += TK) {
         // Copy (zeros past the edges).
         if ROW_BY_ROW {
@@ -168,26 +167,25 @@ fn product(kernel: u32, wid: vec3<u32>, lid: vec3<u32>) -> Block {
         let ar = origin.x / 4u;
         let bc = origin.y / 4u;
         for (var t = 0u; t < TK; t++) {
-            let a0 = a_tile[t * a_stride + ar];
-            let b0 = b_tile[t * b_stride + bc];
-            m00 += outer(a0, b0);
-            if BLOCK_COLS > 4u {
-                let b1 = b_tile[t * b_stride + bc + 1u];
-                m01 += outer(a0, b1);
-                if rows8 {
-                    let a1 = a_tile[t * a_stride + ar + 1u];
-                    let a2 = a_tile[t * a_stride + ar + 2u]; let a3 = a_tile[t * a_stride + ar + 3u];
-                    m10 += outer(a1, b0); m11 += outer(a1, b1);
-                    m20 += outer(a2, b0); m21 += outer(a2, b1);
-                    m30 += outer(a3, b0); m31 += outer(a3, b1);
-                    if BLOCK_COLS > 8u {
-                        let b2 = b_tile[t * b_stride + bc + 2u]; let b3 = b_tile[t * b_stride + bc + 3u];
-                        m02 += outer(a0, b2); m03 += outer(a0, b3);
-                        m12 += outer(a1, b2); m13 += outer(a1, b3);
-                        m22 += outer(a2, b2); m23 += outer(a2, b3);
-                        m32 += outer(a3, b2); m33 += outer(a3, b3);
-                    }
-                }
+            if BLOCK_ROWS == 4u {
+                // The hardware shape's 4 x 4 block.
+                m00 += outer(a_tile[t * a_stride + ar], b_tile[t * b_stride + bc]);
+                continue;
+            }
+            // Blocks of 16 rows (the software shape), in the order measured fastest there.
+            let a0 = a_tile[t * a_stride + ar]; let a1 = a_tile[t * a_stride + ar + 1u];
+            let a2 = a_tile[t * a_stride + ar + 2u]; let a3 = a_tile[t * a_stride + ar + 3u];
+            let b0 = b_tile[t * b_stride + bc]; let b1 = b_tile[t * b_stride + bc + 1u];
+            m00 += outer(a0, b0); m01 += outer(a0, b1);
+            m10 += outer(a1, b0); m11 += outer(a1, b1);
+            m20 += outer(a2, b0); m21 += outer(a2, b1);
+            m30 += outer(a3, b0); m31 += outer(a3, b1);
+            if BLOCK_COLS > 8u {
+                let b2 = b_tile[t * b_stride + bc + 2u]; let b3 = b_tile[t * b_stride + bc + 3u];
+                m02 += outer(a0, b2); m03 += outer(a0, b3);
+                m12 += outer(a1, b2); m13 += outer(a1, b3);
+                m22 += outer(a2, b2); m23 += outer(a2, b3);
+                m32 += outer(a3, b2); m33 += outer(a3, b3);
             }
         }
         workgroupBarrier();

@@ -88,9 +88,10 @@ macro_rules! kernels {
 /// Software adapters (lavapipe, SwiftShader: a GPU emulated on the CPU) pay per load, so big
 /// blocks per invocation (16 x 16 outputs, 256 accumulators) and the vec4 MLP kernels win
 /// there. A GPU pays for registers: each wave's come out of a fixed file, and a 16 x 16 block
-/// spills to scratch on every real GPU and leaves room for two waves per SIMD. GPUs get 4 x 4
-/// blocks in 32 x 32 tiles with 4 KB of workgroup memory per 64 invocations (what AMD's
-/// compiler reports for both: `make gpu-report`).
+/// spills to scratch on every real GPU (AMD's compiler: 1 wave per SIMD on GFX9). GPUs get
+/// 4 x 4 blocks in 32 x 32 tiles with 4 KB of workgroup memory per 64 invocations, and long
+/// reductions over few tiles split in parts (`Records::push_tiled`); `make gpu-report` prints
+/// what AMD's compiler makes of both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KernelShape {
     Software,
