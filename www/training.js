@@ -141,15 +141,15 @@ export class Training {
   // Times a few training steps of the model on the GPU and on the CPU, from the same weights and
   // Adam's state, and keeps training on the faster. The trainer timed there goes on, so its
   // steps are the model's next ones (none lost, none trained twice); the other's are dropped.
-  // Resolves to { metrics (of the steps kept, in order: [{ m, steps }]), firstStep (the step they follow),
-  // gpu, cpu (samples/s), device ("gpu" or "cpu"), note (what was measured, in words) }.
+  // Resolves to { metrics (of the steps kept, in order: [{ m, steps }]), firstStep (the step
+  // they follow) }; `choiceNote` says what was measured.
   async pickFaster() {
     this.choice = "made";
     const t0 = performance.now();
     const { bytes, step } = await this.checkpoint(true);
     const onGpu = this.device.kind() === "gpu";
     const otherDevice = onGpu ? this.wasm.WebDevice.cpu() : this.gpu;
-    let other = null;
+    let other = null, adopted = false;
     try {
       other = this.wasm.WebTrainer.fromCheckpoint(otherDevice, bytes, this.data);
       const here = (n) => this.task((t) => t.train(n));
@@ -162,24 +162,21 @@ export class Training {
       if (gpuWins !== onGpu) {
         if (this.device !== this.gpu) this.device.free();
         this.device = otherDevice;
-        const trainedMs = this.trainedMs;
-        this.replace(other, { step: step + kept.steps, snapshot: bytes, trainedMs });
+        this.replace(other, { step: step + kept.steps, snapshot: bytes, trainedMs: this.trainedMs });
         this.snapshotStep = step; // the snapshot is from before the timed steps
-        other = null;
+        adopted = true;
       }
       this.trainedMs += kept.ms;
       this.unsaved = true;
       const batch = this.trainer.config().batch_size;
       const rate = (t) => Math.round((batch * 1000) / t.msPerStep).toLocaleString("en");
-      const name = this.gpu.adapterName();
-      const note = `CPU ${rate(cpu)} samples/s, GPU ${rate(gpu)} samples/s (${name}): training on the ${gpuWins ? "GPU" : "CPU"}.`;
-      this.choiceNote = note;
+      this.choiceNote = `CPU ${rate(cpu)} samples/s, GPU ${rate(gpu)} samples/s (${this.gpu.adapterName()}): ` +
+        `training on the ${gpuWins ? "GPU" : "CPU"}.`;
       this.choiceMs = performance.now() - t0;
-      return { metrics: kept.metrics, firstStep: step, gpu: (batch * 1000) / gpu.msPerStep, cpu: (batch * 1000) / cpu.msPerStep,
-        device: gpuWins ? "gpu" : "cpu", note };
+      return { metrics: kept.metrics, firstStep: step };
     } finally {
-      if (other) {
-        other.free();
+      if (!adopted) {
+        if (other) other.free();
         if (otherDevice !== this.gpu) otherDevice.free();
       }
     }
