@@ -542,10 +542,10 @@ try {
         charted: last ? Math.round(last.epoch * t.trainer.stepsPerEpoch()) : 0 };
     });
     try {
-      await p.goto(url);
-      await readyOn(p);
+      // Train pressed at once, as an impatient user does: the choice waits for the model.
+      await p.goto(url, { waitUntil: "commit" });
       await p.click("#train");
-      await p.waitForFunction(() => window.vae.training.choice === "made" && !window.vae.training.changing(), null, { timeout: 60000 });
+      await p.waitForFunction(() => window.vae?.training.choice === "made" && !window.vae.training.changing(), null, { timeout: 120000 });
       const [state, text] = await status();
       const ms = await p.evaluate(() => window.vae.training.choiceMs);
       console.log(`     page says: ${text}`);

@@ -129,13 +129,18 @@ fn product(kernel: u32, wid: vec3<u32>, lid: vec3<u32>) -> Block {
     var m30 = mat4x4<f32>(); var m31 = mat4x4<f32>(); var m32 = mat4x4<f32>(); var m33 = mat4x4<f32>();
     var a_sum = 0.0;
     // Invocation `me` copies rows me + 64 q of A and of B, q < 4, those inside the tile (at
-    // most one or four rows of A, one to four of B); ROW_BY_ROW says how.
+    // most one or four rows of A, one to four of B); ROW_BY_ROW says how. Where both tiles'
+    // rows fit in the 64 invocations (the hardware shape's 32 + 32), the first invocations copy
+    // A's rows and the rest B's, so that none copies both while others wait.
+    let b_apart = TILE_ROWS + TILE_COLS <= 64u;
+    let b_me = select(me, me - TILE_ROWS, b_apart && me >= TILE_ROWS);
+    let copies_b = select((me < TILE_COLS), (me >= TILE_ROWS), b_apart);
     let a4 = TILE_ROWS > 64u;
     let b4 = TILE_COLS > 64u;
     let last = mnk.xy - 1u;
     let ra0 = a_row(kernel, z, min(i0 + me, last.x)); let ra1 = a_row(kernel, z, min(i0 + me + 64u, last.x));
     let ra2 = a_row(kernel, z, min(i0 + me + 128u, last.x)); let ra3 = a_row(kernel, z, min(i0 + me + 192u, last.x));
-    let rb0 = b_row(kernel, z, min(j0 + me, last.y)); let rb1 = b_row(kernel, z, min(j0 + me + 64u, last.y));
+    let rb0 = b_row(kernel, z, min(j0 + b_me, last.y)); let rb1 = b_row(kernel, z, min(j0 + me + 64u, last.y));
     let rb2 = b_row(kernel, z, min(j0 + me + 128u, last.y)); let rb3 = b_row(kernel, z, min(j0 + me + 192u, last.y));
     let a_stride = TILE_ROWS / 4u;
     let b_stride = TILE_COLS / 4u;
@@ -154,7 +159,7 @@ fn product(kernel: u32, wid: vec3<u32>, lid: vec3<u32>) -> Block {
                     copy_a(kernel, t * a_stride, me + 128u, ra2, d, (i0 + me + 128u < mnk.x) & in_k);
                     copy_a(kernel, t * a_stride, me + 192u, ra3, d, (i0 + me + 192u < mnk.x) & in_k);
                 }
-                if me < TILE_COLS { copy_b(kernel, t * b_stride, me, rb0, d, (j0 + me < mnk.y) & in_k); }
+                if copies_b { copy_b(kernel, t * b_stride, b_me, rb0, d, (j0 + b_me < mnk.y) & in_k); }
                 if b4 {
                     copy_b(kernel, t * b_stride, me + 64u, rb1, d, (j0 + me + 64u < mnk.y) & in_k);
                     copy_b(kernel, t * b_stride, me + 128u, rb2, d, (j0 + me + 128u < mnk.y) & in_k);

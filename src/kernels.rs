@@ -194,12 +194,10 @@ impl Kernel {
         (64 * constant("BLOCK_ROWS", 16) * constant("BLOCK_COLS", 16) / cols, cols)
     }
 
-    /// The side of split_product's block in `shape` (gemm.wgsl's SPLIT).
+    /// The side of split_product's block in `shape`: gemm.wgsl's SPLIT, from the constants
+    /// conv_weight_split sets.
     pub fn split(shape: KernelShape) -> u32 {
-        match shape {
-            KernelShape::Software => 8,
-            KernelShape::Hardware => 4,
-        }
+        Kernel::ConvWeightSplit.constants(shape, false).iter().find(|c| c.0 == "SPLIT").map_or(8, |c| c.1 as u32)
     }
 }
 
@@ -297,16 +295,18 @@ impl Records {
     }
 
     /// Adds a tiled product on a grid of `groups`, split in parts where `reduction_parts` says
-    /// (see gemm.wgsl): `record(parts, part_offset, gather)` makes each dispatch's record.
-    pub fn push_tiled<T: Pod>(&mut self, kernel: Kernel, groups: (u32, u32, u32), k: u32, outputs: u32, flops: f64, record: impl Fn(u32, u32, u32) -> T) {
+    /// (see gemm.wgsl; never a grid whose z is the op's own): `record(parts, part_offset,
+    /// gather)` makes each dispatch's record. Returns the parts (1: not split).
+    pub fn push_tiled<T: Pod>(&mut self, kernel: Kernel, groups: (u32, u32, u32), k: u32, outputs: u32, flops: f64, record: impl Fn(u32, u32, u32) -> T) -> u32 {
         let parts = if groups.2 == 1 { self.reduction_parts(groups.0 * groups.1, k, outputs) } else { 1 };
         if parts == 1 {
             self.push_product(kernel, record(1, 0, 0), groups, flops);
-            return;
+            return 1;
         }
         let at = self.parts_at.expect("parts only with room for them").0;
         self.push_product(kernel, record(parts, at, 0), (groups.0, groups.1, parts), flops);
         self.push(kernel, record(parts, at, 1), groups);
+        parts
     }
 
     pub fn push<T: Pod>(&mut self, kernel: Kernel, record: T, groups: (u32, u32, u32)) {

@@ -6,9 +6,10 @@
 //!
 //! wgpu cannot open that device (its `request_device` fails: "Parent device is lost"), so this
 //! goes through raw Vulkan (`ash`) with SPIR-V written by naga the way wgpu-hal writes it:
-//! pipeline constants applied by `process_overrides`, bounds checks as wgpu's (`Restrict`
-//! indices, buffers left to the device's robust buffer access, which is enabled), workgroup
-//! memory zeroed natively, loops bounded. `make gpu-report` prints the table; `tests/radv.rs`
+//! pipeline constants applied by `process_overrides`, workgroup memory zeroed natively, loops
+//! bounded, and bounds checks as wgpu-hal writes them for a device with robust buffer access
+//! but not robustness2 (`Restrict` on indices and buffers: the most checks wgpu adds, so the
+//! most registers a kernel can need). `make gpu-report` prints the table; `tests/radv.rs`
 //! holds the hardware shape to it.
 
 use std::ffi::{c_char, CStr};

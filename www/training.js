@@ -145,8 +145,10 @@ export class Training {
   // they follow) }; `choiceNote` says what was measured.
   async pickFaster() {
     this.choice = "made";
-    const t0 = performance.now();
+    // (The checkpoint waits for the tasks queued before it, e.g. the first views of a Train
+    // pressed during startup: not part of the timing's cost.)
     const { bytes, step } = await this.checkpoint(true);
+    const t0 = performance.now();
     const onGpu = this.device.kind() === "gpu";
     const otherDevice = onGpu ? this.wasm.WebDevice.cpu() : this.gpu;
     let other = null, adopted = false;

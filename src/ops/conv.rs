@@ -333,15 +333,10 @@ fn is_direct(op: &ConvOp, product: Product, choice: Choice) -> bool {
     }
 }
 
-/// Whether a tiled product is split in parts (see gemm.wgsl): only where its grid has no z of
-/// its own (not up's phases).
-fn is_split(rec: &Records, op: &ConvOp, product: Product, direct: bool) -> bool {
-    let (_, groups) = op.dispatches_as(product, direct, rec.shape)[0];
-    let (m, n, k) = op.extent(product);
-    !direct && groups.2 == 1 && rec.reduction_parts(groups.0 * groups.1, k, m * n) > 1
-}
-
-fn push(rec: &mut Records, op: ConvOp, product: Product, choice: Choice) {
+/// Adds `product`'s dispatches; returns the parts its reduction was split in (1: not split).
+/// A split weight product's parts have no row sums, so its record drops `db_off`: the caller
+/// sums db on its own then.
+fn push(rec: &mut Records, op: ConvOp, product: Product, choice: Choice) -> u32 {
     let direct = is_direct(&op, product, choice);
     // Useful work: every (small element, tap inside the large side) pair once.
     let g = Geometry::new((op.lc as usize, op.lh as usize, op.lw as usize), (op.sc as usize, op.sh as usize, op.sw as usize), op.k as usize, op.s as usize, op.p as usize);
@@ -351,10 +346,13 @@ fn push(rec: &mut Records, op: ConvOp, product: Product, choice: Choice) {
     let (kernel, groups) = op.dispatches_as(product, direct, rec.shape)[0];
     if direct {
         rec.push_product(kernel, op, groups, flops);
-    } else {
-        let (m, n, k) = op.extent(product);
-        rec.push_tiled(kernel, groups, k, m * n, flops, |parts, part_off, gather| ConvOp { parts, part_off, gather, ..op });
+        return 1;
     }
+    let (m, n, k) = op.extent(product);
+    rec.push_tiled(kernel, groups, k, m * n, flops, |parts, part_off, gather| {
+        let db_off = if parts > 1 { NONE } else { op.db_off };
+        ConvOp { parts, part_off, gather, db_off, ..op }
+    })
 }
 
 /// Adds y = act(layer(x) + b) for a Conv2d or ConvTranspose2d layer on `rows` rows.
@@ -375,7 +373,7 @@ pub fn record_forward_as(rec: &mut Records, l: &LayerLayout, rows: usize, x: usi
         Layer::Conv2d { .. } => push(rec, ConvOp { large_off: x as u32, ..base }, Product::Down, choice),
         Layer::ConvTranspose2d { .. } => push(rec, ConvOp { small_off: x as u32, ..base }, Product::Up, choice),
         _ => unreachable!("not a convolution"),
-    }
+    };
 }
 
 /// `record_backward` with the kernels chosen.
@@ -389,12 +387,10 @@ pub fn record_backward_as(rec: &mut Records, l: &LayerLayout, rows: usize, x: us
     // db: a by-product of the tiled weight product for Conv2d (row sums of S = dy); otherwise
     // its own reduction over dy.
     let (channels, pixels) = if transpose { (g.lc, g.lh * g.lw) } else { (g.sc, g.sh * g.sw) };
-    let tiled = !is_direct(&weight, Product::Weight, choice);
-    // (A split weight product's parts have no row sums: db is then a reduction of its own.)
-    if !transpose && tiled && !is_split(rec, &weight, Product::Weight, false) {
-        push(rec, ConvOp { db_off: l.bias as u32, ..weight }, Product::Weight, Choice::Tiled);
-    } else {
-        push(rec, weight, Product::Weight, choice);
+    let by_product = !transpose && !is_direct(&weight, Product::Weight, choice);
+    let db_off = if by_product { l.bias as u32 } else { NONE };
+    let parts = push(rec, ConvOp { db_off, ..weight }, Product::Weight, choice);
+    if !by_product || parts > 1 {
         let sums = ConvOp { sum_off: dy as u32, sum_c: channels as u32, sum_hw: pixels as u32, db_off: l.bias as u32, ..base };
         let (kernel, groups) = sums.channel_sums_dispatch();
         rec.push(kernel, sums, groups);

@@ -108,8 +108,12 @@ pub fn record_product(rec: &mut Records, product: Kernel, op: LinearOp, vec4: Op
     let tiles = |cols: u32, rows: u32| (cols.div_ceil(tile_cols), rows.div_ceil(tile_rows), 1);
     let with_parts = |parts, part_off, gather| LinearOp { parts, part_off, gather, ..op };
     match (product, vec4) {
-        (Kernel::LinearForward, false) => rec.push_tiled(product, tiles(op.cols, op.rows), op.inner, op.rows * op.cols, flops, with_parts),
-        (Kernel::LinearBackwardInput, false) => rec.push_tiled(product, tiles(op.inner, op.rows), op.cols, op.rows * op.inner, flops, with_parts),
+        (Kernel::LinearForward, false) => {
+            rec.push_tiled(product, tiles(op.cols, op.rows), op.inner, op.rows * op.cols, flops, with_parts);
+        }
+        (Kernel::LinearBackwardInput, false) => {
+            rec.push_tiled(product, tiles(op.inner, op.rows), op.cols, op.rows * op.inner, flops, with_parts);
+        }
         (Kernel::LinearBackwardWeight, false) => rec.push_product(product, op, tiles(op.inner, op.cols), flops),
         // Workgroups of 8 x 8 invocations; blocks per invocation as in the vec4 kernels of linear.wgsl.
         (Kernel::LinearForward, true) => rec.push_product(Kernel::LinearForward4, op, (op.cols.div_ceil(32), op.rows.div_ceil(64), 1), flops),
