@@ -67,6 +67,24 @@ export function watch(page) {
 export const ready = (page) => page.waitForFunction(() => window.vae && window.vae.training.trainer && !window.vae.busy(),
   null, { timeout: 120000 });
 
+// Milliseconds from `t0` (Date.now() before navigating) until the sample grid is drawn with
+// digits: a canvas the page has drawn on (drawDigits marks it; before that it says what it waits
+// for) with some ink.
+export async function firstSamplesMs(page, t0) {
+  await page.waitForFunction(() => {
+    const c = document.getElementById("samples");
+    if (!c || c.dataset.drawn === undefined) return false;
+    const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+    for (let i = 0; i < d.length; i += 4) if (d[i] > 0) return true;
+    return false;
+  }, null, { timeout: 120000, polling: 20 });
+  return Date.now() - t0;
+}
+
+// From navigation to the first samples, on either device (WebGPU on SwiftShader, or the CPU
+// path): the issue's bound on our machines (a 2-core EPYC).
+export const FIRST_SAMPLES_MAX_MS = 3000;
+
 // A canvas's pixels, as an array of grey levels (its red channel).
 export const greyLevels = (page, id) => page.evaluate((id) => {
   const c = document.getElementById(id);

@@ -107,6 +107,14 @@ impl Backend {
         either!(self, t => t.metrics().await)
     }
 
+    /// Makes ready what training will need (on the GPU, its pipelines: `Trainer::prepare`).
+    pub async fn prepare(&mut self) -> Result<(), TrainError> {
+        match self {
+            Backend::Gpu(t) => t.prepare().await,
+            Backend::Cpu(_) => Ok(()),
+        }
+    }
+
     pub async fn evaluate(&mut self) -> Result<Evaluation, TrainError> {
         either!(self, t => t.evaluate().await)
     }

@@ -13,6 +13,7 @@
 //!   8  metrics  losses accumulated on the GPU until the host asks
 
 use std::num::NonZeroU64;
+use std::sync::OnceLock;
 
 use bytemuck::{Pod, Zeroable};
 
@@ -356,12 +357,22 @@ pub fn pack_slots<'a>(records: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
     bytes
 }
 
-/// Pipelines and their shared bind group layout.
+/// Pipelines and their shared bind group layout. A pipeline is built when a dispatch first
+/// needs it: a browser's GPU process compiles every pipeline created before it runs the next
+/// submission (on SwiftShader about 0.7 s each), so a page that wants its first samples at once
+/// must not wait for the training kernels (`prepare` builds them ahead, when wanted).
 #[derive(Debug)]
 pub struct Kernels {
     pub shape: KernelShape,
     pub layout: wgpu::BindGroupLayout,
-    pipelines: Vec<(Kernel, wgpu::ComputePipeline)>,
+    device: wgpu::Device,
+    pipeline_layout: wgpu::PipelineLayout,
+    /// gemm.wgsl copies its chunks row by row (lavapipe; see ROW_BY_ROW there).
+    row_by_row: bool,
+    /// SHADERS' modules, each made with its first pipeline.
+    modules: Vec<OnceLock<wgpu::ShaderModule>>,
+    /// Kernel::ALL's pipelines, by the kernel's index there.
+    pipelines: Vec<OnceLock<wgpu::ComputePipeline>>,
 }
 
 fn entry(binding: u32, ty: wgpu::BufferBindingType, dynamic: bool, min: u64) -> wgpu::BindGroupLayoutEntry {
@@ -374,7 +385,8 @@ fn entry(binding: u32, ty: wgpu::BufferBindingType, dynamic: bool, min: u64) -> 
 }
 
 impl Kernels {
-    /// Builds the pipelines of `shape` (`Gpu::shape`: the adapter's, unless forced).
+    /// The layout for `shape`'s pipelines (`Gpu::shape`: the adapter's, unless forced); the
+    /// pipelines themselves are built as dispatches need them.
     pub fn new(device: &wgpu::Device, shape: KernelShape) -> Kernels {
         use wgpu::BufferBindingType::{Storage, Uniform};
         let rw = Storage { read_only: false };
@@ -399,37 +411,36 @@ impl Kernels {
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
-        let modules: Vec<(&str, wgpu::ShaderModule)> = SHADERS
-            .iter()
-            .map(|&(name, _, _)| {
-                let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(name),
-                    source: wgpu::ShaderSource::Wgsl(joined(name).into()),
-                });
-                (name, module)
-            })
-            .collect();
         // gemm.wgsl copies its chunks row by row on lavapipe (see ROW_BY_ROW there; measured).
         // Browsers are left out: GPUDevice.adapterInfo is recent, and they do not run lavapipe.
         let row_by_row = shape == KernelShape::Software && !cfg!(target_arch = "wasm32") && device.adapter_info().name.contains("llvmpipe");
-        let pipelines = shape
-            .kernels()
-            .map(|kernel| {
-                let (file, entry_point) = kernel.source();
-                let module = &modules.iter().find(|(name, _)| *name == file).expect("shader listed in SHADERS").1;
-                let constants = kernel.constants(shape, row_by_row);
-                let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(entry_point),
-                    layout: Some(&pipeline_layout),
-                    module,
-                    entry_point: Some(entry_point),
-                    compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, ..Default::default() },
-                    cache: None,
-                });
-                (kernel, pipeline)
-            })
-            .collect();
-        Kernels { shape, layout, pipelines }
+        Kernels {
+            shape,
+            layout,
+            device: device.clone(),
+            pipeline_layout,
+            row_by_row,
+            modules: SHADERS.iter().map(|_| OnceLock::new()).collect(),
+            pipelines: Kernel::ALL.iter().map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// Builds the pipelines of `kernels` not built yet (e.g. a training step's, while the page
+    /// waits for nothing).
+    pub fn prepare(&self, kernels: impl IntoIterator<Item = Kernel>) {
+        for kernel in kernels {
+            self.pipeline(kernel);
+        }
+    }
+
+    /// Every pipeline of the shape (tests: each must build).
+    pub fn prepare_all(&self) {
+        self.prepare(self.shape.kernels());
+    }
+
+    /// How many pipelines are built.
+    pub fn built(&self) -> usize {
+        self.pipelines.iter().filter(|p| p.get().is_some()).count()
     }
 
     /// The one bind group every dispatch uses; the two uniforms are bound one slot wide and
@@ -455,9 +466,28 @@ impl Kernels {
         device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some("vae"), layout: &self.layout, entries: &entries })
     }
 
+    /// `kernel`'s pipeline, built now if no dispatch has needed it before.
     fn pipeline(&self, kernel: Kernel) -> &wgpu::ComputePipeline {
-        let built = self.pipelines.iter().find(|(k, _)| *k == kernel);
-        &built.unwrap_or_else(|| panic!("{kernel:?} is not built in the {} shape", self.shape.name())).1
+        assert!(self.shape.kernels().any(|k| k == kernel), "{kernel:?} is not built in the {} shape", self.shape.name());
+        self.pipelines[kernel as usize].get_or_init(|| {
+            let (file, entry_point) = kernel.source();
+            let at = SHADERS.iter().position(|s| s.0 == file).expect("shader listed in SHADERS");
+            let module = self.modules[at].get_or_init(|| {
+                self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(file),
+                    source: wgpu::ShaderSource::Wgsl(joined(file).into()),
+                })
+            });
+            let constants = kernel.constants(self.shape, self.row_by_row);
+            self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry_point),
+                layout: Some(&self.pipeline_layout),
+                module,
+                entry_point: Some(entry_point),
+                compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, ..Default::default() },
+                cache: None,
+            })
+        })
     }
 
     /// Records `dispatches` into `pass` for the step whose record is at `step_offset`.

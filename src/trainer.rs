@@ -335,6 +335,23 @@ impl Trainer {
         self.plan(Pass::Train, b, b * l).dispatches.len()
     }
 
+    /// How many pipelines this trainer has built so far (each when a pass first needs it).
+    pub fn pipelines_built(&self) -> usize {
+        self.kernels.built()
+    }
+
+    /// Builds the pipelines this model's training step and test-set evaluation dispatch, and
+    /// waits until the device has them, so that the first step times training rather than
+    /// compiling (the views' passes build theirs as they first run: see `Kernels`).
+    pub async fn prepare(&mut self) -> Result<(), TrainError> {
+        let (b, l) = (self.config.batch_size, self.config.samples);
+        for (pass, rows) in [(Pass::Train, b * l), (Pass::Evaluate, b)] {
+            let kernels: Vec<Kernel> = self.plan(pass, b, rows).dispatches.iter().map(|d| d.kernel).collect();
+            self.kernels.prepare(kernels);
+        }
+        Ok(self.gpu.finish().await?)
+    }
+
     /// The image indices of training step `step`'s batch (what the GPU gathers).
     pub fn batch_indices(config: &Config, train_count: usize, step: u32) -> Vec<u32> {
         let per_epoch = (train_count / config.batch_size) as u32;

@@ -366,6 +366,12 @@ impl WebTrainer {
         self.step_summary.clone()
     }
 
+    /// Makes ready what training needs and resolves when it is (on the GPU, compiles the
+    /// training step's pipelines, which a browser otherwise does before the first step runs).
+    pub async fn prepare(&self) -> Result<(), JsValue> {
+        self.trainer.lock().await.prepare().await.map_err(train_error_to_js)
+    }
+
     /// The test set's `{ nelbo, reconstruction, kl }` in nats per digit.
     pub async fn evaluate(&self) -> Result<JsValue, JsValue> {
         let e = self.trainer.lock().await.evaluate().await.map_err(train_error_to_js)?;

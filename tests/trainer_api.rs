@@ -31,6 +31,39 @@ fn small() -> Config {
     Config { batch_size: 32, learning_rate: 3e-3, ..Config::mlp(784, &[64], 4) }
 }
 
+/// A browser's GPU process compiles every pipeline made before its next submission runs, so a
+/// trainer builds them as its passes first need them: a new one has none, the first samples need
+/// only the decoder's, `prepare` builds what training and evaluation need (training then builds
+/// no more), and in both kernel shapes every pipeline there is builds on this device.
+#[test]
+fn pipelines_are_built_as_passes_need_them() {
+    use webvae::kernels::{KernelShape, Kernels};
+    for config in [small(), Config { batch_size: 32, ..Config::conv() }] {
+        let mut t = trainer(config);
+        assert_eq!(t.pipelines_built(), 0, "a new trainer builds no pipeline");
+        pollster::block_on(async {
+            t.decode(&vec![0.0; 2 * t.config().latent]).await.unwrap();
+            let decode = t.pipelines_built();
+            t.prepare().await.unwrap();
+            let prepared = t.pipelines_built();
+            t.train(2).unwrap();
+            t.metrics().await.unwrap();
+            t.evaluate().await.unwrap();
+            println!("{}: decode builds {decode} pipelines, prepare {prepared} in all", t.config().summary());
+            assert!((1..=4).contains(&decode), "decoding built {decode} pipelines");
+            assert!(prepared > decode + 4, "prepare built {prepared} pipelines");
+            assert_eq!(t.pipelines_built(), prepared, "training and evaluating built pipelines prepare had not");
+        });
+    }
+    let gpu = pollster::block_on(common::gpu_or_fail(|s| println!("{s}")));
+    for shape in KernelShape::ALL {
+        let kernels = Kernels::new(&gpu.device, shape);
+        kernels.prepare_all();
+        assert_eq!(kernels.built(), shape.kernels().count());
+        pollster::block_on(gpu.finish()).unwrap_or_else(|e| panic!("{} shape: {e}", shape.name()));
+    }
+}
+
 #[test]
 fn training_improves_the_test_elbo_and_iwae_is_tighter() {
     for device in devices() {

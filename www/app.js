@@ -2,7 +2,7 @@
 // it trains, the data, the trainer, the bookkeeping) are owned by `training` (training.js); the
 // panels read from it, and what they show of their own is in `view`. Every action's error takes
 // one path, `fail`.
-import { drawDigits, drawScatter, DrawingPad, LABEL_COLOURS, LossChart, SIDE } from "./views.js";
+import { drawDigits, drawScatter, drawWaiting, DrawingPad, LABEL_COLOURS, LossChart, SIDE } from "./views.js";
 import { Training } from "./training.js";
 import { createStore, del as idbDel, get as idbGet, set as idbSet } from "./vendor/idb-keyval.js";
 
@@ -152,9 +152,11 @@ function start(bindings) {
   wasm = bindings;
   training.wasm = bindings;
   showPreparing();
+  showWaiting("Preparing the model…");
   act(async () => {
     await training.openDevice();
     showDevice();
+    if (training.device.kind() === "gpu") showWaiting("Preparing the GPU kernels…");
     if (await restoreSession()) return;
     try {
       await useBundled();
@@ -162,6 +164,30 @@ function start(bindings) {
       $("data-summary").textContent = `The bundled digits could not be loaded: ${messageOf(err)}`;
     }
   });
+}
+
+// The views' canvases before their first drawing: what they wait for, written across them.
+function showWaiting(text) {
+  for (const id of ["samples", "recon", "strip"]) {
+    if ($(id).dataset.drawn === undefined) drawWaiting($(id), text);
+  }
+}
+
+// What the page is doing that the user waits for, under the model's summary ("": nothing).
+function showWork(text) {
+  $("work-note").textContent = text;
+  $("work-note").hidden = !text;
+}
+
+// Says `text` while `promise` is pending, if that lasts long enough to notice; resolves as it does.
+async function saying(text, promise) {
+  const timer = setTimeout(() => showWork(text), 300);
+  try {
+    return await promise;
+  } finally {
+    clearTimeout(timer);
+    if ($("work-note").textContent === text) showWork("");
+  }
 }
 
 // Before the first model exists: what is happening, and that a Train pressed now is not lost.
@@ -331,8 +357,25 @@ function showModel() {
     `${trainer.stepSummary()}, ${trainer.stepsPerEpoch()} steps per epoch.`;
   showProgress();
   updateControls();
-  refreshAll();
+  // The views first, then what training needs. On a GPU a pipeline compiles when a pass first
+  // needs it, which a software adapter takes its time over (about 0.7 s each on SwiftShader):
+  // the samples need only the decoder's, and the training step's are made ready after the
+  // views rather than at the first Train (which waits for them if pressed before).
+  const onGpu = training.device.kind() === "gpu";
+  const firstOnDevice = onGpu && training.preparedOn !== training.device;
+  const views = refreshAll();
+  (firstOnDevice ? saying("Preparing the GPU kernels…", views) : views)
+    .then(() => onGpu && saying("Preparing the GPU kernels for training…", prepareTraining(trainer)));
 }
+
+// Makes the trainer ready to train (its GPU pipelines built), as a task: a Train pressed
+// meanwhile starts after it.
+const prepareTraining = failsSafely(async (trainer) => {
+  if (training.trainer !== trainer) return;
+  const device = training.device;
+  await training.task((t) => t.prepare());
+  training.preparedOn = device;
+});
 
 // A fresh model with the settings as they are now (Reset, Apply, Start over), paused.
 function resetModel() {

@@ -62,6 +62,7 @@ export class Training {
   choice = "auto";
   choiceNote = ""; // what the timing measured, for the device line
   choiceMs = 0; // how long the timing took
+  preparedOn = null; // the device a model was last made ready to train on (WebTrainer.prepare)
   unsaved = false; // steps trained since the last snapshot
   #queue = Promise.resolve();
   #pending = 0; // tasks queued or running

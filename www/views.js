@@ -28,6 +28,27 @@ export function drawDigits(canvas, images, cols, height = SIDE, width = height) 
     }
   }
   ctx.putImageData(img, 0, 0);
+  canvas.dataset.drawn = "";
+}
+
+// A view not drawn yet: the canvas is cleared to its pattern (the style of `.pixels` not
+// [data-drawn]) with `text` across it, saying what it waits for.
+export function drawWaiting(canvas, text) {
+  delete canvas.dataset.drawn;
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  ctx.font = "14px system-ui, sans-serif";
+  ctx.fillStyle = "#333";
+  ctx.textAlign = "center";
+  ctx.textBaseline = "middle";
+  // Words on lines that fit the canvas.
+  const lines = [];
+  for (const word of text.split(" ")) {
+    const last = lines.length ? `${lines.at(-1)} ${word}` : word;
+    if (lines.length && ctx.measureText(last).width <= canvas.width - 16) lines[lines.length - 1] = last;
+    else lines.push(word);
+  }
+  lines.forEach((line, i) => ctx.fillText(line, canvas.width / 2, canvas.height / 2 + (i - (lines.length - 1) / 2) * 18));
 }
 
 // Ten colours for digit labels 0-9 (Tableau 10), distinguishable and readable on white.
