@@ -4,7 +4,7 @@ import { mkdir, readFile } from "node:fs/promises";
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { ARTIFACTS, digits32, FIRST_SAMPLES_MAX_MS, firstSamplesMs, greyLevels, launch, ready as readyOn, ROOT, serve, storedStep, watch, withoutWebGpu } from "./harness.mjs";
+import { ARTIFACTS, digits32, FIRST_SAMPLES_MAX_MS, firstSamplesMs, greyLevels, inPageAndWorker, launch, ready as readyOn, ROOT, serve, storedStep, watch, withoutWebGpu } from "./harness.mjs";
 
 const PYTHON = fileURLToPath(new URL("../.venv/bin/python", import.meta.url));
 const CHECK_SAFETENSORS = fileURLToPath(new URL("../scripts/check_safetensors.py", import.meta.url));
@@ -643,7 +643,7 @@ try {
   // 1000 test digits at 32x32 (900 to train on): { context, p, errors }.
   const cpuPageOnDigits32 = async (options = {}) => {
     const context = await browser.newContext({ viewport: { width: 1100, height: 800 }, ...options });
-    await context.addInitScript(withoutWebGpu);
+    await inPageAndWorker(context, withoutWebGpu);
     const p = await context.newPage();
     const errors = watch(p);
     await p.goto(url);
@@ -685,7 +685,7 @@ try {
   const noGpuPage = async (init, name, inBrowser = browser, train = false) => {
     const p = await inBrowser.newPage({ viewport: { width: 1100, height: 800 } });
     const errors = watch(p);
-    if (init) await p.addInitScript(init);
+    if (init) await inPageAndWorker(p, init);
     const t0 = Date.now();
     await p.goto(url);
     const ms = await firstSamplesMs(p, t0);
@@ -744,18 +744,48 @@ try {
   };
 
   await check("a browser without WebGPU trains on the CPU: it says so and why, the loss falls and the samples change", async () => {
-    const seen = await noGpuPage(() => {
-      Object.defineProperty(Navigator.prototype, "gpu", { get: () => undefined });
-    }, "no-webgpu", browser, true);
+    const seen = await noGpuPage(withoutWebGpu, "no-webgpu", browser, true);
     assert(/does not support WebGPU/.test(seen.message), `unexpected message: ${seen.message}`);
+  });
+
+  await check("training the conv preset on the CPU path leaves the page's thread free: no task over 50 ms", async () => {
+    // The trainer lives in a worker: the page only draws and answers. 32x32 digits (7 steps an
+    // epoch), so that the training seen includes epochs' ends: evaluation, every view, a snapshot
+    // kept in IndexedDB.
+    const { context, p, errors } = await cpuPageOnDigits32();
+    try {
+      await p.selectOption('#settings [name="kind"]', "conv");
+      await p.click("#apply");
+      await readyOn(p);
+      assert(/conv2d/.test(await p.textContent("#model-summary")), await p.textContent("#model-summary"));
+      await p.evaluate(() => {
+        window.longTasks = [];
+        new PerformanceObserver((list) => window.longTasks.push(...list.getEntries().map((e) => e.duration)))
+          .observe({ type: "longtask" });
+      });
+      const t0 = Date.now();
+      await p.click("#train");
+      await p.waitForFunction(() => Number(document.getElementById("step").textContent) >= 24, null, { timeout: 300000 });
+      await p.click("#train");
+      await readyOn(p);
+      const seconds = (Date.now() - t0) / 1000;
+      const tasks = await p.evaluate(() => window.longTasks);
+      const longest = Math.round(Math.max(0, ...tasks));
+      console.log(`longest_task_ms ${longest} tasks_over_50ms ${tasks.length} training conv on the CPU path for ${seconds.toFixed(1)} s, ` +
+        `${await p.textContent("#step")} steps, epoch ${await p.textContent("#epoch")}, test −ELBO ${await p.textContent("#test-nelbo")}`);
+      assert(Number(await p.textContent("#epoch")) >= 3, "fewer than 3 epochs' ends seen");
+      assert(tasks.length === 0, `${tasks.length} tasks over 50 ms on the page's thread, the longest ${longest} ms`);
+      assert(errors.length === 0, errors.join("; "));
+    } finally {
+      await context.close();
+    }
   });
 
   await check("a full storage quota is reported and training goes on", async () => {
     // The CPU path (no WebGPU) for speed; every IndexedDB write fails as a full quota does.
     const p = await browser.newPage({ viewport: { width: 1100, height: 800 } });
     const errors = watch(p);
-    await p.addInitScript(() => {
-      Object.defineProperty(Navigator.prototype, "gpu", { get: () => undefined });
+    await inPageAndWorker(p, withoutWebGpu, () => {
       IDBObjectStore.prototype.put = () => { throw new DOMException("The quota has been exceeded.", "QuotaExceededError"); };
     });
     try {
@@ -856,7 +886,7 @@ try {
     // On the CPU path: weights whose log-variance biases are 1e6 (finite, so the file loads;
     // exp(logvar) overflows at the first step).
     const context = await browser.newContext({ viewport: { width: 1100, height: 800 }, acceptDownloads: true });
-    await context.addInitScript(withoutWebGpu);
+    await inPageAndWorker(context, withoutWebGpu);
     const p = await context.newPage();
     const errors = watch(p);
     const ready = () => readyOn(p);

@@ -49,14 +49,18 @@ export function launch({ webgpu = true, extra = [] } = {}) {
 // trap, an object freed while in use.
 const WASM_TROUBLE = /panicked at|recursive use of an object|unreachable|RuntimeError|null pointer passed to rust|attempted to take ownership/;
 
-// Collects, for the whole life of `page`, every page error, console error, failed request or
-// HTTP error, and any message of any kind from wasm that means it broke. Returns the list.
+// Collects, for the whole life of `page`, every page error, console error (the page's or its
+// worker's), failed request or HTTP error, and any message of any kind from wasm that means it
+// broke. Returns the list.
 export function watch(page) {
   const problems = [];
-  page.on("console", (m) => {
-    if (m.type() === "error") problems.push(`console: ${m.text()}`);
-    else if (WASM_TROUBLE.test(m.text())) problems.push(`console ${m.type()}: ${m.text()}`);
-  });
+  const listen = (where) => (m) => {
+    if (m.type() === "error") problems.push(`console${where}: ${m.text()}`);
+    else if (WASM_TROUBLE.test(m.text())) problems.push(`console${where} ${m.type()}: ${m.text()}`);
+  };
+  page.on("console", listen(""));
+  // The trainer's worker (worker.js) has a console of its own: a panic in it is logged there.
+  page.on("worker", (worker) => worker.on("console", listen(" (worker)")));
   page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
   page.on("requestfailed", (r) => problems.push(`request failed: ${r.url()}`));
   page.on("response", (r) => { if (r.status() >= 400) problems.push(`HTTP ${r.status()}: ${r.url()}`); });
@@ -99,8 +103,20 @@ export const storedStep = (page) => page.evaluate(async () => {
   return s ? s.step : null;
 });
 
-// Pages in this context see no WebGPU: the page trains on the CPU path.
-export const withoutWebGpu = () => Object.defineProperty(Navigator.prototype, "gpu", { get: () => undefined });
+// Runs each of `fns` before any script of `target` (a page or a browser context; once per
+// target) in the page and in the trainer's worker (worker.js, which gets them prepended): what a
+// browser does or lacks is so in both. They must run in either (a Window or a WorkerGlobalScope).
+export async function inPageAndWorker(target, ...fns) {
+  for (const fn of fns) await target.addInitScript(fn);
+  await target.route(/\/worker\.js$/, async (route) => {
+    const response = await route.fetch();
+    route.fulfill({ response, body: `${fns.map((fn) => `(${fn})();\n`).join("")}${await response.text()}` });
+  });
+}
+
+// This browser has no WebGPU, in the page and in its worker: the page trains on the CPU path.
+export const withoutWebGpu = () =>
+  Object.defineProperty((self.WorkerNavigator ?? self.Navigator).prototype, "gpu", { get: () => undefined });
 
 // The first 1000 test digits, padded by 2 pixels on each side, as one IDX images file and its
 // labels (the page holds out the last tenth for testing), for `setInputFiles`.

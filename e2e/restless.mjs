@@ -10,7 +10,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { errors } from "playwright-core";
-import { digits32, launch, serve, watch, withoutWebGpu } from "./harness.mjs";
+import { digits32, inPageAndWorker, launch, serve, watch, withoutWebGpu } from "./harness.mjs";
 
 const option = (name, fallback) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -132,7 +132,7 @@ const ACTIONS_LIST = [
 async function restless(browser, url, device, seed) {
   const rng = generator(seed * 7919 + (device === "cpu" ? 1 : 0));
   const context = await browser.newContext({ viewport: { width: 1100, height: 800 }, acceptDownloads: true });
-  if (device === "cpu") await context.addInitScript(withoutWebGpu);
+  if (device === "cpu") await inPageAndWorker(context, withoutWebGpu);
   const dir = await mkdtemp(join(tmpdir(), "restless-"));
   const files = { saved: [], digits32: await digits32() };
   const page = await context.newPage();

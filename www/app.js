@@ -3,8 +3,9 @@
 // panels read from it, and what they show of their own is in `view`. Every action's error takes
 // one path, `fail`.
 import { drawDigits, drawScatter, drawWaiting, DrawingPad, LABEL_COLOURS, LossChart, SIDE } from "./views.js";
+import { Remote } from "./remote.js";
 import { Training } from "./training.js";
-import { createStore, del as idbDel, get as idbGet, set as idbSet } from "./vendor/idb-keyval.js";
+import { createStore, get as idbGet } from "./vendor/idb-keyval.js";
 
 const $ = (id) => document.getElementById(id);
 const BUNDLED = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
@@ -14,7 +15,8 @@ const TRAVERSAL_STEPS = 9;
 const MAP_POINTS = 2000; // test codes in the scatter
 const GALLERY = 16;
 
-let wasm; // the wasm-bindgen module
+let wasm; // the page's wasm-bindgen module: the views' pure functions, the data they read
+let remote; // the trainer's worker (remote.js): devices, data and trainers live there
 const training = new Training();
 // What the panels show beyond the model: their own choices and what they computed from it.
 const view = {
@@ -150,7 +152,8 @@ function act(fn) {
 
 function start(bindings) {
   wasm = bindings;
-  training.wasm = bindings;
+  remote = new Remote(bindings);
+  training.remote = remote;
   showPreparing();
   showWaiting("Preparing the model…");
   act(async () => {
@@ -210,16 +213,16 @@ const BUNDLED_NAME = "the bundled MNIST digits";
 
 async function useBundled() {
   const files = await fetchBundled();
-  setData(wasm.WebData.fromFiles(BUNDLED, files, training.device.maxBufferBytes()), BUNDLED_NAME, null);
+  await setData(await remote.data(BUNDLED, files, training.device.maxBufferBytes()), BUNDLED_NAME, null);
 }
 
 // Replaces the dataset (made from `source`, see training.dataSource) and starts a fresh model on
 // it; on any error both stay as they were.
-function setData(data, name, source) {
+async function setData(data, name, source) {
   const config = configFor(training.trainer ? training.trainer.config() : readSettings().config, data);
   let trainer;
   try {
-    trainer = new wasm.WebTrainer(training.device, config, data);
+    trainer = await remote.trainer(training.device, config, data);
   } catch (err) {
     data.free();
     throw err;
@@ -242,8 +245,8 @@ function installData(data, name, source) {
 // Two records: the session (the latest snapshot: weights with Adam's state, the chart's
 // history, the time trained, and whether the data is the bundled set or the user's own) written
 // at every snapshot (each epoch, each pause, and when the tab is hidden); and the user's own
-// files, written once when they change rather than with every snapshot. Read once, on the next
-// visit.
+// files, written once when they change rather than with every snapshot. Read here once, on the
+// next visit; written by the trainer's worker (Remote.store), off the page's thread.
 
 const sessionStore = createStore("webvae", "session");
 const SESSION_KEY = "current";
@@ -273,10 +276,10 @@ async function persist() {
   };
   try {
     if (training.dataSource && storedData !== training.dataSource) {
-      await idbSet(DATA_KEY, training.dataSource, sessionStore);
+      await remote.store(DATA_KEY, training.dataSource);
       storedData = training.dataSource;
     }
-    await idbSet(SESSION_KEY, session, sessionStore);
+    await remote.store(SESSION_KEY, session);
   } catch (err) {
     const why = err && err.name === "QuotaExceededError" ? "this browser's storage for the page is full" : messageOf(err);
     showSession(`Progress could not be kept for the next visit (${why}); training goes on.`, { error: true });
@@ -286,8 +289,8 @@ async function persist() {
 // The model the session held is gone from the page: so is the session (a message saying why an
 // old one was discarded stays).
 function forgetSession() {
-  idbDel(SESSION_KEY, sessionStore).catch(() => {});
-  idbDel(DATA_KEY, sessionStore).catch(() => {});
+  remote.forget(SESSION_KEY);
+  remote.forget(DATA_KEY);
   storedData = undefined;
   if ($("session-status").dataset.state !== "error") showSession("");
 }
@@ -308,8 +311,8 @@ async function restoreSession() {
     const own = session.ownData ? await idbGet(DATA_KEY, sessionStore) : null;
     if (session.ownData && !own) throw new Error("the files it was trained on were not kept");
     const [names, files] = own ? [own.names, own.files] : [BUNDLED, await fetchBundled()];
-    data = wasm.WebData.fromFiles(names, files, training.device.maxBufferBytes());
-    const trainer = wasm.WebTrainer.fromCheckpoint(training.device, session.checkpoint, data);
+    data = await remote.data(names, files, training.device.maxBufferBytes());
+    const trainer = await remote.fromCheckpoint(training.device, session.checkpoint, data);
     installData(data, own ? own.names.join(", ") : BUNDLED_NAME, own);
     storedData = own;
     replaceTrainer(trainer, { step: session.step, snapshot: session.checkpoint, trainedMs: session.trainedMs });
@@ -319,8 +322,8 @@ async function restoreSession() {
     return true;
   } catch (err) {
     if (data && training.data !== data) data.free();
-    idbDel(SESSION_KEY, sessionStore).catch(() => {});
-    idbDel(DATA_KEY, sessionStore).catch(() => {});
+    remote.forget(SESSION_KEY);
+    remote.forget(DATA_KEY);
     showSession(`The training saved on your last visit could not be restored, and was discarded: ${messageOf(err)}`, { error: true });
     return false;
   }
@@ -382,10 +385,10 @@ function resetModel() {
   const parsed = readSettings();
   if (!parsed.ok) return;
   pauseWish();
-  act(() => {
+  act(async () => {
     try {
       // The data may have changed since the click: the images are its size.
-      replaceTrainer(new wasm.WebTrainer(training.device, { ...parsed.config, image: imageShape() }, training.data));
+      replaceTrainer(await remote.trainer(training.device, { ...parsed.config, image: imageShape() }, training.data));
       forgetSession();
     } catch (err) {
       if (err && err.kind === "config") showFieldError(err); else throw err;
@@ -408,8 +411,8 @@ async function restart() {
   showDevice();
   try {
     const snapshot = training.snapshot, step = training.snapshotStep;
-    const trainer = snapshot ? wasm.WebTrainer.fromCheckpoint(training.device, snapshot, training.data)
-      : new wasm.WebTrainer(training.device, readSettings().config, training.data);
+    const trainer = snapshot ? await remote.fromCheckpoint(training.device, snapshot, training.data)
+      : await remote.trainer(training.device, readSettings().config, training.data);
     replaceTrainer(trainer, { step, snapshot });
     if (snapshot) $("data-message").textContent = `Restarted from the weights of step ${step}.`;
   } catch (err) {
@@ -629,8 +632,8 @@ const refreshSamples = failsSafely(async () => {
   const seed = view.sampleSeed;
   const std = $("samples-std").checked;
   $("samples-std-caption").hidden = !std;
-  const images = await (std ? stdImages("samples", (t) => t.decodeStd(t.priorCodes(64, seed)))
-    : training.task((t) => t.decode(t.priorCodes(64, seed))));
+  const images = await (std ? stdImages("samples", async (t) => t.decodeStd(await t.priorCodes(64, seed)))
+    : training.task(async (t) => t.decode(await t.priorCodes(64, seed))));
   draw($("samples"), images, 8);
 });
 
@@ -935,8 +938,8 @@ async function loadDataFiles(input) {
   act(async () => {
     try {
       const names = files.map((f) => f.name);
-      const data = wasm.WebData.fromFiles(names, await bytes, training.device.maxBufferBytes());
-      setData(data, names.join(", "), { names, files: await bytes });
+      const data = await remote.data(names, await bytes, training.device.maxBufferBytes());
+      await setData(data, names.join(", "), { names, files: await bytes });
       message.dataset.state = "ok";
       message.textContent = `Loaded ${data.trainCount()} training and ${data.testCount()} test images; the model was reset.`;
     } catch (err) {
@@ -967,7 +970,7 @@ function loadWeights(input) {
     try {
       const bytes = await read;
       const info = wasm.checkpointInfo(bytes);
-      const trainer = wasm.WebTrainer.fromCheckpoint(training.device, bytes, training.data);
+      const trainer = await remote.fromCheckpoint(training.device, bytes, training.data);
       replaceTrainer(trainer, { step: info.step, snapshot: bytes });
       persist();
       message.dataset.state = "ok";

@@ -1,12 +1,14 @@
-// The one owner of the model and its training: where it trains (a WebDevice: the GPU, or the CPU
+// The one owner of the model and its training: where it trains (a device: the GPU, or the CPU
 // in WebAssembly), the data, the trainer, and the bookkeeping around them (steps behind loaded
 // weights, the latest snapshot, time trained). The page's panels read its fields; only its
-// methods change them.
+// methods change them. The device, the data and the trainer live in the trainer's worker; the
+// objects here are their stand-ins (remote.js), with the wasm objects' methods.
 //
 // A user may click anything at any moment, so two queues keep order:
 // - `task`: every call into the trainer, one at a time. (The wasm trainer itself is safe to call
-//   at any time, but its calls serialised here keep at most one submission waiting and let a
-//   task for a model that was replaced meanwhile be skipped rather than run on the wrong model.)
+//   at any time, but its calls serialised here keep at most one submission waiting, let a task
+//   for a model that was replaced meanwhile be skipped rather than run on the wrong model, and
+//   let the views' calls take their turns between training submissions.)
 // - `change`: every action that replaces the model, its device or its data (startup, reset,
 //   loading weights or data, switching device, restarting), one after another in the order the
 //   user asked for them, so that none is lost or undone by one that started earlier.
@@ -39,7 +41,7 @@ async function timeSteps(run, boundMs = Infinity) {
 }
 
 export class Training {
-  wasm = null; // the wasm-bindgen module, once loaded
+  remote = null; // the trainer's worker (remote.js): makes devices, data and trainers there
   device = null; // where the model trains
   gpu = null; // the GPU device, if this browser gave one (kept while the CPU trains, to switch back)
   gpuError = null; // why there is no GPU device
@@ -118,20 +120,20 @@ export class Training {
     const lost = this.gpu;
     try {
       const kernels = PARAMS.get("kernels");
-      this.gpu = await this.wasm.WebDevice.requestGpu(kernels ?? undefined);
+      this.gpu = await this.remote.requestGpu(kernels ?? undefined);
       this.device = this.gpu;
       this.gpuError = null;
     } catch (err) {
       this.gpu = null;
       this.gpuError = err;
-      this.device = this.wasm.WebDevice.cpu();
+      this.device = await this.remote.cpu();
     }
     if (lost) lost.free();
     // A new GPU device is timed afresh at the next Train, unless the page's address decides.
     const forced = PARAMS.get("device");
     this.choice = forced === "gpu" || forced === "cpu" ? "forced" : "auto";
     this.choiceNote = "";
-    if (forced === "cpu" && this.gpu) this.device = this.wasm.WebDevice.cpu();
+    if (forced === "cpu" && this.gpu) this.device = await this.remote.cpu();
   }
 
   // Whether the next Train should first time both devices (`pickFaster`).
@@ -150,10 +152,10 @@ export class Training {
     // pressed during startup: not part of the timing's cost.)
     const { bytes, step } = await this.checkpoint(true);
     const onGpu = this.device.kind() === "gpu";
-    const otherDevice = onGpu ? this.wasm.WebDevice.cpu() : this.gpu;
+    const otherDevice = onGpu ? await this.remote.cpu() : this.gpu;
     let other = null, adopted = false;
     try {
-      other = this.wasm.WebTrainer.fromCheckpoint(otherDevice, bytes, this.data);
+      other = await this.remote.fromCheckpoint(otherDevice, bytes, this.data);
       // The GPU's pipelines are built before the clock starts: compiling them is paid once,
       // whichever device trains, and is not what is compared.
       await (onGpu ? this.task((t) => t.prepare()) : other.prepare());
@@ -218,8 +220,14 @@ export class Training {
     this.choice = "user";
     this.choiceNote = "";
     const { bytes, step } = await this.checkpoint(true);
-    const target = this.device.kind() === "gpu" ? this.wasm.WebDevice.cpu() : this.gpu;
-    const trainer = this.wasm.WebTrainer.fromCheckpoint(target, bytes, this.data);
+    const target = this.device.kind() === "gpu" ? await this.remote.cpu() : this.gpu;
+    let trainer;
+    try {
+      trainer = await this.remote.fromCheckpoint(target, bytes, this.data);
+    } catch (err) {
+      if (target !== this.gpu) target.free();
+      throw err;
+    }
     if (this.device !== this.gpu) this.device.free();
     this.device = target;
     this.replace(trainer, { step, snapshot: bytes, trainedMs: this.trainedMs });
@@ -253,13 +261,16 @@ export class Training {
 
   // One submission of steps, then its metrics (which waits for the GPU to finish them): `{ m,
   // steps, ms }`. The steps per submission adapt so that one takes about FRAME_MS: the GPU stays
-  // busy, the queue never holds more than one submission, and the CPU path yields between frames.
+  // busy, the queue never holds more than one submission, and the views get their turn between
+  // submissions.
   async trainSteps() {
     const n = this.stepsPerSubmit;
     const t0 = performance.now();
+    // Unsaved from now: a snapshot asked for while these steps are in flight (the tab hidden)
+    // queues behind them and keeps them.
+    this.unsaved = true;
     const m = await this.task((t) => t.train(n));
     const ms = performance.now() - t0;
-    this.unsaved = true;
     this.trainedMs += ms;
     this.stepsPerSubmit = Math.max(1, Math.min(256, Math.round(n * Math.min(2, Math.max(0.5, FRAME_MS / ms)))));
     return { m, steps: n, ms };

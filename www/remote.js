@@ -1,0 +1,187 @@
+// The page's side of the trainer's worker (worker.js): stand-ins for the wasm module's WebDevice,
+// WebData and WebTrainer with the same methods, whose work runs in the worker. What describes
+// an object (a device's kind, a model's configuration and summary, its step) is read once and
+// kept here, so reading it costs no message; everything else returns a promise. The views'
+// pure functions (interpolation, traversal codes, …) stay on the page's own wasm module: they
+// are quick, and need no trainer.
+
+export class Remote {
+  #worker;
+  #calls = new Map(); // id -> { resolve, reject }
+  #nextId = 1;
+  #loaded;
+  wasm; // the page's own wasm module (the data the views read, the pure functions)
+
+  // `wasm`: the page's module; its glue script and wasm file are found where Trunk's loader
+  // named them (the preload links), and the worker loads the same two.
+  constructor(wasm) {
+    this.wasm = wasm;
+    this.#worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+    this.#worker.onmessage = ({ data: { id, result, error } }) => {
+      const call = this.#calls.get(id);
+      this.#calls.delete(id);
+      if (error) call.reject(error); else call.resolve(result);
+    };
+    // A worker that fails to load or throws outside a call: said in the console, and every
+    // call waiting on it fails with the reason.
+    this.#worker.onerror = (event) => {
+      const error = { message: `the trainer's worker failed: ${event.message || "it could not be loaded"}` };
+      console.error(error.message);
+      for (const call of this.#calls.values()) call.reject(error);
+      this.#calls.clear();
+    };
+    const href = (selector) => new URL(document.querySelector(selector).getAttribute("href"), document.baseURI).href;
+    this.#loaded = this.#send("load", { glue: href('link[rel="modulepreload"]'), module: href('link[rel="preload"][type="application/wasm"]') });
+  }
+
+  #send(op, args, transfer = []) {
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      this.#calls.set(id, { resolve, reject });
+      this.#worker.postMessage({ id, op, args }, transfer);
+    });
+  }
+
+  // Sends once the worker has the module.
+  async call(op, args, transfer) {
+    await this.#loaded;
+    return this.#send(op, args, transfer);
+  }
+
+  // A freed object's handle is let go in the worker (no answer is awaited).
+  free(handle) {
+    this.call("free", { handle }).catch(() => {});
+  }
+
+  // Writes `value` under `key` in the session's IndexedDB store (app.js reads it at startup):
+  // in the worker, where cloning megabytes of checkpoint into the database holds up no frame.
+  store(key, value) {
+    // Its byte arrays (a checkpoint, the user's files) go as copies handed over: copying is a
+    // memcpy, while cloning megabytes into the message took ~50 ms per 20 MB here.
+    const handed = [];
+    const copied = (v) => {
+      if (ArrayBuffer.isView(v)) {
+        const copy = v.slice();
+        handed.push(copy.buffer);
+        return copy;
+      }
+      if (Array.isArray(v)) return v.map(copied);
+      if (v && typeof v === "object" && Object.getPrototypeOf(v) === Object.prototype) {
+        return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, copied(x)]));
+      }
+      return v;
+    };
+    const message = copied(value);
+    return this.call("store", { key, value: message }, handed);
+  }
+
+  forget(key) {
+    this.call("forget", { key }).catch(() => {});
+  }
+
+  async requestGpu(kernels) {
+    return new RemoteDevice(this, await this.call("requestGpu", { kernels }));
+  }
+
+  async cpu() {
+    return new RemoteDevice(this, await this.call("cpuDevice", {}));
+  }
+
+  // The data from IDX files, parsed here (for the views, at once, and so that a malformed file
+  // is refused before anything is sent) and in the worker (for training).
+  async data(names, files, maxBytes) {
+    const local = this.wasm.WebData.fromFiles(names, files, maxBytes);
+    try {
+      return new RemoteData(this, local, await this.call("data", { names, files, maxBytes }));
+    } catch (err) {
+      local.free();
+      throw err;
+    }
+  }
+
+  async trainer(device, config, data) {
+    return new RemoteTrainer(this, await this.call("trainer", { device: device.handle, config, data: data.handle }));
+  }
+
+  async fromCheckpoint(device, bytes, data) {
+    return new RemoteTrainer(this, await this.call("fromCheckpoint", { device: device.handle, bytes, data: data.handle }));
+  }
+}
+
+export class RemoteDevice {
+  constructor(remote, facts) {
+    this.remote = remote;
+    this.facts = facts;
+    this.handle = facts.handle;
+  }
+  kind() { return this.facts.kind; }
+  describe() { return this.facts.description; }
+  adapterName() { return this.facts.adapterName; }
+  maxBufferBytes() { return this.facts.maxBufferBytes; }
+  lose() { return this.remote.call("lose", { handle: this.handle }); }
+  free() { this.remote.free(this.handle); }
+}
+
+// The views read the page's own parse of the files; the worker trains on its own.
+export class RemoteData {
+  constructor(remote, local, { handle }) {
+    this.remote = remote;
+    this.local = local;
+    this.handle = handle;
+  }
+  trainCount() { return this.local.trainCount(); }
+  testCount() { return this.local.testCount(); }
+  rows() { return this.local.rows(); }
+  cols() { return this.local.cols(); }
+  testImages(start, n) { return this.local.testImages(start, n); }
+  testLabels() { return this.local.testLabels(); }
+  free() {
+    this.local.free();
+    this.remote.free(this.handle);
+  }
+}
+
+export class RemoteTrainer {
+  #step;
+  constructor(remote, facts) {
+    this.remote = remote;
+    this.facts = facts;
+    this.handle = facts.handle;
+    this.#step = facts.step;
+  }
+  #call(method, ...args) {
+    return this.remote.call("call", { handle: this.handle, method, args });
+  }
+  config() { return structuredClone(this.facts.config); }
+  latent() { return this.facts.latent; }
+  classes() { return this.facts.classes; }
+  codeLength() { return this.facts.codeLength; }
+  summary() { return this.facts.summary; }
+  parameters() { return this.facts.parameters; }
+  stepsPerEpoch() { return this.facts.stepsPerEpoch; }
+  stepSummary() { return this.facts.stepSummary; }
+  backend() { return this.facts.backend; }
+  // Steps taken, as of the last `train` answered (the page's queue waits for each).
+  step() { return this.#step; }
+  async train(n) {
+    try {
+      const { metrics, step } = await this.#call("train", n);
+      this.#step = step;
+      return metrics;
+    } catch (err) {
+      if (err && err.step !== undefined) this.#step = err.step;
+      throw err;
+    }
+  }
+  save(step, optimizer) { return this.#call("save", step, optimizer); }
+  evaluate() { return this.#call("evaluate"); }
+  importanceWeightedNll(k) { return this.#call("importanceWeightedNll", k); }
+  encode(x) { return this.#call("encode", x); }
+  priorCodes(n, seed) { return this.#call("priorCodes", n, seed); }
+  decode(z) { return this.#call("decode", z); }
+  reconstruct(x) { return this.#call("reconstruct", x); }
+  decodeStd(z) { return this.#call("decodeStd", z); }
+  reconstructStd(x) { return this.#call("reconstructStd", x); }
+  prepare() { return this.#call("prepare"); }
+  free() { this.remote.free(this.handle); }
+}
