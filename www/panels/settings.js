@@ -1,0 +1,123 @@
+// The settings panel: the model's configuration as a form, checked by the same validation as
+// the Rust API with each error next to its field; only the chosen architecture's, likelihood's
+// and latent type's fields are shown. Apply (the form's submit) starts a fresh model.
+import { $, imageShape, messageOf, wasm } from "../page.js";
+import { resetModel } from "../model.js";
+
+const INTEGER_FIELDS = ["latent", "batch_size"];
+const NUMBER_FIELDS = ["beta", "learning_rate"];
+// Errors about the layers are shown under the architecture's fields.
+const FIELD_ERRORS = { decoder: "encoder", architecture: "encoder", channels: "encoder", dense: "encoder", hidden: "encoder", image: "encoder" };
+
+export function showFieldError(err) {
+  const target = $(`${FIELD_ERRORS[err.field] || err.field}-error`) || $("settings-error");
+  target.textContent = err.message;
+  const input = document.querySelector(`#settings [name="${err.field}"]`);
+  if (input) input.setAttribute("aria-invalid", "true");
+}
+
+function clearFieldErrors() {
+  for (const p of document.querySelectorAll("#settings .field-error")) p.textContent = "";
+  for (const i of document.querySelectorAll("#settings [aria-invalid]")) i.removeAttribute("aria-invalid");
+}
+
+// The form as a trainer configuration: { ok, config }, showing any error next to its field.
+export function readSettings() {
+  clearFieldErrors();
+  const form = $("settings").elements;
+  const config = {};
+  const problems = [];
+  for (const name of INTEGER_FIELDS) {
+    const v = Number(form[name].value);
+    if (form[name].value.trim() === "" || !Number.isInteger(v)) problems.push({ field: name, message: "enter a whole number" });
+    config[name] = v;
+  }
+  for (const name of NUMBER_FIELDS) {
+    const v = Number(form[name].value);
+    if (form[name].value.trim() === "" || !Number.isFinite(v)) problems.push({ field: name, message: "enter a number" });
+    config[name] = v;
+  }
+  const sizes = (field, example) => {
+    const list = form[field].value.split(/[\s,]+/).filter(Boolean).map(Number);
+    if (!list.every((h) => Number.isInteger(h) && h > 0)) {
+      problems.push({ field: "encoder", message: `enter whole numbers separated by commas, e.g. ${example}` });
+    }
+    return list;
+  };
+  if (form.kind.value === "conv") {
+    const dense = Number(form.dense.value);
+    if (!Number.isInteger(dense) || dense < 1) problems.push({ field: "encoder", message: "enter the dense width as a whole number" });
+    config.architecture = { kind: "conv", channels: sizes("channels", "32, 64"), dense };
+  } else {
+    config.architecture = { kind: "mlp", hidden: sizes("hidden", "400 or 512, 256"), activation: form.activation.value };
+  }
+  config.image = imageShape();
+  const number = (name, field) => {
+    const v = Number(form[name].value);
+    if (form[name].value.trim() === "" || !Number.isFinite(v)) problems.push({ field, message: `enter a number for ${name}` });
+    return v;
+  };
+  const kind = form.likelihood.value;
+  config.likelihood = kind === "gaussian" ? { kind, sigma: number("sigma", "likelihood") }
+    : kind === "gaussian_var" ? { kind, variance_floor: number("variance_floor", "likelihood") }
+    : { kind };
+  config.latent_type = form.latent_kind.value === "categorical"
+    ? { kind: "categorical", ...Object.fromEntries(["classes", "tau_start", "tau_floor", "tau_rate"].map((n) => [n, number(n, "latent_type")])) }
+    : { kind: "gaussian" };
+  if (problems.length === 0 && wasm) {
+    try {
+      wasm.validateConfig(config);
+    } catch (err) {
+      problems.push(err.field ? err : { field: "settings", message: messageOf(err) });
+    }
+  }
+  problems.forEach(showFieldError);
+  return { ok: problems.length === 0, config };
+}
+
+export function writeSettings(c) {
+  const form = $("settings").elements;
+  // The trainer holds f32s: show 0.001, not 0.0010000000474974513.
+  const short = (v) => String(Number(v.toPrecision(6)));
+  form.latent.value = c.latent;
+  const arch = c.architecture;
+  if (arch) {
+    form.kind.value = arch.kind;
+    if (arch.kind === "conv") {
+      form.channels.value = arch.channels.join(", ");
+      form.dense.value = arch.dense;
+    } else {
+      form.hidden.value = arch.hidden.join(", ");
+      form.activation.value = arch.activation;
+    }
+  }
+  form.beta.value = short(c.beta);
+  form.learning_rate.value = short(c.learning_rate);
+  form.batch_size.value = c.batch_size;
+  form.likelihood.value = c.likelihood.kind;
+  if (c.likelihood.kind === "gaussian") form.sigma.value = short(c.likelihood.sigma);
+  if (c.likelihood.kind === "gaussian_var") form.variance_floor.value = short(c.likelihood.variance_floor);
+  form.latent_kind.value = c.latent_type.kind;
+  if (c.latent_type.kind === "categorical") {
+    form.classes.value = c.latent_type.classes;
+    for (const n of ["tau_start", "tau_floor", "tau_rate"]) form[n].value = short(c.latent_type[n]);
+  }
+  showChosenFields();
+  clearFieldErrors();
+}
+
+// Only the fields of the chosen architecture, likelihood and latent type are shown: the
+// groups marked data-<choice> whose value is the selected option of the field named here.
+const CHOICES = { arch: "kind", likelihood: "likelihood", latent: "latent_kind" };
+function showChosenFields() {
+  const form = $("settings").elements;
+  for (const [choice, field] of Object.entries(CHOICES)) {
+    for (const group of document.querySelectorAll(`#settings [data-${choice}]`)) group.hidden = group.dataset[choice] !== form[field].value;
+  }
+}
+
+for (const field of Object.values(CHOICES)) $("settings").elements[field].addEventListener("change", showChosenFields);
+$("settings").addEventListener("submit", (e) => {
+  e.preventDefault();
+  resetModel();
+});
