@@ -9,7 +9,8 @@ use crate::data::Dataset;
 use crate::gpu::Gpu;
 use crate::latent::Encoding;
 use crate::model::{Config, Layout};
-use crate::trainer::{Evaluation, Metrics, TrainError, Trainer};
+use crate::trainer::Trainer;
+use crate::training::{Evaluation, Metrics, TrainError};
 
 /// Where a model trains.
 // One or two per page, never copied in a loop: their size does not matter.

@@ -10,7 +10,8 @@ use crate::kernels::{Kernel, Kernels, Records, SingleKernel};
 use crate::ops::linear::LinearOp;
 use crate::model::Config;
 use crate::rng::Rng;
-use crate::trainer::{flops_per_step, TrainError, Trainer};
+use crate::trainer::{flops_per_step, Trainer};
+use crate::training::TrainError;
 
 /// One matmul kernel's timing.
 #[derive(Clone, Debug)]

@@ -22,7 +22,7 @@ use crate::ops::loss::{self, Statistic};
 use crate::ops::{latent as gaussian, optim};
 use crate::reference;
 use crate::rng::{EVAL_RNG_STEP, IWAE_RNG_STEP};
-use crate::trainer::{check_model_and_data, Evaluation, Metrics, TrainError, IWAE_ROWS, PASS_ROWS};
+use crate::training::{check_model_and_data, Evaluation, Metrics, TrainError, IWAE_ROWS, PASS_ROWS};
 
 /// A VAE training on the CPU.
 pub struct CpuTrainer {

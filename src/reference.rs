@@ -161,7 +161,7 @@ pub fn evaluate(config: &Config, layout: &Layout, params: &[f64], images: &[f64]
 /// The importance-weighted estimate of -log p(x) (Burda et al.) with `k` samples per image, as
 /// the trainers compute it: batches of 2048 / k images, noise of RNG step `IWAE_RNG_STEP`.
 pub fn importance_weighted_nll(config: &Config, layout: &Layout, params: &[f64], images: &[f64], k: usize) -> f64 {
-    let batch = (crate::trainer::IWAE_ROWS / k).max(1);
+    let batch = (crate::training::IWAE_ROWS / k).max(1);
     let mut total = 0.0;
     for x in images.chunks(batch * config.pixels()) {
         let n = x.len() / config.pixels();

@@ -10,20 +10,16 @@ use crate::data::{epoch_permutation, Dataset};
 use crate::gpu::{Gpu, GpuError};
 use crate::kernels::{pack_slots, storage_buffer, Buffers, Dispatch, Kernel, KernelShape, Kernels, Records, PARTS_CAPACITY, StepRecord, UNIFORM_SLOT};
 use crate::latent::{self, Encoding};
-use crate::model::{activation_before, initial_parameters, Activation, Config, ConfigError, LatentType, Layer, LayerLayout, Layout, Shape};
+use crate::model::{activation_before, initial_parameters, Activation, Config, ConfigError, LatentType, Layer, LayerLayout, Layout};
 use crate::ops::categorical::{CategoricalOp, Mode};
 use crate::ops::{self, data::GatherOp, latent::LatentOp, loss::{LossOp, Statistic}, optim::OptimOp};
 use crate::rng::{EVAL_RNG_STEP, IWAE_RNG_STEP};
+use crate::training::{check_model_and_data, Evaluation, Metrics, TrainError, IWAE_ROWS, PASS_ROWS};
 
 /// Steps whose records fit in the step ring: the most steps one submission can hold.
 pub const STEP_SLOTS: u32 = 256;
 /// Record slots in the ops buffer (plans are cached; the cache is rebuilt when full).
 const OP_SLOTS: u32 = 1024;
-/// Decoder rows per importance-weighted batch (datapoints x k).
-pub(crate) const IWAE_ROWS: usize = 2048;
-/// Rows per submission of the encode/decode/reconstruct passes.
-pub(crate) const PASS_ROWS: usize = 256;
-
 // The metrics buffer (f32): a flag, then three accumulators of 5 values:
 // [sum of reconstruction, sum of KL, datapoints, batches, sum of per-batch loss].
 const DIVERGED: usize = 0;
@@ -31,67 +27,6 @@ const TRAIN_METRICS: u32 = 4;
 const EVAL_METRICS: u32 = 12;
 const IWAE_METRICS: u32 = 20;
 const METRICS_LEN: usize = 28;
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum TrainError {
-    Config(ConfigError),
-    Gpu(GpuError),
-    /// The dataset does not fit the model (e.g. image size differs from `config.input`).
-    Data(String),
-    /// A non-finite loss was seen at or before `step`; the weights are those before it.
-    Diverged { step: u32 },
-}
-
-impl fmt::Display for TrainError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TrainError::Config(e) => write!(f, "invalid configuration: {e}"),
-            TrainError::Gpu(e) => write!(f, "{e}"),
-            TrainError::Data(e) => write!(f, "{e}"),
-            TrainError::Diverged { step } => write!(
-                f,
-                "training diverged (the loss became infinite or NaN by step {step}); the last good \
-                 weights were kept. Lower the learning rate or beta, then reset"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for TrainError {}
-
-impl From<GpuError> for TrainError {
-    fn from(e: GpuError) -> Self {
-        TrainError::Gpu(e)
-    }
-}
-
-impl From<ConfigError> for TrainError {
-    fn from(e: ConfigError) -> Self {
-        TrainError::Config(e)
-    }
-}
-
-/// Training progress since the last read, in nats per datapoint.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Metrics {
-    /// Steps the losses were averaged over.
-    pub steps: u32,
-    pub reconstruction: f64,
-    pub kl: f64,
-    /// reconstruction + beta * kl.
-    pub loss: f64,
-    /// Totals so far.
-    pub total_steps: u32,
-    pub epoch: u32,
-}
-
-/// The test set's negative ELBO (beta = 1) and its parts, in nats per datapoint.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Evaluation {
-    pub reconstruction: f64,
-    pub kl: f64,
-    pub nelbo: f64,
-}
 
 /// Where each tensor of one pass lives in `acts`, for `batch` datapoints and `rows` decoder rows.
 /// A view (flatten, reshape) has no tensor of its own: its output, and its gradient, are its
@@ -691,28 +626,6 @@ pub fn step_dispatches(config: &Config, shape: KernelShape) -> Vec<Dispatch> {
     rec.parts_at = acts.parts;
     build_plan(&mut rec, config, &layout, &acts, Pass::Train, batch, rows);
     rec.dispatches
-}
-
-/// Refuses an invalid configuration, and data that does not fit it (image size, a batch larger
-/// than the training set). Both trainers check this before anything else.
-pub(crate) fn check_model_and_data(config: &Config, train: &Dataset, test: &Dataset) -> Result<(), TrainError> {
-    config.validate()?;
-    for (name, d) in [("training", train), ("test", test)] {
-        let fits = match config.input {
-            Shape::Flat(n) => d.pixels_per_image() == n,
-            Shape::Image { height, width, .. } => (d.rows, d.cols) == (height, width),
-        };
-        if !fits {
-            return Err(TrainError::Data(format!(
-                "the {name} images have {} pixels ({}x{}) but the model expects {}",
-                d.pixels_per_image(), d.rows, d.cols, config.input
-            )));
-        }
-    }
-    if train.count < config.batch_size {
-        return Err(ConfigError { field: "batch_size", message: format!("is larger than the {} training images", train.count) }.into());
-    }
-    Ok(())
 }
 
 /// Refuses configurations the device cannot hold, naming the field to change.

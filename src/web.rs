@@ -13,7 +13,7 @@ use crate::gpu::{Gpu, GpuError};
 use crate::kernels::KernelShape;
 use crate::latent::{self, Encoding};
 use crate::model::Config;
-use crate::trainer::TrainError;
+use crate::training::TrainError;
 
 #[wasm_bindgen(start)]
 pub fn start() {

@@ -9,7 +9,8 @@ use webvae::backend::{Backend, Device};
 use webvae::gpu::{Gpu, GpuError};
 use webvae::model::{Config, LatentType, Likelihood};
 use webvae::latent::{interpolate, Encoding};
-use webvae::trainer::{TrainError, Trainer};
+use webvae::trainer::Trainer;
+use webvae::training::TrainError;
 
 fn trainer(config: Config) -> Trainer {
     let (train, test) = common::small_mnist(512);

@@ -5,11 +5,15 @@
 // pure functions (interpolation, traversal codes, …) stay on the page's own wasm module: they
 // are quick, and need no trainer.
 
+// Elements copied per task when a value is stored (Remote.store): 2 MB of bytes, a few ms.
+const COPY_CHUNK = 1 << 21;
+
 export class Remote {
   #worker;
   #calls = new Map(); // id -> { resolve, reject }
   #nextId = 1;
   #loaded;
+  #storing = Promise.resolve(); // the session's writes, in order
   wasm; // the page's own wasm module (the data the views read, the pure functions)
 
   // `wasm`: the page's module; its glue script and wasm file are found where Trunk's loader
@@ -55,28 +59,44 @@ export class Remote {
 
   // Writes `value` under `key` in the session's IndexedDB store (app.js reads it at startup):
   // in the worker, where cloning megabytes of checkpoint into the database holds up no frame.
+  // Writes and deletions take effect in the order they were asked for (a copy takes a few tasks).
   store(key, value) {
-    // Its byte arrays (a checkpoint, the user's files) go as copies handed over: copying is a
-    // memcpy, while cloning megabytes into the message took ~50 ms per 20 MB here.
-    const handed = [];
-    const copied = (v) => {
-      if (ArrayBuffer.isView(v)) {
-        const copy = v.slice();
-        handed.push(copy.buffer);
-        return copy;
-      }
-      if (Array.isArray(v)) return v.map(copied);
-      if (v && typeof v === "object" && Object.getPrototypeOf(v) === Object.prototype) {
-        return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, copied(x)]));
-      }
-      return v;
-    };
-    const message = copied(value);
-    return this.call("store", { key, value: message }, handed);
+    return this.#inTurn(() => this.#store(key, value));
   }
 
   forget(key) {
-    this.call("forget", { key }).catch(() => {});
+    this.#inTurn(() => this.call("forget", { key })).catch(() => {});
+  }
+
+  #inTurn(fn) {
+    const run = this.#storing.then(fn);
+    this.#storing = run.catch(() => {});
+    return run;
+  }
+
+  async #store(key, value) {
+    // Its byte arrays (a checkpoint, the user's files) go as copies handed over: cloning
+    // megabytes into the message took ~50 ms per 20 MB here, and a copy made a few MB per task
+    // keeps every task of the page's thread short.
+    const handed = [];
+    const copied = async (v) => {
+      if (ArrayBuffer.isView(v)) {
+        const copy = new v.constructor(v.length);
+        for (let at = 0; at < v.length; at += COPY_CHUNK) {
+          copy.set(v.subarray(at, at + COPY_CHUNK), at);
+          await new Promise((resolve) => setTimeout(resolve, 0));
+        }
+        handed.push(copy.buffer);
+        return copy;
+      }
+      if (Array.isArray(v)) return Promise.all(v.map(copied));
+      if (v && typeof v === "object" && Object.getPrototypeOf(v) === Object.prototype) {
+        return Object.fromEntries(await Promise.all(Object.entries(v).map(async ([k, x]) => [k, await copied(x)])));
+      }
+      return v;
+    };
+    const message = await copied(value);
+    return this.call("store", { key, value: message }, handed);
   }
 
   async requestGpu(kernels) {
