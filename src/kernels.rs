@@ -468,8 +468,8 @@ impl Kernels {
 
     /// `kernel`'s pipeline, built now if no dispatch has needed it before.
     fn pipeline(&self, kernel: Kernel) -> &wgpu::ComputePipeline {
-        assert!(self.shape.kernels().any(|k| k == kernel), "{kernel:?} is not built in the {} shape", self.shape.name());
         self.pipelines[kernel as usize].get_or_init(|| {
+            assert!(self.shape.kernels().any(|k| k == kernel), "{kernel:?} is not built in the {} shape", self.shape.name());
             let (file, entry_point) = kernel.source();
             let at = SHADERS.iter().position(|s| s.0 == file).expect("shader listed in SHADERS");
             let module = self.modules[at].get_or_init(|| {
