@@ -210,6 +210,13 @@ impl WebData {
     pub fn test_labels(&self) -> Vec<u8> {
         self.test.labels.clone()
     }
+
+    /// Every test image's bytes (0-255), image after image: what the page's views read (as
+    /// `testImages` does, each byte / 255), so that the page need not parse the files itself.
+    #[wasm_bindgen(js_name = testPixels)]
+    pub fn test_pixels(&self) -> Vec<u8> {
+        self.test.pixels.clone()
+    }
 }
 
 /// `{ config, step, resumes }` of a `.safetensors` checkpoint, after checking all of it

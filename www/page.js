@@ -21,13 +21,13 @@ export const view = {
   latent: { variables: 0, classes: 0 }, // the model's latent space; classes 0 = Gaussian
 };
 
-export let wasm; // the page's wasm-bindgen module: the views' pure functions, the data they read
+export let wasm; // the page's wasm-bindgen module: the views' pure functions
 export let remote; // the trainer's worker (remote.js): devices, data and trainers live there
 
 // Once the page's wasm module is loaded: the trainer's worker starts, loading the same module.
 export function connect(bindings) {
   wasm = bindings;
-  remote = new Remote(bindings);
+  remote = new Remote();
   training.remote = remote;
 }
 

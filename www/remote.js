@@ -14,12 +14,10 @@ export class Remote {
   #nextId = 1;
   #loaded;
   #storing = Promise.resolve(); // the session's writes, in order
-  wasm; // the page's own wasm module (the data the views read, the pure functions)
 
-  // `wasm`: the page's module; its glue script and wasm file are found where Trunk's loader
-  // named them (the preload links), and the worker loads the same two.
-  constructor(wasm) {
-    this.wasm = wasm;
+  // The worker loads the page's own module: its glue script and wasm file are found where
+  // Trunk's loader named them (the preload links).
+  constructor() {
     this.#worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
     this.#worker.onmessage = ({ data: { id, result, error } }) => {
       const call = this.#calls.get(id);
@@ -107,16 +105,9 @@ export class Remote {
     return new RemoteDevice(this, await this.call("cpuDevice", {}));
   }
 
-  // The data from IDX files, parsed here (for the views, at once, and so that a malformed file
-  // is refused before anything is sent) and in the worker (for training).
+  // The data from IDX files, parsed in the worker; the views read its test images from here.
   async data(names, files, maxBytes) {
-    const local = this.wasm.WebData.fromFiles(names, files, maxBytes);
-    try {
-      return new RemoteData(this, local, await this.call("data", { names, files, maxBytes }));
-    } catch (err) {
-      local.free();
-      throw err;
-    }
+    return new RemoteData(this, await this.call("data", { names, files, maxBytes }));
   }
 
   async trainer(device, config, data) {
@@ -142,23 +133,28 @@ export class RemoteDevice {
   free() { this.remote.free(this.handle); }
 }
 
-// The views read the page's own parse of the files; the worker trains on its own.
+// The data trained on, in the worker; the test set's images and labels are kept here too, for
+// the views (bytes, as the worker holds them: `testImages` gives floats in [0, 1] as the wasm
+// module's does, each byte / 255).
 export class RemoteData {
-  constructor(remote, local, { handle }) {
+  constructor(remote, facts) {
     this.remote = remote;
-    this.local = local;
-    this.handle = handle;
+    this.facts = facts;
+    this.handle = facts.handle;
   }
-  trainCount() { return this.local.trainCount(); }
-  testCount() { return this.local.testCount(); }
-  rows() { return this.local.rows(); }
-  cols() { return this.local.cols(); }
-  testImages(start, n) { return this.local.testImages(start, n); }
-  testLabels() { return this.local.testLabels(); }
-  free() {
-    this.local.free();
-    this.remote.free(this.handle);
+  trainCount() { return this.facts.trainCount; }
+  testCount() { return this.facts.testCount; }
+  rows() { return this.facts.rows; }
+  cols() { return this.facts.cols; }
+  // Test images `start..start + n` (clamped to the set), image after image.
+  testImages(start, n) {
+    const size = this.facts.rows * this.facts.cols;
+    const end = Math.min(start + n, this.facts.testCount);
+    const bytes = this.facts.testPixels.subarray(Math.min(start, end) * size, end * size);
+    return Float32Array.from(bytes, (p) => p / 255);
   }
+  testLabels() { return this.facts.testLabels; }
+  free() { this.remote.free(this.handle); }
 }
 
 export class RemoteTrainer {

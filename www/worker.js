@@ -63,7 +63,10 @@ const OPS = {
     return keep(wasm.WebDevice.cpu(), deviceFacts);
   },
   data({ names, files, maxBytes }) {
-    return keep(wasm.WebData.fromFiles(names, files, maxBytes), () => ({}));
+    return keep(wasm.WebData.fromFiles(names, files, maxBytes), (d) => ({
+      trainCount: d.trainCount(), testCount: d.testCount(), rows: d.rows(), cols: d.cols(),
+      testLabels: d.testLabels(), testPixels: d.testPixels(),
+    }));
   },
   trainer({ device, config, data }) {
     return keep(new wasm.WebTrainer(get(device), config, get(data)), trainerFacts);
