@@ -74,27 +74,29 @@ export class Remote {
 
   async #store(key, value) {
     // Its byte arrays (a checkpoint, the user's files) go as copies handed over: cloning
-    // megabytes into the message took ~50 ms per 20 MB here, and a copy made a few MB per task
-    // keeps every task of the page's thread short.
-    const handed = [];
-    const copied = async (v) => {
+    // megabytes into the message took ~50 ms per 20 MB here, and a copy filled a few MB per
+    // task keeps every task of the page's thread short. The rest is cloned by postMessage.
+    const copies = []; // [original, copy]
+    const swapped = (v) => {
       if (ArrayBuffer.isView(v)) {
         const copy = new v.constructor(v.length);
-        for (let at = 0; at < v.length; at += COPY_CHUNK) {
-          copy.set(v.subarray(at, at + COPY_CHUNK), at);
-          await new Promise((resolve) => setTimeout(resolve, 0));
-        }
-        handed.push(copy.buffer);
+        copies.push([v, copy]);
         return copy;
       }
-      if (Array.isArray(v)) return Promise.all(v.map(copied));
+      if (Array.isArray(v)) return v.map(swapped);
       if (v && typeof v === "object" && Object.getPrototypeOf(v) === Object.prototype) {
-        return Object.fromEntries(await Promise.all(Object.entries(v).map(async ([k, x]) => [k, await copied(x)])));
+        return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, swapped(x)]));
       }
       return v;
     };
-    const message = await copied(value);
-    return this.call("store", { key, value: message }, handed);
+    const message = swapped(value);
+    for (const [original, copy] of copies) {
+      for (let at = 0; at < original.length; at += COPY_CHUNK) {
+        copy.set(original.subarray(at, at + COPY_CHUNK), at);
+        await new Promise((resolve) => setTimeout(resolve, 0));
+      }
+    }
+    return this.call("store", { key, value: message }, copies.map(([, copy]) => copy.buffer));
   }
 
   async requestGpu(kernels) {
@@ -119,29 +121,28 @@ export class Remote {
   }
 }
 
-export class RemoteDevice {
+// An object living in the worker: its handle there, and what was read of it once.
+class Handle {
   constructor(remote, facts) {
     this.remote = remote;
     this.facts = facts;
     this.handle = facts.handle;
   }
+  free() { this.remote.free(this.handle); }
+}
+
+export class RemoteDevice extends Handle {
   kind() { return this.facts.kind; }
   describe() { return this.facts.description; }
   adapterName() { return this.facts.adapterName; }
   maxBufferBytes() { return this.facts.maxBufferBytes; }
   lose() { return this.remote.call("lose", { handle: this.handle }); }
-  free() { this.remote.free(this.handle); }
 }
 
 // The data trained on, in the worker; the test set's images and labels are kept here too, for
 // the views (bytes, as the worker holds them: `testImages` gives floats in [0, 1] as the wasm
 // module's does, each byte / 255).
-export class RemoteData {
-  constructor(remote, facts) {
-    this.remote = remote;
-    this.facts = facts;
-    this.handle = facts.handle;
-  }
+export class RemoteData extends Handle {
   trainCount() { return this.facts.trainCount; }
   testCount() { return this.facts.testCount; }
   rows() { return this.facts.rows; }
@@ -154,17 +155,10 @@ export class RemoteData {
     return Float32Array.from(bytes, (p) => p / 255);
   }
   testLabels() { return this.facts.testLabels; }
-  free() { this.remote.free(this.handle); }
 }
 
-export class RemoteTrainer {
-  #step;
-  constructor(remote, facts) {
-    this.remote = remote;
-    this.facts = facts;
-    this.handle = facts.handle;
-    this.#step = facts.step;
-  }
+export class RemoteTrainer extends Handle {
+  #step = this.facts.step;
   #call(method, ...args) {
     return this.remote.call("call", { handle: this.handle, method, args });
   }
@@ -199,5 +193,4 @@ export class RemoteTrainer {
   decodeStd(z) { return this.#call("decodeStd", z); }
   reconstructStd(x) { return this.#call("reconstructStd", x); }
   prepare() { return this.#call("prepare"); }
-  free() { this.remote.free(this.handle); }
 }
