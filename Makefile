@@ -34,14 +34,16 @@ test-browser:
 	$(WASM_ENV) wasm-pack test --headless --chrome
 	$(WASM_ENV) PATH="$$HOME/.cargo/bin:$$PATH" wasm-pack test --headless --firefox
 
-# The built page, served on localhost and driven in headless Chromium: the checks of e2e.mjs,
-# then the restless user (random clicks from the first second) with each seed, on WebGPU and on
-# the CPU path.
+# The built page (both builds: Trunk's, and the threaded one its hook makes), served on
+# localhost and driven in headless Chromium: the checks of e2e.mjs (on a server that isolates
+# the page, so the threaded build; one check on a plain static server), then the restless user
+# (random clicks from the first second) with each seed, on WebGPU and on the CPU path, seed 2
+# on the plain static server.
 RESTLESS_SEEDS ?= 1,2,3
 test-e2e:
 	$(WASM_ENV) trunk build --release --offline
 	cd e2e && node e2e.mjs
-	cd e2e && node restless.mjs --seeds $(RESTLESS_SEEDS) --devices webgpu,cpu --actions 200
+	cd e2e && node restless.mjs --seeds $(RESTLESS_SEEDS) --unisolated-seeds 2 --devices webgpu,cpu --actions 200
 
 # A preset (MODEL=mlp, the reference; conv; mlp-gauss-var or conv-gauss-var, with a mean and a
 # variance per pixel; mlp-categorical or conv-categorical, 20 x 10 categorical latents), 10 epochs
@@ -52,7 +54,8 @@ quality:
 	XDG_RUNTIME_DIR="$${XDG_RUNTIME_DIR:-$$(mktemp -d)}" MODEL=$(MODEL) DEVICE=$(DEVICE) cargo run --release --example quality
 
 # The reference training step timed side by side: natively (lavapipe here) and in headless
-# Chromium on WebGPU (SwiftShader here); lines `bench <backend> ms_per_step ...`.
+# Chromium on WebGPU (SwiftShader here), then on the CPU path natively and in the page's worker,
+# each on one thread and on every core; lines `bench <backend> model <m> ... ms_per_step ...`.
 bench: setup
 	XDG_RUNTIME_DIR="$${XDG_RUNTIME_DIR:-$$(mktemp -d)}" cargo run --release -q --example bench
 	$(WASM_ENV) trunk build --release --offline >/dev/null

@@ -1,7 +1,8 @@
 // `make bench`, browser half: opens the built page (../dist) in headless Chromium on WebGPU and
 // runs the wasm benchmark there, printing its lines (`bench browser ms_per_step ...`); then the
-// same step on the CPU path in WebAssembly (`bench browser-cpu ms_per_step ...`).
-import { launch, serve } from "./harness.mjs";
+// same step on the CPU path in WebAssembly, in the page's worker, on one thread and on every core
+// (`bench browser-cpu model <m> threads <n> ms_per_step ...`).
+import { launch, ready, serve } from "./harness.mjs";
 
 // DIST=path serves another build, for comparing two side by side (harness.mjs).
 const { server, url } = await serve();
@@ -24,9 +25,22 @@ try {
     const n = model === "conv" ? Number(process.env.CONV_SAMPLES || 5) : samples;
     for (const line of await bench(model, n, "gpu")) console.log(line);
   }
-  // The CPU path (CPU_MODELS="mlp conv" to time the conv preset too: seconds per step).
-  for (const model of (process.env.CPU_MODELS || "mlp").split(/\s+/).filter(Boolean)) {
-    for (const line of await bench(model, model === "conv" ? 3 : samples, "cpu")) console.log(line);
+  // The CPU path in the page's worker, on the plain build (one thread) and on the threaded one
+  // with a thread per core (the page is served cross-origin isolated), side by side.
+  // Once the page itself is idle (its first views drawn, its kernels prepared): its work would
+  // share the cores.
+  await ready(page);
+  const cores = await page.evaluate(() => navigator.hardwareConcurrency);
+  const cpuBench = (model, n, threads) => page.evaluate(async ([m, n, threads]) => {
+    const { Remote } = await import("./remote.js");
+    const remote = new Remote({ threads });
+    return remote.call("benchmark", { models: m, samples: n, device: "cpu" })
+      .catch((e) => { throw new Error(String(e?.message ?? e)); });
+  }, [model, n, threads]);
+  for (const model of (process.env.CPU_MODELS || "mlp conv").split(/\s+/).filter(Boolean)) {
+    for (const threads of [1, Math.min(cores, 8)]) {
+      for (const line of await cpuBench(model, model === "conv" ? 5 : samples, threads)) console.log(line);
+    }
   }
 } catch (e) {
   console.error(`bench browser failed: ${e.message || JSON.stringify(e)}`);

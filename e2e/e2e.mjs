@@ -771,13 +771,111 @@ try {
       const seconds = (Date.now() - t0) / 1000;
       const tasks = await p.evaluate(() => window.longTasks);
       const longest = Math.round(Math.max(0, ...tasks));
-      console.log(`longest_task_ms ${longest} tasks_over_50ms ${tasks.length} training conv on the CPU path for ${seconds.toFixed(1)} s, ` +
+      const threads = await p.evaluate(() => window.vae.training.remote.threads);
+      console.log(`longest_task_ms ${longest} tasks_over_50ms ${tasks.length} training conv on the CPU path (${threads} threads) for ${seconds.toFixed(1)} s, ` +
         `${await p.textContent("#step")} steps, epoch ${await p.textContent("#epoch")}, test −ELBO ${await p.textContent("#test-nelbo")}`);
       assert(Number(await p.textContent("#epoch")) >= 3, "fewer than 3 epochs' ends seen");
       assert(tasks.length === 0, `${tasks.length} tasks over 50 ms on the page's thread, the longest ${longest} ms`);
       assert(errors.length === 0, errors.join("; "));
     } finally {
       await context.close();
+    }
+  });
+
+  await check("the CPU path uses every core where the page is isolated and one thread where not, saying which; both builds train the same bits", async () => {
+    const threads = (p) => p.evaluate(() => window.vae.training.remote.threads);
+    const status = (p) => p.textContent("#gpu-message");
+    // Isolated (this server sends the headers, as `make serve` does): the threaded build.
+    const { context, p, errors } = await cpuPageOnDigits32();
+    try {
+      const cores = await p.evaluate(() => Math.min(navigator.hardwareConcurrency, 8));
+      assert(cores > 1, "this machine reports one core: nothing to share");
+      assert(await threads(p) === cores, `${await threads(p)} threads on ${cores} cores`);
+      assert((await status(p)).includes(`It uses ${cores} threads, one per core.`), await status(p));
+      // The same model trained on the plain build (one thread) and on the threaded one: the
+      // checkpoints (weights, Adam's state) must hold the same bytes, for both architectures.
+      // (Their headers' metadata may come in another order: a HashMap's.)
+      const same = await p.evaluate(async () => {
+        const { Remote } = await import("./remote.js");
+        const { BUNDLED, fetchBundled } = await import("./panels/data.js");
+        const files = await fetchBundled();
+        const configs = [{}, { architecture: { kind: "conv", channels: [32, 64], dense: 256 }, image: [28, 28] }];
+        const saved = [];
+        for (const threads of [1, navigator.hardwareConcurrency]) {
+          const remote = new Remote({ threads });
+          const device = await remote.cpu();
+          const data = await remote.data(BUNDLED, files.map((f) => f.slice()), 1 << 30);
+          for (const config of configs) {
+            const trainer = await remote.trainer(device, config, data);
+            await trainer.train(3);
+            saved.push({ threads: remote.threads, bytes: await trainer.save(trainer.step(), true) });
+          }
+        }
+        const header = (bytes) => {
+          const length = Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(0, true));
+          const json = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + length)));
+          const sorted = (o) => Object.fromEntries(Object.entries(o).sort(([a], [b]) => a.localeCompare(b)));
+          return { json: JSON.stringify(sorted({ ...json, __metadata__: sorted(json.__metadata__) })), data: bytes.subarray(8 + length) };
+        };
+        const equal = (a, b) => {
+          const [x, y] = [header(a), header(b)];
+          return x.json === y.json && x.data.length === y.data.length && x.data.every((v, i) => v === y.data[i]);
+        };
+        return [0, 1].map((i) => ({ threads: [saved[i].threads, saved[i + 2].threads], equal: equal(saved[i].bytes, saved[i + 2].bytes) }));
+      });
+      for (const [i, { threads: t, equal }] of same.entries()) {
+        assert(t[0] === 1 && t[1] > 1, `the builds compared ran on ${t.join(" and ")} threads`);
+        assert(equal, `${["MLP", "conv"][i]}: 3 steps on 1 and ${t[1]} threads saved different checkpoints`);
+      }
+      assert(errors.length === 0, errors.join("; "));
+    } finally {
+      await context.close();
+    }
+    // A static host that sends no headers, and a browser that keeps service workers out: one
+    // thread, said so; training works as ever.
+    const plain = await serve({ isolated: false });
+    try {
+      const context = await browser.newContext({ viewport: { width: 1100, height: 800 }, serviceWorkers: "block" });
+      await inPageAndWorker(context, withoutWebGpu);
+      const p = await context.newPage();
+      const errors = watch(p);
+      try {
+        await p.goto(plain.url);
+        await readyOn(p);
+        assert(!(await p.evaluate(() => crossOriginIsolated)), "isolated without headers or a service worker");
+        assert(await threads(p) === 1, `${await threads(p)} threads unisolated`);
+        assert(/It uses one thread: this page is not cross-origin isolated/.test(await status(p)), await status(p));
+        const before = await greyLevels(p, "samples");
+        await p.click("#train");
+        await p.waitForFunction(() => Number(document.getElementById("step").textContent) >= 20, null, { timeout: 60000 });
+        await p.click("#train");
+        await readyOn(p);
+        assert(diff(before, await greyLevels(p, "samples")) > 1, "the samples did not change");
+        assert(errors.length === 0, errors.join("; "));
+      } finally {
+        await context.close();
+      }
+      // The same host with service workers allowed: sw.js isolates the page (one reload, at
+      // once), and the CPU path has its threads again.
+      const swContext = await browser.newContext({ viewport: { width: 1100, height: 800 } });
+      const q = await swContext.newPage();
+      try {
+        let loads = 0;
+        q.on("framenavigated", (frame) => { if (frame === q.mainFrame()) loads += 1; });
+        await q.goto(plain.url);
+        await q.waitForFunction(() => crossOriginIsolated && window.vae && window.vae.training.trainer, null, { timeout: 60000 });
+        await readyOn(q);
+        assert(loads === 2, `${loads} loads: the page should reload once, to be served through its service worker`);
+        assert(await threads(q) > 1, `${await threads(q)} threads with the service worker's isolation`);
+        // No loop: a reload of the isolated page stays one load.
+        await q.reload();
+        await readyOn(q);
+        assert(loads === 3 && await q.evaluate(() => crossOriginIsolated), `${loads} loads after one reload`);
+      } finally {
+        await swContext.close();
+      }
+    } finally {
+      plain.server.close();
     }
   });
 

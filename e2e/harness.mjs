@@ -15,10 +15,15 @@ export const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm",
   ".css": "text/css", ".png": "image/png", ".gz": "application/gzip", ".json": "application/json" };
 
+// The headers that isolate the page (`make serve` sends them too): the CPU path then loads the
+// threaded build.
+const ISOLATION = { "cross-origin-opener-policy": "same-origin", "cross-origin-embedder-policy": "require-corp" };
+
 // A static file server for dist/, under a sub-path to prove the site works from one; resolves
-// to { server, url }.
+// to { server, url }. With `isolated` false it sends no isolation headers, as a static host
+// (GitHub Pages) does.
 const BASE = "/webvae/";
-export function serve() {
+export function serve({ isolated = true } = {}) {
   const server = createServer(async (req, res) => {
     const url = new URL(req.url, "http://localhost");
     if (!url.pathname.startsWith(BASE)) { res.writeHead(404).end(); return; }
@@ -26,7 +31,8 @@ export function serve() {
     if (path.startsWith("..")) { res.writeHead(403).end(); return; }
     try {
       const body = await readFile(join(ROOT, path));
-      res.writeHead(200, { "content-type": TYPES[extname(path)] || "application/octet-stream" }).end(body);
+      const type = { "content-type": TYPES[extname(path)] || "application/octet-stream" };
+      res.writeHead(200, isolated ? { ...type, ...ISOLATION } : type).end(body);
     } catch {
       res.writeHead(404).end();
     }

@@ -5,7 +5,11 @@
 // training must go on. Fails on any page error, console error, message from wasm (a panic,
 // "recursive use of an object", a trap) or "Something went wrong".
 //
-//   node restless.mjs [--seeds 1,2,3] [--devices webgpu,cpu] [--actions 200] [--one-at-a-time]
+// The page is served cross-origin isolated (the threaded build), except for the seeds of
+// --unisolated-seeds, served as a static host serves it, with service workers kept out (the
+// plain build, one thread).
+//
+//   node restless.mjs [--seeds 1,2,3] [--unisolated-seeds 2] [--devices webgpu,cpu] [--actions 200] [--one-at-a-time]
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -17,6 +21,7 @@ const option = (name, fallback) => {
   return i > 0 ? process.argv[i + 1] : fallback;
 };
 const SEEDS = option("seeds", "1,2,3").split(",").map(Number);
+const UNISOLATED = option("unisolated-seeds", "").split(",").filter(Boolean).map(Number);
 const DEVICES = option("devices", "webgpu,cpu").split(",");
 const ACTIONS = Number(option("actions", 200));
 const MAX_GAP_MS = 1500;
@@ -129,9 +134,10 @@ const ACTIONS_LIST = [
 ];
 
 // One schedule on one device: resolves to a line of figures, or throws what went wrong.
-async function restless(browser, url, device, seed) {
+async function restless(browser, url, device, seed, isolated) {
   const rng = generator(seed * 7919 + (device === "cpu" ? 1 : 0));
-  const context = await browser.newContext({ viewport: { width: 1100, height: 800 }, acceptDownloads: true });
+  const context = await browser.newContext({ viewport: { width: 1100, height: 800 }, acceptDownloads: true,
+    serviceWorkers: isolated ? "allow" : "block" });
   if (device === "cpu") await inPageAndWorker(context, withoutWebGpu);
   const dir = await mkdtemp(join(tmpdir(), "restless-"));
   const files = { saved: [], digits32: await digits32() };
@@ -198,14 +204,15 @@ async function restless(browser, url, device, seed) {
 // Every schedule at once, each in a context of its own (its own storage), as several people
 // on one machine: the schedules are about time, not speed, and side by side they take the time
 // of one (`--one-at-a-time` for a quiet machine, e.g. to replay a failure).
-const { server, url } = await serve();
+const servers = { isolated: await serve(), unisolated: await serve({ isolated: false }) };
 const browser = await launch();
-const runs = DEVICES.flatMap((device) => SEEDS.map((seed) => ({ device, seed })));
+const runs = DEVICES.flatMap((device) => SEEDS.map((seed) => ({ device, seed, isolated: !UNISOLATED.includes(seed) })));
 let passed = 0, failed = 0;
-const attempt = async ({ device, seed }) => {
-  const name = `restless user, seed ${seed}, ${device === "cpu" ? "CPU path (no WebGPU)" : "WebGPU"}`;
+const attempt = async ({ device, seed, isolated }) => {
+  const name = `restless user, seed ${seed}, ${device === "cpu" ? "CPU path (no WebGPU)" : "WebGPU"}${isolated ? "" : ", not isolated"}`;
   try {
-    const figures = await restless(browser, url, device, seed);
+    const { url } = servers[isolated ? "isolated" : "unisolated"];
+    const figures = await restless(browser, url, device, seed, isolated);
     console.log(`ok   ${name}: ${figures}`);
     passed += 1;
   } catch (err) {
@@ -221,7 +228,7 @@ try {
   }
 } finally {
   await browser.close();
-  server.close();
+  for (const { server } of Object.values(servers)) server.close();
 }
 console.log(`restless: ${passed} passed, ${failed} failed`);
 process.exit(failed ? 1 : 0);

@@ -2,7 +2,8 @@
 //! on the native adapter, timed SAMPLES times (15 by default). Prints `bench native model <m> ms_per_step <median> samples_per_s <n>
 //! dispatches_per_step <n> readbacks_per_step <n>`, then the matmul kernels' GFLOP/s (MLP) and
 //! each dispatch of the step timed alone, with the products' GFLOP/s. Then the same steps on
-//! the CPU path (CPU_MODELS="mlp" by default): `bench native-cpu model <m> ms_per_step ...`.
+//! the CPU path (CPU_MODELS="mlp" by default), on one thread and on every core:
+//! `bench native-cpu model <m> threads <n> ms_per_step ...`.
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -20,9 +21,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let cpu_models = std::env::var("CPU_MODELS").unwrap_or_else(|_| "mlp".into());
+    // Each preset on one thread, then on every core (rayon's global pool), side by side.
+    let one_thread = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
     for model in cpu_models.split_whitespace() {
-        let report = webvae::bench::run_cpu(model, samples, || start.elapsed().as_secs_f64() * 1000.0)?;
-        for line in report.lines("native-cpu") {
+        let run = || webvae::bench::run_cpu(model, samples, || start.elapsed().as_secs_f64() * 1000.0);
+        let mut reports = vec![one_thread.install(run)?];
+        if rayon::current_num_threads() > 1 {
+            reports.push(run()?);
+        }
+        for line in reports.iter().flat_map(|r| r.lines("native-cpu")) {
             println!("{line}");
         }
     }

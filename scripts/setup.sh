@@ -3,7 +3,9 @@
 # and takes seconds. Needs root or sudo for apt-get (Debian 12 or similar).
 #
 #   - the wasm32 target: rustup's where it can be had, otherwise Debian's rustc-web route
-#     (rustc-web + rust-web-src + lld, building std with -Zbuild-std; see scripts/wasm-env.sh)
+#     (rustc-web + rust-web-src + lld, building std with -Zbuild-std; see scripts/wasm-env.sh);
+#     that route is installed either way, for the threaded build (scripts/build-threads.sh),
+#     whose std must be rebuilt with atomics
 #   - wasm-bindgen-cli at exactly the crate's version, wasm-pack, trunk, geckodriver
 #   - Chromium + ChromeDriver and Firefox ESR (browser tests in two engines, two WGSL
 #     compilers), Mesa's Vulkan drivers (lavapipe, a Vulkan adapter on the CPU; radv, whose
@@ -37,8 +39,8 @@ else
   WASM_ROUTE=debian
 fi
 
-packages=(chromium chromium-driver firefox-esr mesa-vulkan-drivers libvulkan1 dataset-fashion-mnist python3-venv)
-if [ "$WASM_ROUTE" = debian ]; then packages+=(rustc-web cargo-web rust-web-src lld-22); fi
+packages=(chromium chromium-driver firefox-esr mesa-vulkan-drivers libvulkan1 dataset-fashion-mnist python3-venv
+  rustc-web cargo-web rust-web-src rust-web-llvm lld-22)
 if [ "${NEED_NODE:-0}" = 1 ]; then packages+=(nodejs npm); fi
 missing=()
 for p in "${packages[@]}"; do

@@ -29,6 +29,8 @@ pub struct Report {
     pub model: String,
     /// The kernel shape timed ("software" or "hardware"), or None on the CPU path.
     pub shape: Option<&'static str>,
+    /// The CPU path's threads (rayon's pool where the step ran), or None on a GPU.
+    pub threads: Option<usize>,
     pub adapter: String,
     pub ms_per_step: f64,
     pub samples_per_s: f64,
@@ -46,8 +48,9 @@ impl Report {
     /// The lines `make bench` prints; the first is the one to compare across backends.
     pub fn lines(&self, backend: &str) -> Vec<String> {
         let shape = self.shape.map(|s| format!(" shape {s}")).unwrap_or_default();
+        let threads = self.threads.map(|n| format!(" threads {n}")).unwrap_or_default();
         let mut lines = vec![format!(
-            "bench {backend} model {}{shape} ms_per_step {:.1} samples_per_s {:.0} gflop_per_step {:.3} gflops {:.2} dispatches_per_step {} readbacks_per_step {}",
+            "bench {backend} model {}{shape}{threads} ms_per_step {:.1} samples_per_s {:.0} gflop_per_step {:.3} gflops {:.2} dispatches_per_step {} readbacks_per_step {}",
             self.model,
             self.ms_per_step,
             self.samples_per_s,
@@ -137,6 +140,7 @@ pub async fn run(gpu: Gpu, model: &str, samples: usize, now: impl Fn() -> f64) -
     Ok(Report {
         model: model.to_string(),
         shape: Some(gpu.shape.name()),
+        threads: None,
         adapter,
         ms_per_step,
         flops_per_step: flops_per_step(&config),
@@ -150,7 +154,8 @@ pub async fn run(gpu: Gpu, model: &str, samples: usize, now: impl Fn() -> f64) -
 }
 
 /// Times the training step of the preset `model` on the CPU path (`cpu::CpuTrainer`), as `run`
-/// times it on the GPU: after warm-up, `samples` times, each over enough steps to take ~200 ms.
+/// times it on the GPU: after warm-up, `samples` times, each over enough steps to take ~200 ms;
+/// on the threads of the rayon pool it is called in.
 pub fn run_cpu(model: &str, samples: usize, now: impl Fn() -> f64) -> Result<Report, TrainError> {
     let config = Config::preset(model).ok_or_else(|| TrainError::Data(format!("unknown model \"{model}\" (expected mlp or conv)")))?;
     let mut trainer = CpuTrainer::new(config.clone(), &synthetic(9000, 1), &synthetic(1000, 2))?;
@@ -165,11 +170,13 @@ pub fn run_cpu(model: &str, samples: usize, now: impl Fn() -> f64) -> Result<Rep
         times.push((now() - t0) / per_sample as f64);
     }
     let ms_per_step = median(times);
+    let threads = rayon::current_num_threads();
     Ok(Report {
         model: model.to_string(),
         shape: None,
+        threads: Some(threads),
         flops_per_step: flops_per_step(&config),
-        adapter: "CPU, f32 on one thread (matrixmultiply sgemm; simd128 in wasm)".to_string(),
+        adapter: format!("CPU, f32 on {threads} thread{} (matrixmultiply sgemm; simd128 in wasm)", if threads == 1 { "" } else { "s" }),
         ms_per_step,
         samples_per_s: config.batch_size as f64 * 1000.0 / ms_per_step,
         dispatches_per_step: 0,

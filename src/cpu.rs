@@ -10,7 +10,13 @@
 //! `ops::categorical` and `ops::loss` on converted values: that math has one definition,
 //! checked against finite differences.
 //!
-//! One thread: the page calls `train` between frames, a step or a few at a time.
+//! Threads: the products, the convolutions' datapoints and Adam are split across rayon's pool
+//! (natively every core; in the browser the Web Workers of the `threads` build, where the page
+//! is cross-origin isolated, and otherwise one thread). Every split keeps each value's own
+//! arithmetic as one thread does it (rows of a product, datapoints, taps of a weight
+//! gradient; never a sum cut in two), so training gives the same bits on any number of threads.
+
+use rayon::prelude::*;
 
 use crate::checkpoint::OptimizerState;
 use crate::data::{epoch_permutation, Dataset};
@@ -128,13 +134,15 @@ impl CpuTrainer {
     /// Takes `n` training steps (and returns when they are done). A non-finite loss stops
     /// training before that step's update: the weights stay the last good ones.
     pub fn train(&mut self, n: u32) -> Result<(), TrainError> {
-        for _ in 0..n {
-            if let Some(step) = self.diverged {
-                return Err(TrainError::Diverged { step });
+        in_pool(|| {
+            for _ in 0..n {
+                if let Some(step) = self.diverged {
+                    return Err(TrainError::Diverged { step });
+                }
+                self.train_step();
             }
-            self.train_step();
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// One step of Adam on the step's batch, as the GPU takes it.
@@ -261,12 +269,15 @@ impl CpuTrainer {
     /// The test set's negative ELBO (beta = 1), one sample of z per datapoint with the GPU's
     /// evaluation noise (and its batches, which the noise is keyed by).
     pub async fn evaluate(&mut self) -> Result<Evaluation, TrainError> {
-        let (mut recon, mut kl) = (0.0, 0.0);
-        for (x, n) in self.test_batches(self.config.batch_size) {
-            let fwd = self.forward(&x, n, n, EVAL_RNG_STEP, Sampling::Exact);
-            recon += self.reconstruction(&fwd, &x, n).iter().sum::<f64>();
-            kl += fwd.kl.iter().sum::<f64>();
-        }
+        let (recon, kl) = in_pool(|| {
+            let (mut recon, mut kl) = (0.0, 0.0);
+            for (x, n) in self.test_batches(self.config.batch_size) {
+                let fwd = self.forward(&x, n, n, EVAL_RNG_STEP, Sampling::Exact);
+                recon += self.reconstruction(&fwd, &x, n).iter().sum::<f64>();
+                kl += fwd.kl.iter().sum::<f64>();
+            }
+            (recon, kl)
+        });
         let count = self.test.count.max(1) as f64;
         let (reconstruction, kl) = (recon / count, kl / count);
         Ok(Evaluation { reconstruction, kl, nelbo: reconstruction + kl })
@@ -278,6 +289,12 @@ impl CpuTrainer {
         if !(1..=IWAE_ROWS).contains(&k) {
             return Err(crate::model::ConfigError { field: "k", message: format!("must be 1..={IWAE_ROWS}, got {k}") }.into());
         }
+        let total = in_pool(|| self.importance_weighted_sum(k));
+        Ok(total / self.test.count.max(1) as f64)
+    }
+
+    /// The sum over the test set of each datapoint's importance-weighted bound.
+    fn importance_weighted_sum(&self, k: usize) -> f64 {
         let mut total = 0.0;
         for (x, n) in self.test_batches((IWAE_ROWS / k).max(1)) {
             let fwd = self.forward(&x, n, n * k, IWAE_RNG_STEP, Sampling::Exact);
@@ -288,7 +305,7 @@ impl CpuTrainer {
                 LatentType::Categorical { classes, .. } => categorical::importance_weighted(&ml, &widen(&fwd.decoder[0]), &recon, n, classes),
             };
         }
-        Ok(total / self.test.count.max(1) as f64)
+        total
     }
 
     /// The test set in batches of at most `batch`: (images, count).
@@ -357,11 +374,11 @@ impl CpuTrainer {
     }
 
     /// `pass` over rows of `width` values, at most `PASS_ROWS` rows at a time.
-    fn in_chunks(&self, input: &[f32], width: usize, pass: impl Fn(&Self, &[f32], usize) -> Vec<f32>) -> Result<Vec<f32>, TrainError> {
+    fn in_chunks(&self, input: &[f32], width: usize, pass: impl Fn(&Self, &[f32], usize) -> Vec<f32> + Sync) -> Result<Vec<f32>, TrainError> {
         if input.is_empty() || !input.len().is_multiple_of(width) {
             return Err(TrainError::Data(format!("expected rows of {width} values, got {} values", input.len())));
         }
-        Ok(input.chunks(PASS_ROWS * width).flat_map(|chunk| pass(self, chunk, chunk.len() / width)).collect())
+        Ok(in_pool(|| input.chunks(PASS_ROWS * width).flat_map(|chunk| pass(self, chunk, chunk.len() / width)).collect()))
     }
 
     /// `n` codes from the prior: z ~ N(0, I), or a uniformly random class per variable.
@@ -409,21 +426,45 @@ impl CpuTrainer {
 }
 
 fn widen(v: &[f32]) -> Vec<f64> {
-    v.iter().map(|&v| v as f64).collect()
+    v.par_iter().with_min_len(PARALLEL_MIN_WORK).map(|&v| v as f64).collect()
 }
 
 fn narrow(v: &[f64]) -> Vec<f32> {
-    v.iter().map(|&v| v as f32).collect()
+    v.par_iter().with_min_len(PARALLEL_MIN_WORK).map(|&v| v as f32).collect()
 }
 
 /// Adam in f32, as the GPU's kernel computes it (`shaders/optim.wgsl`).
 fn adam(params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32], t: u32, lr: f32) {
     let (b1, b2, eps) = (optim::ADAM_BETA1 as f32, optim::ADAM_BETA2 as f32, optim::ADAM_EPSILON as f32);
     let (c1, c2) = (1.0 - b1.powi(t as i32), 1.0 - b2.powi(t as i32));
-    for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(m.iter_mut()).zip(v.iter_mut()) {
-        *m = b1 * *m + (1.0 - b1) * g;
-        *v = b2 * *v + (1.0 - b2) * g * g;
-        *p -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
+    let part = params.len().div_ceil(parts(params.len() / 4)).max(1);
+    let parts = params.par_chunks_mut(part).zip(grads.par_chunks(part)).zip(m.par_chunks_mut(part)).zip(v.par_chunks_mut(part));
+    parts.for_each(|(((params, grads), m), v)| {
+        for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(m.iter_mut()).zip(v.iter_mut()) {
+            *m = b1 * *m + (1.0 - b1) * g;
+            *v = b2 * *v + (1.0 - b2) * g * g;
+            *p -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
+        }
+    });
+}
+
+/// Runs `op` as a task of rayon's pool, so that its parallel parts are split from inside the
+/// pool: a part that no other thread has taken yet is done by this one instead of waiting for
+/// a sleeping thread to wake (which in a browser costs about as much as a small product).
+fn in_pool<R: Send>(op: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| op())
+}
+
+/// Work (multiply-adds, or elements touched) below which splitting does not pay: waking the
+/// pool's threads costs tens of microseconds in a browser.
+const PARALLEL_MIN_WORK: usize = 1 << 16;
+
+/// How many parts to split `work` into: one per thread, or one if it is too small to share.
+fn parts(work: usize) -> usize {
+    if work < PARALLEL_MIN_WORK {
+        1
+    } else {
+        rayon::current_num_threads()
     }
 }
 
@@ -457,7 +498,7 @@ fn layer_forward(l: &LayerLayout, params: &[f32], x: &[f32], rows: usize) -> Vec
     // y [rows, cols] = x [rows, inner] W^T.
     let per_channel = match l.layer {
         Layer::Linear { .. } => {
-            gemm(rows, inner, cols, (x, inner, 1), (w, 1, inner), &mut y, false);
+            par_gemm(rows, inner, cols, (x, inner, 1), (w, 1, inner), &mut y);
             1
         }
         Layer::Conv2d { .. } => {
@@ -472,10 +513,10 @@ fn layer_forward(l: &LayerLayout, params: &[f32], x: &[f32], rows: usize) -> Vec
         }
     };
     let act = l.activation();
-    for (i, chunk) in y.chunks_mut(per_channel).enumerate() {
+    y.par_chunks_mut(per_channel).enumerate().with_min_len(PARALLEL_MIN_WORK / per_channel).for_each(|(i, chunk)| {
         let bias = b[i % b.len()];
         chunk.iter_mut().for_each(|v| *v = apply(act, *v + bias));
-    }
+    });
     y
 }
 
@@ -494,14 +535,14 @@ fn layer_backward(l: &LayerLayout, params: &[f32], x: &[f32], dz: &[f32], rows: 
     match l.layer {
         Layer::Linear { .. } => {
             // dW [cols, inner] = dz^T x; db = column sums; dx [rows, inner] = dz W.
-            gemm(cols, rows, inner, (dz, 1, cols), (x, inner, 1), &mut grads[dw], false);
+            par_gemm(cols, rows, inner, (dz, 1, cols), (x, inner, 1), &mut grads[dw]);
             let db = &mut grads[db];
             db.fill(0.0);
             for row in dz.chunks(cols) {
                 db.iter_mut().zip(row).for_each(|(s, &g)| *s += g);
             }
             if input_gradient {
-                gemm(rows, cols, inner, (dz, cols, 1), (w, inner, 1), &mut dx, false);
+                par_gemm(rows, cols, inner, (dz, cols, 1), (w, inner, 1), &mut dx);
             }
         }
         Layer::Conv2d { .. } => {
@@ -525,7 +566,8 @@ fn layer_backward(l: &LayerLayout, params: &[f32], x: &[f32], dz: &[f32], rows: 
         return None;
     }
     if act_of_x != Activation::Identity {
-        dx.iter_mut().zip(x).for_each(|(d, &x)| *d *= act_of_x.derivative_from_output(x as f64) as f32);
+        let each = dx.par_iter_mut().zip(x).with_min_len(PARALLEL_MIN_WORK);
+        each.for_each(|(d, &x)| *d *= act_of_x.derivative_from_output(x as f64) as f32);
     }
     Some(dx)
 }
@@ -566,6 +608,19 @@ fn gemm(m: usize, k: usize, n: usize, a: Strided, b: Strided, c: &mut [f32], acc
     }
 }
 
+/// c [m, n] = a [m, k] b [k, n] with c's rows split across the pool: each row is computed
+/// exactly as `gemm` computes it alone (sgemm's blocking follows k, not m).
+fn par_gemm(m: usize, k: usize, n: usize, a: Strided, b: Strided, c: &mut [f32]) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let part = m.div_ceil(parts(m * k * n)).max(1);
+    let (values, rs, cs) = a;
+    c[..m * n].par_chunks_mut(part * n).enumerate().for_each(|(i, c)| {
+        gemm(c.len() / n, k, n, (&values[i * part * rs..], rs, cs), b, c, false);
+    });
+}
+
 // Convolutions as products with patch matrices (see `ops::conv` for the geometry). For one
 // datapoint, P [lc k k, sh sw] holds the large side's value under each tap of each small
 // position (0 in the padding). Then, with W [sc, lc k k]:
@@ -573,21 +628,17 @@ fn gemm(m: usize, k: usize, n: usize, a: Strided, b: Strided, c: &mut [f32], acc
 //   up      L = patches^T(W^T S)   (the patch matrix scattered back)
 //   weight  dW = sum over datapoints of S P^T
 
-/// The patch matrix of one datapoint's large side, into `p` ([lc k k, sh sw], reused across
-/// datapoints).
-fn patches(g: &Geometry, large: &[f32], p: &mut [f32]) {
+/// Rows `taps` of the patch matrix of one datapoint's large side, into `p` ([taps, sh sw],
+/// reused across datapoints).
+fn patches(g: &Geometry, large: &[f32], taps: std::ops::Range<usize>, p: &mut [f32]) {
     let (ss, ls) = (g.sh * g.sw, g.lh * g.lw);
     p.fill(0.0);
-    for cl in 0..g.lc {
-        for ky in 0..g.k {
-            for kx in 0..g.k {
-                let row = &mut p[((cl * g.k + ky) * g.k + kx) * ss..][..ss];
-                for y in 0..g.sh {
-                    for x in 0..g.sw {
-                        if let Some(pix) = g.tap(y, x, ky, kx) {
-                            row[y * g.sw + x] = large[cl * ls + pix];
-                        }
-                    }
+    for (tap, row) in taps.zip(p.chunks_mut(ss)) {
+        let (cl, ky, kx) = (tap / (g.k * g.k), tap / g.k % g.k, tap % g.k);
+        for y in 0..g.sh {
+            for x in 0..g.sw {
+                if let Some(pix) = g.tap(y, x, ky, kx) {
+                    row[y * g.sw + x] = large[cl * ls + pix];
                 }
             }
         }
@@ -613,34 +664,64 @@ fn add_patches(g: &Geometry, p: &[f32], large: &mut [f32]) {
     }
 }
 
+/// `each(input, output, scratch)` for each datapoint's `rows` of `input` and `output`
+/// (`in_len` and `out_len` values each), the datapoints split across the pool; `scratch` is a
+/// buffer of `scratch_len` values, one per part, reused across its datapoints.
+fn per_datapoint(input: (&[f32], usize), output: (&mut [f32], usize), rows: usize, scratch_len: usize, work: usize, each: impl Fn(&[f32], &mut [f32], &mut [f32]) + Sync) {
+    let ((input, in_len), (output, out_len)) = (input, output);
+    let part = rows.div_ceil(parts(rows * work)).max(1);
+    let inputs = input[..rows * in_len].par_chunks(part * in_len);
+    output[..rows * out_len].par_chunks_mut(part * out_len).zip(inputs).for_each(|(output, input)| {
+        let mut scratch = vec![0.0; scratch_len];
+        for (i, o) in input.chunks(in_len).zip(output.chunks_mut(out_len)) {
+            each(i, o, &mut scratch);
+        }
+    });
+}
+
 /// small [rows, S] = down(large [rows, L]).
 fn down(g: &Geometry, large: &[f32], w: &[f32], rows: usize, small: &mut [f32]) {
     let (taps, ss) = (g.lc * g.k * g.k, g.sh * g.sw);
-    let mut p = vec![0.0; taps * ss];
-    for (l, s) in large.chunks(g.large_len()).zip(small.chunks_mut(g.small_len())).take(rows) {
-        patches(g, l, &mut p);
-        gemm(g.sc, taps, ss, (w, taps, 1), (&p, ss, 1), s, false);
-    }
+    per_datapoint((large, g.large_len()), (small, g.small_len()), rows, taps * ss, g.sc * taps * ss, |l, s, p| {
+        patches(g, l, 0..taps, p);
+        gemm(g.sc, taps, ss, (w, taps, 1), (p, ss, 1), s, false);
+    });
 }
 
 /// large [rows, L] = up(small [rows, S]) (`large` starts at zero).
 fn up(g: &Geometry, small: &[f32], w: &[f32], rows: usize, large: &mut [f32]) {
     let (taps, ss) = (g.lc * g.k * g.k, g.sh * g.sw);
-    let mut p = vec![0.0; taps * ss];
-    for (s, l) in small.chunks(g.small_len()).zip(large.chunks_mut(g.large_len())).take(rows) {
-        gemm(taps, g.sc, ss, (w, 1, taps), (s, ss, 1), &mut p, false);
-        add_patches(g, &p, l);
-    }
+    per_datapoint((small, g.small_len()), (large, g.large_len()), rows, taps * ss, g.sc * taps * ss, |s, l, p| {
+        gemm(taps, g.sc, ss, (w, 1, taps), (s, ss, 1), p, false);
+        add_patches(g, p, l);
+    });
 }
 
-/// dW [sc, lc k k] = weight(small, large), summed over the rows.
+/// dW [sc, lc k k] = weight(small, large), summed over the rows. The taps (dW's columns) are
+/// split across the pool, each part summing over every datapoint in order, so each value is
+/// the same sum whatever the split.
 fn weight(g: &Geometry, small: &[f32], large: &[f32], rows: usize, dw: &mut [f32]) {
     let (taps, ss) = (g.lc * g.k * g.k, g.sh * g.sw);
-    let mut p = vec![0.0; taps * ss];
-    dw.fill(0.0);
-    for (s, l) in small.chunks(g.small_len()).zip(large.chunks(g.large_len())).take(rows) {
-        patches(g, l, &mut p);
-        gemm(g.sc, ss, taps, (s, ss, 1), (&p, 1, ss), dw, true);
+    let part = taps.div_ceil(parts(rows * g.sc * taps * ss)).max(1);
+    let blocks: Vec<(usize, Vec<f32>)> = (0..taps)
+        .step_by(part)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|t0| {
+            let t = t0..(t0 + part).min(taps);
+            let (mut p, mut block) = (vec![0.0; t.len() * ss], vec![0.0; g.sc * t.len()]);
+            for (s, l) in small.chunks(g.small_len()).zip(large.chunks(g.large_len())).take(rows) {
+                patches(g, l, t.clone(), &mut p);
+                gemm(g.sc, ss, t.len(), (s, ss, 1), (&p, 1, ss), &mut block, true);
+            }
+            (t0, block)
+        })
+        .collect();
+    for (t0, block) in blocks {
+        let width = block.len() / g.sc;
+        for (row, values) in dw.chunks_mut(taps).zip(block.chunks(width)) {
+            row[t0..t0 + width].copy_from_slice(values);
+        }
     }
 }
 

@@ -40,3 +40,8 @@ pub mod radv;
 
 #[cfg(target_arch = "wasm32")]
 pub mod web;
+
+// The `threads` build: `initThreadPool(n)` starts rayon's pool as n Web Workers sharing this
+// module's memory (the page's worker calls it once, before any trainer exists).
+#[cfg(all(target_arch = "wasm32", feature = "threads"))]
+pub use wasm_bindgen_rayon::init_thread_pool;

@@ -110,7 +110,7 @@ impl WebDevice {
         Ok(WebDevice { device: Device::Gpu(open_gpu(kernels).await?) })
     }
 
-    /// The CPU path: f32 on one thread, with WebAssembly SIMD.
+    /// The CPU path: f32 with WebAssembly SIMD, on this module's threads (`threads()`).
     pub fn cpu() -> WebDevice {
         WebDevice { device: Device::Cpu }
     }
@@ -124,7 +124,10 @@ impl WebDevice {
     pub fn describe(&self) -> String {
         match &self.device {
             Device::Gpu(gpu) => format!("WebGPU adapter: {}", gpu.adapter_summary()),
-            Device::Cpu => "CPU in WebAssembly (f32 with SIMD, one thread)".into(),
+            Device::Cpu => match threads() {
+                1 => "CPU in WebAssembly (f32 with SIMD, one thread)".into(),
+                n => format!("CPU in WebAssembly (f32 with SIMD, {n} threads)"),
+            },
         }
     }
 
@@ -528,6 +531,13 @@ pub fn centre_digit(ink: Vec<f32>, width: usize, height: usize, rows: usize, col
         return Err(error("data", format!("a digit of {rows}x{cols} pixels has no room for a drawing"), None));
     }
     Ok(data::centre_digit(&ink, width, height, rows, cols))
+}
+
+/// The threads the CPU path uses: rayon's pool in the `threads` build once `initThreadPool`
+/// has started it, otherwise 1.
+#[wasm_bindgen]
+pub fn threads() -> usize {
+    rayon::current_num_threads()
 }
 
 /// The GPU, its kernel shape forced where `kernels` names one ("software" or "hardware").

@@ -8,6 +8,9 @@
 // Elements copied per task when a value is stored (Remote.store): 2 MB of bytes, a few ms.
 const COPY_CHUNK = 1 << 21;
 
+// The CPU path's threads at most: a batch of 128 split further gains little.
+const MAX_THREADS = 8;
+
 export class Remote {
   #worker;
   #calls = new Map(); // id -> { resolve, reject }
@@ -15,9 +18,15 @@ export class Remote {
   #loaded;
   #storing = Promise.resolve(); // the session's writes, in order
 
-  // The worker loads the page's own module: its glue script and wasm file are found where
-  // Trunk's loader named them (the preload links).
-  constructor() {
+  // The CPU path's threads once the worker has loaded (1 until then), and why only one if so.
+  threads = 1;
+  threadsWhy = "";
+
+  // The worker loads the page's own module (its glue script and wasm file are where Trunk's
+  // loader named them, the preload links) or, where the page is cross-origin isolated, the
+  // threaded build (dist/threads/, scripts/build-threads.sh) with a thread per core, at most
+  // MAX_THREADS. `threads` forces the count (1: the plain build), for comparisons.
+  constructor({ threads } = {}) {
     this.#worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
     this.#worker.onmessage = ({ data: { id, result, error } }) => {
       const call = this.#calls.get(id);
@@ -33,7 +42,20 @@ export class Remote {
       this.#calls.clear();
     };
     const href = (selector) => new URL(document.querySelector(selector).getAttribute("href"), document.baseURI).href;
-    this.#loaded = this.#send("load", { glue: href('link[rel="modulepreload"]'), module: href('link[rel="preload"][type="application/wasm"]') });
+    const url = (path) => new URL(path, document.baseURI).href;
+    const cores = navigator.hardwareConcurrency || 1;
+    const wanted = threads ?? (self.crossOriginIsolated ? Math.min(cores, MAX_THREADS) : 1);
+    this.#loaded = this.#send("load", {
+      single: { glue: href('link[rel="modulepreload"]'), module: href('link[rel="preload"][type="application/wasm"]') },
+      threaded: { glue: url("threads/webvae.js"), module: url("threads/webvae_bg.wasm") },
+      threads: wanted,
+    }).then(({ threads, failure }) => {
+      this.threads = threads;
+      this.threadsWhy = threads > 1 ? ""
+        : failure ? `the threaded build could not start (${failure})`
+        : !self.crossOriginIsolated ? "this page is not cross-origin isolated, so WebAssembly cannot share memory between threads"
+        : cores === 1 ? "this device reports one core" : "as asked";
+    });
   }
 
   #send(op, args, transfer = []) {

@@ -51,10 +51,27 @@ const sessionStore = createStore("webvae", "session");
 const OPS = {
   store: ({ key, value }) => set(key, value, sessionStore),
   forget: ({ key }) => del(key, sessionStore),
-  async load({ glue, module }) {
-    const bindings = await import(glue);
-    await bindings.default({ module_or_path: module });
+  // The module: the threaded build with a pool of `threads` workers where the page asks for
+  // more than one (it is cross-origin isolated), else, or if that fails, the plain one. Says
+  // how many threads the CPU path has, and why the threaded build failed if it did.
+  async load({ single, threaded, threads }) {
+    let failure;
+    if (threads > 1) {
+      try {
+        const bindings = await import(threaded.glue);
+        await bindings.default({ module_or_path: threaded.module });
+        await bindings.initThreadPool(threads);
+        wasm = bindings;
+        return { threads: wasm.threads() };
+      } catch (err) {
+        failure = plain(err).message;
+        console.warn(`The CPU path runs on one thread: the threaded build could not start (${failure})`);
+      }
+    }
+    const bindings = await import(single.glue);
+    await bindings.default({ module_or_path: single.module });
     wasm = bindings;
+    return { threads: 1, failure };
   },
   async requestGpu({ kernels }) {
     return keep(await wasm.WebDevice.requestGpu(kernels ?? undefined), deviceFacts);
@@ -84,6 +101,10 @@ const OPS = {
       // Steps taken before a step failed (a diverged loss) still count.
       throw method === "train" ? { ...plain(err), step: trainer.step() } : err;
     }
+  },
+  // `make bench` (e2e/bench.mjs): the training step timed here, on this worker's build.
+  benchmark({ models, samples, device, kernels }) {
+    return wasm.benchmark(models, samples, device, kernels);
   },
   lose({ handle }) {
     get(handle).lose();

@@ -5,6 +5,7 @@
 use std::f64::consts::PI;
 
 use bytemuck::{Pod, Zeroable};
+use rayon::prelude::*;
 
 use crate::model::Likelihood;
 
@@ -58,12 +59,13 @@ pub fn reconstruction(outputs: &[f64], x: &[f64], batch: usize, pixels: usize, l
     let rows = outputs.len() / width;
     let mut recon = vec![0.0; rows];
     let mut grad = vec![0.0; outputs.len()];
-    for r in 0..rows {
-        let (out, g) = (&outputs[r * width..(r + 1) * width], &mut grad[r * width..(r + 1) * width]);
+    // Row by row, the rows shared among rayon's threads (the CPU trainer's loss runs here).
+    let each_row = recon.par_iter_mut().zip(grad.par_chunks_mut(width)).zip(outputs.par_chunks(width));
+    each_row.enumerate().for_each(|(r, ((recon, g), out))| {
         let x = &x[(r % batch) * pixels..(r % batch + 1) * pixels];
         for p in 0..pixels {
             let (o, t) = (out[p], x[p]);
-            recon[r] += match likelihood {
+            *recon += match likelihood {
                 // BCE with logits, stable form: softplus(o) - t * o.
                 Likelihood::Bernoulli => {
                     g[p] = scale * (1.0 / (1.0 + (-o).exp()) - t);
@@ -87,7 +89,7 @@ pub fn reconstruction(outputs: &[f64], x: &[f64], batch: usize, pixels: usize, l
                 }
             };
         }
-    }
+    });
     (recon, grad)
 }
 

@@ -62,8 +62,16 @@ export function showDevice() {
     showStatus("cpu", "Training on the CPU in WebAssembly, slower than a GPU. " +
       (help ? help.summary : "The GPU could not be started."), { advice: help ? help.advice : "", report: messageOf(err) });
   }
+  if (!onGpu) $("gpu-message").textContent += ` ${threadsSentence()}`;
   $("switch-device").hidden = !training.gpu;
   $("switch-device").textContent = onGpu ? "Train on the CPU instead" : "Train on the GPU again";
+}
+
+// How many threads the CPU path uses, and why only one where that is so.
+function threadsSentence() {
+  return remote.threads > 1
+    ? `It uses ${remote.threads} threads, one per core.`
+    : `It uses one thread: ${remote.threadsWhy || "this device has one core"}.`;
 }
 
 export function alertUser(text, action, onAction) {
