@@ -1,7 +1,7 @@
 // `make bench`, browser half: opens the built page (../dist) in headless Chromium on WebGPU and
 // runs the wasm benchmark there, printing its lines (`bench browser ms_per_step ...`); then the
 // same step on the CPU path in WebAssembly, in the page's worker, on one thread and on every core
-// (`bench browser-cpu model <m> threads <n> ms_per_step ...`).
+// (`bench browser-cpu model <m> threads <n> ms_per_step ...`, the median of CPU_ROUNDS rounds).
 import { launch, ready, serve } from "./harness.mjs";
 
 // DIST=path serves another build, for comparing two side by side (harness.mjs).
@@ -26,21 +26,27 @@ try {
     for (const line of await bench(model, n, "gpu")) console.log(line);
   }
   // The CPU path in the page's worker, on the plain build (one thread) and on the threaded one
-  // with a thread per core (the page is served cross-origin isolated), side by side.
-  // Once the page itself is idle (its first views drawn, its kernels prepared): its work would
-  // share the cores.
+  // with a thread per core (the page is served cross-origin isolated), side by side: rounds
+  // alternate between the two, so that a slow spell of this shared machine falls on both, and
+  // each prints the line of its median round.
   await ready(page);
-  const cores = await page.evaluate(() => navigator.hardwareConcurrency);
-  const cpuBench = (model, n, threads) => page.evaluate(async ([m, n, threads]) => {
-    const { Remote } = await import("./remote.js");
-    const remote = new Remote({ threads });
-    return remote.call("benchmark", { models: m, samples: n, device: "cpu" })
-      .catch((e) => { throw new Error(String(e?.message ?? e)); });
-  }, [model, n, threads]);
+  const cores = await page.evaluate(() => Math.min(navigator.hardwareConcurrency, 8));
+  const rounds = Number(process.env.CPU_ROUNDS || 5);
   for (const model of (process.env.CPU_MODELS || "mlp conv").split(/\s+/).filter(Boolean)) {
-    for (const threads of [1, Math.min(cores, 8)]) {
-      for (const line of await cpuBench(model, model === "conv" ? 5 : samples, threads)) console.log(line);
-    }
+    const lines = await page.evaluate(async ([model, n, cores, rounds]) => {
+      const { Remote } = await import("./remote.js");
+      const remotes = [new Remote({ threads: 1 }), new Remote({ threads: cores })];
+      const runs = remotes.map(() => []);
+      for (let round = 0; round < rounds; round++) {
+        for (const [i, remote] of remotes.entries()) {
+          const lines = await remote.call("benchmark", { models: model, samples: n, device: "cpu" })
+            .catch((e) => { throw new Error(String(e?.message ?? e)); });
+          runs[i].push({ ms: Number(/ms_per_step (\S+)/.exec(lines[0])[1]), lines });
+        }
+      }
+      return runs.flatMap((r) => [...r].sort((a, b) => a.ms - b.ms)[r.length >> 1].lines);
+    }, [model, model === "conv" ? 2 : 3, cores, rounds]);
+    for (const line of lines) console.log(line);
   }
 } catch (e) {
   console.error(`bench browser failed: ${e.message || JSON.stringify(e)}`);

@@ -448,11 +448,33 @@ fn adam(params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32], t: u32,
     });
 }
 
-/// Runs `op` as a task of rayon's pool, so that its parallel parts are split from inside the
-/// pool: a part that no other thread has taken yet is done by this one instead of waiting for
-/// a sleeping thread to wake (which in a browser costs about as much as a small product).
+/// Runs `op` as a task of rayon's pool with the pool's other threads kept awake until it ends:
+/// each takes the parts of `op`'s parallel work as they appear, rather than sleeping between
+/// them and being woken for each (which in a browser costs about as much as a small product).
+/// A training step alternates short serial stretches with many parallel ones.
+///
+/// The keepers are spawned before `op` starts, onto the bottom of this thread's queue. Other
+/// threads steal from the bottom, so every keeper is taken before any part of `op` can be, and
+/// this thread, which waits only for parts others took, never runs a keeper itself while `op`
+/// is unfinished.
 fn in_pool<R: Send>(op: impl FnOnce() -> R + Send) -> R {
-    rayon::scope(|_| op())
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = AtomicBool::new(false);
+    rayon::scope(|s| {
+        for _ in 1..rayon::current_num_threads() {
+            s.spawn(|_| {
+                while !done.load(Ordering::Acquire) {
+                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                        // Not at once again: looking for work touches the queues `op` uses.
+                        (0..64).for_each(|_| std::hint::spin_loop());
+                    }
+                }
+            });
+        }
+        let result = op();
+        done.store(true, Ordering::Release);
+        result
+    })
 }
 
 /// Work (multiply-adds, or elements touched) below which splitting does not pay: waking the
@@ -460,6 +482,7 @@ fn in_pool<R: Send>(op: impl FnOnce() -> R + Send) -> R {
 const PARALLEL_MIN_WORK: usize = 1 << 16;
 
 /// How many parts to split `work` into: one per thread, or one if it is too small to share.
+/// (A product split finer would pack its shared operand once more per part.)
 fn parts(work: usize) -> usize {
     if work < PARALLEL_MIN_WORK {
         1
@@ -487,42 +510,43 @@ fn weights<'a>(params: &'a [f32], l: &LayerLayout) -> (&'a [f32], &'a [f32]) {
     (&params[l.weight..l.weight + w], &params[l.bias..l.bias + b])
 }
 
-/// One layer's forward pass: act(layer(x)).
+/// One layer's forward pass: act(layer(x)). Each part of the work adds the bias and applies
+/// the activation to its rows (or datapoints) as soon as its product is done, while they are
+/// in cache.
 fn layer_forward(l: &LayerLayout, params: &[f32], x: &[f32], rows: usize) -> Vec<f32> {
     let (inner, cols) = (l.input.len(), l.output.len());
-    let mut y = vec![0.0; rows * cols];
     let (w, b) = match l.layer {
         Layer::Flatten {} | Layer::Reshape { .. } => return x.to_vec(),
         _ => weights(params, l),
     };
+    let act = l.activation();
+    let mut y = vec![0.0; rows * cols];
     // y [rows, cols] = x [rows, inner] W^T.
-    let per_channel = match l.layer {
-        Layer::Linear { .. } => {
-            par_gemm(rows, inner, cols, (x, inner, 1), (w, 1, inner), &mut y);
-            1
-        }
+    match l.layer {
+        Layer::Linear { .. } => par_gemm(rows, inner, cols, (x, inner, 1), (w, 1, inner), &mut y, |_, y| bias_and_activation(y, b, 1, act)),
         Layer::Conv2d { .. } => {
             let g = Geometry::of(l);
-            down(&g, x, w, rows, &mut y);
-            g.sh * g.sw
+            down(&g, x, w, rows, &mut y, |_, y| bias_and_activation(y, b, g.sh * g.sw, act));
         }
         _ => {
             let g = Geometry::of(l);
-            up(&g, x, w, rows, &mut y);
-            g.lh * g.lw
+            up(&g, x, w, rows, &mut y, |_, y| bias_and_activation(y, b, g.lh * g.lw, act));
         }
-    };
-    let act = l.activation();
-    y.par_chunks_mut(per_channel).enumerate().with_min_len(PARALLEL_MIN_WORK / per_channel).for_each(|(i, chunk)| {
+    }
+    y
+}
+
+/// y = act(y + b) for whole rows or datapoints of y, whose channels are `per_channel` values each.
+fn bias_and_activation(y: &mut [f32], b: &[f32], per_channel: usize, act: Activation) {
+    for (i, chunk) in y.chunks_mut(per_channel).enumerate() {
         let bias = b[i % b.len()];
         chunk.iter_mut().for_each(|v| *v = apply(act, *v + bias));
-    });
-    y
+    }
 }
 
 /// One layer's backward pass from dz (w.r.t. its pre-activation): writes dW and db into
 /// `grads`, and returns dL/d(the previous pre-activation) = dL/dx * act_of_x'(x) if
-/// `input_gradient`.
+/// `input_gradient`. The weights' gradients and the input's are computed side by side.
 #[allow(clippy::too_many_arguments)]
 fn layer_backward(l: &LayerLayout, params: &[f32], x: &[f32], dz: &[f32], rows: usize, act_of_x: Activation, input_gradient: bool, grads: &mut [f32]) -> Option<Vec<f32>> {
     let (inner, cols) = (l.input.len(), l.output.len());
@@ -532,43 +556,44 @@ fn layer_backward(l: &LayerLayout, params: &[f32], x: &[f32], dz: &[f32], rows: 
     let w = &params[l.weight..l.weight + wn];
     let (dw, db) = (l.weight..l.weight + wn, l.bias..l.bias + bn);
     let mut dx = vec![0.0; if input_gradient { rows * inner } else { 0 }];
-    match l.layer {
+    // dL/dx's rows (or datapoints) from `first` on, times act_of_x'(x).
+    let derivative = |first: usize, dx: &mut [f32]| {
+        if act_of_x != Activation::Identity {
+            dx.iter_mut().zip(&x[first * inner..]).for_each(|(d, &x)| *d *= act_of_x.derivative_from_output(x as f64) as f32);
+        }
+    };
+    let input = |dx: &mut Vec<f32>| match l.layer {
+        // dx [rows, inner] = dz W.
+        Layer::Linear { .. } => par_gemm(rows, cols, inner, (dz, cols, 1), (w, inner, 1), dx, derivative),
+        Layer::Conv2d { .. } => up(&Geometry::of(l), dz, w, rows, dx, derivative),
+        _ => down(&Geometry::of(l), dz, w, rows, dx, derivative),
+    };
+    let weights = |grads: &mut [f32]| match l.layer {
         Layer::Linear { .. } => {
-            // dW [cols, inner] = dz^T x; db = column sums; dx [rows, inner] = dz W.
-            par_gemm(cols, rows, inner, (dz, 1, cols), (x, inner, 1), &mut grads[dw]);
+            // dW [cols, inner] = dz^T x; db = column sums.
+            par_gemm(cols, rows, inner, (dz, 1, cols), (x, inner, 1), &mut grads[dw], |_, _| {});
             let db = &mut grads[db];
             db.fill(0.0);
             for row in dz.chunks(cols) {
                 db.iter_mut().zip(row).for_each(|(s, &g)| *s += g);
-            }
-            if input_gradient {
-                par_gemm(rows, cols, inner, (dz, cols, 1), (w, inner, 1), &mut dx);
             }
         }
         Layer::Conv2d { .. } => {
             let g = Geometry::of(l);
             weight(&g, dz, x, rows, &mut grads[dw]);
             channel_sums(dz, rows, g.sc, &mut grads[db]);
-            if input_gradient {
-                up(&g, dz, w, rows, &mut dx);
-            }
         }
         _ => {
             let g = Geometry::of(l);
             weight(&g, x, dz, rows, &mut grads[dw]);
             channel_sums(dz, rows, g.lc, &mut grads[db]);
-            if input_gradient {
-                down(&g, dz, w, rows, &mut dx);
-            }
         }
-    }
+    };
     if !input_gradient {
+        weights(grads);
         return None;
     }
-    if act_of_x != Activation::Identity {
-        let each = dx.par_iter_mut().zip(x).with_min_len(PARALLEL_MIN_WORK);
-        each.for_each(|(d, &x)| *d *= act_of_x.derivative_from_output(x as f64) as f32);
-    }
+    rayon::join(|| weights(grads), || input(&mut dx));
     Some(dx)
 }
 
@@ -608,9 +633,10 @@ fn gemm(m: usize, k: usize, n: usize, a: Strided, b: Strided, c: &mut [f32], acc
     }
 }
 
-/// c [m, n] = a [m, k] b [k, n] with c's rows split across the pool: each row is computed
-/// exactly as `gemm` computes it alone (sgemm's blocking follows k, not m).
-fn par_gemm(m: usize, k: usize, n: usize, a: Strided, b: Strided, c: &mut [f32]) {
+/// c [m, n] = a [m, k] b [k, n] with c's rows split across the pool, then `then(first row,
+/// those rows of c)` on each part: each row is computed exactly as `gemm` computes it alone
+/// (sgemm's blocking follows k, not m).
+fn par_gemm(m: usize, k: usize, n: usize, a: Strided, b: Strided, c: &mut [f32], then: impl Fn(usize, &mut [f32]) + Sync) {
     if m == 0 || n == 0 {
         return;
     }
@@ -618,6 +644,7 @@ fn par_gemm(m: usize, k: usize, n: usize, a: Strided, b: Strided, c: &mut [f32])
     let (values, rs, cs) = a;
     c[..m * n].par_chunks_mut(part * n).enumerate().for_each(|(i, c)| {
         gemm(c.len() / n, k, n, (&values[i * part * rs..], rs, cs), b, c, false);
+        then(i * part, c);
     });
 }
 
@@ -664,36 +691,41 @@ fn add_patches(g: &Geometry, p: &[f32], large: &mut [f32]) {
     }
 }
 
-/// `each(input, output, scratch)` for each datapoint's `rows` of `input` and `output`
+/// `each(index, input, output, scratch)` for each of `rows` datapoints of `input` and `output`
 /// (`in_len` and `out_len` values each), the datapoints split across the pool; `scratch` is a
 /// buffer of `scratch_len` values, one per part, reused across its datapoints.
-fn per_datapoint(input: (&[f32], usize), output: (&mut [f32], usize), rows: usize, scratch_len: usize, work: usize, each: impl Fn(&[f32], &mut [f32], &mut [f32]) + Sync) {
+fn per_datapoint(input: (&[f32], usize), output: (&mut [f32], usize), rows: usize, scratch_len: usize, work: usize, each: impl Fn(usize, &[f32], &mut [f32], &mut [f32]) + Sync) {
     let ((input, in_len), (output, out_len)) = (input, output);
-    let part = rows.div_ceil(parts(rows * work)).max(1);
+    // Four parts per thread: datapoints share nothing, and a thread slowed by another (the
+    // browser's own threads share the cores) leaves parts to the rest.
+    let part = rows.div_ceil(4 * parts(rows * work)).max(1);
     let inputs = input[..rows * in_len].par_chunks(part * in_len);
-    output[..rows * out_len].par_chunks_mut(part * out_len).zip(inputs).for_each(|(output, input)| {
+    output[..rows * out_len].par_chunks_mut(part * out_len).zip(inputs).enumerate().for_each(|(p, (output, input))| {
         let mut scratch = vec![0.0; scratch_len];
-        for (i, o) in input.chunks(in_len).zip(output.chunks_mut(out_len)) {
-            each(i, o, &mut scratch);
+        for (j, (i, o)) in input.chunks(in_len).zip(output.chunks_mut(out_len)).enumerate() {
+            each(p * part + j, i, o, &mut scratch);
         }
     });
 }
 
-/// small [rows, S] = down(large [rows, L]).
-fn down(g: &Geometry, large: &[f32], w: &[f32], rows: usize, small: &mut [f32]) {
+/// small [rows, S] = down(large [rows, L]), then `then(datapoint, its small side)`.
+fn down(g: &Geometry, large: &[f32], w: &[f32], rows: usize, small: &mut [f32], then: impl Fn(usize, &mut [f32]) + Sync) {
     let (taps, ss) = (g.lc * g.k * g.k, g.sh * g.sw);
-    per_datapoint((large, g.large_len()), (small, g.small_len()), rows, taps * ss, g.sc * taps * ss, |l, s, p| {
+    per_datapoint((large, g.large_len()), (small, g.small_len()), rows, taps * ss, g.sc * taps * ss, |i, l, s, p| {
         patches(g, l, 0..taps, p);
         gemm(g.sc, taps, ss, (w, taps, 1), (p, ss, 1), s, false);
+        then(i, s);
     });
 }
 
-/// large [rows, L] = up(small [rows, S]) (`large` starts at zero).
-fn up(g: &Geometry, small: &[f32], w: &[f32], rows: usize, large: &mut [f32]) {
+/// large [rows, L] = up(small [rows, S]) (`large` starts at zero), then `then(datapoint, its
+/// large side)`.
+fn up(g: &Geometry, small: &[f32], w: &[f32], rows: usize, large: &mut [f32], then: impl Fn(usize, &mut [f32]) + Sync) {
     let (taps, ss) = (g.lc * g.k * g.k, g.sh * g.sw);
-    per_datapoint((small, g.small_len()), (large, g.large_len()), rows, taps * ss, g.sc * taps * ss, |s, l, p| {
+    per_datapoint((small, g.small_len()), (large, g.large_len()), rows, taps * ss, g.sc * taps * ss, |i, s, l, p| {
         gemm(taps, g.sc, ss, (w, 1, taps), (s, ss, 1), p, false);
         add_patches(g, p, l);
+        then(i, l);
     });
 }
 
