@@ -453,17 +453,24 @@ fn adam(params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32], t: u32,
 /// them and being woken for each (which in a browser costs about as much as a small product).
 /// A training step alternates short serial stretches with many parallel ones.
 ///
-/// The keepers are spawned before `op` starts, onto the bottom of this thread's queue. Other
-/// threads steal from the bottom, so every keeper is taken before any part of `op` can be, and
-/// this thread, which waits only for parts others took, never runs a keeper itself while `op`
-/// is unfinished.
+/// A keeper waits for `op` to end, so none may run beneath a pass that is not finished: on the
+/// pass's own thread (which, waiting for a part it handed out, may pick up any queued task), or
+/// anywhere while another pass shares the pool (tests run trainers side by side: a keeper taken
+/// up inside a part of one pass would hold that pass until the other ends). So a keeper ends
+/// at once on a thread inside a pass, and as soon as a second pass is running; the pool then
+/// works as rayon alone does. (Within one pass, its keepers are queued before any of its parts
+/// and other threads take the oldest first, so no keeper is taken up inside a part.)
 fn in_pool<R: Send>(op: impl FnOnce() -> R + Send) -> R {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    static PASSES: AtomicUsize = AtomicUsize::new(0);
+    thread_local!(static IN_PASS: Cell<bool> = const { Cell::new(false) });
     let done = AtomicBool::new(false);
-    rayon::scope(|s| {
+    PASSES.fetch_add(1, Ordering::AcqRel);
+    let result = rayon::scope(|s| {
         for _ in 1..rayon::current_num_threads() {
             s.spawn(|_| {
-                while !done.load(Ordering::Acquire) {
+                while !done.load(Ordering::Acquire) && !IN_PASS.get() && PASSES.load(Ordering::Acquire) == 1 {
                     if rayon::yield_now() != Some(rayon::Yield::Executed) {
                         // Not at once again: looking for work touches the queues `op` uses.
                         (0..64).for_each(|_| std::hint::spin_loop());
@@ -471,10 +478,14 @@ fn in_pool<R: Send>(op: impl FnOnce() -> R + Send) -> R {
                 }
             });
         }
+        let outer = IN_PASS.replace(true);
         let result = op();
+        IN_PASS.set(outer);
         done.store(true, Ordering::Release);
         result
-    })
+    });
+    PASSES.fetch_sub(1, Ordering::AcqRel);
+    result
 }
 
 /// Work (multiply-adds, or elements touched) below which splitting does not pay: waking the
@@ -698,7 +709,10 @@ fn per_datapoint(input: (&[f32], usize), output: (&mut [f32], usize), rows: usiz
     let ((input, in_len), (output, out_len)) = (input, output);
     // Four parts per thread: datapoints share nothing, and a thread slowed by another (the
     // browser's own threads share the cores) leaves parts to the rest.
-    let part = rows.div_ceil(4 * parts(rows * work)).max(1);
+    let part = match parts(rows * work) {
+        1 => rows.max(1),
+        n => rows.div_ceil(4 * n).max(1),
+    };
     let inputs = input[..rows * in_len].par_chunks(part * in_len);
     output[..rows * out_len].par_chunks_mut(part * out_len).zip(inputs).enumerate().for_each(|(p, (output, input))| {
         let mut scratch = vec![0.0; scratch_len];
