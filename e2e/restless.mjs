@@ -57,8 +57,14 @@ async function click(page, selector, options = {}) {
   const target = page.locator(selector).first();
   if (!(await target.isVisible())) return false;
   // force: no waiting for the page to be ready; a click on a disabled control does nothing,
-  // as it does for a person.
-  await target.click({ force: true, timeout: 10000, ...options });
+  // as it does for a person. A control the page hides or replaces between the look and the
+  // click (the gallery redrawn with other digits, say) is a click that lands on nothing.
+  try {
+    await target.click({ force: true, timeout: 10000, ...options });
+  } catch (err) {
+    if (/Element is not visible|not attached to the DOM/.test(err.message)) return false;
+    throw err;
+  }
   return true;
 }
 

@@ -5,8 +5,9 @@
 if (!self.crossOriginIsolated && navigator.serviceWorker && self.isSecureContext) {
   const TRIED = "webvae-isolation-reload";
   navigator.serviceWorker.register(new URL("sw.js", document.baseURI)).then((registration) => {
-    // Already installed but this load did not go through it (the first visit, or a hard
-    // reload): once per tab, so that a browser whose worker cannot isolate never loops.
+    // Once per tab, so that a browser whose worker cannot isolate never loops: when it takes
+    // control (the first visit), or at once if it is active but this load bypassed it (a hard
+    // reload).
     const reload = () => {
       if (sessionStorage.getItem(TRIED)) return;
       sessionStorage.setItem(TRIED, "1");

@@ -71,7 +71,7 @@ export function showDevice() {
 function threadsSentence() {
   return remote.threads > 1
     ? `It uses ${remote.threads} threads, one per core.`
-    : `It uses one thread: ${remote.threadsWhy || "this device has one core"}.`;
+    : `It uses one thread: ${remote.threadsWhy}.`;
 }
 
 export function alertUser(text, action, onAction) {
