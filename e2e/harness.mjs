@@ -19,11 +19,15 @@ const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "applic
 // threaded build.
 const ISOLATION = { "cross-origin-opener-policy": "same-origin", "cross-origin-embedder-policy": "require-corp" };
 
+// PLAIN=1 runs a test as a static host without the headers serves the page, with service
+// workers kept out (they would isolate it): the plain build, one thread on the CPU path.
+export const PLAIN = process.env.PLAIN === "1";
+
 // A static file server for dist/, under a sub-path to prove the site works from one; resolves
 // to { server, url }. With `isolated` false it sends no isolation headers, as a static host
 // (GitHub Pages) does.
 const BASE = "/webvae/";
-export function serve({ isolated = true } = {}) {
+export function serve({ isolated = !PLAIN } = {}) {
   const server = createServer(async (req, res) => {
     const url = new URL(req.url, "http://localhost");
     if (!url.pathname.startsWith(BASE)) { res.writeHead(404).end(); return; }
@@ -41,14 +45,22 @@ export function serve({ isolated = true } = {}) {
     () => resolve({ server, url: `http://127.0.0.1:${server.address().port}${BASE}` })));
 }
 
-// Headless Chromium; with `webgpu`, WebGPU on SwiftShader; `extra` flags after ours.
-export function launch({ webgpu = true, extra = [] } = {}) {
-  return chromium.launch({
+// Headless Chromium; with `webgpu`, WebGPU on SwiftShader; `extra` flags after ours. With
+// PLAIN, its pages and contexts keep service workers out unless told otherwise.
+export async function launch({ webgpu = true, extra = [] } = {}) {
+  const browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: ["--no-sandbox", ...(webgpu ? ["--enable-unsafe-webgpu", "--enable-features=Vulkan"] : ["--disable-gpu"]),
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
       "--no-first-run", "--disable-quic", "--disable-dev-shm-usage", ...extra],
   });
+  if (PLAIN) {
+    for (const method of ["newContext", "newPage"]) {
+      const open = browser[method].bind(browser);
+      browser[method] = (options = {}) => open({ serviceWorkers: "block", ...options });
+    }
+  }
+  return browser;
 }
 
 // What our wasm module says when it breaks: a panic, a borrow of an object already in use, a
