@@ -774,7 +774,7 @@ try {
       const tasks = await p.evaluate(() => window.longTasks);
       const longest = Math.round(Math.max(0, ...tasks));
       const threads = await p.evaluate(() => window.vae.training.remote.threads);
-      console.log(`longest_task_ms ${longest} tasks_over_50ms ${tasks.length} training conv on the CPU path (${threads} threads) for ${seconds.toFixed(1)} s, ` +
+      console.log(`longest_task_ms ${longest} tasks_over_50ms ${tasks.length} training conv on the CPU path (${threads} thread${threads === 1 ? "" : "s"}) for ${seconds.toFixed(1)} s, ` +
         `${await p.textContent("#step")} steps, epoch ${await p.textContent("#epoch")}, test −ELBO ${await p.textContent("#test-nelbo")}`);
       assert(Number(await p.textContent("#epoch")) >= 3, "fewer than 3 epochs' ends seen");
       assert(tasks.length === 0, `${tasks.length} tasks over 50 ms on the page's thread, the longest ${longest} ms`);
