@@ -18,7 +18,7 @@ use crate::training::{Evaluation, Metrics, TrainError};
 #[derive(Clone, Debug)]
 pub enum Device {
     Gpu(Gpu),
-    /// f32 on one CPU thread (`cpu`).
+    /// f32 on the CPU, on rayon's threads (`cpu`).
     Cpu,
 }
 
@@ -71,7 +71,10 @@ impl Backend {
     pub fn step_summary(&mut self) -> String {
         match self {
             Backend::Gpu(t) => format!("{} GPU dispatches per step", t.dispatches_per_step()),
-            Backend::Cpu(_) => "each step on one CPU thread".to_string(),
+            Backend::Cpu(_) => match rayon::current_num_threads() {
+                1 => "each step on one CPU thread".to_string(),
+                n => format!("each step on {n} CPU threads"),
+            },
         }
     }
 

@@ -10,11 +10,12 @@
 //! `ops::categorical` and `ops::loss` on converted values: that math has one definition,
 //! checked against finite differences.
 //!
-//! Threads: the products, the convolutions' datapoints and Adam are split across rayon's pool
-//! (natively every core; in the browser the Web Workers of the `threads` build, where the page
-//! is cross-origin isolated, and otherwise one thread). Every split keeps each value's own
-//! arithmetic as one thread does it (rows of a product, datapoints, taps of a weight
-//! gradient; never a sum cut in two), so training gives the same bits on any number of threads.
+//! Threads: the products, the convolutions' datapoints, the loss and Adam are split across
+//! rayon's pool (natively every core; in the browser the Web Workers of the `threads` build,
+//! where the page is cross-origin isolated, and otherwise one thread). Every split keeps each
+//! value's own arithmetic as one thread does it (rows of a product, datapoints, taps of a
+//! weight gradient; never a sum cut in two), so training gives the same bits on any number of
+//! threads.
 
 use rayon::prelude::*;
 
@@ -437,7 +438,7 @@ fn narrow(v: &[f64]) -> Vec<f32> {
 fn adam(params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32], t: u32, lr: f32) {
     let (b1, b2, eps) = (optim::ADAM_BETA1 as f32, optim::ADAM_BETA2 as f32, optim::ADAM_EPSILON as f32);
     let (c1, c2) = (1.0 - b1.powi(t as i32), 1.0 - b2.powi(t as i32));
-    let part = params.len().div_ceil(parts(params.len() / 4)).max(1);
+    let part = params.len().div_ceil(parts(params.len())).max(1);
     let parts = params.par_chunks_mut(part).zip(grads.par_chunks(part)).zip(m.par_chunks_mut(part)).zip(v.par_chunks_mut(part));
     parts.for_each(|(((params, grads), m), v)| {
         for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(m.iter_mut()).zip(v.iter_mut()) {
@@ -750,9 +751,8 @@ fn weight(g: &Geometry, small: &[f32], large: &[f32], rows: usize, dw: &mut [f32
     let (taps, ss) = (g.lc * g.k * g.k, g.sh * g.sw);
     let part = taps.div_ceil(parts(rows * g.sc * taps * ss)).max(1);
     let blocks: Vec<(usize, Vec<f32>)> = (0..taps)
-        .step_by(part)
-        .collect::<Vec<_>>()
         .into_par_iter()
+        .step_by(part)
         .map(|t0| {
             let t = t0..(t0 + part).min(taps);
             let (mut p, mut block) = (vec![0.0; t.len() * ss], vec![0.0; g.sc * t.len()]);
