@@ -1,6 +1,6 @@
 // Shared by every kernel: joined in front of each shader file when it is loaded (plain
-// concatenation; see kernels.rs). Holds the per-step record, the activations and the workgroup
-// sum. The Rust twins: kernels::StepRecord, ops::Activation.
+// concatenation; see kernels.rs). Holds the per-step record, the activations, the noise and the
+// workgroup sum. The Rust twins: kernels::StepRecord, ops::Activation.
 
 struct Step {
     t: u32,           // Adam's step count, 1-based
@@ -42,6 +42,36 @@ fn pcg_hash(input: u32) -> u32 {
 fn noise_bits(seed: u32, row: u32, dim: u32) -> vec2<u32> {
     let h = pcg_hash(pcg_hash(pcg_hash(pcg_hash(seed) ^ step.rng_step) ^ row) ^ dim);
     return vec2<u32>(h, pcg_hash(h ^ 0x68E31DA4u));
+}
+
+const TAU: f32 = 6.283185307179586;
+
+// cos(2 pi u) to about 1e-7 from + and * alone: WGSL's cos only promises 2^-11 absolute, and
+// some adapters (SwiftShader) use that freedom, which would put eps 1e-3 away from the oracle's.
+fn cos_turns(u: f32) -> f32 {
+    let t = abs(u - round(u));          // [0, 0.5], same cosine
+    let flip = t > 0.25;
+    let x = TAU * select(t, 0.5 - t, flip);  // [0, pi / 2]
+    let x2 = x * x;
+    // Taylor series to x^14: the remainder is below 1e-10 on [0, pi / 2].
+    var c = -1.0 / 87178291200.0;
+    c = c * x2 + 1.0 / 479001600.0;
+    c = c * x2 - 1.0 / 3628800.0;
+    c = c * x2 + 1.0 / 40320.0;
+    c = c * x2 - 1.0 / 720.0;
+    c = c * x2 + 1.0 / 24.0;
+    c = c * x2 - 0.5;
+    c = c * x2 + 1.0;
+    return select(c, -c, flip);
+}
+
+// The standard normal of (seed, this step, row, dim), as ops::latent::eps draws it: Box-Muller
+// on the top 24 bits of each word; u1 in (0, 1] so the log is finite.
+fn standard_normal(seed: u32, row: u32, dim: u32) -> f32 {
+    let h = noise_bits(seed, row, dim);
+    let u1 = f32((h.x >> 8u) + 1u) / 16777216.0;
+    let u2 = f32(h.y >> 8u) / 16777216.0;
+    return sqrt(-2.0 * log(u1)) * cos_turns(u2);
 }
 
 // A marker for "no tensor" in offset fields (kernels::NONE).

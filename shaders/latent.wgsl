@@ -28,35 +28,6 @@ struct Latent {
 
 fn eps_bits(row: u32, dim: u32) -> vec2<u32> { return noise_bits(op.seed, row, dim); }
 
-const TAU: f32 = 6.283185307179586;
-
-// cos(2 pi u) to about 1e-7 from + and * alone: WGSL's cos only promises 2^-11 absolute, and
-// some adapters (SwiftShader) use that freedom, which would put eps 1e-3 away from the oracle's.
-fn cos_turns(u: f32) -> f32 {
-    let t = abs(u - round(u));          // [0, 0.5], same cosine
-    let flip = t > 0.25;
-    let x = TAU * select(t, 0.5 - t, flip);  // [0, pi / 2]
-    let x2 = x * x;
-    // Taylor series to x^14: the remainder is below 1e-10 on [0, pi / 2].
-    var c = -1.0 / 87178291200.0;
-    c = c * x2 + 1.0 / 479001600.0;
-    c = c * x2 - 1.0 / 3628800.0;
-    c = c * x2 + 1.0 / 40320.0;
-    c = c * x2 - 1.0 / 720.0;
-    c = c * x2 + 1.0 / 24.0;
-    c = c * x2 - 0.5;
-    c = c * x2 + 1.0;
-    return select(c, -c, flip);
-}
-
-// Box-Muller on the top 24 bits of each word; u1 in (0, 1] so the log is finite.
-fn standard_normal(row: u32, dim: u32) -> f32 {
-    let h = eps_bits(row, dim);
-    let u1 = f32((h.x >> 8u) + 1u) / 16777216.0;
-    let u2 = f32(h.y >> 8u) / 16777216.0;
-    return sqrt(-2.0 * log(u1)) * cos_turns(u2);
-}
-
 fn mu(b: u32, j: u32) -> f32 { return acts[op.ml_off + b * 2u * op.latent + j]; }
 fn logvar(b: u32, j: u32) -> f32 { return acts[op.ml_off + b * 2u * op.latent + op.latent + j]; }
 
@@ -68,7 +39,7 @@ fn reparameterize(@builtin(global_invocation_id) gid: vec3<u32>) {
     if j >= op.latent || r >= op.rows { return; }
     let b = r % op.batch;
     var e = 0.0;
-    if op.use_mean == 0u { e = standard_normal(r, j); }
+    if op.use_mean == 0u { e = standard_normal(op.seed, r, j); }
     acts[op.eps_off + r * op.latent + j] = e;
     acts[op.z_off + r * op.latent + j] = mu(b, j) + exp(0.5 * logvar(b, j)) * e;
 }

@@ -17,6 +17,8 @@
 //! weight gradient; never a sum cut in two), so training gives the same bits on any number of
 //! threads.
 
+pub mod elementwise;
+
 use rayon::prelude::*;
 
 use crate::checkpoint::OptimizerState;

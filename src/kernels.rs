@@ -27,6 +27,8 @@ pub const SHADERS: &[(&str, &str, bool)] = &[
     ("categorical.wgsl", include_str!("../shaders/categorical.wgsl"), false),
     ("conv.wgsl", include_str!("../shaders/conv.wgsl"), true),
     ("data.wgsl", include_str!("../shaders/data.wgsl"), false),
+    ("elementwise.wgsl", include_str!("../shaders/elementwise.wgsl"), false),
+    ("gaussian.wgsl", include_str!("../shaders/gaussian.wgsl"), false),
     ("latent.wgsl", include_str!("../shaders/latent.wgsl"), false),
     ("linear.wgsl", include_str!("../shaders/linear.wgsl"), true),
     ("loss.wgsl", include_str!("../shaders/loss.wgsl"), false),
@@ -227,6 +229,13 @@ kernels! {
     GumbelSoftmax => "categorical.wgsl", "gumbel_softmax";
     CategoricalBackward => "categorical.wgsl", "categorical_backward";
     CategoricalLogRatio => "categorical.wgsl", "categorical_log_ratio";
+    GaussianSample => "gaussian.wgsl", "gaussian_sample";
+    GaussianReduce => "gaussian.wgsl", "gaussian_reduce";
+    GaussianBackward => "gaussian.wgsl", "gaussian_backward";
+    SiluForward => "elementwise.wgsl", "silu_forward";
+    SiluBackward => "elementwise.wgsl", "silu_backward";
+    Add => "elementwise.wgsl", "add";
+    AddInto => "elementwise.wgsl", "add_into";
 
     Reconstruction => "loss.wgsl", "reconstruction";
     Accumulate => "optim.wgsl", "accumulate";

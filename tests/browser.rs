@@ -40,3 +40,8 @@ async fn training_steps_match_reference() {
 async fn cpu_training_steps_match_reference() {
     common::cpu_training_parity(log).await;
 }
+
+#[wasm_bindgen_test]
+async fn hierarchy_kernels_match_reference() {
+    common::hierarchy_ops_parity(log).await;
+}

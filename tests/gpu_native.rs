@@ -36,3 +36,8 @@ fn training_steps_match_reference() {
 fn cpu_training_steps_match_reference() {
     pollster::block_on(common::cpu_training_parity(log));
 }
+
+#[test]
+fn hierarchy_kernels_match_reference() {
+    pollster::block_on(common::hierarchy_ops_parity(log));
+}

@@ -246,3 +246,80 @@ fn cpu_training_lowers_the_loss() {
     let last: f64 = (60..65).map(|s| t.step(&batch(s)).loss).sum::<f64>() / 5.0;
     assert!(last < first - 100.0, "loss went from {first} to {last}");
 }
+
+/// SiLU's slope, written from its input, against finite differences, across both signs and the
+/// tails (where sigmoid saturates).
+#[test]
+fn silu_matches_finite_differences() {
+    use webvae::ops::elementwise;
+    let z: Vec<f64> = (-40..=40).map(|i| i as f64 * 0.37 + 0.011).chain([-60.0, 35.0]).collect();
+    let dy: Vec<f64> = (0..z.len()).map(|i| 1.0 + 0.1 * (i % 7) as f64).collect();
+    let dz = elementwise::silu_backward(&z, &dy);
+    for i in 0..z.len() {
+        let n = numeric(|v| elementwise::silu_forward(&[v])[0] * dy[i], z[i]);
+        check(&format!("silu at {}", z[i]), dz[i], n);
+    }
+    // The shape of SiLU: its minimum, -0.2785 at z = -1.2785, and y -> z for large z.
+    let y = elementwise::silu_forward(&[-1.2784645, 0.0, 20.0]);
+    assert!((y[0] + 0.2784645).abs() < 1e-6 && y[1] == 0.0 && (y[2] - 20.0).abs() < 1e-7, "{y:?}");
+}
+
+/// A Gaussian group with and without a prior tensor (a lower group, and the top group's
+/// N(0, I)): the gradients of sum(r * z) + w * sum(KL) w.r.t. every prior and delta value
+/// against finite differences; the KL against N(0, I)'s of `ops::latent` and against a Monte
+/// Carlo mean of the log-ratio; the log-ratio against the two densities written out.
+#[test]
+fn gaussian_group_matches_finite_differences() {
+    use webvae::ops::gaussian::{self, Mode};
+    let mut rng = Rng::new(11);
+    let (rows, n, w) = (3usize, 5usize, 0.7);
+    let vals = |rng: &mut Rng| -> Vec<f64> { (0..rows * 2 * n).map(|i| if i % (2 * n) < n { rng.range(-1.5, 1.5) } else { rng.range(-1.5, 1.0) } as f64).collect() };
+    let (prior, delta) = (vals(&mut rng), vals(&mut rng));
+    let eps = gaussian::noise(Mode::Posterior, 5, 3, rows, n, 40);
+    let r: Vec<f64> = (0..rows * n).map(|_| rng.range(-1.0, 1.0) as f64).collect();
+    for with_prior in [true, false] {
+        let prior = with_prior.then_some(&prior[..]);
+        let loss = |p: Option<&[f64]>, d: &[f64]| {
+            let z = gaussian::sample(Mode::Posterior, p, Some(d), &eps, rows, n);
+            z.iter().zip(&r).map(|(z, r)| z * r).sum::<f64>() + w * gaussian::kl(p, d, rows, n).iter().sum::<f64>()
+        };
+        let (dprior, ddelta) = gaussian::backward(prior, &delta, &eps, &r, rows, n, w);
+        for i in 0..delta.len() {
+            let nd = numeric(|v| { let mut d = delta.clone(); d[i] = v; loss(prior, &d) }, delta[i]);
+            check(&format!("gaussian d delta {i} (prior {with_prior})"), ddelta[i], nd);
+            if let Some(p) = prior {
+                let np = numeric(|v| { let mut pp = p.to_vec(); pp[i] = v; loss(Some(&pp), &delta) }, p[i]);
+                check(&format!("gaussian d prior {i}"), dprior[i], np);
+            }
+        }
+    }
+    // With no prior tensor the KL is that to N(0, I).
+    let kl0 = gaussian::kl(None, &delta, rows, n);
+    for (a, b) in kl0.iter().zip(latent::kl(&delta, rows, n)) {
+        assert!((a - b).abs() < 1e-12, "KL to N(0, I): {a} vs ops::latent's {b}");
+    }
+    // log q(z) - log p(z), written out from the two normal densities.
+    let z = gaussian::sample(Mode::Posterior, Some(&prior), Some(&delta), &eps, rows, n);
+    let ratio = gaussian::log_ratio(Some(&prior), &delta, &eps, rows, n);
+    let log_normal = |x: f64, mu: f64, lv: f64| -0.5 * (2.0 * std::f64::consts::PI).ln() - 0.5 * lv - 0.5 * (x - mu).powi(2) / lv.exp();
+    for row in 0..rows {
+        let want: f64 = (0..n)
+            .map(|j| {
+                let (o, x) = (row * 2 * n + j, z[row * n + j]);
+                log_normal(x, prior[o] + delta[o], prior[o + n] + delta[o + n]) - log_normal(x, prior[o], prior[o + n])
+            })
+            .sum();
+        assert!((ratio[row] - want).abs() < 1e-9, "row {row}: log-ratio {} vs densities {want}", ratio[row]);
+    }
+    // KL(q || p) = E_q[log q - log p]: the mean over 40,000 draws of the first row.
+    let draws = 40_000;
+    let one = |t: &[f64]| t[..2 * n].repeat(draws);
+    let many = gaussian::noise(Mode::Posterior, 8, 1, draws, n, 0);
+    let mc = gaussian::log_ratio(Some(&one(&prior)), &one(&delta), &many, draws, n).iter().sum::<f64>() / draws as f64;
+    let exact = gaussian::kl(Some(&prior), &delta, 1, n)[0];
+    assert!((mc - exact).abs() < 0.03 * exact.max(1.0), "Monte Carlo KL {mc} vs analytic {exact}");
+    // The modes: means draw no noise; the prior modes do not read delta.
+    assert!(gaussian::noise(Mode::PosteriorMean, 5, 3, rows, n, 0).iter().all(|&e| e == 0.0));
+    let prior_mean = gaussian::sample(Mode::PriorMean, Some(&prior), Some(&delta), &vec![0.0; rows * n], rows, n);
+    assert_eq!(prior_mean[n..2 * n], prior[2 * n..3 * n]);
+}

@@ -10,6 +10,8 @@
 pub mod categorical;
 pub mod conv;
 pub mod data;
+pub mod elementwise;
+pub mod gaussian;
 pub mod latent;
 pub mod linear;
 pub mod loss;

@@ -573,3 +573,104 @@ async fn run_records(gpu: &Gpu, kernels: &Kernels, rec: &webvae::kernels::Record
     single.submit(gpu, kernels, 1);
     single.read(gpu).await.unwrap()
 }
+
+/// The ops a hierarchy of latents adds, against the oracle: SiLU forward and backward (written
+/// and added to a gradient already there), the residual add and the fan-out's sum, on the GPU
+/// and on the CPU path; then a Gaussian group, flat with N(0, I) as its prior and spatial (8 x
+/// 7 x 7) with a prior from the layer above: its samples in each mode, the KL and the bound's
+/// log-ratio per row, and the backward pass with the KL weighted. (The CPU path runs the
+/// oracle's own code for the Gaussian group, as for the other latent layers.)
+pub async fn hierarchy_ops_parity(log: impl Fn(&str)) {
+    use webvae::cpu::elementwise as cpu;
+    use webvae::kernels::NONE;
+    use webvae::ops::elementwise::{self, ElementwiseOp};
+    use webvae::ops::gaussian::{self, GaussianOp, Mode};
+    let gpu = gpu_or_fail(&log).await;
+    let kernels = Kernels::new(&gpu.device, gpu.shape);
+    let mut rng = Rng::new(31);
+
+    // acts: a | b | out. SiLU's inputs reach its tails, where sigmoid saturates.
+    let len = 70_001;
+    let a: Vec<f32> = (0..len).map(|i| if i % 101 == 0 { rng.range(-120.0, 120.0) } else { rng.range(-8.0, 8.0) }).collect();
+    let b = rng.vec(len, -1.0, 1.0);
+    let before = rng.vec(len, -1.0, 1.0);
+    let op = ElementwiseOp { len: len as u32, a_off: 0, b_off: len as u32, y_off: 2 * len as u32, accumulate: 0 };
+    let scratch = |out: &[f32]| Scratch { acts: [&a[..], &b[..], out].concat(), ..Default::default() };
+    let run = |kernel, op: ElementwiseOp, out: Vec<f32>| {
+        let s = scratch(&out);
+        let (gpu, kernels) = (&gpu, &kernels);
+        async move { run_single(gpu, kernels, kernel, op, op.groups(), &s, 0).await.unwrap().acts[2 * len..].to_vec() }
+    };
+    let (a64, b64) = (f64s(&a), f64s(&b));
+    let silu = f32s(&elementwise::silu_forward(&a64));
+    assert_close("silu_forward", &run(Kernel::SiluForward, op, vec![0.0; len]).await, &silu, 1e-5, 1e-6);
+    assert_close("CPU path silu_forward", &cpu::silu_forward(&a), &silu, 1e-5, 1e-6);
+    let slope = elementwise::silu_backward(&a64, &b64);
+    let added: Vec<f32> = slope.iter().zip(&before).map(|(s, &o)| (s + o as f64) as f32).collect();
+    assert_close("silu_backward", &run(Kernel::SiluBackward, op, before.clone()).await, &f32s(&slope), 1e-5, 1e-6);
+    assert_close("silu_backward, accumulating", &run(Kernel::SiluBackward, ElementwiseOp { accumulate: 1, ..op }, before.clone()).await, &added, 1e-5, 1e-6);
+    let mut got = before.clone();
+    cpu::silu_backward(&a, &b, &mut got, true);
+    assert_close("CPU path silu_backward, accumulating", &got, &added, 1e-5, 1e-6);
+    cpu::silu_backward(&a, &b, &mut got, false);
+    assert_close("CPU path silu_backward", &got, &f32s(&slope), 1e-5, 1e-6);
+    let sum = f32s(&elementwise::add(&a64, &b64));
+    assert_close("add", &run(Kernel::Add, op, before.clone()).await, &sum, 1e-6, 1e-6);
+    assert_close("CPU path add", &cpu::add(&a, &b), &sum, 1e-6, 1e-6);
+    let mut want = f64s(&before);
+    elementwise::add_into(&mut want, &a64);
+    let op_into = ElementwiseOp { a_off: 0, y_off: 2 * len as u32, ..op };
+    assert_close("add_into", &run(Kernel::AddInto, op_into, before.clone()).await, &f32s(&want), 1e-6, 1e-6);
+    let mut got = before.clone();
+    cpu::add_into(&mut got, &a);
+    assert_close("CPU path add_into", &got, &f32s(&want), 1e-6, 1e-6);
+
+    // Gaussian groups. acts: prior | delta | eps | z | dz | dprior | ddelta | kl | ratio
+    let step = 9;
+    for (rows, n, with_prior) in [(6usize, 20usize, false), (5, 8 * 7 * 7, true)] {
+        let params = |rng: &mut Rng| -> Vec<f32> { (0..rows * 2 * n).map(|i| if i % (2 * n) < n { rng.range(-1.5, 1.5) } else { rng.range(-2.0, 1.0) }).collect() };
+        let (prior, delta, dz) = (params(&mut rng), params(&mut rng), rng.vec(rows * n, -0.5, 0.5));
+        let ratio_before = rng.vec(rows, 50.0, 150.0);
+        let (p, v) = (rows * 2 * n, rows * n);
+        let at = [0, p, 2 * p, 2 * p + v, 2 * p + 2 * v, 2 * p + 3 * v, 3 * p + 3 * v, 4 * p + 3 * v, 4 * p + 3 * v + rows].map(|o| o as u32);
+        let [prior_off, delta_off, eps_off, z_off, dz_off, dprior_off, ddelta_off, kl_off, ratio_off] = at;
+        let acts = [&prior[..], &delta, &vec![0.0; 2 * v], &dz, &vec![0.0; 2 * p + rows], &ratio_before].concat();
+        let (kl_weight, dim_base, seed) = (0.3, 100, 55);
+        let op = GaussianOp {
+            rows: rows as u32, n: n as u32, seed, dim_base, prior_off: if with_prior { prior_off } else { NONE }, delta_off, eps_off, z_off, dz_off,
+            dprior_off: if with_prior { dprior_off } else { NONE }, ddelta_off, kl_off, ratio_off, kl_weight, mode: 0,
+        };
+        let (prior64, delta64) = (f64s(&prior), f64s(&delta));
+        let prior64 = with_prior.then_some(&prior64[..]);
+        let what = |s: &str| format!("{s} ({rows} x {n}, {})", if with_prior { "prior from above" } else { "N(0, I) prior" });
+        for mode in [Mode::Posterior, Mode::PosteriorMean, Mode::Prior, Mode::PriorMean] {
+            let op = GaussianOp { mode: mode.code(), ..op };
+            let s = Scratch { acts: acts.clone(), ..Default::default() };
+            let got = run_single(&gpu, &kernels, Kernel::GaussianSample, op, op.per_element(), &s, step).await.unwrap();
+            let eps = gaussian::noise(mode, seed, step, rows, n, dim_base);
+            assert_close(&what(&format!("gaussian_sample eps, {mode:?}")), &got.acts[eps_off as usize..z_off as usize], &f32s(&eps), 1e-5, 1e-6);
+            let z = gaussian::sample(mode, prior64, Some(&delta64), &eps, rows, n);
+            assert_close(&what(&format!("gaussian_sample z, {mode:?}")), &got.acts[z_off as usize..dz_off as usize], &f32s(&z), 1e-5, 1e-5);
+        }
+        let mut rec = webvae::kernels::Records::new(kernels.shape);
+        rec.push(Kernel::GaussianSample, op, op.per_element());
+        rec.push(Kernel::GaussianReduce, op, op.per_row());
+        rec.push(Kernel::GaussianBackward, op, op.per_element());
+        let got = run_records(&gpu, &kernels, &rec, &Scratch { acts: acts.clone(), ..Default::default() }, step).await;
+        let eps = gaussian::noise(Mode::Posterior, seed, step, rows, n, dim_base);
+        let kl = gaussian::kl(prior64, &delta64, rows, n);
+        assert_close(&what("gaussian_reduce KL"), &got.acts[kl_off as usize..ratio_off as usize], &f32s(&kl), 1e-5, 1e-4);
+        let ratio = gaussian::log_ratio(prior64, &delta64, &eps, rows, n);
+        let ratio: Vec<f64> = ratio.iter().zip(&ratio_before).map(|(r, &b)| r + b as f64).collect();
+        assert_close(&what("gaussian_reduce log-ratio"), &got.acts[ratio_off as usize..], &f32s(&ratio), 1e-5, 1e-3);
+        let (dprior, ddelta) = gaussian::backward(prior64, &delta64, &eps, &f64s(&dz), rows, n, kl_weight as f64);
+        assert_close(&what("gaussian_backward d delta"), &got.acts[ddelta_off as usize..kl_off as usize], &f32s(&ddelta), 1e-5, 1e-6);
+        let dprior_got = &got.acts[dprior_off as usize..ddelta_off as usize];
+        if with_prior {
+            assert_close(&what("gaussian_backward d prior"), dprior_got, &f32s(&dprior), 1e-5, 1e-6);
+        } else {
+            assert!(dprior_got.iter().all(|&v| v == 0.0), "{}: wrote a prior gradient with no prior tensor", what("gaussian_backward"));
+        }
+    }
+    log("silu_forward, silu_backward, add, add_into (GPU and CPU path), gaussian_sample in each mode, gaussian_reduce and gaussian_backward: match the CPU reference");
+}
