@@ -7,6 +7,8 @@
 //! dimensions, or variables x classes). Rows of decoder tensors are ordered l * B + b
 //! (sample-major), as on the GPU.
 
+pub mod graph;
+
 use crate::model::{activation_before, Activation, Config, LatentType, LayerLayout, Layout};
 use crate::ops::categorical::{self, Mode};
 use crate::ops::{self, latent, loss, optim};

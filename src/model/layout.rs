@@ -78,19 +78,40 @@ pub struct Layout {
 
 /// Appends tensors to the flat buffer in order.
 #[derive(Default)]
-struct LayoutBuilder {
-    tensors: Vec<Tensor>,
-    len: usize,
+pub(super) struct LayoutBuilder {
+    pub(super) tensors: Vec<Tensor>,
+    pub(super) len: usize,
 }
 
 impl LayoutBuilder {
     /// Appends a tensor and returns its offset.
-    fn push(&mut self, name: String, shape: Vec<usize>) -> usize {
+    pub(super) fn push(&mut self, name: String, shape: Vec<usize>) -> usize {
         let t = Tensor { name, shape, offset: self.len };
         self.len += t.len();
         let offset = t.offset;
         self.tensors.push(t);
         offset
+    }
+
+    /// Places one layer named `name` (a module's name: its tensors are `{name}.weight` and
+    /// `{name}.bias`) on `input`, or says why the layer cannot take it.
+    pub(super) fn place(&mut self, name: String, layer: Layer, input: Shape) -> Result<LayerLayout, String> {
+        let output = layer.output_shape(input)?;
+        let (weight, bias) = match (layer, input) {
+            (Layer::Linear { out, .. }, Shape::Flat(inputs)) => {
+                (self.push(format!("{name}.weight"), vec![out, inputs]), self.push(format!("{name}.bias"), vec![out]))
+            }
+            (Layer::Conv2d { out, kernel, .. }, Shape::Image { channels, .. }) => (
+                self.push(format!("{name}.weight"), vec![out, channels, kernel, kernel]),
+                self.push(format!("{name}.bias"), vec![out]),
+            ),
+            (Layer::ConvTranspose2d { out, kernel, .. }, Shape::Image { channels, .. }) => (
+                self.push(format!("{name}.weight"), vec![channels, out, kernel, kernel]),
+                self.push(format!("{name}.bias"), vec![out]),
+            ),
+            _ => (0, 0),
+        };
+        Ok(LayerLayout { layer, name, input, output, weight, bias })
     }
 
     /// Places a stack of layers named as the modules of an `nn.Sequential` called `prefix`
@@ -101,26 +122,10 @@ impl LayoutBuilder {
         let mut out = Vec::with_capacity(layers.len());
         for layer in layers {
             let name = format!("{prefix}.{index}");
-            let output = layer
-                .output_shape(shape)
-                .map_err(|e| bad(field, format!("layer {name} ({}): {e}", layer.kind())))?;
-            let (weight, bias) = match (*layer, shape, output) {
-                (Layer::Linear { out, .. }, Shape::Flat(inputs), _) => {
-                    (self.push(format!("{name}.weight"), vec![out, inputs]), self.push(format!("{name}.bias"), vec![out]))
-                }
-                (Layer::Conv2d { out, kernel, .. }, Shape::Image { channels, .. }, _) => (
-                    self.push(format!("{name}.weight"), vec![out, channels, kernel, kernel]),
-                    self.push(format!("{name}.bias"), vec![out]),
-                ),
-                (Layer::ConvTranspose2d { out, kernel, .. }, Shape::Image { channels, .. }, _) => (
-                    self.push(format!("{name}.weight"), vec![channels, out, kernel, kernel]),
-                    self.push(format!("{name}.bias"), vec![out]),
-                ),
-                _ => (0, 0),
-            };
-            out.push(LayerLayout { layer: *layer, name, input: shape, output, weight, bias });
+            let placed = self.place(name.clone(), *layer, shape).map_err(|e| bad(field, format!("layer {name} ({}): {e}", layer.kind())))?;
             index += 1 + (layer.activation() != Activation::Identity) as usize;
-            shape = output;
+            shape = placed.output;
+            out.push(placed);
         }
         Ok(out)
     }

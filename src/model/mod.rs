@@ -5,6 +5,7 @@
 mod activation;
 mod architecture;
 mod config;
+mod graph;
 mod latent_type;
 mod layer;
 mod layout;
@@ -14,6 +15,7 @@ mod shape;
 pub use activation::Activation;
 pub use architecture::Architecture;
 pub use config::{Config, ConfigError};
+pub use graph::{Graph, GraphLayout, Node, Op, Placed};
 pub use latent_type::LatentType;
 pub use layer::Layer;
 pub use layout::{activation_before, initial_parameters, LayerLayout, Layout, Tensor};

@@ -1,0 +1,252 @@
+//! A model as a graph of named nodes: each reads earlier nodes by name (the datapoint is `x`),
+//! and its shape is inferred from theirs and checked, with errors that name the node. A graph is
+//! what a model needs once its decoder reads the encoder's features at several scales, as a
+//! hierarchy of latents does (`Graph::hvae`, after NVAE).
+//!
+//! Nodes are listed in the order they run, so every input is defined before it is read, and a
+//! backward pass is the list in reverse. A node read by several others (a residual cell's skip
+//! connection, encoder features feeding a posterior) gets the sum of their gradients.
+
+use serde::{Deserialize, Serialize};
+
+use super::layout::LayoutBuilder;
+use super::{bad, ConfigError, Layer, LayerLayout, Shape, Tensor};
+
+/// What a node computes.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Op {
+    /// A layer (`model::Layer`) on its one input; its tensors are `{node}.weight` and
+    /// `{node}.bias`, as those of a PyTorch module of the node's name.
+    Layer { layer: Layer },
+    /// SiLU (swish), z sigmoid(z), element-wise (`ops::elementwise`).
+    Silu {},
+    /// The residual add of its two inputs, of one shape.
+    Add {},
+    /// A group of Gaussian latents (`ops::gaussian`), flat or spatial. Inputs: [delta] for the
+    /// top group, whose prior is N(0, I), or [prior, delta]; each holds means then
+    /// log-variances (2Z values, or 2C channels), and the node's output z has half as many.
+    Gaussian {},
+}
+
+impl Op {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Layer { layer } => layer.kind(),
+            Op::Silu {} => "silu",
+            Op::Add {} => "add",
+            Op::Gaussian {} => "gaussian",
+        }
+    }
+}
+
+/// One node: its name, what it computes, and the nodes it reads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    pub name: String,
+    pub op: Op,
+    pub inputs: Vec<String>,
+}
+
+/// A model from the datapoint `x` to `output` (the likelihood's parameters).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Graph {
+    pub nodes: Vec<Node>,
+    pub output: String,
+}
+
+/// A node with its inputs resolved (indices into `GraphLayout::nodes`, where 0 is `x`), its
+/// shape inferred and its parameters placed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Placed {
+    pub name: String,
+    /// None for `x`.
+    pub op: Option<Op>,
+    pub inputs: Vec<usize>,
+    pub output: Shape,
+    /// A layer node's layout (shapes and parameter offsets).
+    pub layer: Option<LayerLayout>,
+    /// A Gaussian node's group: its index (top first) and the first noise dimension it draws.
+    pub group: Option<(usize, u32)>,
+}
+
+/// A graph with every shape inferred and every parameter placed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GraphLayout {
+    /// `x`, then the graph's nodes in order.
+    pub nodes: Vec<Placed>,
+    /// The Gaussian nodes, top group first.
+    pub groups: Vec<usize>,
+    pub output: usize,
+    pub tensors: Vec<Tensor>,
+    pub len: usize,
+}
+
+impl Graph {
+    /// Infers and checks every node's shape from `input` and places the parameters, in node
+    /// order. Errors (field "graph") name the node at fault and the shapes involved.
+    pub fn layout(&self, input: Shape) -> Result<GraphLayout, ConfigError> {
+        let mut b = LayoutBuilder::default();
+        let x = Placed { name: "x".into(), op: None, inputs: vec![], output: input, layer: None, group: None };
+        let (mut nodes, mut groups, mut dims) = (vec![x], vec![], 0u32);
+        for node in &self.nodes {
+            let fail = |message: String| bad("graph", format!("node {} ({}): {message}", node.name, node.op.kind()));
+            if nodes.iter().any(|p| p.name == node.name) {
+                return Err(fail("the name is taken by an earlier node (or is the input, x)".into()));
+            }
+            let inputs = node
+                .inputs
+                .iter()
+                .map(|name| nodes.iter().position(|p| &p.name == name).ok_or_else(|| fail(format!("reads \"{name}\", which no node before it defines"))))
+                .collect::<Result<Vec<usize>, _>>()?;
+            let arity = match node.op {
+                Op::Add {} => 2..=2,
+                Op::Gaussian {} => 1..=2,
+                _ => 1..=1,
+            };
+            if !arity.contains(&inputs.len()) {
+                let (lo, hi) = (arity.start(), arity.end());
+                let wanted = if lo == hi { format!("{lo}") } else { format!("{lo} or {hi}") };
+                return Err(fail(format!("takes {wanted} inputs, got {}", inputs.len())));
+            }
+            let shape = |i: usize| nodes[inputs[i]].output;
+            let described = |i: usize| format!("{} ({})", nodes[inputs[i]].name, shape(i));
+            let (mut layer, mut group) = (None, None);
+            let output = match node.op {
+                Op::Layer { layer: l } => {
+                    let placed = b.place(node.name.clone(), l, shape(0)).map_err(|e| fail(format!("on {}: {e}", described(0))))?;
+                    let output = placed.output;
+                    layer = Some(placed);
+                    output
+                }
+                Op::Silu {} => shape(0),
+                Op::Add {} => {
+                    if shape(0) != shape(1) {
+                        return Err(fail(format!("its inputs {} and {} differ in shape", described(0), described(1))));
+                    }
+                    shape(0)
+                }
+                Op::Gaussian {} => {
+                    let delta = inputs.len() - 1;
+                    if inputs.len() == 2 && shape(0) != shape(1) {
+                        return Err(fail(format!("its prior {} and posterior {} differ in shape", described(0), described(1))));
+                    }
+                    let half = match shape(delta) {
+                        Shape::Flat(n) if n % 2 == 0 && n > 0 => Shape::Flat(n / 2),
+                        Shape::Image { channels, height, width } if channels % 2 == 0 => Shape::Image { channels: channels / 2, height, width },
+                        _ => return Err(fail(format!("{} must hold means then log-variances: an even length or channel count", described(delta)))),
+                    };
+                    group = Some((groups.len(), dims));
+                    groups.push(nodes.len());
+                    dims += half.len() as u32;
+                    half
+                }
+            };
+            nodes.push(Placed { name: node.name.clone(), op: Some(node.op), inputs, output, layer, group });
+        }
+        let output = nodes.iter().position(|p| p.name == self.output).ok_or_else(|| bad("graph", format!("the output \"{}\" is no node's name", self.output)))?;
+        if let Some(unread) = (1..nodes.len()).find(|&i| i != output && !nodes.iter().any(|p| p.inputs.contains(&i))) {
+            return Err(bad("graph", format!("node {} ({}) is computed but no node reads it", nodes[unread].name, nodes[unread].op.map_or("input", |o| o.kind()))));
+        }
+        if groups.is_empty() {
+            return Err(bad("graph", "a VAE needs at least one gaussian node (a group of latents)"));
+        }
+        Ok(GraphLayout { nodes, groups, output, tensors: b.tensors, len: b.len })
+    }
+
+    /// The `hvae` preset on 28 x 28 digits, after NVAE: a bottom-up encoder of residual cells
+    /// at 14 x 14 and 7 x 7, a top group of 20 latents with prior N(0, I), and a spatial group of
+    /// 8 x 7 x 7 whose prior comes from the top-down path and whose posterior adds the encoder's
+    /// 7 x 7 features to that path's state; SiLU throughout, pre-activation cells (the
+    /// residual stream itself is not activated), a Bernoulli decoder's logits out.
+    pub fn hvae() -> Graph {
+        let mut g = Builder::default();
+        let conv = |out, kernel, stride, padding| Op::Layer { layer: Layer::Conv2d { out, kernel, stride, padding, activation: super::Activation::Identity } };
+        let up = |out| Op::Layer { layer: Layer::ConvTranspose2d { out, kernel: 4, stride: 2, padding: 1, activation: super::Activation::Identity } };
+        let linear = |out| Op::Layer { layer: Layer::linear(out, super::Activation::Identity) };
+        // Bottom-up.
+        g.node("encoder.stem", conv(32, 4, 2, 1), &["x"]);
+        let e14 = g.cell("encoder.cell14", "encoder.stem", 32);
+        g.node("encoder.act14", Op::Silu {}, &[&e14]);
+        g.node("encoder.down", conv(64, 4, 2, 1), &["encoder.act14"]);
+        let e7 = g.cell("encoder.cell7", "encoder.down", 64);
+        g.node("encoder.act7", Op::Silu {}, &[&e7]);
+        g.node("encoder.flatten", Op::Layer { layer: Layer::Flatten {} }, &["encoder.act7"]);
+        g.node("encoder.dense", linear(256), &["encoder.flatten"]);
+        g.node("encoder.act", Op::Silu {}, &["encoder.dense"]);
+        // The top group, then top-down.
+        g.node("q1", linear(40), &["encoder.act"]);
+        g.node("z1", Op::Gaussian {}, &["q1"]);
+        g.node("decoder.input", linear(64 * 7 * 7), &["z1"]);
+        g.node("decoder.view", Op::Layer { layer: Layer::Reshape { shape: [64, 7, 7] } }, &["decoder.input"]);
+        let s7 = g.cell("decoder.cell7a", "decoder.view", 64);
+        // The spatial group: its prior from the state, its posterior from state + features.
+        g.node("p2.act", Op::Silu {}, &[&s7]);
+        g.node("p2", conv(16, 3, 1, 1), &["p2.act"]);
+        g.node("q2.input", Op::Add {}, &[&s7, &e7]);
+        g.node("q2.act", Op::Silu {}, &["q2.input"]);
+        g.node("q2", conv(16, 3, 1, 1), &["q2.act"]);
+        g.node("z2", Op::Gaussian {}, &["p2", "q2"]);
+        g.node("decoder.z2", conv(64, 3, 1, 1), &["z2"]);
+        g.node("decoder.merge", Op::Add {}, &[&s7, "decoder.z2"]);
+        let d7 = g.cell("decoder.cell7b", "decoder.merge", 64);
+        g.node("decoder.act7", Op::Silu {}, &[&d7]);
+        g.node("decoder.up", up(32), &["decoder.act7"]);
+        let d14 = g.cell("decoder.cell14", "decoder.up", 32);
+        g.node("decoder.act14", Op::Silu {}, &[&d14]);
+        g.node("decoder.out", up(1), &["decoder.act14"]);
+        Graph { nodes: g.nodes, output: "decoder.out".into() }
+    }
+}
+
+/// Appends nodes, for the presets.
+#[derive(Default)]
+struct Builder {
+    nodes: Vec<Node>,
+}
+
+impl Builder {
+    fn node(&mut self, name: &str, op: Op, inputs: &[&str]) {
+        self.nodes.push(Node { name: name.into(), op, inputs: inputs.iter().map(|s| s.to_string()).collect() });
+    }
+
+    /// A residual cell on `input`: input + conv(silu(conv(silu(input)))), 3 x 3 convolutions
+    /// keeping `channels` and the size. Returns the sum's name, `name` itself.
+    fn cell(&mut self, name: &str, input: &str, channels: usize) -> String {
+        let conv = Op::Layer { layer: Layer::Conv2d { out: channels, kernel: 3, stride: 1, padding: 1, activation: super::Activation::Identity } };
+        let part = |p: &str| format!("{name}.{p}");
+        self.node(&part("act1"), Op::Silu {}, &[input]);
+        self.node(&part("conv1"), conv, &[&part("act1")]);
+        self.node(&part("act2"), Op::Silu {}, &[&part("conv1")]);
+        self.node(&part("conv2"), conv, &[&part("act2")]);
+        self.node(name, Op::Add {}, &[input, &part("conv2")]);
+        name.into()
+    }
+}
+
+impl GraphLayout {
+    pub fn tensor(&self, name: &str) -> Option<&Tensor> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+
+    /// Which nodes a pass computes to reach the output: from data (`x` in hand), all those the
+    /// output depends on; from the prior (sampling: no `x`), a Gaussian node reads its prior
+    /// only, so the encoder is skipped.
+    pub fn needed(&self, from_prior: bool) -> Vec<bool> {
+        let mut needed = vec![false; self.nodes.len()];
+        needed[self.output] = true;
+        for i in (0..self.nodes.len()).rev() {
+            if !needed[i] {
+                continue;
+            }
+            let p = &self.nodes[i];
+            let reads = if from_prior && p.group.is_some() { &p.inputs[..p.inputs.len() - 1] } else { &p.inputs[..] };
+            for &j in reads {
+                needed[j] = true;
+            }
+        }
+        needed
+    }
+}

@@ -1,0 +1,131 @@
+//! Models as graphs of named nodes (`model::Graph`): shapes inferred and checked with errors
+//! that name the node, the `hvae` preset's shapes and parameters, and the graph oracle's
+//! gradients against finite differences on a small hierarchy that uses every node kind.
+#![cfg(not(target_arch = "wasm32"))]
+
+use webvae::model::{Graph, Likelihood, Shape};
+use webvae::ops::gaussian::Mode;
+use webvae::reference::graph as oracle;
+use webvae::rng::Rng;
+
+/// Two groups (3 flat latents with prior N(0, I); 2 x 4 x 4 spatial with a prior from the
+/// top-down path and a posterior from path + encoder features) on 8 x 8 images: a residual cell,
+/// SiLU, a fused tanh, the fan-out of the encoder's features and of the decoder's state.
+fn small() -> Graph {
+    serde_json::from_value(serde_json::json!({
+        "output": "d.out",
+        "nodes": [
+            {"name": "e.stem", "op": {"type": "layer", "layer": {"type": "conv2d", "out": 4, "kernel": 4, "stride": 2, "padding": 1, "activation": "identity"}}, "inputs": ["x"]},
+            {"name": "e.act1", "op": {"type": "silu"}, "inputs": ["e.stem"]},
+            {"name": "e.conv1", "op": {"type": "layer", "layer": {"type": "conv2d", "out": 4, "kernel": 3, "stride": 1, "padding": 1, "activation": "identity"}}, "inputs": ["e.act1"]},
+            {"name": "e.cell", "op": {"type": "add"}, "inputs": ["e.stem", "e.conv1"]},
+            {"name": "e.act", "op": {"type": "silu"}, "inputs": ["e.cell"]},
+            {"name": "e.flat", "op": {"type": "layer", "layer": {"type": "flatten"}}, "inputs": ["e.act"]},
+            {"name": "e.dense", "op": {"type": "layer", "layer": {"type": "linear", "out": 6, "activation": "tanh"}}, "inputs": ["e.flat"]},
+            {"name": "q1", "op": {"type": "layer", "layer": {"type": "linear", "out": 6, "activation": "identity"}}, "inputs": ["e.dense"]},
+            {"name": "z1", "op": {"type": "gaussian"}, "inputs": ["q1"]},
+            {"name": "d.in", "op": {"type": "layer", "layer": {"type": "linear", "out": 64, "activation": "tanh"}}, "inputs": ["z1"]},
+            {"name": "d.view", "op": {"type": "layer", "layer": {"type": "reshape", "shape": [4, 4, 4]}}, "inputs": ["d.in"]},
+            {"name": "p2", "op": {"type": "layer", "layer": {"type": "conv2d", "out": 4, "kernel": 3, "stride": 1, "padding": 1, "activation": "identity"}}, "inputs": ["d.view"]},
+            {"name": "q2.in", "op": {"type": "add"}, "inputs": ["d.view", "e.cell"]},
+            {"name": "q2", "op": {"type": "layer", "layer": {"type": "conv2d", "out": 4, "kernel": 3, "stride": 1, "padding": 1, "activation": "identity"}}, "inputs": ["q2.in"]},
+            {"name": "z2", "op": {"type": "gaussian"}, "inputs": ["p2", "q2"]},
+            {"name": "d.z2", "op": {"type": "layer", "layer": {"type": "conv2d", "out": 4, "kernel": 3, "stride": 1, "padding": 1, "activation": "identity"}}, "inputs": ["z2"]},
+            {"name": "d.merge", "op": {"type": "add"}, "inputs": ["d.view", "d.z2"]},
+            {"name": "d.act", "op": {"type": "silu"}, "inputs": ["d.merge"]},
+            {"name": "d.out", "op": {"type": "layer", "layer": {"type": "conv_transpose2d", "out": 1, "kernel": 4, "stride": 2, "padding": 1, "activation": "identity"}}, "inputs": ["d.act"]}
+        ]
+    }))
+    .expect("the small graph parses")
+}
+
+const IMAGE: Shape = Shape::Image { channels: 1, height: 8, width: 8 };
+
+#[test]
+fn graph_oracle_matches_finite_differences() {
+    let g = small().layout(IMAGE).unwrap();
+    assert_eq!(g.groups.len(), 2);
+    assert_eq!((g.nodes[g.groups[0]].output, g.nodes[g.groups[1]].output), (Shape::Flat(3), Shape::Image { channels: 2, height: 4, width: 4 }));
+    let mut rng = Rng::new(3);
+    let params: Vec<f64> = (0..g.len).map(|_| rng.range(-0.4, 0.4) as f64).collect();
+    let rows = 2;
+    let x: Vec<f64> = (0..rows * 64).map(|_| rng.uniform() as f64).collect();
+    let (lik, weights) = (Likelihood::Bernoulli, [0.7, 1.3]);
+    let loss = |p: &[f64]| {
+        let pass = oracle::forward(&g, p, Some(&x), rows, Mode::Posterior, 5, 2);
+        let kl = pass.kl(&g);
+        pass.reconstruction(&g, &x, lik).iter().sum::<f64>() + (0..2).map(|l| weights[l] * kl[l].iter().sum::<f64>()).sum::<f64>()
+    };
+    let pass = oracle::forward(&g, &params, Some(&x), rows, Mode::Posterior, 5, 2);
+    let grads = oracle::backward(&g, &params, &pass, &x, lik, &weights, 1.0);
+    for t in &g.tensors {
+        assert!(t.range().any(|i| grads[i] != 0.0), "{}: all-zero gradient", t.name);
+    }
+    for i in 0..params.len() {
+        let h = 1e-5;
+        let mut p = params.clone();
+        p[i] += h;
+        let up = loss(&p);
+        p[i] -= 2.0 * h;
+        let numeric = (up - loss(&p)) / (2.0 * h);
+        let name = &g.tensors.iter().find(|t| t.range().contains(&i)).unwrap().name;
+        assert!((grads[i] - numeric).abs() <= 1e-6 + 1e-5 * numeric.abs(), "{name} (parameter {i}): analytic {} vs finite difference {numeric}", grads[i]);
+    }
+}
+
+#[test]
+fn sampling_runs_the_top_down_path_alone() {
+    let g = small().layout(IMAGE).unwrap();
+    let needed = g.needed(true);
+    for (p, &n) in g.nodes.iter().zip(&needed) {
+        let encoder = p.name == "x" || p.name.starts_with("e.") || p.name.starts_with("q");
+        assert_eq!(n, !encoder, "{}: needed {n} from the prior", p.name);
+    }
+    assert!(g.needed(false).iter().all(|&n| n));
+    let params = vec![0.1; g.len];
+    let pass = oracle::forward(&g, &params, None, 3, Mode::Prior, 1, 1);
+    assert_eq!(pass.values[g.output].len(), 3 * 64);
+    assert!(pass.values[g.output].iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn hvae_preset_has_its_shapes_and_names() {
+    let g = Graph::hvae().layout(Shape::Image { channels: 1, height: 28, width: 28 }).unwrap();
+    let shape = |name: &str| g.nodes.iter().find(|p| p.name == name).unwrap().output;
+    assert_eq!(shape("z1"), Shape::Flat(20));
+    assert_eq!(shape("z2"), Shape::Image { channels: 8, height: 7, width: 7 });
+    assert_eq!(g.nodes[g.output].output, Shape::Image { channels: 1, height: 28, width: 28 });
+    assert_eq!(g.tensor("encoder.stem.weight").unwrap().shape, [32, 1, 4, 4]);
+    assert_eq!(g.tensor("decoder.out.weight").unwrap().shape, [32, 1, 4, 4]);
+    assert_eq!(g.tensor("q2.weight").unwrap().shape, [16, 64, 3, 3]);
+    println!("hvae: {} nodes, {} tensors, {} parameters", g.nodes.len(), g.tensors.len(), g.len);
+    assert!((1_000_000..2_000_000).contains(&g.len), "{} parameters", g.len);
+}
+
+#[test]
+fn graph_errors_name_the_node() {
+    let err = |edit: &dyn Fn(&mut Graph)| {
+        let mut g = small();
+        edit(&mut g);
+        g.layout(IMAGE).unwrap_err().to_string()
+    };
+    let node = |g: &mut Graph, name: &str| g.nodes.iter().position(|n| n.name == name).unwrap();
+    let cases: [(&dyn Fn(&mut Graph), &str); 7] = [
+        (&|g| { let i = node(g, "q2.in"); g.nodes[i].inputs[1] = "e.flat".into() }, "graph: node q2.in (add): its inputs d.view (4x4x4) and e.flat (64) differ in shape"),
+        (&|g| { let i = node(g, "e.act"); g.nodes[i].inputs[0] = "d.merge".into() }, "graph: node e.act (silu): reads \"d.merge\", which no node before it defines"),
+        (&|g| { let i = node(g, "z1"); g.nodes[i].inputs.clear() }, "graph: node z1 (gaussian): takes 1 or 2 inputs, got 0"),
+        (&|g| { let i = node(g, "p2"); g.nodes[i].name = "e.stem".into() }, "graph: node e.stem (conv2d): the name is taken"),
+        (&|g| { let i = node(g, "z2"); g.nodes[i].inputs = vec!["q2".into(), "e.flat".into()] }, "graph: node z2 (gaussian): its prior q2 (4x4x4) and posterior e.flat (64) differ in shape"),
+        (&|g| g.output = "d.act".into(), "graph: node d.out (conv_transpose2d) is computed but no node reads it"),
+        (&|g| { let i = node(g, "e.dense"); g.nodes[i].inputs[0] = "e.act".into() }, "graph: node e.dense (linear): on e.act (4x4x4): linear needs a flat input"),
+    ];
+    for (edit, want) in cases {
+        let got = err(edit);
+        assert!(got.starts_with(want), "got \"{got}\", want \"{want}…\"");
+    }
+    let mut odd = small();
+    let i = odd.nodes.iter().position(|n| n.name == "q1").unwrap();
+    odd.nodes[i].op = serde_json::from_value(serde_json::json!({"type": "layer", "layer": {"type": "linear", "out": 5, "activation": "identity"}})).unwrap();
+    let got = odd.layout(IMAGE).unwrap_err().to_string();
+    assert!(got.starts_with("graph: node z1 (gaussian): q1 (5) must hold means then log-variances"), "{got}");
+}
