@@ -18,6 +18,7 @@
 //! threads.
 
 pub mod elementwise;
+pub mod graph;
 
 use rayon::prelude::*;
 

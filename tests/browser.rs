@@ -45,3 +45,8 @@ async fn cpu_training_steps_match_reference() {
 async fn hierarchy_kernels_match_reference() {
     common::hierarchy_ops_parity(log).await;
 }
+
+#[wasm_bindgen_test]
+async fn cpu_graph_passes_match_reference() {
+    common::cpu_graph_parity(log).await;
+}

@@ -8,42 +8,13 @@ use webvae::ops::gaussian::Mode;
 use webvae::reference::graph as oracle;
 use webvae::rng::Rng;
 
-/// Two groups (3 flat latents with prior N(0, I); 2 x 4 x 4 spatial with a prior from the
-/// top-down path and a posterior from path + encoder features) on 8 x 8 images: a residual cell,
-/// SiLU, a fused tanh, the fan-out of the encoder's features and of the decoder's state.
-fn small() -> Graph {
-    serde_json::from_value(serde_json::json!({
-        "output": "d.out",
-        "nodes": [
-            {"name": "e.stem", "op": {"type": "layer", "layer": {"type": "conv2d", "out": 4, "kernel": 4, "stride": 2, "padding": 1, "activation": "identity"}}, "inputs": ["x"]},
-            {"name": "e.act1", "op": {"type": "silu"}, "inputs": ["e.stem"]},
-            {"name": "e.conv1", "op": {"type": "layer", "layer": {"type": "conv2d", "out": 4, "kernel": 3, "stride": 1, "padding": 1, "activation": "identity"}}, "inputs": ["e.act1"]},
-            {"name": "e.cell", "op": {"type": "add"}, "inputs": ["e.stem", "e.conv1"]},
-            {"name": "e.act", "op": {"type": "silu"}, "inputs": ["e.cell"]},
-            {"name": "e.flat", "op": {"type": "layer", "layer": {"type": "flatten"}}, "inputs": ["e.act"]},
-            {"name": "e.dense", "op": {"type": "layer", "layer": {"type": "linear", "out": 6, "activation": "tanh"}}, "inputs": ["e.flat"]},
-            {"name": "q1", "op": {"type": "layer", "layer": {"type": "linear", "out": 6, "activation": "identity"}}, "inputs": ["e.dense"]},
-            {"name": "z1", "op": {"type": "gaussian"}, "inputs": ["q1"]},
-            {"name": "d.in", "op": {"type": "layer", "layer": {"type": "linear", "out": 64, "activation": "tanh"}}, "inputs": ["z1"]},
-            {"name": "d.view", "op": {"type": "layer", "layer": {"type": "reshape", "shape": [4, 4, 4]}}, "inputs": ["d.in"]},
-            {"name": "p2", "op": {"type": "layer", "layer": {"type": "conv2d", "out": 4, "kernel": 3, "stride": 1, "padding": 1, "activation": "identity"}}, "inputs": ["d.view"]},
-            {"name": "q2.in", "op": {"type": "add"}, "inputs": ["d.view", "e.cell"]},
-            {"name": "q2", "op": {"type": "layer", "layer": {"type": "conv2d", "out": 4, "kernel": 3, "stride": 1, "padding": 1, "activation": "identity"}}, "inputs": ["q2.in"]},
-            {"name": "z2", "op": {"type": "gaussian"}, "inputs": ["p2", "q2"]},
-            {"name": "d.z2", "op": {"type": "layer", "layer": {"type": "conv2d", "out": 4, "kernel": 3, "stride": 1, "padding": 1, "activation": "identity"}}, "inputs": ["z2"]},
-            {"name": "d.merge", "op": {"type": "add"}, "inputs": ["d.view", "d.z2"]},
-            {"name": "d.act", "op": {"type": "silu"}, "inputs": ["d.merge"]},
-            {"name": "d.out", "op": {"type": "layer", "layer": {"type": "conv_transpose2d", "out": 1, "kernel": 4, "stride": 2, "padding": 1, "activation": "identity"}}, "inputs": ["d.act"]}
-        ]
-    }))
-    .expect("the small graph parses")
-}
+mod common;
 
 const IMAGE: Shape = Shape::Image { channels: 1, height: 8, width: 8 };
 
 #[test]
 fn graph_oracle_matches_finite_differences() {
-    let g = small().layout(IMAGE).unwrap();
+    let g = common::small_hierarchy().layout(IMAGE).unwrap();
     assert_eq!(g.groups.len(), 2);
     assert_eq!((g.nodes[g.groups[0]].output, g.nodes[g.groups[1]].output), (Shape::Flat(3), Shape::Image { channels: 2, height: 4, width: 4 }));
     let mut rng = Rng::new(3);
@@ -75,7 +46,7 @@ fn graph_oracle_matches_finite_differences() {
 
 #[test]
 fn sampling_runs_the_top_down_path_alone() {
-    let g = small().layout(IMAGE).unwrap();
+    let g = common::small_hierarchy().layout(IMAGE).unwrap();
     let needed = g.needed(true);
     for (p, &n) in g.nodes.iter().zip(&needed) {
         let encoder = p.name == "x" || p.name.starts_with("e.") || p.name.starts_with("q");
@@ -105,7 +76,7 @@ fn hvae_preset_has_its_shapes_and_names() {
 #[test]
 fn graph_errors_name_the_node() {
     let err = |edit: &dyn Fn(&mut Graph)| {
-        let mut g = small();
+        let mut g = common::small_hierarchy();
         edit(&mut g);
         g.layout(IMAGE).unwrap_err().to_string()
     };
@@ -123,9 +94,14 @@ fn graph_errors_name_the_node() {
         let got = err(edit);
         assert!(got.starts_with(want), "got \"{got}\", want \"{want}…\"");
     }
-    let mut odd = small();
+    let mut odd = common::small_hierarchy();
     let i = odd.nodes.iter().position(|n| n.name == "q1").unwrap();
     odd.nodes[i].op = serde_json::from_value(serde_json::json!({"type": "layer", "layer": {"type": "linear", "out": 5, "activation": "identity"}})).unwrap();
     let got = odd.layout(IMAGE).unwrap_err().to_string();
     assert!(got.starts_with("graph: node z1 (gaussian): q1 (5) must hold means then log-variances"), "{got}");
+}
+
+#[test]
+fn cpu_path_graph_matches_oracle() {
+    pollster::block_on(common::cpu_graph_parity(|s| println!("{s}")));
 }

@@ -221,18 +221,8 @@ pub fn activation_before(layers: &[LayerLayout], i: usize, first: Activation) ->
 /// a convolutional output layer has one bias for all pixels, so it starts at the mean over the
 /// image. The log-variances' biases keep PyTorch's initialisation.
 pub fn initial_parameters(config: &Config, layout: &Layout, mean_pixel: Option<&[f32]>) -> Vec<f32> {
-    let mut rng = Rng::new(config.seed);
     let mut params = vec![0.0; layout.len];
-    for l in layout.layers() {
-        let Some((weights, biases, fan_in)) = l.parameter_sizes() else { continue };
-        let bound = 1.0 / (fan_in as f32).sqrt();
-        for v in &mut params[l.weight..l.weight + weights] {
-            *v = rng.range(-bound, bound);
-        }
-        for v in &mut params[l.bias..l.bias + biases] {
-            *v = rng.range(-bound, bound);
-        }
-    }
+    initialise(&mut params, layout.layers(), config.seed);
     if let (Some(mean), Some(out)) = (mean_pixel, layout.decoder.last()) {
         let start = |m: f32| match config.likelihood {
             Likelihood::Bernoulli | Likelihood::GaussianVar { .. } => {
@@ -254,5 +244,28 @@ pub fn initial_parameters(config: &Config, layout: &Layout, mean_pixel: Option<&
             _ => {}
         }
     }
+    params
+}
+
+/// W and b of each layer uniform in +-1/sqrt(fan_in), from one stream seeded with `seed`.
+fn initialise<'a>(params: &mut [f32], layers: impl Iterator<Item = &'a LayerLayout>, seed: u32) {
+    let mut rng = Rng::new(seed);
+    for l in layers {
+        let Some((weights, biases, fan_in)) = l.parameter_sizes() else { continue };
+        let bound = 1.0 / (fan_in as f32).sqrt();
+        for v in &mut params[l.weight..l.weight + weights] {
+            *v = rng.range(-bound, bound);
+        }
+        for v in &mut params[l.bias..l.bias + biases] {
+            *v = rng.range(-bound, bound);
+        }
+    }
+}
+
+/// A graph model's initial parameters, as PyTorch initialises its layers (see
+/// `initial_parameters`), in node order.
+pub fn initial_graph_parameters(layout: &super::GraphLayout, seed: u32) -> Vec<f32> {
+    let mut params = vec![0.0; layout.len];
+    initialise(&mut params, layout.nodes.iter().filter_map(|p| p.layer.as_ref()), seed);
     params
 }

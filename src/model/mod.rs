@@ -18,7 +18,7 @@ pub use config::{Config, ConfigError};
 pub use graph::{Graph, GraphLayout, Node, Op, Placed};
 pub use latent_type::LatentType;
 pub use layer::Layer;
-pub use layout::{activation_before, initial_parameters, LayerLayout, Layout, Tensor};
+pub use layout::{activation_before, initial_graph_parameters, initial_parameters, LayerLayout, Layout, Tensor};
 pub use likelihood::{Likelihood, DEFAULT_VARIANCE_FLOOR};
 pub use shape::Shape;
 

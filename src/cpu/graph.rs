@@ -1,0 +1,322 @@
+//! A graph model (`model::Graph`) on the CPU path: its passes in f32 with the layers' products
+//! on the pool (`layer_forward`, `layer_backward`), SiLU and the residual add from
+//! `cpu::elementwise`, and each group of latents through the oracle's own f64 code
+//! (`ops::gaussian`), as the other latent layers are. `reference::graph` is its oracle.
+
+use crate::model::{Activation, GraphLayout, Op};
+use crate::ops::gaussian::{self, Mode};
+
+use super::elementwise;
+use super::{layer_backward, layer_forward, narrow, widen};
+
+/// What a pass computed, kept for the backward pass.
+pub struct Pass {
+    pub rows: usize,
+    /// Each node's output [rows, len] (x first), empty where the pass did not need it.
+    pub values: Vec<Vec<f32>>,
+    /// Each group's noise [rows, n], top group first.
+    pub eps: Vec<Vec<f64>>,
+    /// Each group's KL per row (posterior modes; empty otherwise).
+    pub kl: Vec<Vec<f64>>,
+}
+
+/// (prior, delta) of a Gaussian node from its inputs' values, widened.
+fn group_inputs(inputs: &[usize], values: &[Vec<f32>], with_delta: bool) -> (Option<Vec<f64>>, Option<Vec<f64>>) {
+    let prior = (inputs.len() == 2).then(|| widen(&values[inputs[0]]));
+    let delta = with_delta.then(|| widen(&values[*inputs.last().unwrap()]));
+    (prior, delta)
+}
+
+/// Runs `g` on `rows` rows, as `reference::graph::forward` does: with `x` in the posterior
+/// modes, without (the encoder skipped) in the prior modes.
+pub fn forward(g: &GraphLayout, params: &[f32], x: Option<&[f32]>, rows: usize, mode: Mode, seed: u32, step: u32) -> Pass {
+    let from_prior = matches!(mode, Mode::Prior | Mode::PriorMean);
+    assert_eq!(x.is_none(), from_prior, "data in the posterior modes, none in the prior ones");
+    let needed = g.needed(from_prior);
+    let mut values: Vec<Vec<f32>> = vec![Vec::new(); g.nodes.len()];
+    let (mut eps, mut kl) = (vec![Vec::new(); g.groups.len()], vec![Vec::new(); g.groups.len()]);
+    values[0] = x.map_or_else(Vec::new, <[f32]>::to_vec);
+    for (i, node) in g.nodes.iter().enumerate().skip(1) {
+        if !needed[i] {
+            continue;
+        }
+        let input = |k: usize| &values[node.inputs[k]][..];
+        let y = match node.op.expect("only x has no op") {
+            Op::Layer { .. } => layer_forward(node.layer.as_ref().expect("a layer node's layout"), params, input(0), rows),
+            Op::Silu {} => elementwise::silu_forward(input(0)),
+            Op::Add {} => elementwise::add(input(0), input(1)),
+            Op::Gaussian {} => {
+                let (group, dim_base) = node.group.expect("a gaussian node's group");
+                let n = node.output.len();
+                let (prior, delta) = group_inputs(&node.inputs, &values, !from_prior);
+                eps[group] = gaussian::noise(mode, seed, step, rows, n, dim_base);
+                if let Some(delta) = &delta {
+                    kl[group] = gaussian::kl(prior.as_deref(), delta, rows, n);
+                }
+                narrow(&gaussian::sample(mode, prior.as_deref(), delta.as_deref(), &eps[group], rows, n))
+            }
+        };
+        values[i] = y;
+    }
+    Pass { rows, values, eps, kl }
+}
+
+/// Backward from d out (the loss's gradient w.r.t. the output) and each group's KL weighted by
+/// `kl_weights`, from a `Mode::Posterior` pass: writes every parameter's gradient to `grads`.
+pub fn backward(g: &GraphLayout, params: &[f32], pass: &Pass, d_out: Vec<f32>, kl_weights: &[f64], grads: &mut [f32]) {
+    let rows = pass.rows;
+    let mut d: Vec<Option<Vec<f32>>> = vec![None; g.nodes.len()];
+    d[g.output] = Some(d_out);
+    // A node read by several others gets the sum of their gradients; x needs none.
+    let give = |d: &mut [Option<Vec<f32>>], j: usize, v: Vec<f32>| match &mut d[j] {
+        _ if j == 0 => {}
+        Some(sum) => elementwise::add_into(sum, &v),
+        slot => *slot = Some(v),
+    };
+    for (i, node) in g.nodes.iter().enumerate().skip(1).rev() {
+        // Every node reaches the output (`Graph::layout` refuses one that nothing reads).
+        let dy = d[i].take().unwrap_or_else(|| panic!("node {} got no gradient", node.name));
+        let value = |k: usize| &pass.values[node.inputs[k]][..];
+        match node.op.expect("only x has no op") {
+            Op::Layer { .. } => {
+                let l = node.layer.as_ref().expect("a layer node's layout");
+                let act = l.activation();
+                let dz = if act == Activation::Identity {
+                    dy
+                } else {
+                    dy.iter().zip(&pass.values[i]).map(|(&g, &y)| g * act.derivative_from_output(y as f64) as f32).collect()
+                };
+                let wanted = node.inputs[0] != 0;
+                if let Some(dx) = layer_backward(l, params, value(0), &dz, rows, Activation::Identity, wanted, grads) {
+                    give(&mut d, node.inputs[0], dx);
+                }
+            }
+            Op::Silu {} => {
+                let mut dx = vec![0.0; dy.len()];
+                elementwise::silu_backward(value(0), &dy, &mut dx, false);
+                give(&mut d, node.inputs[0], dx);
+            }
+            Op::Add {} => {
+                give(&mut d, node.inputs[0], dy.clone());
+                give(&mut d, node.inputs[1], dy);
+            }
+            Op::Gaussian {} => {
+                let (group, _) = node.group.expect("a gaussian node's group");
+                let (prior, delta) = group_inputs(&node.inputs, &pass.values, true);
+                let delta = delta.expect("a posterior");
+                let n = node.output.len();
+                let (dprior, ddelta) = gaussian::backward(prior.as_deref(), &delta, &pass.eps[group], &widen(&dy), rows, n, kl_weights[group]);
+                if prior.is_some() {
+                    give(&mut d, node.inputs[0], narrow(&dprior));
+                }
+                give(&mut d, *node.inputs.last().unwrap(), narrow(&ddelta));
+            }
+        }
+    }
+}
+
+/// How a graph model trains: Adam on minibatches with a cosine learning-rate decay and a linear
+/// KL warm-up (NVAE's), both over steps.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Schedule {
+    pub batch_size: usize,
+    pub learning_rate: f32,
+    /// The learning rate at `total_steps` (cosine decay from `learning_rate`).
+    pub final_learning_rate: f32,
+    pub total_steps: u32,
+    /// The KL's weight rises linearly from 1 / kl_warmup_steps to 1 over these steps.
+    pub kl_warmup_steps: u32,
+    pub seed: u32,
+}
+
+impl Schedule {
+    pub fn learning_rate(&self, step: u32) -> f32 {
+        let done = (step as f64 / self.total_steps.max(1) as f64).min(1.0);
+        let (hi, lo) = (self.learning_rate as f64, self.final_learning_rate as f64);
+        (lo + 0.5 * (hi - lo) * (1.0 + (std::f64::consts::PI * done).cos())) as f32
+    }
+
+    pub fn kl_weight(&self, step: u32) -> f64 {
+        ((step + 1) as f64 / self.kl_warmup_steps.max(1) as f64).min(1.0)
+    }
+}
+
+/// A graph model's training losses since the last `metrics`, in nats per datapoint.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GraphMetrics {
+    pub steps: u32,
+    pub reconstruction: f64,
+    /// Each group's KL, top group first.
+    pub kl: Vec<f64>,
+    /// What training minimised (the KL warmed up).
+    pub loss: f64,
+}
+
+/// A graph model (Bernoulli pixels) training on the CPU path.
+pub struct GraphTrainer {
+    pub layout: GraphLayout,
+    pub schedule: Schedule,
+    pub params: Vec<f32>,
+    grads: Vec<f32>,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    train: crate::data::Dataset,
+    test: crate::data::Dataset,
+    pub step: u32,
+    order: (u32, Vec<u32>),
+    /// Since the last `metrics`: reconstruction, each group's KL, loss; steps; datapoints.
+    totals: (f64, Vec<f64>, f64, u32, usize),
+}
+
+impl GraphTrainer {
+    /// `graph` on the datasets' images, initialised as PyTorch initialises its layers (the
+    /// output's bias at the mean pixel's logit, so the first samples are the mean digit).
+    pub fn new(graph: &crate::model::Graph, schedule: Schedule, train: &crate::data::Dataset, test: &crate::data::Dataset) -> Result<GraphTrainer, crate::model::ConfigError> {
+        let input = crate::model::Shape::Image { channels: 1, height: train.rows, width: train.cols };
+        let layout = graph.layout(input)?;
+        if layout.nodes[layout.output].output != input {
+            return Err(crate::model::ConfigError { field: "graph", message: format!("the output is {} but the images need {input}", layout.nodes[layout.output].output) });
+        }
+        let mut params = crate::model::initial_graph_parameters(&layout, schedule.seed);
+        let mean = train.mean_image();
+        let p = (mean.iter().sum::<f32>() / mean.len().max(1) as f32).clamp(1e-3, 1.0 - 1e-3);
+        if let Some(out) = &layout.nodes[layout.output].layer {
+            if let Some((_, biases, _)) = out.parameter_sizes() {
+                params[out.bias..out.bias + biases].fill((p / (1.0 - p)).ln());
+            }
+        }
+        let n = layout.len;
+        let groups = layout.groups.len();
+        Ok(GraphTrainer {
+            order: (0, crate::data::epoch_permutation(train.count, schedule.seed, 0)),
+            params,
+            grads: vec![0.0; n],
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+            train: train.clone(),
+            test: test.clone(),
+            step: 0,
+            totals: (0.0, vec![0.0; groups], 0.0, 0, 0),
+            layout,
+            schedule,
+        })
+    }
+
+    pub fn steps_per_epoch(&self) -> u32 {
+        (self.train.count / self.schedule.batch_size) as u32
+    }
+
+    /// Takes `n` steps; a non-finite loss stops before its update, naming the step.
+    pub fn train(&mut self, n: u32) -> Result<(), crate::training::TrainError> {
+        super::in_pool(|| {
+            for _ in 0..n {
+                self.train_step()?;
+            }
+            Ok(())
+        })
+    }
+
+    fn train_step(&mut self) -> Result<(), crate::training::TrainError> {
+        let (batch, pixels) = (self.schedule.batch_size, self.train.pixels_per_image());
+        let epoch = self.step / self.steps_per_epoch();
+        if self.order.0 != epoch {
+            self.order = (epoch, crate::data::epoch_permutation(self.train.count, self.schedule.seed, epoch));
+        }
+        let start = (self.step % self.steps_per_epoch()) as usize * batch;
+        let x: Vec<f32> = self.order.1[start..start + batch].iter().flat_map(|&i| self.train.image(i as usize)).collect();
+        let pass = forward(&self.layout, &self.params, Some(&x), batch, Mode::Posterior, self.schedule.seed, self.step);
+        let out = widen(&pass.values[self.layout.output]);
+        let (recon, d_out) = crate::ops::loss::reconstruction(&out, &widen(&x), batch, pixels, crate::model::Likelihood::Bernoulli, 1.0 / batch as f64);
+        let warm = self.schedule.kl_weight(self.step);
+        let kl: Vec<f64> = pass.kl.iter().map(|k| k.iter().sum()).collect();
+        let recon_sum: f64 = recon.iter().sum();
+        let loss = (recon_sum + warm * kl.iter().sum::<f64>()) / batch as f64;
+        if !loss.is_finite() {
+            return Err(crate::training::TrainError::Diverged { step: self.step });
+        }
+        self.totals.0 += recon_sum;
+        self.totals.1.iter_mut().zip(&kl).for_each(|(t, k)| *t += k);
+        self.totals.2 += loss;
+        self.totals.3 += 1;
+        self.totals.4 += batch;
+        let weights = vec![warm / batch as f64; kl.len()];
+        let mut grads = std::mem::take(&mut self.grads);
+        backward(&self.layout, &self.params, &pass, narrow(&d_out), &weights, &mut grads);
+        self.grads = grads;
+        let lr = self.schedule.learning_rate(self.step);
+        self.step += 1;
+        super::adam(&mut self.params, &self.grads, &mut self.m, &mut self.v, self.step, lr);
+        Ok(())
+    }
+
+    /// Averages of the training losses since the last call.
+    pub fn metrics(&mut self) -> GraphMetrics {
+        let groups = self.totals.1.len();
+        let (recon, kl, loss, steps, points) = std::mem::replace(&mut self.totals, (0.0, vec![0.0; groups], 0.0, 0, 0));
+        let per = |v: f64| v / points.max(1) as f64;
+        GraphMetrics { steps, reconstruction: per(recon), kl: kl.into_iter().map(per).collect(), loss: loss / steps.max(1) as f64 }
+    }
+
+    /// The test set's negative ELBO (KL weight 1) with the evaluation noise: (reconstruction,
+    /// each group's KL, -ELBO), per datapoint.
+    pub fn evaluate(&self) -> (f64, Vec<f64>, f64) {
+        super::in_pool(|| {
+            let (mut recon, mut kl) = (0.0, vec![0.0; self.layout.groups.len()]);
+            for (x, n) in self.test_batches(self.schedule.batch_size) {
+                let pass = forward(&self.layout, &self.params, Some(&x), n, Mode::Posterior, self.schedule.seed, crate::rng::EVAL_RNG_STEP);
+                recon += self.reconstruction(&pass, &x).iter().sum::<f64>();
+                kl.iter_mut().zip(&pass.kl).for_each(|(t, k)| *t += k.iter().sum::<f64>());
+            }
+            let count = self.test.count.max(1) as f64;
+            let kl: Vec<f64> = kl.into_iter().map(|k| k / count).collect();
+            (recon / count, kl.clone(), recon / count + kl.iter().sum::<f64>())
+        })
+    }
+
+    /// The importance-weighted estimate of -log p(x) on the test set, k samples per datapoint
+    /// (Burda et al.): log w = -recon - sum over groups of (log q - log p).
+    pub fn importance_weighted_nll(&self, k: usize) -> f64 {
+        let total: f64 = super::in_pool(|| {
+            let mut total = 0.0;
+            for (x, n) in self.test_batches((crate::training::IWAE_ROWS / k).max(1)) {
+                // Rows l * n + b: sample l of datapoint b.
+                let xs = x.repeat(k);
+                let pass = forward(&self.layout, &self.params, Some(&xs), n * k, Mode::Posterior, self.schedule.seed, crate::rng::IWAE_RNG_STEP);
+                let mut log_w: Vec<f64> = self.reconstruction(&pass, &xs).iter().map(|r| -r).collect();
+                for (group, &i) in self.layout.groups.iter().enumerate() {
+                    let node = &self.layout.nodes[i];
+                    let (prior, delta) = group_inputs(&node.inputs, &pass.values, true);
+                    let ratio = gaussian::log_ratio(prior.as_deref(), &delta.expect("a posterior"), &pass.eps[group], n * k, node.output.len());
+                    log_w.iter_mut().zip(ratio).for_each(|(w, r)| *w -= r);
+                }
+                for b in 0..n {
+                    let w: Vec<f64> = (0..k).map(|l| log_w[l * n + b]).collect();
+                    let max = w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    total -= max + w.iter().map(|v| (v - max).exp()).sum::<f64>().ln() - (k as f64).ln();
+                }
+            }
+            total
+        });
+        total / self.test.count.max(1) as f64
+    }
+
+    /// `n` samples from the prior: each group's z drawn given those above (their means with
+    /// `mean`), decoded to pixel probabilities.
+    pub fn sample(&self, n: usize, seed: u32, mean: bool) -> Vec<f32> {
+        let mode = if mean { Mode::PriorMean } else { Mode::Prior };
+        let pass = forward(&self.layout, &self.params, None, n, mode, seed, crate::rng::PRIOR_RNG_STEP);
+        pass.values[self.layout.output].iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect()
+    }
+
+    fn test_batches(&self, batch: usize) -> impl Iterator<Item = (Vec<f32>, usize)> + '_ {
+        (0..self.test.count).step_by(batch).map(move |start| {
+            let n = batch.min(self.test.count - start);
+            ((start..start + n).flat_map(|i| self.test.image(i)).collect(), n)
+        })
+    }
+
+    fn reconstruction(&self, pass: &Pass, x: &[f32]) -> Vec<f64> {
+        let out = widen(&pass.values[self.layout.output]);
+        crate::ops::loss::reconstruction(&out, &widen(x), pass.rows, self.train.pixels_per_image(), crate::model::Likelihood::Bernoulli, 0.0).0
+    }
+}
