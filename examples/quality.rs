@@ -31,7 +31,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     };
     match &device {
         Device::Gpu(gpu) => println!("adapter {}", gpu.adapter_summary()),
-        Device::Cpu => println!("adapter CPU path (f32, matrixmultiply sgemm, one thread)"),
+        Device::Cpu => println!("adapter CPU path (f32, matrixmultiply sgemm, {} threads)", rayon::current_num_threads()),
     }
     let model = std::env::var("MODEL").ok().filter(|m| !m.is_empty()).unwrap_or_else(|| "mlp".into());
     if model == "hvae" {

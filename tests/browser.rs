@@ -50,3 +50,8 @@ async fn hierarchy_kernels_match_reference() {
 async fn cpu_graph_passes_match_reference() {
     common::cpu_graph_parity(log).await;
 }
+
+#[wasm_bindgen_test]
+async fn cpu_graph_training_matches_reference() {
+    common::cpu_graph_training_parity(log).await;
+}

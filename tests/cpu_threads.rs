@@ -54,3 +54,36 @@ fn the_cpu_path_gives_the_same_bits_on_one_thread_and_on_three() {
         println!("{name}: 3 training steps, evaluation, bound, samples and reconstructions are the same bits on 1 and 3 threads");
     }
 }
+
+/// The hvae preset (a graph: residual cells, SiLU, two groups) the same way: parameters and
+/// Adam's gradients after 3 steps, the metrics, the test ELBO, the bound and prior samples.
+#[test]
+fn the_hierarchy_gives_the_same_bits_on_one_thread_and_on_three() {
+    use webvae::cpu::graph::{GraphTrainer, Schedule};
+    let (train, test) = common::small_mnist(640);
+    let schedule = Schedule { batch_size: 128, learning_rate: 2e-3, final_learning_rate: 1e-4, total_steps: 10, kl_warmup_steps: 5, seed: 1 };
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut t = GraphTrainer::new(&webvae::model::Graph::hvae(), schedule.clone(), &train, &test).unwrap();
+            t.train(3).unwrap();
+            let m = t.metrics();
+            let (recon, kl, nelbo) = t.evaluate();
+            let bits32 = |v: &[f32]| v.iter().map(|x| x.to_bits() as u64).collect::<Vec<_>>();
+            let bits64 = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            vec![
+                ("parameters", bits32(&t.params)),
+                ("metrics", bits64(&[[m.loss, m.reconstruction].as_slice(), &m.kl].concat())),
+                ("test ELBO", bits64(&[[nelbo, recon].as_slice(), &kl].concat())),
+                ("importance-weighted bound", bits64(&[t.importance_weighted_nll(4)])),
+                ("prior samples", bits32(&t.sample(8, 3, false))),
+            ]
+        })
+    };
+    let (one, three) = (run(1), run(3));
+    for ((what, a), (_, b)) in one.iter().zip(&three) {
+        let differ = a.iter().zip(b).filter(|(x, y)| x != y).count();
+        assert!(differ == 0 && a.len() == b.len(), "hvae: {what} differ in {differ} of {} values on 3 threads", a.len());
+    }
+    println!("hvae: 3 training steps, evaluation, bound and samples are the same bits on 1 and 3 threads");
+}

@@ -105,3 +105,8 @@ fn graph_errors_name_the_node() {
 fn cpu_path_graph_matches_oracle() {
     pollster::block_on(common::cpu_graph_parity(|s| println!("{s}")));
 }
+
+#[test]
+fn cpu_path_trains_a_hierarchy_as_the_oracle_does() {
+    pollster::block_on(common::cpu_graph_training_parity(|s| println!("{s}")));
+}
