@@ -48,7 +48,8 @@ test-e2e:
 # A preset (MODEL=mlp, the reference; conv; mlp-gauss-var or conv-gauss-var, with a mean and a
 # variance per pixel; mlp-categorical or conv-categorical, 20 x 10 categorical latents), 10 epochs
 # on the bundled digits,
-# natively (DEVICE=cpu: on the CPU path); last line: test_nelbo <nats>.
+# natively (DEVICE=cpu: on the CPU path); last line: test_nelbo <nats>. MODEL=hvae DEVICE=cpu:
+# the hierarchy of latents (the CPU path only, so far), 50 epochs at batch 64, about 25 minutes.
 MODEL ?= mlp
 quality:
 	XDG_RUNTIME_DIR="$${XDG_RUNTIME_DIR:-$$(mktemp -d)}" MODEL=$(MODEL) DEVICE=$(DEVICE) cargo run --release --example quality

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::mem::{offset_of, size_of};
 
 use webvae::kernels::{joined, Kernel, KernelShape, StepRecord, SHADERS};
-use webvae::ops::{categorical::CategoricalOp, conv::ConvOp, data::GatherOp, latent::LatentOp, linear::LinearOp, loss::LossOp, optim::OptimOp};
+use webvae::ops::{categorical::CategoricalOp, conv::ConvOp, data::GatherOp, elementwise::ElementwiseOp, gaussian::GaussianOp, latent::LatentOp, linear::LinearOp, loss::LossOp, optim::OptimOp};
 
 fn module(file: &str) -> naga::Module {
     let source = joined(file);
@@ -84,6 +84,14 @@ fn uniform_records_match_their_rust_twins() {
             "latent.wgsl",
             "Latent",
             fields!(LatentOp { batch, rows, latent, seed, ml_off, eps_off, z_off, dz_off, dml_off, kl_off, recon_off, kl_weight, use_mean }),
+        ),
+        ("elementwise.wgsl", "Elementwise", fields!(ElementwiseOp { len, a_off, b_off, y_off, accumulate })),
+        (
+            "gaussian.wgsl",
+            "Gaussian",
+            fields!(GaussianOp {
+                rows, n, seed, dim_base, prior_off, delta_off, eps_off, z_off, dz_off, dprior_off, ddelta_off, kl_off, ratio_off, kl_weight, mode
+            }),
         ),
         (
             "loss.wgsl",

@@ -156,11 +156,13 @@ impl Graph {
         Ok(GraphLayout { nodes, groups, output, tensors: b.tensors, len: b.len })
     }
 
-    /// The `hvae` preset on 28 x 28 digits, after NVAE: a bottom-up encoder of residual cells
-    /// at 14 x 14 and 7 x 7, a top group of 20 latents with prior N(0, I), and a spatial group of
+    /// The `hvae` preset on 28 x 28 digits, after NVAE: a bottom-up encoder down to a residual
+    /// cell at 7 x 7, a top group of 20 latents with prior N(0, I), and a spatial group of
     /// 8 x 7 x 7 whose prior comes from the top-down path and whose posterior adds the encoder's
     /// 7 x 7 features to that path's state; SiLU throughout, pre-activation cells (the
-    /// residual stream itself is not activated), a Bernoulli decoder's logits out.
+    /// residual stream itself is not activated), a Bernoulli decoder's logits out. (Cells at
+    /// 14 x 14 as well cost 36% more per step on the CPU path and, in 30 minutes of training,
+    /// gave a worse model: 96.34 nats after 35 epochs.)
     pub fn hvae() -> Graph {
         let mut g = Builder::default();
         let conv = |out, kernel, stride, padding| Op::Layer { layer: Layer::Conv2d { out, kernel, stride, padding, activation: super::Activation::Identity } };
@@ -168,8 +170,7 @@ impl Graph {
         let linear = |out| Op::Layer { layer: Layer::linear(out, super::Activation::Identity) };
         // Bottom-up.
         g.node("encoder.stem", conv(32, 4, 2, 1), &["x"]);
-        let e14 = g.cell("encoder.cell14", "encoder.stem", 32);
-        g.node("encoder.act14", Op::Silu {}, &[&e14]);
+        g.node("encoder.act14", Op::Silu {}, &["encoder.stem"]);
         g.node("encoder.down", conv(64, 4, 2, 1), &["encoder.act14"]);
         let e7 = g.cell("encoder.cell7", "encoder.down", 64);
         g.node("encoder.act7", Op::Silu {}, &[&e7]);
@@ -194,8 +195,7 @@ impl Graph {
         let d7 = g.cell("decoder.cell7b", "decoder.merge", 64);
         g.node("decoder.act7", Op::Silu {}, &[&d7]);
         g.node("decoder.up", up(32), &["decoder.act7"]);
-        let d14 = g.cell("decoder.cell14", "decoder.up", 32);
-        g.node("decoder.act14", Op::Silu {}, &[&d14]);
+        g.node("decoder.act14", Op::Silu {}, &["decoder.up"]);
         g.node("decoder.out", up(1), &["decoder.act14"]);
         Graph { nodes: g.nodes, output: "decoder.out".into() }
     }

@@ -1,6 +1,8 @@
 //! The model's configuration (an encoder and a decoder, each a list of layers, around the latent
 //! heads), its shapes inferred and checked layer by layer, its parameter layout (one flat buffer
-//! plus an offset table, PyTorch names) and its initialisation; one file per concept.
+//! plus an offset table, PyTorch names) and its initialisation; and a model as a graph of named
+//! nodes (`Graph`: the hierarchy of latents, which the CPU path trains so far); one file per
+//! concept.
 
 mod activation;
 mod architecture;
