@@ -5,7 +5,9 @@
 //!
 //! Adding a layer type = one module here, one shader, one `model::Layer` variant (with its
 //! shape rule), one arm in `layer_forward` / `layer_backward` below and in the GPU step
-//! (`trainer::build_plan`), and one parity case in `tests/common`.
+//! (`trainer::build_plan`), and one parity case in `tests/common`. The ops of graph models
+//! (`elementwise`, `gaussian`) are nodes of `model::Graph` rather than layers: their arms are in
+//! `reference::graph` and `cpu::graph`.
 
 pub mod categorical;
 pub mod conv;
