@@ -152,12 +152,7 @@ impl CpuTrainer {
     /// One step of Adam on the step's batch, as the GPU takes it.
     fn train_step(&mut self) {
         let (batch, pixels) = (self.config.batch_size, self.config.pixels());
-        let epoch = self.step / self.steps_per_epoch;
-        if self.order.0 != epoch {
-            self.order = (epoch, epoch_permutation(self.train.count, self.config.seed, epoch));
-        }
-        let start = (self.step % self.steps_per_epoch) as usize * batch;
-        let x: Vec<f32> = self.order.1[start..start + batch].iter().flat_map(|&i| self.train.image(i as usize)).collect();
+        let x = step_batch(&self.train, &mut self.order, self.config.seed, self.step, self.steps_per_epoch, batch);
         let rows = batch * self.config.samples;
 
         let fwd = self.forward(&x, batch, rows, self.step, Sampling::Train);
@@ -275,7 +270,7 @@ impl CpuTrainer {
     pub async fn evaluate(&mut self) -> Result<Evaluation, TrainError> {
         let (recon, kl) = in_pool(|| {
             let (mut recon, mut kl) = (0.0, 0.0);
-            for (x, n) in self.test_batches(self.config.batch_size) {
+            for (x, n) in test_batches(&self.test, self.config.batch_size) {
                 let fwd = self.forward(&x, n, n, EVAL_RNG_STEP, Sampling::Exact);
                 recon += self.reconstruction(&fwd, &x, n).iter().sum::<f64>();
                 kl += fwd.kl.iter().sum::<f64>();
@@ -300,7 +295,7 @@ impl CpuTrainer {
     /// The sum over the test set of each datapoint's importance-weighted bound.
     fn importance_weighted_sum(&self, k: usize) -> f64 {
         let mut total = 0.0;
-        for (x, n) in self.test_batches((IWAE_ROWS / k).max(1)) {
+        for (x, n) in test_batches(&self.test, (IWAE_ROWS / k).max(1)) {
             let fwd = self.forward(&x, n, n * k, IWAE_RNG_STEP, Sampling::Exact);
             let recon = self.reconstruction(&fwd, &x, n);
             let ml = widen(&fwd.ml);
@@ -310,14 +305,6 @@ impl CpuTrainer {
             };
         }
         total
-    }
-
-    /// The test set in batches of at most `batch`: (images, count).
-    fn test_batches(&self, batch: usize) -> impl Iterator<Item = (Vec<f32>, usize)> + '_ {
-        (0..self.test.count).step_by(batch).map(move |start| {
-            let n = batch.min(self.test.count - start);
-            ((start..start + n).flat_map(|i| self.test.image(i)).collect(), n)
-        })
     }
 
     /// -log p(x|z) per decoder row.
@@ -427,6 +414,25 @@ impl CpuTrainer {
         self.diverged = None;
         Ok(())
     }
+}
+
+/// The images of training step `step`'s batch, in the order of its epoch (`order` holds the
+/// epoch whose order it is, and is replaced when the step is in another).
+fn step_batch(train: &Dataset, order: &mut (u32, Vec<u32>), seed: u32, step: u32, steps_per_epoch: u32, batch: usize) -> Vec<f32> {
+    let epoch = step / steps_per_epoch;
+    if order.0 != epoch {
+        *order = (epoch, epoch_permutation(train.count, seed, epoch));
+    }
+    let start = (step % steps_per_epoch) as usize * batch;
+    order.1[start..start + batch].iter().flat_map(|&i| train.image(i as usize)).collect()
+}
+
+/// The test set in batches of at most `batch`: (images, count).
+fn test_batches(test: &Dataset, batch: usize) -> impl Iterator<Item = (Vec<f32>, usize)> + '_ {
+    (0..test.count).step_by(batch).map(move |start| {
+        let n = batch.min(test.count - start);
+        ((start..start + n).flat_map(|i| test.image(i)).collect(), n)
+    })
 }
 
 fn widen(v: &[f32]) -> Vec<f64> {

@@ -7,7 +7,7 @@ use crate::model::{Activation, GraphLayout, Op};
 use crate::ops::gaussian::{self, Mode};
 
 use super::elementwise;
-use super::{layer_backward, layer_forward, narrow, widen};
+use super::{layer_backward, layer_forward, narrow, step_batch, test_batches, widen};
 
 /// What a pass computed, kept for the backward pass.
 pub struct Pass {
@@ -177,14 +177,7 @@ impl GraphTrainer {
         if layout.nodes[layout.output].output != input {
             return Err(crate::model::ConfigError { field: "graph", message: format!("the output is {} but the images need {input}", layout.nodes[layout.output].output) });
         }
-        let mut params = crate::model::initial_graph_parameters(&layout, schedule.seed);
-        let mean = train.mean_image();
-        let p = (mean.iter().sum::<f32>() / mean.len().max(1) as f32).clamp(1e-3, 1.0 - 1e-3);
-        if let Some(out) = &layout.nodes[layout.output].layer {
-            if let Some((_, biases, _)) = out.parameter_sizes() {
-                params[out.bias..out.bias + biases].fill((p / (1.0 - p)).ln());
-            }
-        }
+        let params = crate::model::initial_graph_parameters(&layout, schedule.seed, crate::model::Likelihood::Bernoulli, &train.mean_image());
         let n = layout.len;
         let groups = layout.groups.len();
         Ok(GraphTrainer {
@@ -218,12 +211,8 @@ impl GraphTrainer {
 
     fn train_step(&mut self) -> Result<(), crate::training::TrainError> {
         let (batch, pixels) = (self.schedule.batch_size, self.train.pixels_per_image());
-        let epoch = self.step / self.steps_per_epoch();
-        if self.order.0 != epoch {
-            self.order = (epoch, crate::data::epoch_permutation(self.train.count, self.schedule.seed, epoch));
-        }
-        let start = (self.step % self.steps_per_epoch()) as usize * batch;
-        let x: Vec<f32> = self.order.1[start..start + batch].iter().flat_map(|&i| self.train.image(i as usize)).collect();
+        let steps_per_epoch = self.steps_per_epoch();
+        let x = step_batch(&self.train, &mut self.order, self.schedule.seed, self.step, steps_per_epoch, batch);
         let pass = forward(&self.layout, &self.params, Some(&x), batch, Mode::Posterior, self.schedule.seed, self.step);
         let out = widen(&pass.values[self.layout.output]);
         let (recon, d_out) = crate::ops::loss::reconstruction(&out, &widen(&x), batch, pixels, crate::model::Likelihood::Bernoulli, 1.0 / batch as f64);
@@ -262,14 +251,15 @@ impl GraphTrainer {
     pub fn evaluate(&self) -> (f64, Vec<f64>, f64) {
         super::in_pool(|| {
             let (mut recon, mut kl) = (0.0, vec![0.0; self.layout.groups.len()]);
-            for (x, n) in self.test_batches(self.schedule.batch_size) {
+            for (x, n) in test_batches(&self.test, self.schedule.batch_size) {
                 let pass = forward(&self.layout, &self.params, Some(&x), n, Mode::Posterior, self.schedule.seed, crate::rng::EVAL_RNG_STEP);
                 recon += self.reconstruction(&pass, &x).iter().sum::<f64>();
                 kl.iter_mut().zip(&pass.kl).for_each(|(t, k)| *t += k.iter().sum::<f64>());
             }
             let count = self.test.count.max(1) as f64;
             let kl: Vec<f64> = kl.into_iter().map(|k| k / count).collect();
-            (recon / count, kl.clone(), recon / count + kl.iter().sum::<f64>())
+            let nelbo = recon / count + kl.iter().sum::<f64>();
+            (recon / count, kl, nelbo)
         })
     }
 
@@ -278,7 +268,7 @@ impl GraphTrainer {
     pub fn importance_weighted_nll(&self, k: usize) -> f64 {
         let total: f64 = super::in_pool(|| {
             let mut total = 0.0;
-            for (x, n) in self.test_batches((crate::training::IWAE_ROWS / k).max(1)) {
+            for (x, n) in test_batches(&self.test, (crate::training::IWAE_ROWS / k).max(1)) {
                 // Rows l * n + b: sample l of datapoint b.
                 let xs = x.repeat(k);
                 let pass = forward(&self.layout, &self.params, Some(&xs), n * k, Mode::Posterior, self.schedule.seed, crate::rng::IWAE_RNG_STEP);
@@ -306,13 +296,6 @@ impl GraphTrainer {
         let mode = if mean { Mode::PriorMean } else { Mode::Prior };
         let pass = forward(&self.layout, &self.params, None, n, mode, seed, crate::rng::PRIOR_RNG_STEP);
         pass.values[self.layout.output].iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect()
-    }
-
-    fn test_batches(&self, batch: usize) -> impl Iterator<Item = (Vec<f32>, usize)> + '_ {
-        (0..self.test.count).step_by(batch).map(move |start| {
-            let n = batch.min(self.test.count - start);
-            ((start..start + n).flat_map(|i| self.test.image(i)).collect(), n)
-        })
     }
 
     fn reconstruction(&self, pass: &Pass, x: &[f32]) -> Vec<f64> {

@@ -224,27 +224,34 @@ pub fn initial_parameters(config: &Config, layout: &Layout, mean_pixel: Option<&
     let mut params = vec![0.0; layout.len];
     initialise(&mut params, layout.layers(), config.seed);
     if let (Some(mean), Some(out)) = (mean_pixel, layout.decoder.last()) {
-        let start = |m: f32| match config.likelihood {
-            Likelihood::Bernoulli | Likelihood::GaussianVar { .. } => {
-                let p = m.clamp(1e-3, 1.0 - 1e-3);
-                (p / (1.0 - p)).ln()
-            }
-            Likelihood::Gaussian { .. } => m,
-        };
-        match out.layer {
-            Layer::Linear { .. } => {
-                // The means are the first `pixels` outputs (zip stops at the mean image's end).
-                for (b, &m) in params[out.bias..].iter_mut().zip(mean) {
-                    *b = start(m);
-                }
-            }
-            Layer::Conv2d { .. } | Layer::ConvTranspose2d { .. } => {
-                params[out.bias] = start(mean.iter().sum::<f32>() / mean.len().max(1) as f32);
-            }
-            _ => {}
-        }
+        start_output_bias(&mut params, out, config.likelihood, mean);
     }
     params
+}
+
+/// The output layer's bias for the means at the logit of the mean pixel (Bernoulli, and the
+/// sigmoid means of GaussianVar) or at the mean pixel (Gaussian); a convolutional output layer
+/// has one bias for all pixels, so it starts at the mean over the image.
+fn start_output_bias(params: &mut [f32], out: &LayerLayout, likelihood: Likelihood, mean: &[f32]) {
+    let start = |m: f32| match likelihood {
+        Likelihood::Bernoulli | Likelihood::GaussianVar { .. } => {
+            let p = m.clamp(1e-3, 1.0 - 1e-3);
+            (p / (1.0 - p)).ln()
+        }
+        Likelihood::Gaussian { .. } => m,
+    };
+    match out.layer {
+        Layer::Linear { .. } => {
+            // The means are the first `pixels` outputs (zip stops at the mean image's end).
+            for (b, &m) in params[out.bias..].iter_mut().zip(mean) {
+                *b = start(m);
+            }
+        }
+        Layer::Conv2d { .. } | Layer::ConvTranspose2d { .. } => {
+            params[out.bias] = start(mean.iter().sum::<f32>() / mean.len().max(1) as f32);
+        }
+        _ => {}
+    }
 }
 
 /// W and b of each layer uniform in +-1/sqrt(fan_in), from one stream seeded with `seed`.
@@ -262,10 +269,13 @@ fn initialise<'a>(params: &mut [f32], layers: impl Iterator<Item = &'a LayerLayo
     }
 }
 
-/// A graph model's initial parameters, as PyTorch initialises its layers (see
-/// `initial_parameters`), in node order.
-pub fn initial_graph_parameters(layout: &super::GraphLayout, seed: u32) -> Vec<f32> {
+/// A graph model's initial parameters, as `initial_parameters` makes a model's: PyTorch's
+/// initialisation in node order, and an output layer's bias started from `mean_pixel`.
+pub fn initial_graph_parameters(layout: &super::GraphLayout, seed: u32, likelihood: Likelihood, mean_pixel: &[f32]) -> Vec<f32> {
     let mut params = vec![0.0; layout.len];
     initialise(&mut params, layout.nodes.iter().filter_map(|p| p.layer.as_ref()), seed);
+    if let Some(out) = &layout.nodes[layout.output].layer {
+        start_output_bias(&mut params, out, likelihood, mean_pixel);
+    }
     params
 }
