@@ -73,6 +73,14 @@ try {
     await idle();
     return message();
   };
+  // Gives the page dataset files and waits for its verdict, the message cleared first for the same
+  // reason as loadWeights: a corrupt checkpoint's "was not loaded" must not pass for the data's.
+  const loadData = async (p, files) => {
+    await p.evaluate(() => { document.getElementById("data-message").textContent = ""; });
+    await p.setInputFiles("#data-files", files);
+    await p.waitForFunction(() => /Loaded|not loaded/.test(document.getElementById("data-message").textContent));
+    return p.textContent("#data-message");
+  };
   // Clicks Save weights, keeps the file as artifacts/`name`, and reads it with Python's
   // safetensors as a PyTorch user would: { file, read }.
   const saveWeights = async (name) => {
@@ -273,12 +281,10 @@ try {
     const before = await pixels("samples");
     const summary = await page.textContent("#data-summary");
     const labels = await readFile(join(ROOT, "data/t10k-labels-idx1-ubyte.gz"));
-    await page.setInputFiles("#data-files", [
+    const text = await loadData(page, [
       { name: "images-idx3-ubyte", mimeType: "application/octet-stream", buffer: Buffer.from([0, 0, 8, 3, 0, 0, 0, 9, 0, 0, 0, 28, 0, 0, 0, 28, 1, 2, 3]) },
       { name: "labels-idx1-ubyte.gz", mimeType: "application/gzip", buffer: labels },
     ]);
-    await page.waitForFunction(() => /not loaded/.test(document.getElementById("data-message").textContent));
-    const text = await message();
     console.log(`     page says: ${text}`);
     assert(/images-idx3-ubyte: .*header describes/.test(text), `unclear message: ${text}`);
     assert((await page.textContent("#data-summary")) === summary, "the dataset summary changed");
@@ -287,8 +293,7 @@ try {
 
   await check("images of another size (32x32) train and draw in every view", async () => {
     await blankViews();
-    await page.setInputFiles("#data-files", await digits32());
-    await page.waitForFunction(() => /Loaded|not loaded/.test(document.getElementById("data-message").textContent));
+    await loadData(page, await digits32());
     await idle();
     assert(/Loaded 900 training and 100 test images/.test(await message()), await message());
     assert(/of 32x32 pixels/.test(await page.textContent("#data-summary")), await page.textContent("#data-summary"));
@@ -650,8 +655,7 @@ try {
     const errors = watch(p);
     await p.goto(url);
     await readyOn(p);
-    await p.setInputFiles("#data-files", await digits32());
-    await p.waitForFunction(() => /Loaded|not loaded/.test(document.getElementById("data-message").textContent));
+    await loadData(p, await digits32());
     await readyOn(p);
     return { context, p, errors };
   };

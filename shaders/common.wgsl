@@ -74,6 +74,13 @@ fn standard_normal(seed: u32, row: u32, dim: u32) -> f32 {
     return sqrt(-2.0 * log(u1)) * cos_turns(u2);
 }
 
+// The KL's weight at this step under a linear warm-up over `warmup` steps (NVAE's): it rises
+// from 1 / warmup at step 1 to 1 (training::Schedule::kl_weight); 0 means no warm-up.
+fn kl_warmup(warmup: u32) -> f32 {
+    if warmup == 0u { return 1.0; }
+    return min(1.0, f32(step.t) / f32(warmup));
+}
+
 // A marker for "no tensor" in offset fields (kernels::NONE).
 const NONE: u32 = 0xffffffffu;
 

@@ -1,13 +1,17 @@
 // The element-wise ops of residual cells (ops::elementwise): SiLU and its slope, the residual
-// add, and the sum a value read by two ops gets of their gradients. Forward and backward side by
-// side; one invocation per element, in rows of at most 65,535 workgroups of 256.
+// add, the sum a value read by two ops gets of their gradients, and a layer's fused activation's
+// slope applied on its own (where a graph's gradient reaches the layer as such a sum). Forward
+// and backward side by side; one invocation per element, in rows of at most 65,535 workgroups
+// of 256.
 
 struct Elementwise {
     len: u32,
     a_off: u32,       // silu: z; add: a; add_into: the gradient added
     b_off: u32,       // silu_backward: dy; add: b
-    y_off: u32,       // silu_forward: y; silu_backward: dz; add: a + b; add_into: the sum
-    accumulate: u32,  // silu_backward: 1 adds dz to y_off's values, 0 writes them
+    y_off: u32,       // silu_forward: y; silu_backward: dz; add: a + b; add_into: the sum;
+                      // activation_backward: dy, made dz in place
+    accumulate: u32,  // silu_backward, add_into: 1 adds to y_off's values, 0 writes them
+    activation: u32,  // activation_backward: the layer's activation (ops::Activation::code)
 }
 
 @group(0) @binding(0) var<uniform> op: Elementwise;
@@ -49,10 +53,24 @@ fn add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) g
     acts[op.y_off + i] = acts[op.a_off + i] + acts[op.b_off + i];
 }
 
-// ---- a value read by two ops: its gradient is the sum of theirs, sum += g.
+// ---- a value read by two ops: its gradient is the sum of theirs, sum += g (or, for the first
+// to arrive, sum = g).
 @compute @workgroup_size(256)
 fn add_into(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
     let i = element(gid, groups);
     if i >= op.len { return; }
-    acts[op.y_off + i] += acts[op.a_off + i];
+    if op.accumulate != 0u {
+        acts[op.y_off + i] += acts[op.a_off + i];
+    } else {
+        acts[op.y_off + i] = acts[op.a_off + i];
+    }
+}
+
+// ---- dz = dy act'(y) in place, from the layer's output y at a_off: the slope a layer's dX
+// kernel fuses, for a layer whose gradient is a sum of several ops' (or of a SiLU's, an add's).
+@compute @workgroup_size(256)
+fn activation_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = element(gid, groups);
+    if i >= op.len { return; }
+    acts[op.y_off + i] *= activation_slope(op.activation, vec4<f32>(acts[op.a_off + i])).x;
 }

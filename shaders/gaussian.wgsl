@@ -21,8 +21,9 @@ struct Gaussian {
     ddelta_off: u32,
     kl_off: u32,      // KL per row [rows]
     ratio_off: u32,   // NONE, or where gaussian_reduce adds log q(z) - log p(z) per row
-    kl_weight: f32,
+    kl_weight: f32,   // over the batch; times kl_warmup(warmup) at this step
     mode: u32,        // ops::gaussian::Mode
+    warmup: u32,      // KL warm-up steps (0: none)
 }
 
 @group(0) @binding(0) var<uniform> op: Gaussian;
@@ -83,8 +84,8 @@ fn gaussian_reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     }
 }
 
-// ---- backward through z and kl_weight x KL. z's log-scale is lv_p + dlv, so both get the same
-// slope through it:
+// ---- backward through z and w x KL, w = kl_weight x the warm-up's factor. z's log-scale is
+// lv_p + dlv, so both get the same slope through it:
 //   d mu_p = dz                         d lv_p = dz eps 0.5 sigma - w 0.5 dmu^2 exp(-lv_p)
 //   d dmu  = dz + w dmu exp(-lv_p)      d dlv  = dz eps 0.5 sigma + w 0.5 (exp(dlv) - 1)
 @compute @workgroup_size(64, 4)
@@ -97,7 +98,7 @@ fn gaussian_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let inv = exp(-p.y);
     let g = acts[op.dz_off + r * op.n + j];
     let through_scale = g * acts[op.eps_off + r * op.n + j] * 0.5 * exp(0.5 * (p.y + d.y));
-    let w = op.kl_weight;
+    let w = op.kl_weight * kl_warmup(op.warmup);
     let o = r * 2u * op.n + j;
     if op.dprior_off != NONE {
         acts[op.dprior_off + o] = g;

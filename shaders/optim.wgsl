@@ -1,27 +1,33 @@
 // Metrics and the optimiser: the last two dispatches of a training step.
 //
-// accumulate: adds the batch's reconstruction and KL (nats, summed over datapoints) into the
-//   metrics buffer, and raises the `diverged` flag if the loss is not finite. Read back only when
-//   the host asks; the host clears it after reading.
+// accumulate: adds the batch's reconstruction and KL (nats, summed over datapoints; a
+//   hierarchy's KL group by group too) into the metrics buffer, and raises the `diverged` flag if
+//   the loss is not finite. Read back only when the host asks; the host clears it after reading.
 // adam: one update of every parameter in the flat buffer (PyTorch's Adam), skipped once
-//   `diverged` is raised so that the last good weights are kept. Memory-bound, so it reads and
-//   writes vec4s: the host pads the parameter count to a multiple of 4 (padding stays zero).
+//   `diverged` is raised so that the last good weights are kept; its learning rate constant, or
+//   decaying along a cosine (training::Schedule). Memory-bound, so it reads and writes vec4s: the
+//   host pads the parameter count to a multiple of 4 (padding stays zero).
 
 struct Optim {
     batch: u32,       // accumulate: datapoints in the batch
     rows: u32,        // accumulate: decoder rows (samples * batch)
     recon_off: u32,   // accumulate: -log p(x|z) per row, in acts
-    kl_off: u32,      // accumulate: KL per datapoint, in acts
+    kl_off: u32,      // accumulate: KL per datapoint, in acts: `groups` tensors of `batch`
     metrics_off: u32, // accumulate: where this kind of step accumulates
     count: u32,       // adam: number of parameters / 4 (vec4s)
     lr: f32,
     beta: f32,        // accumulate: weight of KL in the loss (for the divergence check)
     check: u32,       // accumulate: 1 = raise the divergence flag on a non-finite loss
+    groups: u32,      // accumulate: KL tensors (a hierarchy's groups), one after another
+    warmup: u32,      // accumulate: KL warm-up steps, as kl_warmup (0: none)
+    lr_final: f32,    // adam: the learning rate at total_steps
+    total_steps: u32, // adam: cosine decay from lr to lr_final over these steps (0: lr throughout)
 }
 
 // Layout of the metrics buffer (f32), mirrored in src/trainer.rs.
 const DIVERGED: u32 = 0u;   // nonzero once a non-finite loss was seen
-// at metrics_off: [sum of reconstruction, sum of KL, datapoints, batches, sum of per-batch loss]
+// at metrics_off: [sum of reconstruction, sum of KL, datapoints, batches, sum of per-batch loss,
+//   then the sum of each group's KL]
 
 @group(0) @binding(0) var<uniform> op: Optim;
 @group(0) @binding(2) var<storage, read_write> params: array<vec4<f32>>;
@@ -35,16 +41,21 @@ const DIVERGED: u32 = 0u;   // nonzero once a non-finite loss was seen
 fn accumulate(@builtin(local_invocation_index) lid: u32) {
     let samples = op.rows / op.batch;
     var recon = 0.0;
-    var kl = 0.0;
     for (var b = lid; b < op.batch; b += WG) {
         for (var r = b; r < op.rows; r += op.batch) { recon += acts[op.recon_off + r]; }
-        kl += acts[op.kl_off + b];
     }
     let recon_sum = workgroup_sum(lid, recon / f32(samples));
-    let kl_sum = workgroup_sum(lid, kl);
+    var kl_sum = 0.0;
+    for (var g = 0u; g < op.groups; g++) {
+        var kl = 0.0;
+        for (var b = lid; b < op.batch; b += WG) { kl += acts[op.kl_off + g * op.batch + b]; }
+        let group_sum = workgroup_sum(lid, kl);
+        if lid == 0u { metrics[op.metrics_off + 5u + g] += group_sum; }
+        kl_sum += group_sum;
+    }
     if lid == 0u {
         let n = f32(op.batch);
-        let loss = (recon_sum + op.beta * kl_sum) / n;
+        let loss = (recon_sum + op.beta * kl_warmup(op.warmup) * kl_sum) / n;
         // NaN compares false with everything, so this also catches NaN.
         if op.check != 0u && !(abs(loss) < 3.0e38) { metrics[DIVERGED] = 1.0; }
         let m = op.metrics_off;
@@ -91,6 +102,12 @@ fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let t = f32(step.t);
     let c1 = 1.0 - pow(BETA1, t);
     let c2 = 1.0 - pow(BETA2, t);
+    var lr = op.lr;
+    if op.total_steps != 0u {
+        // cos(pi done) as cos_turns(done / 2): WGSL's cos is too loose on some adapters.
+        let done = min(1.0, f32(step.t - 1u) / f32(op.total_steps));
+        lr = op.lr_final + 0.5 * (op.lr - op.lr_final) * (1.0 + cos_turns(0.5 * done));
+    }
     let stride = groups.x * 256u;
     for (var i = gid.x; i < op.count; i += stride) {
         let g = grads[i];
@@ -98,6 +115,6 @@ fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         let v = BETA2 * moments[op.count + i] + (1.0 - BETA2) * g * g;
         moments[i] = m;
         moments[op.count + i] = v;
-        params[i] -= op.lr * (m / c1) / (sqrt(v / c2) + EPSILON);
+        params[i] -= lr * (m / c1) / (sqrt(v / c2) + EPSILON);
     }
 }

@@ -8,9 +8,10 @@ use crate::cpu::CpuTrainer;
 use crate::data::Dataset;
 use crate::gpu::Gpu;
 use crate::latent::Encoding;
-use crate::model::{Config, Layout};
+use crate::model::{Config, Draw, Graph, GraphLayout, Layout};
 use crate::trainer::Trainer;
-use crate::training::{Evaluation, Metrics, TrainError};
+use crate::training::{Decoded, Evaluation, GraphEvaluation, GraphMetrics, Metrics, Schedule, TrainError};
+use crate::{cpu, trainer};
 
 /// Where a model trains.
 // One or two per page, never copied in a loop: their size does not matter.
@@ -169,5 +170,97 @@ impl Backend {
 
     pub fn resume(&mut self, params: &[f32], state: &OptimizerState) -> Result<(), TrainError> {
         either!(self, t => t.resume(params, state))
+    }
+}
+
+/// A graph model (`model::Graph`, e.g. the `hvae` hierarchy) training on a `Device`: the GPU's
+/// `trainer::graph::GraphTrainer` or the CPU path's `cpu::graph::GraphTrainer`, with the same
+/// batches, noise, schedule and updates.
+// One per page, never copied in a loop: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum GraphBackend {
+    Gpu(trainer::graph::GraphTrainer),
+    Cpu(cpu::graph::GraphTrainer),
+}
+
+macro_rules! either_graph {
+    ($self:expr, $t:ident => $call:expr) => {
+        match $self {
+            GraphBackend::Gpu($t) => $call,
+            GraphBackend::Cpu($t) => $call,
+        }
+    };
+}
+
+impl GraphBackend {
+    /// A freshly initialised model on `device` (the same initial weights on either).
+    pub fn new(device: &Device, graph: &Graph, schedule: Schedule, train: &Dataset, test: &Dataset) -> Result<GraphBackend, TrainError> {
+        Ok(match device {
+            Device::Gpu(gpu) => GraphBackend::Gpu(trainer::graph::GraphTrainer::new(gpu.clone(), graph, schedule, train, test)?),
+            Device::Cpu => GraphBackend::Cpu(cpu::graph::GraphTrainer::new(graph, schedule, train, test)?),
+        })
+    }
+
+    /// "gpu" or "cpu".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            GraphBackend::Gpu(_) => "gpu",
+            GraphBackend::Cpu(_) => "cpu",
+        }
+    }
+
+    pub fn layout(&self) -> &GraphLayout {
+        either_graph!(self, t => t.layout())
+    }
+
+    pub fn schedule(&self) -> &Schedule {
+        either_graph!(self, t => t.schedule())
+    }
+
+    pub fn step(&self) -> u32 {
+        either_graph!(self, t => t.step())
+    }
+
+    pub fn steps_per_epoch(&self) -> u32 {
+        either_graph!(self, t => t.steps_per_epoch())
+    }
+
+    /// `n` training steps: submitted without waiting (GPU), or taken (CPU).
+    pub fn train(&mut self, n: u32) -> Result<(), TrainError> {
+        either_graph!(self, t => t.train(n))
+    }
+
+    pub async fn metrics(&mut self) -> Result<GraphMetrics, TrainError> {
+        either_graph!(self, t => t.metrics().await)
+    }
+
+    pub async fn evaluate(&mut self) -> Result<GraphEvaluation, TrainError> {
+        either_graph!(self, t => t.evaluate().await)
+    }
+
+    pub async fn importance_weighted_nll(&mut self, k: usize) -> Result<f64, TrainError> {
+        either_graph!(self, t => t.importance_weighted_nll(k).await)
+    }
+
+    pub async fn sample(&mut self, n: usize, seed: u32, mean: bool) -> Result<Vec<f32>, TrainError> {
+        either_graph!(self, t => t.sample(n, seed, mean).await)
+    }
+
+    pub async fn reconstruct(&mut self, x: &[f32]) -> Result<Vec<f32>, TrainError> {
+        either_graph!(self, t => t.reconstruct(x).await)
+    }
+
+    /// `rows` rows decoded with each group's z got as `draws` says: see
+    /// `trainer::graph::GraphTrainer::decode_drawn`.
+    pub async fn decode_drawn(&mut self, x: Option<&[f32]>, rows: usize, draws: &[Draw], seed: u32) -> Result<Decoded, TrainError> {
+        either_graph!(self, t => t.decode_drawn(x, rows, draws, seed).await)
+    }
+
+    pub async fn parameters(&self) -> Result<Vec<f32>, TrainError> {
+        either_graph!(self, t => t.parameters().await)
+    }
+
+    pub fn set_parameters(&mut self, params: &[f32]) -> Result<(), TrainError> {
+        either_graph!(self, t => t.set_parameters(params))
     }
 }

@@ -236,6 +236,7 @@ kernels! {
     SiluBackward => "elementwise.wgsl", "silu_backward";
     Add => "elementwise.wgsl", "add";
     AddInto => "elementwise.wgsl", "add_into";
+    ActivationBackward => "elementwise.wgsl", "activation_backward";
 
     Reconstruction => "loss.wgsl", "reconstruction";
     Accumulate => "optim.wgsl", "accumulate";

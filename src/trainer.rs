@@ -3,6 +3,8 @@
 //! dispatches recorded many times into one command buffer. Nothing crosses to the CPU while
 //! training; metrics accumulate on the GPU and are read back when asked for.
 
+pub mod graph;
+
 use std::fmt;
 
 use crate::checkpoint::OptimizerState;
@@ -21,7 +23,8 @@ pub const STEP_SLOTS: u32 = 256;
 /// Record slots in the ops buffer (plans are cached; the cache is rebuilt when full).
 const OP_SLOTS: u32 = 1024;
 // The metrics buffer (f32): a flag, then three accumulators of 5 values:
-// [sum of reconstruction, sum of KL, datapoints, batches, sum of per-batch loss].
+// [sum of reconstruction, sum of KL, datapoints, batches, sum of per-batch loss]; each is
+// followed by the KL of the one group (`accumulate` writes it; nothing reads it here).
 const DIVERGED: usize = 0;
 const TRAIN_METRICS: u32 = 4;
 const EVAL_METRICS: u32 = 12;
@@ -140,18 +143,124 @@ struct Plan {
     dispatches: Vec<Dispatch>,
 }
 
-/// A VAE training on the GPU.
-pub struct Trainer {
-    gpu: Gpu,
-    kernels: Kernels,
-    config: Config,
-    layout: Layout,
-    buffers: Buffers,
+/// The device side both GPU trainers share (this one and `graph::GraphTrainer`): the buffers
+/// and pipelines, the ops buffer's record slots, and submission.
+pub(crate) struct Engine {
+    pub gpu: Gpu,
+    pub kernels: Kernels,
+    pub buffers: Buffers,
     bind_group: wgpu::BindGroup,
     /// Floats the acts buffer holds.
     acts_capacity: usize,
-    plans: Vec<Plan>,
+    /// Record slots of the ops buffer taken by cached plans.
     ops_used: u32,
+    metrics_len: usize,
+}
+
+impl Engine {
+    /// Uploads the parameters (Adam's moments zero, `adam_len` each), the images (`pixels`, one
+    /// byte each) and their `indices` (the first epoch's order, then the test images), with an
+    /// acts buffer of `acts_len` floats and a metrics buffer of `metrics_len`.
+    pub fn new(gpu: Gpu, params: &[f32], adam_len: usize, acts_len: usize, pixels: &[u8], indices: &[u32], metrics_len: usize) -> Engine {
+        let device = &gpu.device;
+        let buffers = Buffers {
+            params: storage_buffer(device, "params", bytes_of_f32(params)),
+            grads: storage_buffer(device, "grads", bytes_of_f32(&vec![0f32; params.len()])),
+            acts: storage_buffer(device, "acts", bytes_of_f32(&vec![0f32; acts_len])),
+            moments: storage_buffer(device, "moments", bytes_of_f32(&vec![0f32; 2 * adam_len])),
+            data: storage_buffer(device, "data", bytemuck::cast_slice(&pack_bytes(pixels))),
+            indices: storage_buffer(device, "indices", bytemuck::cast_slice(indices)),
+            metrics: storage_buffer(device, "metrics", bytes_of_f32(&vec![0f32; metrics_len])),
+            ops: uniform(device, "ops", OP_SLOTS),
+            steps: uniform(device, "steps", STEP_SLOTS),
+        };
+        let kernels = Kernels::new(device, gpu.shape);
+        let bind_group = kernels.bind_group(device, &buffers);
+        Engine { kernels, bind_group, acts_capacity: acts_len, buffers, ops_used: 0, metrics_len, gpu }
+    }
+
+    /// Writes a new plan's records into the ops buffer after those of the plans cached so far,
+    /// and grows the acts buffer to `acts_len` floats if it is smaller. Returns the plan's
+    /// dispatches, and `true` if the buffer was full and the cached plans' records were
+    /// overwritten: the caller then drops its cached plans.
+    pub fn place(&mut self, records: Records, acts_len: usize) -> (Vec<Dispatch>, bool) {
+        if acts_len > self.acts_capacity {
+            // Plans hold offsets only, so a bigger scratch buffer invalidates nothing.
+            self.buffers.acts = storage_buffer(&self.gpu.device, "acts", bytes_of_f32(&vec![0f32; acts_len]));
+            self.acts_capacity = acts_len;
+            self.bind_group = self.kernels.bind_group(&self.gpu.device, &self.buffers);
+        }
+        let full = self.ops_used + records.dispatches.len() as u32 > OP_SLOTS;
+        if full {
+            self.ops_used = 0;
+        }
+        let base = self.ops_used;
+        let bytes = pack_slots(records.bytes.iter().map(Vec::as_slice));
+        self.gpu.queue.write_buffer(&self.buffers.ops, base as u64 * UNIFORM_SLOT, &bytes);
+        self.ops_used += records.dispatches.len() as u32;
+        let dispatches = records
+            .dispatches
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut d)| {
+                d.record = (base + i as u32) * UNIFORM_SLOT as u32;
+                d
+            })
+            .collect();
+        (dispatches, full)
+    }
+
+    /// Writes the step records and records `plan` once per step, in one submission.
+    pub fn submit(&self, plan: &[Dispatch], steps: &[StepRecord]) {
+        let ring = pack_slots(steps.iter().map(bytemuck::bytes_of));
+        self.gpu.queue.write_buffer(&self.buffers.steps, 0, &ring);
+        let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for i in 0..steps.len() {
+                self.kernels.record(&mut pass, &self.bind_group, plan, i as u32 * UNIFORM_SLOT as u32);
+            }
+        }
+        self.gpu.queue.submit([encoder.finish()]);
+    }
+
+    /// Reads the whole metrics buffer, then zeroes the `len` accumulators at `region` and,
+    /// with `clear_flag`, the divergence flag, in the same submission.
+    pub async fn read_metrics_region(&self, region: usize, len: usize, clear_flag: bool) -> Result<Vec<f32>, GpuError> {
+        let buffer = &self.buffers.metrics;
+        self.gpu
+            .read_f32_then(buffer, 0, self.metrics_len, |encoder| {
+                encoder.clear_buffer(buffer, region as u64 * 4, Some(len as u64 * 4));
+                if clear_flag {
+                    encoder.clear_buffer(buffer, 0, Some(4));
+                }
+            })
+            .await
+    }
+
+    /// Uploads an epoch's order of the training images.
+    pub fn write_order(&self, order: &[u32]) {
+        self.gpu.queue.write_buffer(&self.buffers.indices, 0, bytemuck::cast_slice(order));
+    }
+
+    /// The largest pass whose acts fit one storage binding here, in floats.
+    pub fn max_acts(&self) -> usize {
+        self.gpu.device.limits().max_storage_buffer_binding_size as usize / 4
+    }
+
+    /// Writes the parameters and Adam's moments (m then v, each padded to whole vec4s).
+    pub fn upload(&self, params: &[f32], moments: &[f32]) {
+        self.gpu.queue.write_buffer(&self.buffers.params, 0, bytes_of_f32(params));
+        self.gpu.queue.write_buffer(&self.buffers.moments, 0, bytes_of_f32(moments));
+    }
+}
+
+/// A VAE training on the GPU.
+pub struct Trainer {
+    engine: Engine,
+    config: Config,
+    layout: Layout,
+    plans: Vec<Plan>,
     train_count: usize,
     test_count: usize,
     steps_per_epoch: u32,
@@ -179,6 +288,14 @@ fn uniform(device: &wgpu::Device, label: &str, slots: u32) -> wgpu::Buffer {
     })
 }
 
+/// The images of both sets as the device holds them (train then test), and the index buffer's
+/// start: the first epoch's order, then the test images.
+fn device_data(train: &Dataset, test: &Dataset, seed: u32) -> (Vec<u8>, Vec<u32>) {
+    let mut indices = epoch_permutation(train.count, seed, 0);
+    indices.extend(train.count as u32..(train.count + test.count) as u32);
+    ([&train.pixels[..], &test.pixels[..]].concat(), indices)
+}
+
 /// Packs bytes 4 to a u32 (little-endian), padding with zeros.
 fn pack_bytes(bytes: &[u8]) -> Vec<u32> {
     bytes.chunks(4).map(|c| c.iter().enumerate().fold(0u32, |acc, (i, &b)| acc | (b as u32) << (8 * i))).collect()
@@ -198,31 +315,11 @@ impl Trainer {
         check_limits(&gpu.device.limits(), gpu.shape, &config, &layout, &acts, train, test)?;
 
         let params = initial_parameters(&config, &layout, Some(&train.mean_image()));
-        let device = &gpu.device;
-        let zeros = vec![0f32; layout.len];
-        let pixels: Vec<u8> = [&train.pixels[..], &test.pixels[..]].concat();
-        let mut indices = epoch_permutation(train.count, config.seed, 0);
-        indices.extend(train.count as u32..(train.count + test.count) as u32);
-        let buffers = Buffers {
-            params: storage_buffer(device, "params", bytes_of_f32(&params)),
-            grads: storage_buffer(device, "grads", bytes_of_f32(&zeros)),
-            acts: storage_buffer(device, "acts", bytes_of_f32(&vec![0f32; acts.len])),
-            moments: storage_buffer(device, "moments", bytes_of_f32(&vec![0f32; 2 * adam_len(&layout)])),
-            data: storage_buffer(device, "data", bytemuck::cast_slice(&pack_bytes(&pixels))),
-            indices: storage_buffer(device, "indices", bytemuck::cast_slice(&indices)),
-            metrics: storage_buffer(device, "metrics", bytes_of_f32(&[0f32; METRICS_LEN])),
-            ops: uniform(device, "ops", OP_SLOTS),
-            steps: uniform(device, "steps", STEP_SLOTS),
-        };
-        let kernels = Kernels::new(device, gpu.shape);
-        let bind_group = kernels.bind_group(device, &buffers);
+        let (pixels, indices) = device_data(train, test, config.seed);
+        let engine = Engine::new(gpu, &params, adam_len(&layout), acts.len, &pixels, &indices, METRICS_LEN);
         Ok(Trainer {
-            kernels,
-            bind_group,
-            acts_capacity: acts.len,
-            buffers,
+            engine,
             plans: Vec::new(),
-            ops_used: 0,
             train_count: train.count,
             test_count: test.count,
             steps_per_epoch: (train.count / config.batch_size) as u32,
@@ -230,7 +327,6 @@ impl Trainer {
             diverged: None,
             config,
             layout,
-            gpu,
         })
     }
 
@@ -243,7 +339,7 @@ impl Trainer {
     }
 
     pub fn gpu(&self) -> &Gpu {
-        &self.gpu
+        &self.engine.gpu
     }
 
     /// Steps taken so far.
@@ -272,7 +368,7 @@ impl Trainer {
 
     /// How many pipelines this trainer has built so far (each when a pass first needs it).
     pub fn pipelines_built(&self) -> usize {
-        self.kernels.built()
+        self.engine.kernels.built()
     }
 
     /// Builds the pipelines this model's training step and test-set evaluation dispatch, and
@@ -282,9 +378,9 @@ impl Trainer {
         let (b, l) = (self.config.batch_size, self.config.samples);
         for (pass, rows) in [(Pass::Train, b * l), (Pass::Evaluate, b)] {
             let kernels: Vec<Kernel> = self.plan(pass, b, rows).dispatches.iter().map(|d| d.kernel).collect();
-            self.kernels.prepare(kernels);
+            self.engine.kernels.prepare(kernels);
         }
-        Ok(self.gpu.finish().await?)
+        Ok(self.engine.gpu.finish().await?)
     }
 
     /// The image indices of training step `step`'s batch (what the GPU gathers).
@@ -298,7 +394,7 @@ impl Trainer {
     /// Encodes and submits `n` training steps without waiting for them. Many steps go into one
     /// command buffer; the epoch's order is uploaded when an epoch begins.
     pub fn train(&mut self, n: u32) -> Result<(), TrainError> {
-        self.gpu.check()?;
+        self.engine.gpu.check()?;
         if let Some(step) = self.diverged {
             return Err(TrainError::Diverged { step });
         }
@@ -310,13 +406,13 @@ impl Trainer {
             // Epoch 0's order was uploaded with the data; chunks never cross an epoch's end.
             if in_epoch == 0 && self.step > 0 {
                 let order = epoch_permutation(self.train_count, self.config.seed, self.step / self.steps_per_epoch);
-                self.gpu.queue.write_buffer(&self.buffers.indices, 0, bytemuck::cast_slice(&order));
+                self.engine.write_order(&order);
             }
             let chunk = remaining.min(STEP_SLOTS).min(self.steps_per_epoch - in_epoch);
             let records: Vec<StepRecord> = (0..chunk)
                 .map(|i| StepRecord { t: self.step + i + 1, rng_step: self.step + i, batch_start: (in_epoch + i) * b as u32 })
                 .collect();
-            self.submit(&plan, &records);
+            self.engine.submit(&plan, &records);
             self.step += chunk;
             remaining -= chunk;
         }
@@ -332,34 +428,20 @@ impl Trainer {
         let records = vec![StepRecord { t: 1, rng_step: 0, batch_start: 0 }; repeats as usize];
         let mut times = Vec::with_capacity(plan.len());
         for d in &plan {
-            self.submit(std::slice::from_ref(d), &records[..1]);
-            self.gpu.finish().await?;
+            self.engine.submit(std::slice::from_ref(d), &records[..1]);
+            self.engine.gpu.finish().await?;
             let t0 = now();
-            self.submit(std::slice::from_ref(d), &records);
-            self.gpu.finish().await?;
+            self.engine.submit(std::slice::from_ref(d), &records);
+            self.engine.gpu.finish().await?;
             times.push((*d, (now() - t0) / repeats as f64));
         }
         Ok(times)
     }
 
-    /// Writes the step records and records `plan` once per step, in one submission.
-    fn submit(&self, plan: &[Dispatch], steps: &[StepRecord]) {
-        let ring = pack_slots(steps.iter().map(bytemuck::bytes_of));
-        self.gpu.queue.write_buffer(&self.buffers.steps, 0, &ring);
-        let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&Default::default());
-            for i in 0..steps.len() {
-                self.kernels.record(&mut pass, &self.bind_group, plan, i as u32 * UNIFORM_SLOT as u32);
-            }
-        }
-        self.gpu.queue.submit([encoder.finish()]);
-    }
-
     /// Averages of the training losses since the last call (waits for the GPU to get there).
     /// A non-finite loss puts the trainer in the diverged state and returns `Diverged`.
     pub async fn metrics(&mut self) -> Result<Metrics, TrainError> {
-        let m = self.read_metrics_region(TRAIN_METRICS as usize, true).await?;
+        let m = self.engine.read_metrics_region(TRAIN_METRICS as usize, 5, true).await?;
         if m[DIVERGED] != 0.0 {
             self.diverged = Some(self.step);
         }
@@ -378,24 +460,10 @@ impl Trainer {
         })
     }
 
-    /// Reads the whole metrics buffer, then zeroes the accumulators at `region` (5 values) and,
-    /// with `clear_flag`, the divergence flag, in the same submission.
-    async fn read_metrics_region(&self, region: usize, clear_flag: bool) -> Result<Vec<f32>, GpuError> {
-        let buffer = &self.buffers.metrics;
-        self.gpu
-            .read_f32_then(buffer, 0, METRICS_LEN, |encoder| {
-                encoder.clear_buffer(buffer, region as u64 * 4, Some(20));
-                if clear_flag {
-                    encoder.clear_buffer(buffer, 0, Some(4));
-                }
-            })
-            .await
-    }
-
     /// The test set's negative ELBO (beta = 1), one sample of z per datapoint with fixed noise.
     pub async fn evaluate(&mut self) -> Result<Evaluation, TrainError> {
         self.run_over_test_set(Pass::Evaluate, 1).await?;
-        let m = self.read_metrics_region(EVAL_METRICS as usize, false).await?;
+        let m = self.engine.read_metrics_region(EVAL_METRICS as usize, 5, false).await?;
         let e = &m[EVAL_METRICS as usize..];
         let n = e[2].max(1.0) as f64;
         let (reconstruction, kl) = (e[0] as f64 / n, e[1] as f64 / n);
@@ -409,7 +477,7 @@ impl Trainer {
             return Err(ConfigError { field: "k", message: format!("must be 1..={IWAE_ROWS}, got {k}") }.into());
         }
         self.run_over_test_set(Pass::ImportanceWeighted, k).await?;
-        let m = self.read_metrics_region(IWAE_METRICS as usize, false).await?;
+        let m = self.engine.read_metrics_region(IWAE_METRICS as usize, 5, false).await?;
         let e = &m[IWAE_METRICS as usize..];
         Ok(e[0] as f64 / e[2].max(1.0) as f64)
     }
@@ -419,11 +487,11 @@ impl Trainer {
         let mut batch = if k == 1 { self.config.batch_size } else { (IWAE_ROWS / k).max(1) };
         // A batch's activations live in one buffer: halve the batch until they fit the device's
         // limit (a conv decoder's k samples of a digit take megabytes).
-        let max = self.gpu.device.limits().max_storage_buffer_binding_size as usize / 4;
-        while batch > 1 && Acts::new(&self.config, &self.layout, batch, batch * k, self.kernels.shape).len > max {
+        let max = self.engine.max_acts();
+        while batch > 1 && Acts::new(&self.config, &self.layout, batch, batch * k, self.engine.kernels.shape).len > max {
             batch /= 2;
         }
-        if Acts::new(&self.config, &self.layout, batch, batch * k, self.kernels.shape).len > max {
+        if Acts::new(&self.config, &self.layout, batch, batch * k, self.engine.kernels.shape).len > max {
             let message = format!("{k} samples of one digit need more GPU memory than one buffer allows here; use a smaller k");
             return Err(ConfigError { field: "k", message }.into());
         }
@@ -437,7 +505,7 @@ impl Trainer {
             let steps: Vec<StepRecord> = (0..batches)
                 .map(|i| StepRecord { t: 0, rng_step, batch_start: (self.train_count + start + i * n) as u32 })
                 .collect();
-            self.submit(&plan, &steps);
+            self.engine.submit(&plan, &steps);
             start += steps.len() * n;
         }
         Ok(())
@@ -501,9 +569,9 @@ impl Trainer {
             let n = chunk.len() / width;
             let plan = self.plan(pass, n, n).clone();
             let at = if pass == Pass::Decode { plan.acts.z } else { plan.acts.x };
-            self.gpu.queue.write_buffer(&self.buffers.acts, at as u64 * 4, bytes_of_f32(chunk));
-            self.submit(&plan.dispatches, &[StepRecord::default()]);
-            out.extend(self.gpu.read_f32(&self.buffers.acts, output(&plan.acts), n * out_width).await?);
+            self.engine.gpu.queue.write_buffer(&self.engine.buffers.acts, at as u64 * 4, bytes_of_f32(chunk));
+            self.engine.submit(&plan.dispatches, &[StepRecord::default()]);
+            out.extend(self.engine.gpu.read_f32(&self.engine.buffers.acts, output(&plan.acts), n * out_width).await?);
         }
         Ok(out)
     }
@@ -522,12 +590,12 @@ impl Trainer {
 
     /// The parameters, in the flat layout of `layout()`.
     pub async fn parameters(&self) -> Result<Vec<f32>, TrainError> {
-        Ok(self.gpu.read_f32(&self.buffers.params, 0, self.layout.len).await?)
+        Ok(self.engine.gpu.read_f32(&self.engine.buffers.params, 0, self.layout.len).await?)
     }
 
     /// The gradients of the last training step, in the flat layout of `layout()`.
     pub async fn gradients(&self) -> Result<Vec<f32>, TrainError> {
-        Ok(self.gpu.read_f32(&self.buffers.grads, 0, self.layout.len).await?)
+        Ok(self.engine.gpu.read_f32(&self.engine.buffers.grads, 0, self.layout.len).await?)
     }
 
     /// Replaces the parameters (and restarts Adam's moments), e.g. from a checkpoint.
@@ -541,8 +609,7 @@ impl Trainer {
         if params.len() != self.layout.len {
             return Err(TrainError::Data(format!("expected {} parameters, got {}", self.layout.len, params.len())));
         }
-        self.gpu.queue.write_buffer(&self.buffers.params, 0, bytes_of_f32(params));
-        self.gpu.queue.write_buffer(&self.buffers.moments, 0, bytes_of_f32(moments));
+        self.engine.upload(params, moments);
         self.diverged = None;
         Ok(())
     }
@@ -551,7 +618,7 @@ impl Trainer {
     /// exactly (`checkpoint::save_with_optimizer`, then `resume`).
     pub async fn optimizer_state(&self) -> Result<OptimizerState, TrainError> {
         let (len, padded) = (self.layout.len, adam_len(&self.layout));
-        let moments = self.gpu.read_f32(&self.buffers.moments, 0, 2 * padded).await?;
+        let moments = self.engine.gpu.read_f32(&self.engine.buffers.moments, 0, 2 * padded).await?;
         Ok(OptimizerState { m: moments[..len].to_vec(), v: moments[padded..padded + len].to_vec(), step: self.step })
     }
 
@@ -568,7 +635,7 @@ impl Trainer {
         self.upload(params, &moments)?;
         self.step = state.step;
         let order = epoch_permutation(self.train_count, self.config.seed, self.step / self.steps_per_epoch);
-        self.gpu.queue.write_buffer(&self.buffers.indices, 0, bytemuck::cast_slice(&order));
+        self.engine.write_order(&order);
         Ok(())
     }
 
@@ -577,33 +644,14 @@ impl Trainer {
         if let Some(i) = self.plans.iter().position(|p| p.pass == pass && p.batch == batch && p.rows == rows) {
             return &self.plans[i];
         }
-        let acts = Acts::new(&self.config, &self.layout, batch, rows, self.kernels.shape);
-        if acts.len > self.acts_capacity {
-            // Plans hold offsets only, so a bigger scratch buffer invalidates nothing.
-            self.buffers.acts = storage_buffer(&self.gpu.device, "acts", bytes_of_f32(&vec![0f32; acts.len]));
-            self.acts_capacity = acts.len;
-            self.bind_group = self.kernels.bind_group(&self.gpu.device, &self.buffers);
-        }
-        let mut records = Records::new(self.kernels.shape);
+        let acts = Acts::new(&self.config, &self.layout, batch, rows, self.engine.kernels.shape);
+        let mut records = Records::new(self.engine.kernels.shape);
         records.parts_at = acts.parts;
         build_plan(&mut records, &self.config, &self.layout, &acts, pass, batch, rows);
-        if self.ops_used + records.dispatches.len() as u32 > OP_SLOTS {
+        let (dispatches, full) = self.engine.place(records, acts.len);
+        if full {
             self.plans.clear();
-            self.ops_used = 0;
         }
-        let base = self.ops_used;
-        let bytes = pack_slots(records.bytes.iter().map(Vec::as_slice));
-        self.gpu.queue.write_buffer(&self.buffers.ops, base as u64 * UNIFORM_SLOT, &bytes);
-        self.ops_used += records.dispatches.len() as u32;
-        let dispatches = records
-            .dispatches
-            .into_iter()
-            .enumerate()
-            .map(|(i, mut d)| {
-                d.record = (base + i as u32) * UNIFORM_SLOT as u32;
-                d
-            })
-            .collect();
         self.plans.push(Plan { pass, batch, rows, acts, dispatches });
         self.plans.last().unwrap()
     }
@@ -630,15 +678,27 @@ pub fn step_dispatches(config: &Config, shape: KernelShape) -> Vec<Dispatch> {
 
 /// Refuses configurations the device cannot hold, naming the field to change.
 fn check_limits(limits: &wgpu::Limits, shape: KernelShape, config: &Config, layout: &Layout, acts: &Acts, train: &Dataset, test: &Dataset) -> Result<(), ConfigError> {
+    // Every dispatch of a training step must fit the grid's limit (the largest pass; the
+    // evaluation passes use at most as many rows).
+    let mut rec = Records::new(shape);
+    rec.parts_at = acts.parts;
+    let (batch, rows) = (config.batch_size, config.batch_size * config.samples);
+    build_plan(&mut rec, config, layout, acts, Pass::Train, batch, rows);
+    check_buffers_and_grid(limits, "encoder", adam_len(layout), acts.len, train, test, &rec.dispatches)
+}
+
+/// Refuses a model whose buffers or training step the device cannot hold: Adam's moments of
+/// `adam_len` parameters (the largest parameter-shaped buffer; an error names `model_field`),
+/// `acts_len` floats of one batch's activations, the images, and each of `step`'s grids.
+fn check_buffers_and_grid(limits: &wgpu::Limits, model_field: &'static str, adam_len: usize, acts_len: usize, train: &Dataset, test: &Dataset, step: &[Dispatch]) -> Result<(), ConfigError> {
     let max = limits.max_storage_buffer_binding_size;
     let mb = |b: u64| b as f64 / (1 << 20) as f64;
-    let params = adam_len(layout) as u64 * 4;
-    // The largest parameter-shaped buffer is Adam's moments, m and v together.
-    if 2 * params > max {
-        let message = format!("the model's parameters need {:.0} MB but this GPU allows {:.0} MB per buffer", mb(2 * params), mb(max));
-        return Err(ConfigError { field: "encoder", message });
+    let moments = 2 * adam_len as u64 * 4;
+    if moments > max {
+        let message = format!("the model's parameters need {:.0} MB but this GPU allows {:.0} MB per buffer", mb(moments), mb(max));
+        return Err(ConfigError { field: model_field, message });
     }
-    let activations = acts.len as u64 * 4;
+    let activations = acts_len as u64 * 4;
     if activations > max {
         let message = format!("one batch's activations need {:.0} MB but this GPU allows {:.0} MB per buffer; use a smaller batch", mb(activations), mb(max));
         return Err(ConfigError { field: "batch_size", message });
@@ -648,14 +708,8 @@ fn check_limits(limits: &wgpu::Limits, shape: KernelShape, config: &Config, layo
         let message = format!("the images need {:.0} MB but this GPU allows {:.0} MB per buffer", mb(data), mb(max));
         return Err(ConfigError { field: "data", message });
     }
-    // Every dispatch of a training step must fit the grid's limit (the largest pass; the
-    // evaluation passes use at most as many rows).
-    let mut rec = Records::new(shape);
-    rec.parts_at = acts.parts;
-    let (batch, rows) = (config.batch_size, config.batch_size * config.samples);
-    build_plan(&mut rec, config, layout, acts, Pass::Train, batch, rows);
     let limit = limits.max_compute_workgroups_per_dimension;
-    if let Some(d) = rec.dispatches.iter().find(|d| d.groups.0.max(d.groups.1).max(d.groups.2) > limit) {
+    if let Some(d) = step.iter().find(|d| d.groups.0.max(d.groups.1).max(d.groups.2) > limit) {
         let (x, y, z) = d.groups;
         let message = format!(
             "one step's {} dispatch needs {x}x{y}x{z} workgroups but this GPU allows {limit} per dimension; use a smaller batch or fewer samples",
@@ -792,6 +846,7 @@ fn build_plan(rec: &mut Records, config: &Config, layout: &Layout, a: &Acts, pas
         metrics_off,
         beta,
         check,
+        groups: 1,
         ..Default::default()
     };
     match pass {

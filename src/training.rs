@@ -6,7 +6,8 @@ use std::fmt;
 
 use crate::data::Dataset;
 use crate::gpu::GpuError;
-use crate::model::{Config, ConfigError, Shape};
+use crate::model::{Config, ConfigError, Draw, Graph, GraphLayout, Shape};
+use crate::ops::gaussian::Mode;
 
 /// Decoder rows per importance-weighted batch (datapoints x k).
 pub const IWAE_ROWS: usize = 2048;
@@ -74,6 +75,58 @@ pub struct Evaluation {
     pub nelbo: f64,
 }
 
+/// How a graph model trains: Adam on minibatches with a cosine learning-rate decay and a linear
+/// KL warm-up (NVAE's), both over steps.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Schedule {
+    pub batch_size: usize,
+    pub learning_rate: f32,
+    /// The learning rate at `total_steps` (cosine decay from `learning_rate`).
+    pub final_learning_rate: f32,
+    pub total_steps: u32,
+    /// The KL's weight rises linearly from 1 / kl_warmup_steps to 1 over these steps.
+    pub kl_warmup_steps: u32,
+    pub seed: u32,
+}
+
+impl Schedule {
+    pub fn learning_rate(&self, step: u32) -> f32 {
+        let done = (step as f64 / self.total_steps.max(1) as f64).min(1.0);
+        let (hi, lo) = (self.learning_rate as f64, self.final_learning_rate as f64);
+        (lo + 0.5 * (hi - lo) * (1.0 + (std::f64::consts::PI * done).cos())) as f32
+    }
+
+    pub fn kl_weight(&self, step: u32) -> f64 {
+        ((step + 1) as f64 / self.kl_warmup_steps.max(1) as f64).min(1.0)
+    }
+}
+
+/// A graph model's training losses since the last `metrics`, in nats per datapoint.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GraphMetrics {
+    pub steps: u32,
+    pub reconstruction: f64,
+    /// Each group's KL, top group first.
+    pub kl: Vec<f64>,
+    /// What training minimised (the KL warmed up).
+    pub loss: f64,
+}
+
+/// A graph model's test-set negative ELBO (KL weight 1) and its parts, per datapoint.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GraphEvaluation {
+    pub reconstruction: f64,
+    /// Each group's KL, top group first.
+    pub kl: Vec<f64>,
+    pub nelbo: f64,
+}
+
+impl GraphEvaluation {
+    pub fn new(reconstruction: f64, kl: Vec<f64>) -> GraphEvaluation {
+        GraphEvaluation { nelbo: reconstruction + kl.iter().sum::<f64>(), reconstruction, kl }
+    }
+}
+
 /// Refuses an invalid configuration, and data that does not fit it (image size, a batch larger
 /// than the training set). Both trainers check this before anything else.
 pub(crate) fn check_model_and_data(config: &Config, train: &Dataset, test: &Dataset) -> Result<(), TrainError> {
@@ -96,3 +149,63 @@ pub(crate) fn check_model_and_data(config: &Config, train: &Dataset, test: &Data
     Ok(())
 }
 
+
+/// A graph model's layout on the images of `train` (checked against `test`'s size and the
+/// schedule's batch): its output must be the image's shape (a Bernoulli decoder's logits).
+pub(crate) fn check_graph_and_data(graph: &Graph, schedule: &Schedule, train: &Dataset, test: &Dataset) -> Result<GraphLayout, TrainError> {
+    let input = Shape::Image { channels: 1, height: train.rows, width: train.cols };
+    if (test.rows, test.cols) != (train.rows, train.cols) {
+        return Err(TrainError::Data(format!("the test images are {}x{} but the training images {}x{}", test.rows, test.cols, train.rows, train.cols)));
+    }
+    let layout = graph.layout(input)?;
+    let output = layout.nodes[layout.output].output;
+    if output != input {
+        return Err(ConfigError { field: "graph", message: format!("the output is {output} but the images need {input}") }.into());
+    }
+    if schedule.batch_size == 0 || train.count < schedule.batch_size {
+        return Err(ConfigError { field: "batch_size", message: format!("must be 1 to the {} training images", train.count) }.into());
+    }
+    Ok(layout)
+}
+
+/// What a graph model's decoding pass gives: images [rows, pixels] (pixel probabilities) and
+/// each group's z [rows, n], top group first.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decoded {
+    pub images: Vec<f32>,
+    pub z: Vec<Vec<f32>>,
+}
+
+/// Rows of `width` values in `x`, or an error saying what was expected.
+pub(crate) fn rows_of(x: &[f32], width: usize) -> Result<usize, TrainError> {
+    if x.is_empty() || !x.len().is_multiple_of(width) {
+        return Err(TrainError::Data(format!("expected rows of {width} values, got {} values", x.len())));
+    }
+    Ok(x.len() / width)
+}
+
+/// Checks a decoding pass's request: a draw per group, data exactly when a posterior draw needs
+/// it, and given codes of the group's size.
+pub(crate) fn check_draws(g: &GraphLayout, x: Option<&[f32]>, rows: usize, draws: &[Draw], pixels: usize) -> Result<(), TrainError> {
+    if rows == 0 {
+        return Err(TrainError::Data("no rows to decode".into()));
+    }
+    if draws.len() != g.groups.len() {
+        return Err(TrainError::Data(format!("the model has {} groups of latents but {} draws were given", g.groups.len(), draws.len())));
+    }
+    let posterior = draws.iter().any(|d| matches!(d, Draw::Sample(Mode::Posterior | Mode::PosteriorMean)));
+    match x {
+        Some(x) if posterior && x.len() != rows * pixels => return Err(TrainError::Data(format!("expected {rows} images of {pixels} pixels, got {} values", x.len()))),
+        None if posterior => return Err(TrainError::Data("a draw from the posterior needs images".into())),
+        _ => {}
+    }
+    for (draw, &i) in draws.iter().zip(&g.groups) {
+        let n = g.nodes[i].output.len();
+        if let Draw::Given(z) = draw {
+            if z.len() != rows * n {
+                return Err(TrainError::Data(format!("group {} takes {rows} codes of {n} values, got {} values", g.nodes[i].name, z.len())));
+            }
+        }
+    }
+    Ok(())
+}

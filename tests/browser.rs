@@ -53,5 +53,15 @@ async fn cpu_graph_passes_match_reference() {
 
 #[wasm_bindgen_test]
 async fn cpu_graph_training_matches_reference() {
-    common::cpu_graph_training_parity(log).await;
+    common::graph_training_parity(log, webvae::backend::Device::Cpu).await;
+}
+
+#[wasm_bindgen_test]
+async fn graph_training_matches_reference() {
+    common::gpu_graph_training_parity(log).await;
+}
+
+#[wasm_bindgen_test]
+async fn graph_passes_match_the_cpu_path() {
+    common::graph_passes_agree(log).await;
 }

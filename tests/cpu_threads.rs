@@ -59,7 +59,8 @@ fn the_cpu_path_gives_the_same_bits_on_one_thread_and_on_three() {
 /// Adam's gradients after 3 steps, the metrics, the test ELBO, the bound and prior samples.
 #[test]
 fn the_hierarchy_gives_the_same_bits_on_one_thread_and_on_three() {
-    use webvae::cpu::graph::{GraphTrainer, Schedule};
+    use webvae::cpu::graph::GraphTrainer;
+    use webvae::training::Schedule;
     let (train, test) = common::small_mnist(640);
     let schedule = Schedule { batch_size: 128, learning_rate: 2e-3, final_learning_rate: 1e-4, total_steps: 10, kl_warmup_steps: 5, seed: 1 };
     let run = |threads: usize| {
@@ -67,16 +68,16 @@ fn the_hierarchy_gives_the_same_bits_on_one_thread_and_on_three() {
         pool.install(|| {
             let mut t = GraphTrainer::new(&webvae::model::Graph::hvae(), schedule.clone(), &train, &test).unwrap();
             t.train(3).unwrap();
-            let m = t.metrics();
-            let (recon, kl, nelbo) = t.evaluate();
+            let m = pollster::block_on(t.metrics()).unwrap();
+            let e = pollster::block_on(t.evaluate()).unwrap();
             let bits32 = |v: &[f32]| v.iter().map(|x| x.to_bits() as u64).collect::<Vec<_>>();
             let bits64 = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             vec![
-                ("parameters", bits32(&t.params)),
+                ("parameters", bits32(&pollster::block_on(t.parameters()).unwrap())),
                 ("metrics", bits64(&[[m.loss, m.reconstruction].as_slice(), &m.kl].concat())),
-                ("test ELBO", bits64(&[[nelbo, recon].as_slice(), &kl].concat())),
-                ("importance-weighted bound", bits64(&[t.importance_weighted_nll(4)])),
-                ("prior samples", bits32(&t.sample(8, 3, false))),
+                ("test ELBO", bits64(&[[e.nelbo, e.reconstruction].as_slice(), &e.kl].concat())),
+                ("importance-weighted bound", bits64(&[pollster::block_on(t.importance_weighted_nll(4)).unwrap()])),
+                ("prior samples", bits32(&pollster::block_on(t.sample(8, 3, false)).unwrap())),
             ]
         })
     };

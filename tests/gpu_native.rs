@@ -41,3 +41,13 @@ fn cpu_training_steps_match_reference() {
 fn hierarchy_kernels_match_reference() {
     pollster::block_on(common::hierarchy_ops_parity(log));
 }
+
+#[test]
+fn graph_training_steps_match_reference() {
+    pollster::block_on(common::gpu_graph_training_parity(log));
+}
+
+#[test]
+fn graph_passes_match_the_cpu_path() {
+    pollster::block_on(common::graph_passes_agree(log));
+}

@@ -47,12 +47,12 @@ fn graph_oracle_matches_finite_differences() {
 #[test]
 fn sampling_runs_the_top_down_path_alone() {
     let g = common::small_hierarchy().layout(IMAGE).unwrap();
-    let needed = g.needed(true);
+    let needed = g.needed(&[Some(Mode::Prior); 2]);
     for (p, &n) in g.nodes.iter().zip(&needed) {
         let encoder = p.name == "x" || p.name.starts_with("e.") || p.name.starts_with("q");
         assert_eq!(n, !encoder, "{}: needed {n} from the prior", p.name);
     }
-    assert!(g.needed(false).iter().all(|&n| n));
+    assert!(g.needed(&[Some(Mode::Posterior); 2]).iter().all(|&n| n));
     let params = vec![0.1; g.len];
     let pass = oracle::forward(&g, &params, None, 3, Mode::Prior, 1, 1);
     assert_eq!(pass.values[g.output].len(), 3 * 64);
@@ -71,6 +71,13 @@ fn hvae_preset_has_its_shapes_and_names() {
     assert_eq!(g.tensor("q2.weight").unwrap().shape, [16, 64, 3, 3]);
     println!("hvae: {} nodes, {} tensors, {} parameters", g.nodes.len(), g.tensors.len(), g.len);
     assert!((1_000_000..2_000_000).contains(&g.len), "{} parameters", g.len);
+    // A training step at batch 128 fits WebGPU's default limits in both kernel shapes.
+    let limit = wgpu::Limits::default().max_storage_buffer_binding_size as usize;
+    for shape in webvae::kernels::KernelShape::ALL {
+        let bytes = webvae::trainer::graph::step_memory(&g, 128, shape);
+        println!("hvae at batch 128 ({} kernels): {:.1} MiB of activations and gradients, of the {} MiB a binding may hold", shape.name(), bytes as f64 / (1 << 20) as f64, limit >> 20);
+        assert!(bytes <= limit, "{bytes} bytes");
+    }
 }
 
 #[test]
@@ -108,5 +115,5 @@ fn cpu_path_graph_matches_oracle() {
 
 #[test]
 fn cpu_path_trains_a_hierarchy_as_the_oracle_does() {
-    pollster::block_on(common::cpu_graph_training_parity(|s| println!("{s}")));
+    pollster::block_on(common::graph_training_parity(|s| println!("{s}"), webvae::backend::Device::Cpu));
 }

@@ -85,12 +85,12 @@ fn uniform_records_match_their_rust_twins() {
             "Latent",
             fields!(LatentOp { batch, rows, latent, seed, ml_off, eps_off, z_off, dz_off, dml_off, kl_off, recon_off, kl_weight, use_mean }),
         ),
-        ("elementwise.wgsl", "Elementwise", fields!(ElementwiseOp { len, a_off, b_off, y_off, accumulate })),
+        ("elementwise.wgsl", "Elementwise", fields!(ElementwiseOp { len, a_off, b_off, y_off, accumulate, activation })),
         (
             "gaussian.wgsl",
             "Gaussian",
             fields!(GaussianOp {
-                rows, n, seed, dim_base, prior_off, delta_off, eps_off, z_off, dz_off, dprior_off, ddelta_off, kl_off, ratio_off, kl_weight, mode
+                rows, n, seed, dim_base, prior_off, delta_off, eps_off, z_off, dz_off, dprior_off, ddelta_off, kl_off, ratio_off, kl_weight, mode, warmup
             }),
         ),
         (
@@ -98,7 +98,7 @@ fn uniform_records_match_their_rust_twins() {
             "Loss",
             fields!(LossOp { rows, pixels, batch, likelihood, out_off, x_off, grad_off, recon_off, scale, inv_var, log_norm, log_var_floor }),
         ),
-        ("optim.wgsl", "Optim", fields!(OptimOp { batch, rows, recon_off, kl_off, metrics_off, count, lr, beta, check })),
+        ("optim.wgsl", "Optim", fields!(OptimOp { batch, rows, recon_off, kl_off, metrics_off, count, lr, beta, check, groups, warmup, lr_final, total_steps })),
     ];
     for (file, name, (rust, rust_size)) in records {
         // The Step record is in common.wgsl, which every joined module starts with.

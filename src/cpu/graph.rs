@@ -3,7 +3,8 @@
 //! `cpu::elementwise`, and each group of latents through the oracle's own f64 code
 //! (`ops::gaussian`), as the other latent layers are. `reference::graph` is its oracle.
 
-use crate::model::{Activation, GraphLayout, Op};
+use crate::model::{Activation, Draw, GraphLayout, Op};
+use crate::training::{check_draws, Decoded, GraphEvaluation, GraphMetrics, Schedule, TrainError};
 use crate::ops::gaussian::{self, Mode};
 
 use super::elementwise;
@@ -32,10 +33,19 @@ fn group_inputs(inputs: &[usize], values: &[Vec<f32>], with_delta: bool) -> (Opt
 pub fn forward(g: &GraphLayout, params: &[f32], x: Option<&[f32]>, rows: usize, mode: Mode, seed: u32, step: u32) -> Pass {
     let from_prior = matches!(mode, Mode::Prior | Mode::PriorMean);
     assert_eq!(x.is_none(), from_prior, "data in the posterior modes, none in the prior ones");
-    let needed = g.needed(from_prior);
+    forward_drawn(g, params, x, rows, &vec![Draw::Sample(mode); g.groups.len()], seed, step)
+}
+
+/// Runs `g` on `rows` rows, each group's z got as `draws` says (top group first); `x` is read
+/// only if a posterior draw needs it.
+pub fn forward_drawn(g: &GraphLayout, params: &[f32], x: Option<&[f32]>, rows: usize, draws: &[Draw], seed: u32, step: u32) -> Pass {
+    let modes: Vec<Option<Mode>> = draws.iter().map(Draw::mode).collect();
+    let needed = g.needed(&modes);
     let mut values: Vec<Vec<f32>> = vec![Vec::new(); g.nodes.len()];
     let (mut eps, mut kl) = (vec![Vec::new(); g.groups.len()], vec![Vec::new(); g.groups.len()]);
-    values[0] = x.map_or_else(Vec::new, <[f32]>::to_vec);
+    if needed[0] {
+        values[0] = x.expect("data for a posterior draw").to_vec();
+    }
     for (i, node) in g.nodes.iter().enumerate().skip(1) {
         if !needed[i] {
             continue;
@@ -48,12 +58,18 @@ pub fn forward(g: &GraphLayout, params: &[f32], x: Option<&[f32]>, rows: usize, 
             Op::Gaussian {} => {
                 let (group, dim_base) = node.group.expect("a gaussian node's group");
                 let n = node.output.len();
-                let (prior, delta) = group_inputs(&node.inputs, &values, !from_prior);
-                eps[group] = gaussian::noise(mode, seed, step, rows, n, dim_base);
-                if let Some(delta) = &delta {
-                    kl[group] = gaussian::kl(prior.as_deref(), delta, rows, n);
+                match &draws[group] {
+                    Draw::Given(z) => z.clone(),
+                    &Draw::Sample(mode) => {
+                        let posterior = matches!(mode, Mode::Posterior | Mode::PosteriorMean);
+                        let (prior, delta) = group_inputs(&node.inputs, &values, posterior);
+                        eps[group] = gaussian::noise(mode, seed, step, rows, n, dim_base);
+                        if let Some(delta) = &delta {
+                            kl[group] = gaussian::kl(prior.as_deref(), delta, rows, n);
+                        }
+                        narrow(&gaussian::sample(mode, prior.as_deref(), delta.as_deref(), &eps[group], rows, n))
+                    }
                 }
-                narrow(&gaussian::sample(mode, prior.as_deref(), delta.as_deref(), &eps[group], rows, n))
             }
         };
         values[i] = y;
@@ -115,54 +131,17 @@ pub fn backward(g: &GraphLayout, params: &[f32], pass: &Pass, d_out: Vec<f32>, k
     }
 }
 
-/// How a graph model trains: Adam on minibatches with a cosine learning-rate decay and a linear
-/// KL warm-up (NVAE's), both over steps.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Schedule {
-    pub batch_size: usize,
-    pub learning_rate: f32,
-    /// The learning rate at `total_steps` (cosine decay from `learning_rate`).
-    pub final_learning_rate: f32,
-    pub total_steps: u32,
-    /// The KL's weight rises linearly from 1 / kl_warmup_steps to 1 over these steps.
-    pub kl_warmup_steps: u32,
-    pub seed: u32,
-}
-
-impl Schedule {
-    pub fn learning_rate(&self, step: u32) -> f32 {
-        let done = (step as f64 / self.total_steps.max(1) as f64).min(1.0);
-        let (hi, lo) = (self.learning_rate as f64, self.final_learning_rate as f64);
-        (lo + 0.5 * (hi - lo) * (1.0 + (std::f64::consts::PI * done).cos())) as f32
-    }
-
-    pub fn kl_weight(&self, step: u32) -> f64 {
-        ((step + 1) as f64 / self.kl_warmup_steps.max(1) as f64).min(1.0)
-    }
-}
-
-/// A graph model's training losses since the last `metrics`, in nats per datapoint.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct GraphMetrics {
-    pub steps: u32,
-    pub reconstruction: f64,
-    /// Each group's KL, top group first.
-    pub kl: Vec<f64>,
-    /// What training minimised (the KL warmed up).
-    pub loss: f64,
-}
-
 /// A graph model (Bernoulli pixels) training on the CPU path.
 pub struct GraphTrainer {
-    pub layout: GraphLayout,
-    pub schedule: Schedule,
-    pub params: Vec<f32>,
+    layout: GraphLayout,
+    schedule: Schedule,
+    params: Vec<f32>,
     grads: Vec<f32>,
     m: Vec<f32>,
     v: Vec<f32>,
     train: crate::data::Dataset,
     test: crate::data::Dataset,
-    pub step: u32,
+    step: u32,
     order: (u32, Vec<u32>),
     /// Since the last `metrics`: reconstruction, each group's KL, loss; steps; datapoints.
     totals: (f64, Vec<f64>, f64, u32, usize),
@@ -171,12 +150,8 @@ pub struct GraphTrainer {
 impl GraphTrainer {
     /// `graph` on the datasets' images, initialised as PyTorch initialises its layers (the
     /// output's bias at the mean pixel's logit, so the first samples are the mean digit).
-    pub fn new(graph: &crate::model::Graph, schedule: Schedule, train: &crate::data::Dataset, test: &crate::data::Dataset) -> Result<GraphTrainer, crate::model::ConfigError> {
-        let input = crate::model::Shape::Image { channels: 1, height: train.rows, width: train.cols };
-        let layout = graph.layout(input)?;
-        if layout.nodes[layout.output].output != input {
-            return Err(crate::model::ConfigError { field: "graph", message: format!("the output is {} but the images need {input}", layout.nodes[layout.output].output) });
-        }
+    pub fn new(graph: &crate::model::Graph, schedule: Schedule, train: &crate::data::Dataset, test: &crate::data::Dataset) -> Result<GraphTrainer, TrainError> {
+        let layout = crate::training::check_graph_and_data(graph, &schedule, train, test)?;
         let params = crate::model::initial_graph_parameters(&layout, schedule.seed, crate::model::Likelihood::Bernoulli, &train.mean_image());
         let n = layout.len;
         let groups = layout.groups.len();
@@ -200,7 +175,7 @@ impl GraphTrainer {
     }
 
     /// Takes `n` steps; a non-finite loss stops before its update, naming the step.
-    pub fn train(&mut self, n: u32) -> Result<(), crate::training::TrainError> {
+    pub fn train(&mut self, n: u32) -> Result<(), TrainError> {
         super::in_pool(|| {
             for _ in 0..n {
                 self.train_step()?;
@@ -209,7 +184,7 @@ impl GraphTrainer {
         })
     }
 
-    fn train_step(&mut self) -> Result<(), crate::training::TrainError> {
+    fn train_step(&mut self) -> Result<(), TrainError> {
         let (batch, pixels) = (self.schedule.batch_size, self.train.pixels_per_image());
         let steps_per_epoch = self.steps_per_epoch();
         let x = step_batch(&self.train, &mut self.order, self.schedule.seed, self.step, steps_per_epoch, batch);
@@ -221,7 +196,7 @@ impl GraphTrainer {
         let recon_sum: f64 = recon.iter().sum();
         let loss = (recon_sum + warm * kl.iter().sum::<f64>()) / batch as f64;
         if !loss.is_finite() {
-            return Err(crate::training::TrainError::Diverged { step: self.step });
+            return Err(TrainError::Diverged { step: self.step });
         }
         self.totals.0 += recon_sum;
         self.totals.1.iter_mut().zip(&kl).for_each(|(t, k)| *t += k);
@@ -238,18 +213,29 @@ impl GraphTrainer {
         Ok(())
     }
 
+    pub fn layout(&self) -> &GraphLayout {
+        &self.layout
+    }
+
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    pub fn step(&self) -> u32 {
+        self.step
+    }
+
     /// Averages of the training losses since the last call.
-    pub fn metrics(&mut self) -> GraphMetrics {
+    pub async fn metrics(&mut self) -> Result<GraphMetrics, TrainError> {
         let groups = self.totals.1.len();
         let (recon, kl, loss, steps, points) = std::mem::replace(&mut self.totals, (0.0, vec![0.0; groups], 0.0, 0, 0));
         let per = |v: f64| v / points.max(1) as f64;
-        GraphMetrics { steps, reconstruction: per(recon), kl: kl.into_iter().map(per).collect(), loss: loss / steps.max(1) as f64 }
+        Ok(GraphMetrics { steps, reconstruction: per(recon), kl: kl.into_iter().map(per).collect(), loss: loss / steps.max(1) as f64 })
     }
 
-    /// The test set's negative ELBO (KL weight 1) with the evaluation noise: (reconstruction,
-    /// each group's KL, -ELBO), per datapoint.
-    pub fn evaluate(&self) -> (f64, Vec<f64>, f64) {
-        super::in_pool(|| {
+    /// The test set's negative ELBO (KL weight 1) with the evaluation noise, per datapoint.
+    pub async fn evaluate(&mut self) -> Result<GraphEvaluation, TrainError> {
+        Ok(super::in_pool(|| {
             let (mut recon, mut kl) = (0.0, vec![0.0; self.layout.groups.len()]);
             for (x, n) in test_batches(&self.test, self.schedule.batch_size) {
                 let pass = forward(&self.layout, &self.params, Some(&x), n, Mode::Posterior, self.schedule.seed, crate::rng::EVAL_RNG_STEP);
@@ -258,14 +244,16 @@ impl GraphTrainer {
             }
             let count = self.test.count.max(1) as f64;
             let kl: Vec<f64> = kl.into_iter().map(|k| k / count).collect();
-            let nelbo = recon / count + kl.iter().sum::<f64>();
-            (recon / count, kl, nelbo)
-        })
+            GraphEvaluation::new(recon / count, kl)
+        }))
     }
 
     /// The importance-weighted estimate of -log p(x) on the test set, k samples per datapoint
     /// (Burda et al.): log w = -recon - sum over groups of (log q - log p).
-    pub fn importance_weighted_nll(&self, k: usize) -> f64 {
+    pub async fn importance_weighted_nll(&mut self, k: usize) -> Result<f64, TrainError> {
+        if !(1..=crate::training::IWAE_ROWS).contains(&k) {
+            return Err(crate::model::ConfigError { field: "k", message: format!("must be 1..={}, got {k}", crate::training::IWAE_ROWS) }.into());
+        }
         let total: f64 = super::in_pool(|| {
             let mut total = 0.0;
             for (x, n) in test_batches(&self.test, (crate::training::IWAE_ROWS / k).max(1)) {
@@ -287,15 +275,45 @@ impl GraphTrainer {
             }
             total
         });
-        total / self.test.count.max(1) as f64
+        Ok(total / self.test.count.max(1) as f64)
     }
 
     /// `n` samples from the prior: each group's z drawn given those above (their means with
     /// `mean`), decoded to pixel probabilities.
-    pub fn sample(&self, n: usize, seed: u32, mean: bool) -> Vec<f32> {
+    pub async fn sample(&mut self, n: usize, seed: u32, mean: bool) -> Result<Vec<f32>, TrainError> {
         let mode = if mean { Mode::PriorMean } else { Mode::Prior };
-        let pass = forward(&self.layout, &self.params, None, n, mode, seed, crate::rng::PRIOR_RNG_STEP);
-        pass.values[self.layout.output].iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect()
+        Ok(self.decode_drawn(None, n, &vec![Draw::Sample(mode); self.layout.groups.len()], seed).await?.images)
+    }
+
+    /// Reconstructions of images x [n, pixels]: decoded at each group's posterior mean.
+    pub async fn reconstruct(&mut self, x: &[f32]) -> Result<Vec<f32>, TrainError> {
+        let rows = crate::training::rows_of(x, self.train.pixels_per_image())?;
+        Ok(self.decode_drawn(Some(x), rows, &vec![Draw::Sample(Mode::PosteriorMean); self.layout.groups.len()], 0).await?.images)
+    }
+
+    /// `rows` rows decoded with each group's z got as `draws` says (top group first; `x`
+    /// [rows, pixels] for posterior draws), noise from `seed`: the images and each group's z.
+    pub async fn decode_drawn(&mut self, x: Option<&[f32]>, rows: usize, draws: &[Draw], seed: u32) -> Result<Decoded, TrainError> {
+        check_draws(&self.layout, x, rows, draws, self.train.pixels_per_image())?;
+        let pass = super::in_pool(|| forward_drawn(&self.layout, &self.params, x, rows, draws, seed, crate::rng::PRIOR_RNG_STEP));
+        let images = crate::ops::loss::images(crate::model::Likelihood::Bernoulli, &pass.values[self.layout.output], self.train.pixels_per_image(), crate::ops::loss::Statistic::Mean);
+        Ok(Decoded { images, z: self.layout.groups.iter().map(|&i| pass.values[i].clone()).collect() })
+    }
+
+    /// The parameters, in the flat layout of `layout()`.
+    pub async fn parameters(&self) -> Result<Vec<f32>, TrainError> {
+        Ok(self.params.clone())
+    }
+
+    /// Replaces the parameters (and restarts Adam's moments), e.g. from a checkpoint.
+    pub fn set_parameters(&mut self, params: &[f32]) -> Result<(), TrainError> {
+        if params.len() != self.layout.len {
+            return Err(TrainError::Data(format!("expected {} parameters, got {}", self.layout.len, params.len())));
+        }
+        self.params = params.to_vec();
+        self.m.fill(0.0);
+        self.v.fill(0.0);
+        Ok(())
     }
 
     fn reconstruction(&self, pass: &Pass, x: &[f32]) -> Vec<f64> {

@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::layout::LayoutBuilder;
+use crate::ops::gaussian::Mode;
 use super::{bad, ConfigError, Layer, LayerLayout, Shape, Tensor};
 
 /// What a node computes.
@@ -231,10 +232,12 @@ impl GraphLayout {
         self.tensors.iter().find(|t| t.name == name)
     }
 
-    /// Which nodes a pass computes to reach the output: from data (`x` in hand), all those the
-    /// output depends on; from the prior (sampling: no `x`), a Gaussian node reads its prior
-    /// only, so the encoder is skipped.
-    pub fn needed(&self, from_prior: bool) -> Vec<bool> {
+    /// Which nodes a pass computes to reach the output, given how it gets each group's z (top
+    /// group first; `Draw::mode`): drawn from the posterior, a group reads its prior and the
+    /// encoder's shift; from the prior, its prior only (sampling skips the encoder); given, it
+    /// reads nothing (the layers above it are not run unless another group needs them).
+    pub fn needed(&self, draws: &[Option<Mode>]) -> Vec<bool> {
+        assert_eq!(draws.len(), self.groups.len(), "one draw per group");
         let mut needed = vec![false; self.nodes.len()];
         needed[self.output] = true;
         for i in (0..self.nodes.len()).rev() {
@@ -242,11 +245,36 @@ impl GraphLayout {
                 continue;
             }
             let p = &self.nodes[i];
-            let reads = if from_prior && p.group.is_some() { &p.inputs[..p.inputs.len() - 1] } else { &p.inputs[..] };
+            let reads = match p.group.map(|(group, _)| draws[group]) {
+                None => &p.inputs[..],
+                Some(None) => &[][..],
+                Some(Some(Mode::Prior | Mode::PriorMean)) => &p.inputs[..p.inputs.len() - 1],
+                Some(Some(Mode::Posterior | Mode::PosteriorMean)) => &p.inputs[..],
+            };
             for &j in reads {
                 needed[j] = true;
             }
         }
         needed
+    }
+}
+
+/// How a pass gets a group's z: drawn by `ops::gaussian`'s kernels (from the posterior or the
+/// prior, or at their means), or given by the caller (a code to decode, or one group kept while
+/// another is redrawn).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Draw {
+    Sample(Mode),
+    /// z [rows, n] of the group.
+    Given(Vec<f32>),
+}
+
+impl Draw {
+    /// The mode the kernels draw in; None for a given z.
+    pub fn mode(&self) -> Option<Mode> {
+        match self {
+            Draw::Sample(mode) => Some(*mode),
+            Draw::Given(_) => None,
+        }
     }
 }

@@ -17,7 +17,7 @@ mod shape;
 pub use activation::Activation;
 pub use architecture::Architecture;
 pub use config::{Config, ConfigError};
-pub use graph::{Graph, GraphLayout, Node, Op, Placed};
+pub use graph::{Draw, Graph, GraphLayout, Node, Op, Placed};
 pub use latent_type::LatentType;
 pub use layer::Layer;
 pub use layout::{activation_before, initial_graph_parameters, initial_parameters, LayerLayout, Layout, Tensor};

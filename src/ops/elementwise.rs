@@ -7,6 +7,8 @@
 //!
 //! The residual add y = a + b sends dy unchanged to both inputs; a value read by two ops (the
 //! skip connection's fan-out) receives the sum of both gradients, which `add_into` accumulates.
+//! A layer with a fused activation whose gradient arrives as such a sum gets the activation's
+//! slope from `activation_backward` (its CPU reference: `Activation::derivative_from_output`).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -20,10 +22,13 @@ pub struct ElementwiseOp {
     pub a_off: u32,
     /// silu_backward: dy; add: b.
     pub b_off: u32,
-    /// silu_forward: y; silu_backward: dz; add: a + b; add_into: the sum it adds to.
+    /// silu_forward: y; silu_backward: dz; add: a + b; add_into: the sum it adds to;
+    /// activation_backward: dy, made dz in place (a_off: the layer's output).
     pub y_off: u32,
-    /// silu_backward: 1 adds dz to what is at y_off (a value read by two ops), 0 writes it.
+    /// silu_backward, add_into: 1 adds to what is at y_off (a value read by two ops), 0 writes.
     pub accumulate: u32,
+    /// activation_backward: the layer's fused activation (`Activation::code`).
+    pub activation: u32,
 }
 
 /// Invocations per workgroup of every elementwise kernel.

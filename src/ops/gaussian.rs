@@ -71,10 +71,13 @@ pub struct GaussianOp {
     /// gaussian_reduce adds log q(z) - log p(z) to each row's value here (NONE: skip): the
     /// importance-weighted bound's -log w, as `latent_log_ratio` does.
     pub ratio_off: u32,
-    /// Weight of this group's KL in the loss (beta, warm-up, balancing) over the batch.
+    /// Weight of this group's KL in the loss (beta, balancing) over the batch.
     pub kl_weight: f32,
     /// `Mode::code`.
     pub mode: u32,
+    /// KL warm-up steps: the weight is kl_weight x min(1, t / warmup) at Adam's step t
+    /// (`training::Schedule::kl_weight`); 0: no warm-up.
+    pub warmup: u32,
 }
 
 impl GaussianOp {

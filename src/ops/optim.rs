@@ -16,6 +16,15 @@ pub struct OptimOp {
     pub lr: f32,
     pub beta: f32,
     pub check: u32,
+    /// accumulate: KL tensors of `batch` values, one after another from kl_off (a hierarchy's
+    /// groups; 1 for the other models), each summed into the metrics too.
+    pub groups: u32,
+    /// accumulate: KL warm-up steps, for the loss it checks (0: none).
+    pub warmup: u32,
+    /// adam: the learning rate at `total_steps`, decaying from `lr` along a cosine
+    /// (`training::Schedule::learning_rate`); total_steps 0 keeps `lr`.
+    pub lr_final: f32,
+    pub total_steps: u32,
 }
 
 impl OptimOp {

@@ -24,7 +24,7 @@ pub struct Pass {
 pub fn forward(g: &GraphLayout, params: &[f64], x: Option<&[f64]>, rows: usize, mode: Mode, seed: u32, step: u32) -> Pass {
     let from_prior = matches!(mode, Mode::Prior | Mode::PriorMean);
     assert_eq!(x.is_none(), from_prior, "data in the posterior modes, none in the prior ones");
-    let needed = g.needed(from_prior);
+    let needed = g.needed(&vec![Some(mode); g.groups.len()]);
     let mut values: Vec<Vec<f64>> = vec![Vec::new(); g.nodes.len()];
     let mut eps = vec![Vec::new(); g.groups.len()];
     values[0] = x.map_or_else(Vec::new, <[f64]>::to_vec);

@@ -594,7 +594,7 @@ pub async fn hierarchy_ops_parity(log: impl Fn(&str)) {
     let a: Vec<f32> = (0..len).map(|i| if i % 101 == 0 { rng.range(-120.0, 120.0) } else { rng.range(-8.0, 8.0) }).collect();
     let b = rng.vec(len, -1.0, 1.0);
     let before = rng.vec(len, -1.0, 1.0);
-    let op = ElementwiseOp { len: len as u32, a_off: 0, b_off: len as u32, y_off: 2 * len as u32, accumulate: 0 };
+    let op = ElementwiseOp { len: len as u32, a_off: 0, b_off: len as u32, y_off: 2 * len as u32, accumulate: 0, activation: 0 };
     let scratch = |out: &[f32]| Scratch { acts: [&a[..], &b[..], out].concat(), ..Default::default() };
     let run = |kernel, op: ElementwiseOp, out: Vec<f32>| {
         let s = scratch(&out);
@@ -619,11 +619,19 @@ pub async fn hierarchy_ops_parity(log: impl Fn(&str)) {
     assert_close("CPU path add", &cpu::add(&a, &b), &sum, 1e-6, 1e-6);
     let mut want = f64s(&before);
     elementwise::add_into(&mut want, &a64);
-    let op_into = ElementwiseOp { a_off: 0, y_off: 2 * len as u32, ..op };
+    let op_into = ElementwiseOp { a_off: 0, y_off: 2 * len as u32, accumulate: 1, ..op };
     assert_close("add_into", &run(Kernel::AddInto, op_into, before.clone()).await, &f32s(&want), 1e-6, 1e-6);
+    assert_close("add_into, the first gradient (written)", &run(Kernel::AddInto, ElementwiseOp { accumulate: 0, ..op_into }, before.clone()).await, &a, 0.0, 0.0);
     let mut got = before.clone();
     cpu::add_into(&mut got, &a);
     assert_close("CPU path add_into", &got, &f32s(&want), 1e-6, 1e-6);
+    // A fused activation's slope, in place: b holds the layer's outputs (in tanh's range), the
+    // output region dy.
+    for act in [Activation::Relu, Activation::Tanh] {
+        let op = ElementwiseOp { a_off: len as u32, activation: act.code(), ..op };
+        let want: Vec<f32> = b64.iter().zip(&before).map(|(&y, &g)| (g as f64 * act.derivative_from_output(y)) as f32).collect();
+        assert_close(&format!("activation_backward ({act:?})"), &run(Kernel::ActivationBackward, op, before.clone()).await, &want, 1e-6, 1e-7);
+    }
 
     // Gaussian groups. acts: prior | delta | eps | z | dz | dprior | ddelta | kl | ratio
     let step = 9;
@@ -638,7 +646,7 @@ pub async fn hierarchy_ops_parity(log: impl Fn(&str)) {
         let (kl_weight, dim_base, seed) = (0.3, 100, 55);
         let op = GaussianOp {
             rows: rows as u32, n: n as u32, seed, dim_base, prior_off: if with_prior { prior_off } else { NONE }, delta_off, eps_off, z_off, dz_off,
-            dprior_off: if with_prior { dprior_off } else { NONE }, ddelta_off, kl_off, ratio_off, kl_weight, mode: 0,
+            dprior_off: if with_prior { dprior_off } else { NONE }, ddelta_off, kl_off, ratio_off, kl_weight, mode: 0, warmup: 0,
         };
         let (prior64, delta64) = (f64s(&prior), f64s(&delta));
         let prior64 = with_prior.then_some(&prior64[..]);
@@ -671,8 +679,14 @@ pub async fn hierarchy_ops_parity(log: impl Fn(&str)) {
         } else {
             assert!(dprior_got.iter().all(|&v| v == 0.0), "{}: wrote a prior gradient with no prior tensor", what("gaussian_backward"));
         }
+        // Under a warm-up of 4 steps, at Adam's step 1 the KL weighs a quarter.
+        let mut rec = webvae::kernels::Records::new(kernels.shape);
+        rec.push(Kernel::GaussianBackward, GaussianOp { warmup: 4, ..op }, op.per_element());
+        let warm = run_records(&gpu, &kernels, &rec, &got, step).await;
+        let (_, ddelta) = gaussian::backward(prior64, &delta64, &eps, &f64s(&dz), rows, n, kl_weight as f64 / 4.0);
+        assert_close(&what("gaussian_backward d delta, warming up"), &warm.acts[ddelta_off as usize..kl_off as usize], &f32s(&ddelta), 1e-5, 1e-6);
     }
-    log("silu_forward, silu_backward, add, add_into (GPU and CPU path), gaussian_sample in each mode, gaussian_reduce and gaussian_backward: match the CPU reference");
+    log("silu_forward, silu_backward, add, add_into, activation_backward (GPU and CPU path), gaussian_sample in each mode, gaussian_reduce and gaussian_backward: match the CPU reference");
 }
 
 /// Two groups (3 flat latents with prior N(0, I); 2 x 4 x 4 spatial with a prior from the
@@ -751,18 +765,19 @@ pub fn tiny_mnist(n: usize) -> (Dataset, Dataset) {
     (shrink(train), shrink(test))
 }
 
-/// 20 steps of the small hierarchy on the CPU path (`cpu::graph::GraphTrainer`: batches, noise,
-/// the schedule's learning rate and KL warm-up, Adam) against the same steps by the graph oracle
-/// in f64: every step's losses, and every tensor after 20 steps.
-pub async fn cpu_graph_training_parity(log: impl Fn(&str)) {
-    use webvae::cpu::graph::{GraphTrainer, Schedule};
+/// 20 steps of the small hierarchy on `device` (the GPU's or the CPU path's graph trainer:
+/// batches, noise, the schedule's learning rate and KL warm-up, Adam) against the same steps by
+/// the graph oracle in f64: every step's losses, and every tensor after 20 steps.
+pub async fn graph_training_parity(log: impl Fn(&str), device: Device) {
+    use webvae::backend::GraphBackend;
     use webvae::ops::gaussian::Mode;
     use webvae::reference::graph as oracle;
+    use webvae::training::Schedule;
     let (train, test) = tiny_mnist(96);
     let schedule = Schedule { batch_size: 16, learning_rate: 3e-3, final_learning_rate: 1e-3, total_steps: 20, kl_warmup_steps: 8, seed: 3 };
-    let mut trainer = GraphTrainer::new(&small_hierarchy(), schedule.clone(), &train, &test).unwrap();
-    let g = trainer.layout.clone();
-    let initial = trainer.params.clone();
+    let mut trainer = GraphBackend::new(&device, &small_hierarchy(), schedule.clone(), &train, &test).unwrap_or_else(|e| panic!("{e}"));
+    let g = trainer.layout().clone();
+    let initial = trainer.parameters().await.unwrap();
     let mut params = f64s(&initial);
     let (mut m, mut v) = (vec![0.0; g.len], vec![0.0; g.len]);
     let steps_per_epoch = (train.count / schedule.batch_size) as u32;
@@ -779,14 +794,87 @@ pub async fn cpu_graph_training_parity(log: impl Fn(&str)) {
         let grads = oracle::backward(&g, &params, &pass, &x, webvae::model::Likelihood::Bernoulli, &vec![warm; kl.len()], 1.0 / rows as f64);
         optim::adam(&mut params, &grads, &mut m, &mut v, step + 1, schedule.learning_rate(step) as f64);
         trainer.train(1).unwrap();
-        let got = trainer.metrics();
-        let what = format!("small hierarchy step {step}");
+        let got = trainer.metrics().await.unwrap_or_else(|e| panic!("{e}"));
+        let what = format!("small hierarchy on the {} step {step}", device.kind());
         assert_close(&format!("{what} reconstruction"), &[got.reconstruction as f32], &[recon as f32], 2e-4, 1e-3);
         assert_close(&format!("{what} KL per group"), &f32s(&got.kl), &f32s(&kl), 2e-3, 1e-3);
         assert_close(&format!("{what} loss"), &[got.loss as f32], &[(recon + warm * kl.iter().sum::<f64>()) as f32], 2e-4, 1e-3);
     }
-    let worst = assert_tensors_agree("small hierarchy after 20 steps", &g.tensors, &trainer.params, &f32s(&params), &initial);
-    let changed = trainer.params.iter().zip(&initial).filter(|(a, b)| a != b).count();
+    let got = trainer.parameters().await.unwrap();
+    let worst = assert_tensors_agree(&format!("small hierarchy on the {} after 20 steps", device.kind()), &g.tensors, &got, &f32s(&params), &initial);
+    let changed = got.iter().zip(&initial).filter(|(a, b)| a != b).count();
     assert!(changed > g.len / 2, "only {changed} of {} parameters changed", g.len);
-    log(&format!("training parity of the small hierarchy on the CPU path: 20 steps match the graph oracle (largest weight difference {worst:.2} of its tensor's tolerance)"));
+    log(&format!("training parity of the small hierarchy on the {}: 20 steps match the graph oracle (largest weight difference {worst:.2} of its tensor's tolerance)", device.kind()));
+}
+
+/// `graph_training_parity` on the GPU in both kernel shapes.
+pub async fn gpu_graph_training_parity(log: impl Fn(&str)) {
+    for shape in KernelShape::ALL {
+        let gpu = gpu_or_fail(&log).await.with_shape(shape);
+        log(&format!("{} kernels:", shape.name()));
+        graph_training_parity(&log, Device::Gpu(gpu)).await;
+    }
+}
+
+/// The same model's evaluation, bound, samples and reconstructions on the GPU and on the CPU
+/// path after a few steps of the same training: the GPU graph trainer's passes against the CPU
+/// path's (itself checked against the oracle above).
+pub async fn graph_passes_agree(log: impl Fn(&str)) {
+    use webvae::backend::GraphBackend;
+    use webvae::training::Schedule;
+    let (train, test) = tiny_mnist(96);
+    let schedule = Schedule { batch_size: 16, learning_rate: 3e-3, final_learning_rate: 1e-3, total_steps: 20, kl_warmup_steps: 8, seed: 3 };
+    let gpu = gpu_or_fail(&log).await;
+    let on = |device: Device| GraphBackend::new(&device, &small_hierarchy(), schedule.clone(), &train, &test).unwrap_or_else(|e| panic!("{e}"));
+    let (mut a, mut b) = (on(Device::Gpu(gpu)), on(Device::Cpu));
+    a.train(6).unwrap();
+    b.train(6).unwrap();
+    let (ea, eb) = (a.evaluate().await.unwrap(), b.evaluate().await.unwrap());
+    assert_close("test -ELBO, reconstruction and KL per group", &f32s(&[[ea.nelbo, ea.reconstruction].as_slice(), &ea.kl].concat()), &f32s(&[[eb.nelbo, eb.reconstruction].as_slice(), &eb.kl].concat()), 2e-4, 1e-3);
+    let (ia, ib) = (a.importance_weighted_nll(5).await.unwrap(), b.importance_weighted_nll(5).await.unwrap());
+    assert_close("importance-weighted bound, k = 5", &[ia as f32], &[ib as f32], 2e-4, 1e-3);
+    assert!(ia < ea.nelbo, "the bound {ia} is not below the ELBO {}", ea.nelbo);
+    for mean in [false, true] {
+        let (sa, sb) = (a.sample(12, 7, mean).await.unwrap(), b.sample(12, 7, mean).await.unwrap());
+        assert_close(&format!("samples from the prior (means: {mean})"), &sa, &sb, 1e-3, 1e-4);
+    }
+    let x: Vec<f32> = (0..5).flat_map(|i| test.image(i)).collect();
+    assert_close("reconstructions", &a.reconstruct(&x).await.unwrap(), &b.reconstruct(&x).await.unwrap(), 1e-3, 1e-4);
+    // What a hierarchy shows: the top group kept (at x's posterior mean) and the lower one drawn
+    // from its prior, and the reverse (the lower group's code kept, the top one redrawn); the
+    // top group's code decoded with the lower one at its prior mean.
+    use webvae::model::Draw;
+    use webvae::ops::gaussian::Mode;
+    let rows = 5;
+    let kept = b.decode_drawn(Some(&x), rows, &[Draw::Sample(Mode::PosteriorMean), Draw::Sample(Mode::PosteriorMean)], 0).await.unwrap();
+    let views: [(&str, Vec<Draw>, u32); 4] = [
+        ("the top group kept, the lower one redrawn", vec![Draw::Sample(Mode::PosteriorMean), Draw::Sample(Mode::Prior)], 11),
+        ("the same with other noise", vec![Draw::Sample(Mode::PosteriorMean), Draw::Sample(Mode::Prior)], 12),
+        ("the lower group kept, the top one redrawn", vec![Draw::Sample(Mode::Prior), Draw::Given(kept.z[1].clone())], 11),
+        ("the top group's code decoded", vec![Draw::Given(kept.z[0].clone()), Draw::Sample(Mode::PriorMean)], 0),
+    ];
+    let mut images = Vec::new();
+    for (what, draws, seed) in views {
+        let (da, db) = (a.decode_drawn(Some(&x), rows, &draws, seed).await.unwrap(), b.decode_drawn(Some(&x), rows, &draws, seed).await.unwrap());
+        assert_close(what, &da.images, &db.images, 1e-3, 1e-4);
+        for (group, (za, zb)) in da.z.iter().zip(&db.z).enumerate() {
+            assert_close(&format!("{what}: group {group}'s code"), za, zb, 1e-3, 1e-4);
+        }
+        // A kept group's code is the one given, or x's posterior mean again.
+        for (group, draw) in draws.iter().enumerate() {
+            match draw {
+                Draw::Given(z) => assert!(&da.z[group] == z && &db.z[group] == z, "{what}: group {group}'s given code changed"),
+                Draw::Sample(Mode::PosteriorMean) => assert_eq!(db.z[group], kept.z[group], "{what}: group {group}'s code was not kept"),
+                _ => {}
+            }
+        }
+        images.push(db.images);
+    }
+    let moved = images[0].iter().zip(&images[1]).filter(|(p, q)| (*p - *q).abs() > 1e-3).count();
+    assert!(moved > 0, "redrawing the lower group with other noise changed no pixel");
+    let refused = b.decode_drawn(None, rows, &[Draw::Sample(Mode::PosteriorMean), Draw::Sample(Mode::Prior)], 0).await.unwrap_err().to_string();
+    assert!(refused.contains("needs images"), "{refused}");
+    let refused = a.decode_drawn(None, rows, &[Draw::Given(vec![0.0; 3]), Draw::Sample(Mode::Prior)], 0).await.unwrap_err().to_string();
+    assert!(refused.contains("takes 5 codes"), "{refused}");
+    log(&format!("the GPU's graph passes (evaluation {:.3} nats, bound {ia:.3}, samples, reconstructions): match the CPU path's", ea.nelbo));
 }
