@@ -21,8 +21,8 @@ try {
   const models = (process.env.MODELS || "mlp conv").split(/\s+/).filter(Boolean);
   const samples = Number(process.env.SAMPLES || 15);
   for (const model of models) {
-    // The conv step takes seconds on a software adapter: fewer samples keep the run short.
-    const n = model === "conv" ? Number(process.env.CONV_SAMPLES || 5) : samples;
+    // The conv and hvae steps take seconds on a software adapter: fewer samples keep the run short.
+    const n = model === "mlp" ? samples : Number(process.env.CONV_SAMPLES || 5);
     for (const line of await bench(model, n, "gpu")) console.log(line);
   }
   // The CPU path in the page's worker, on the plain build (one thread) and on the threaded one
@@ -45,7 +45,7 @@ try {
         }
       }
       return runs.flatMap((r) => [...r].sort((a, b) => a.ms - b.ms)[r.length >> 1].lines);
-    }, [model, model === "conv" ? 2 : 3, cores, rounds]);
+    }, [model, model === "mlp" ? 3 : 2, cores, rounds]);
     for (const line of lines) console.log(line);
   }
 } catch (e) {

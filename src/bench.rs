@@ -10,7 +10,10 @@ use crate::kernels::{Kernel, Kernels, Records, SingleKernel};
 use crate::ops::linear::LinearOp;
 use crate::model::Config;
 use crate::rng::Rng;
+use crate::model::Graph;
+use crate::trainer::graph::{graph_flops_per_step, GraphTrainer};
 use crate::trainer::{flops_per_step, Trainer};
+use crate::training::Schedule;
 use crate::training::TrainError;
 
 /// One matmul kernel's timing.
@@ -104,7 +107,10 @@ fn synthetic(count: usize, seed: u32) -> Dataset {
 /// alone, and for the MLP the three matmul kernels at its largest shape. `now` is a clock in
 /// milliseconds.
 pub async fn run(gpu: Gpu, model: &str, samples: usize, now: impl Fn() -> f64) -> Result<Report, TrainError> {
-    let config = Config::preset(model).ok_or_else(|| TrainError::Data(format!("unknown model \"{model}\" (expected mlp or conv)")))?;
+    if model == "hvae" {
+        return run_hvae(gpu, samples, now).await;
+    }
+    let config = Config::preset(model).ok_or_else(|| TrainError::Data(format!("unknown model \"{model}\" (expected a preset, or hvae)")))?;
     let kernel_timings = if model == "mlp" { time_matmuls(&gpu, &now).await? } else { Vec::new() };
     let adapter = gpu.adapter_summary();
     let mut trainer = Trainer::new(gpu, config.clone(), &synthetic(9000, 1), &synthetic(1000, 2))?;
@@ -157,7 +163,10 @@ pub async fn run(gpu: Gpu, model: &str, samples: usize, now: impl Fn() -> f64) -
 /// times it on the GPU: after warm-up, `samples` times, each over enough steps to take ~200 ms;
 /// on the threads of the rayon pool it is called in.
 pub fn run_cpu(model: &str, samples: usize, now: impl Fn() -> f64) -> Result<Report, TrainError> {
-    let config = Config::preset(model).ok_or_else(|| TrainError::Data(format!("unknown model \"{model}\" (expected mlp or conv)")))?;
+    if model == "hvae" {
+        return run_hvae_cpu(samples, now);
+    }
+    let config = Config::preset(model).ok_or_else(|| TrainError::Data(format!("unknown model \"{model}\" (expected a preset, or hvae)")))?;
     let mut trainer = CpuTrainer::new(config.clone(), &synthetic(9000, 1), &synthetic(1000, 2))?;
     trainer.train(2)?;
     let t0 = now();
@@ -182,6 +191,77 @@ pub fn run_cpu(model: &str, samples: usize, now: impl Fn() -> f64) -> Result<Rep
         dispatches_per_step: 0,
         readbacks_per_step: 0.0,
         steps_timed: samples as u32 * per_sample,
+        kernels: Vec::new(),
+        profile: Vec::new(),
+    })
+}
+
+/// The hierarchy (`Graph::hvae`) at batch 128, as the page trains it: its schedule over 50
+/// epochs of the bundled digits.
+fn hvae_schedule() -> Schedule {
+    Schedule { batch_size: 128, learning_rate: 2e-3, final_learning_rate: 1e-4, total_steps: 50 * 70, kl_warmup_steps: 5 * 70, seed: 1 }
+}
+
+/// Times the hierarchy's training step on the GPU, as `run` times a preset's (no per-dispatch
+/// profile: a step of it is ~60 dispatches, and `make gpu-report` lists their grids).
+async fn run_hvae(gpu: Gpu, samples: usize, now: impl Fn() -> f64) -> Result<Report, TrainError> {
+    let adapter = gpu.adapter_summary();
+    let schedule = hvae_schedule();
+    let mut trainer = GraphTrainer::new(gpu, &Graph::hvae(), schedule.clone(), &synthetic(9000, 1), &synthetic(1000, 2))?;
+    let gpu = trainer.gpu().clone();
+    trainer.train(1)?;
+    gpu.finish().await?;
+    let readbacks = gpu.readbacks();
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let t0 = now();
+        trainer.train(1)?;
+        gpu.finish().await?;
+        times.push(now() - t0);
+    }
+    let readbacks_per_step = (gpu.readbacks() - readbacks) as f64 / samples as f64;
+    trainer.metrics().await?;
+    let ms_per_step = median(times);
+    Ok(Report {
+        model: "hvae".into(),
+        shape: Some(gpu.shape.name()),
+        threads: None,
+        adapter,
+        ms_per_step,
+        flops_per_step: graph_flops_per_step(trainer.layout(), &schedule),
+        samples_per_s: schedule.batch_size as f64 * 1000.0 / ms_per_step,
+        dispatches_per_step: trainer.dispatches_per_step(),
+        readbacks_per_step,
+        steps_timed: samples as u32,
+        kernels: Vec::new(),
+        profile: Vec::new(),
+    })
+}
+
+/// The hierarchy's training step on the CPU path, on the threads of the pool it is called in.
+fn run_hvae_cpu(samples: usize, now: impl Fn() -> f64) -> Result<Report, TrainError> {
+    let schedule = hvae_schedule();
+    let mut trainer = crate::cpu::graph::GraphTrainer::new(&Graph::hvae(), schedule.clone(), &synthetic(9000, 1), &synthetic(1000, 2))?;
+    trainer.train(1)?;
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let t0 = now();
+        trainer.train(1)?;
+        times.push(now() - t0);
+    }
+    let ms_per_step = median(times);
+    let threads = rayon::current_num_threads();
+    Ok(Report {
+        model: "hvae".into(),
+        shape: None,
+        threads: Some(threads),
+        flops_per_step: graph_flops_per_step(trainer.layout(), &schedule),
+        adapter: format!("CPU, f32 on {threads} thread{} (matrixmultiply sgemm; simd128 in wasm)", if threads == 1 { "" } else { "s" }),
+        ms_per_step,
+        samples_per_s: schedule.batch_size as f64 * 1000.0 / ms_per_step,
+        dispatches_per_step: 0,
+        readbacks_per_step: 0.0,
+        steps_timed: samples as u32,
         kernels: Vec::new(),
         profile: Vec::new(),
     })

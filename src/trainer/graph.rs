@@ -398,6 +398,15 @@ pub fn step_memory(g: &GraphLayout, batch: usize, shape: KernelShape) -> usize {
     GraphActs::new(g, &Pass::Train, batch, shape).len * 4
 }
 
+/// The useful floating-point operations of one training step of `g` (its products' multiply-adds
+/// x 2, as `trainer::flops_per_step` counts them).
+pub fn graph_flops_per_step(g: &GraphLayout, schedule: &Schedule) -> f64 {
+    let acts = GraphActs::new(g, &Pass::Train, schedule.batch_size, KernelShape::Software);
+    let mut rec = Records::new(KernelShape::Software);
+    build_plan(&mut rec, g, schedule, &acts, &Pass::Train, schedule.batch_size);
+    rec.dispatches.iter().map(|d| d.flops).sum()
+}
+
 /// An element-wise dispatch over `len` values.
 fn elementwise(rec: &mut Records, kernel: Kernel, len: usize, a: u32, b: u32, y: u32, accumulate: bool) {
     let op = ElementwiseOp { len: len as u32, a_off: a, b_off: b, y_off: y, accumulate: accumulate as u32, activation: 0 };
