@@ -83,14 +83,20 @@ pub struct Schedule {
     pub learning_rate: f32,
     /// The learning rate at `total_steps` (cosine decay from `learning_rate`).
     pub final_learning_rate: f32,
+    /// Steps of the cosine decay; 0 keeps `learning_rate` throughout.
     pub total_steps: u32,
-    /// The KL's weight rises linearly from 1 / kl_warmup_steps to 1 over these steps.
+    /// The KL's weight rises linearly from 1 / kl_warmup_steps to 1 over these steps (0: no
+    /// warm-up).
     pub kl_warmup_steps: u32,
     pub seed: u32,
 }
 
 impl Schedule {
+    /// The learning rate at `step` (0-based): constant when `total_steps` is 0.
     pub fn learning_rate(&self, step: u32) -> f32 {
+        if self.total_steps == 0 {
+            return self.learning_rate;
+        }
         let done = (step as f64 / self.total_steps.max(1) as f64).min(1.0);
         let (hi, lo) = (self.learning_rate as f64, self.final_learning_rate as f64);
         (lo + 0.5 * (hi - lo) * (1.0 + (std::f64::consts::PI * done).cos())) as f32
@@ -151,13 +157,21 @@ pub(crate) fn check_model_and_data(config: &Config, train: &Dataset, test: &Data
 
 
 /// A graph model's layout on the images of `train` (checked against `test`'s size and the
-/// schedule's batch): its output must be the image's shape (a Bernoulli decoder's logits).
+/// schedule's batch): its output must be the datapoint's shape (a Bernoulli decoder's logits).
 pub(crate) fn check_graph_and_data(graph: &Graph, schedule: &Schedule, train: &Dataset, test: &Dataset) -> Result<GraphLayout, TrainError> {
     let input = Shape::Image { channels: 1, height: train.rows, width: train.cols };
     if (test.rows, test.cols) != (train.rows, train.cols) {
         return Err(TrainError::Data(format!("the test images are {}x{} but the training images {}x{}", test.rows, test.cols, train.rows, train.cols)));
     }
-    let layout = graph.layout(input)?;
+    // The datapoint is the image, or its pixels in a row for a model that reads them so (the
+    // MLP presets as graphs).
+    let (layout, input) = match graph.layout(input) {
+        Ok(layout) => (layout, input),
+        Err(e) => {
+            let flat = Shape::Flat(input.len());
+            (graph.layout(flat).map_err(|_| e)?, flat)
+        }
+    };
     let output = layout.nodes[layout.output].output;
     if output != input {
         return Err(ConfigError { field: "graph", message: format!("the output is {output} but the images need {input}") }.into());

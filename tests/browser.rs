@@ -65,3 +65,9 @@ async fn graph_training_matches_reference() {
 async fn graph_passes_match_the_cpu_path() {
     common::graph_passes_agree(log).await;
 }
+
+#[wasm_bindgen_test]
+async fn the_mlp_preset_trains_as_a_graph() {
+    let gpu = common::gpu_or_fail(log).await;
+    common::preset_trains_as_a_graph(log, webvae::backend::Device::Gpu(gpu)).await;
+}

@@ -51,3 +51,9 @@ fn graph_training_steps_match_reference() {
 fn graph_passes_match_the_cpu_path() {
     pollster::block_on(common::graph_passes_agree(log));
 }
+
+#[test]
+fn the_mlp_preset_trains_as_a_graph() {
+    let gpu = pollster::block_on(common::gpu_or_fail(log));
+    pollster::block_on(common::preset_trains_as_a_graph(log, webvae::backend::Device::Gpu(gpu)));
+}

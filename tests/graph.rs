@@ -117,3 +117,48 @@ fn cpu_path_graph_matches_oracle() {
 fn cpu_path_trains_a_hierarchy_as_the_oracle_does() {
     pollster::block_on(common::graph_training_parity(|s| println!("{s}"), webvae::backend::Device::Cpu));
 }
+
+/// The layer-stack presets expressed as graphs (`Graph::from_config`): the same tensors (names,
+/// shapes, offsets), the same initial weights, and the graph oracle computes what the stacks'
+/// oracle computes, the decoder's output, the KL and every gradient, with the same noise.
+#[test]
+fn the_presets_are_graphs_with_their_own_tensors_and_math() {
+    use webvae::model::{initial_graph_parameters, initial_parameters, Config, Layout};
+    use webvae::reference;
+    let close = |what: &str, got: &[f64], want: &[f64]| {
+        assert_eq!(got.len(), want.len(), "{what}: lengths");
+        let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-12);
+        let worst = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(worst <= 1e-9 * scale, "{what}: differs by {worst:e} (largest value {scale:e})");
+    };
+    for name in ["mlp", "conv", "mlp-gauss-var", "conv-gauss-var"] {
+        let config = Config::preset(name).unwrap();
+        let layout = Layout::new(&config);
+        let g = Graph::from_config(&config).unwrap().layout(config.input).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(g.tensors, layout.tensors, "{name}: tensors");
+        assert_eq!(g.len, layout.len);
+        let mut rng = Rng::new(8);
+        let mean = rng.vec(config.pixels(), 0.0, 1.0);
+        let initial = initial_parameters(&config, &layout, Some(&mean));
+        assert_eq!(initial_graph_parameters(&g, config.seed, config.likelihood, &mean), initial, "{name}: initial weights");
+
+        let (rows, step) = (3, 5);
+        let params = common::f64s(&initial);
+        let x = common::f64s(&rng.vec(rows * config.pixels(), 0.0, 1.0));
+        let fwd = reference::forward(&config, &layout, &params, &x, &reference::step_eps(&config, step, rows), step);
+        let pass = oracle::forward(&g, &params, Some(&x), rows, Mode::Posterior, config.seed, step);
+        close(&format!("{name}: decoder output"), &pass.values[g.output], fwd.decoder.last().unwrap());
+        close(&format!("{name}: KL"), &pass.kl(&g)[0], &fwd.kl);
+        let (want, _) = reference::backward(&config, &layout, &params, &x, &fwd);
+        let got = oracle::backward(&g, &params, &pass, &x, config.likelihood, &[config.beta as f64], 1.0 / rows as f64);
+        close(&format!("{name}: gradients"), &got, &want);
+        println!("{name}: {} nodes, {} tensors and {} parameters as the stack places them; the graph oracle's output, KL and gradients match the stack's", g.nodes.len(), g.tensors.len(), g.len);
+    }
+    let categorical = Graph::from_config(&Config::preset("mlp-categorical").unwrap()).unwrap_err().to_string();
+    assert!(categorical.contains("categorical latents are not a graph node yet"), "{categorical}");
+}
+
+#[test]
+fn the_mlp_preset_trains_as_a_graph_on_the_cpu_path() {
+    pollster::block_on(common::preset_trains_as_a_graph(|s| println!("{s}"), webvae::backend::Device::Cpu));
+}

@@ -52,7 +52,7 @@ pub fn forward_drawn(g: &GraphLayout, params: &[f32], x: Option<&[f32]>, rows: u
         }
         let input = |k: usize| &values[node.inputs[k]][..];
         let y = match node.op.expect("only x has no op") {
-            Op::Layer { .. } => layer_forward(node.layer.as_ref().expect("a layer node's layout"), params, input(0), rows),
+            Op::Layer { .. } | Op::Heads { .. } => layer_forward(node.layer.as_ref().expect("a layer node's layout"), params, input(0), rows),
             Op::Silu {} => elementwise::silu_forward(input(0)),
             Op::Add {} => elementwise::add(input(0), input(1)),
             Op::Gaussian {} => {
@@ -94,7 +94,7 @@ pub fn backward(g: &GraphLayout, params: &[f32], pass: &Pass, d_out: Vec<f32>, k
         let dy = d[i].take().unwrap_or_else(|| panic!("node {} got no gradient", node.name));
         let value = |k: usize| &pass.values[node.inputs[k]][..];
         match node.op.expect("only x has no op") {
-            Op::Layer { .. } => {
+            Op::Layer { .. } | Op::Heads { .. } => {
                 let l = node.layer.as_ref().expect("a layer node's layout");
                 let act = l.activation();
                 let dz = if act == Activation::Identity {

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::layout::LayoutBuilder;
 use crate::ops::gaussian::Mode;
-use super::{bad, ConfigError, Layer, LayerLayout, Shape, Tensor};
+use super::{bad, Config, ConfigError, LatentType, Layer, LayerLayout, Shape, Tensor};
 
 /// What a node computes.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -24,6 +24,11 @@ pub enum Op {
     Silu {},
     /// The residual add of its two inputs, of one shape.
     Add {},
+    /// The Gaussian latents' heads of a layer stack (`Config`): a linear layer of 2 latent
+    /// outputs (means, then log-variances) on a flat input, whose tensors are those of
+    /// PyTorch's `mu` and `logvar` modules (`mu.weight`, `logvar.weight`, `mu.bias`,
+    /// `logvar.bias`, placed as `Layout` places them).
+    Heads { latent: usize },
     /// A group of Gaussian latents (`ops::gaussian`), flat or spatial. Inputs: [delta] for the
     /// top group, whose prior is N(0, I), or [prior, delta]; each holds means then
     /// log-variances (2Z values, or 2C channels), and the node's output z has half as many.
@@ -34,6 +39,7 @@ impl Op {
     pub fn kind(&self) -> &'static str {
         match self {
             Op::Layer { layer } => layer.kind(),
+            Op::Heads { .. } => "heads",
             Op::Silu {} => "silu",
             Op::Add {} => "add",
             Op::Gaussian {} => "gaussian",
@@ -122,6 +128,18 @@ impl Graph {
                     layer = Some(placed);
                     output
                 }
+                Op::Heads { latent } => {
+                    let Shape::Flat(inputs) = shape(0) else {
+                        return Err(fail(format!("on {}: the heads need a flat input (end with flatten or linear)", described(0))));
+                    };
+                    if latent == 0 {
+                        return Err(fail("needs at least one latent".into()));
+                    }
+                    let placed = b.place_gaussian_heads(latent, inputs);
+                    let output = placed.output;
+                    layer = Some(placed);
+                    output
+                }
                 Op::Silu {} => shape(0),
                 Op::Add {} => {
                     if shape(0) != shape(1) {
@@ -155,6 +173,35 @@ impl Graph {
             return Err(bad("graph", "a VAE needs at least one gaussian node (a group of latents)"));
         }
         Ok(GraphLayout { nodes, groups, output, tensors: b.tensors, len: b.len })
+    }
+
+    /// A layer stack (`Config`: encoder, heads, z, decoder) as a graph, with the stack's own
+    /// tensor names and flat layout (`Layout`), its initialisation and its noise: the encoder's
+    /// layers `encoder.{i}` and the decoder's `decoder.{i}` numbered as the modules of an
+    /// `nn.Sequential` (an activation other than identity is a module of its own), the heads
+    /// `mu` / `logvar`, and z a group of Gaussian latents with prior N(0, I). Categorical latents
+    /// are not a graph node yet.
+    pub fn from_config(config: &Config) -> Result<Graph, ConfigError> {
+        if !matches!(config.latent_type, LatentType::Gaussian {}) {
+            return Err(bad("latent_type", "categorical latents are not a graph node yet"));
+        }
+        let mut g = Builder::default();
+        let mut input = "x".to_string();
+        let stack = |g: &mut Builder, prefix: &str, layers: &[Layer], input: &mut String| {
+            let mut index = 0;
+            for &layer in layers {
+                let name = format!("{prefix}.{index}");
+                g.node(&name, Op::Layer { layer }, &[input]);
+                index += 1 + (layer.activation() != super::Activation::Identity) as usize;
+                *input = name;
+            }
+        };
+        stack(&mut g, "encoder", &config.encoder, &mut input);
+        g.node("heads", Op::Heads { latent: config.latent }, &[&input]);
+        g.node("z", Op::Gaussian {}, &["heads"]);
+        input = "z".into();
+        stack(&mut g, "decoder", &config.decoder, &mut input);
+        Ok(Graph { nodes: g.nodes, output: input })
     }
 
     /// The `hvae` preset on 28 x 28 digits, after NVAE: a bottom-up encoder down to a residual

@@ -114,9 +114,21 @@ impl LayoutBuilder {
         Ok(LayerLayout { layer, name, input, output, weight, bias })
     }
 
+    /// Places the heads of `latent` Gaussian latents on a flat input of `inputs`: PyTorch's `mu`
+    /// and `logvar` linear modules, stored both weights then both biases, so that together they
+    /// are one linear layer [2 latent, inputs] and [2 latent] (means first), one matmul.
+    pub(super) fn place_gaussian_heads(&mut self, latent: usize, inputs: usize) -> LayerLayout {
+        let weight = self.push("mu.weight".into(), vec![latent, inputs]);
+        self.push("logvar.weight".into(), vec![latent, inputs]);
+        let bias = self.push("mu.bias".into(), vec![latent]);
+        self.push("logvar.bias".into(), vec![latent]);
+        let layer = Layer::linear(2 * latent, Activation::Identity);
+        LayerLayout { layer, name: "mu+logvar".into(), input: Shape::Flat(inputs), output: Shape::Flat(2 * latent), weight, bias }
+    }
+
     /// Places a stack of layers named as the modules of an `nn.Sequential` called `prefix`
     /// (where each activation other than identity is a module of its own).
-    fn stack(&mut self, field: &'static str, prefix: &str, input: Shape, layers: &[Layer]) -> Result<Vec<LayerLayout>, ConfigError> {
+    pub(super) fn stack(&mut self, field: &'static str, prefix: &str, input: Shape, layers: &[Layer]) -> Result<Vec<LayerLayout>, ConfigError> {
         let mut shape = input;
         let mut index = 0;
         let mut out = Vec::with_capacity(layers.len());
@@ -147,18 +159,13 @@ impl Layout {
             return Err(bad("encoder", format!("the encoder ends in a {trunk} output; the latent heads need a flat one (end with flatten or linear)")));
         };
         let (z, heads) = (config.latent, config.latent_type.head_len(config.latent));
-        let (name, weight, bias) = match config.latent_type {
-            // Both weights, then both biases, so that they are contiguous [2z, h] and [2z].
-            LatentType::Gaussian {} => {
-                let weight = b.push("mu.weight".into(), vec![z, h]);
-                b.push("logvar.weight".into(), vec![z, h]);
-                let bias = b.push("mu.bias".into(), vec![z]);
-                b.push("logvar.bias".into(), vec![z]);
-                ("mu+logvar", weight, bias)
+        let head = match config.latent_type {
+            LatentType::Gaussian {} => b.place_gaussian_heads(z, h),
+            LatentType::Categorical { .. } => {
+                let (weight, bias) = (b.push("logits.weight".into(), vec![heads, h]), b.push("logits.bias".into(), vec![heads]));
+                LayerLayout { layer: Layer::linear(heads, Activation::Identity), name: "logits".into(), input: trunk, output: Shape::Flat(heads), weight, bias }
             }
-            LatentType::Categorical { .. } => ("logits", b.push("logits.weight".into(), vec![heads, h]), b.push("logits.bias".into(), vec![heads])),
         };
-        let head = LayerLayout { layer: Layer::linear(heads, Activation::Identity), name: name.into(), input: trunk, output: Shape::Flat(heads), weight, bias };
         let code = Shape::Flat(config.code_len());
         let decoder = b.stack("decoder", "decoder", code, &config.decoder)?;
         let output = decoder.last().map_or(code, |l| l.output);

@@ -34,7 +34,7 @@ pub fn forward(g: &GraphLayout, params: &[f64], x: Option<&[f64]>, rows: usize, 
         }
         let input = |k: usize| &values[node.inputs[k]][..];
         let y = match node.op.expect("only x has no op") {
-            Op::Layer { .. } => ops::layer_forward(node.layer.as_ref().expect("a layer node's layout"), params, input(0), rows),
+            Op::Layer { .. } | Op::Heads { .. } => ops::layer_forward(node.layer.as_ref().expect("a layer node's layout"), params, input(0), rows),
             Op::Silu {} => elementwise::silu_forward(input(0)),
             Op::Add {} => elementwise::add(input(0), input(1)),
             Op::Gaussian {} => {
@@ -95,7 +95,7 @@ pub fn backward(g: &GraphLayout, params: &[f64], pass: &Pass, x: &[f64], likelih
         // Every node reaches the output (`Graph::layout` refuses one that nothing reads).
         let dy = d[i].take().unwrap_or_else(|| panic!("node {} got no gradient", node.name));
         match node.op.expect("only x has no op") {
-            Op::Layer { .. } => {
+            Op::Layer { .. } | Op::Heads { .. } => {
                 let l = node.layer.as_ref().expect("a layer node's layout");
                 let act = l.activation();
                 let dz: Vec<f64> = dy.iter().zip(&pass.values[i]).map(|(&g, &y)| g * act.derivative_from_output(y)).collect();

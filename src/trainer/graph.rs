@@ -460,7 +460,7 @@ fn build_plan(rec: &mut Records, g: &GraphLayout, schedule: &Schedule, a: &Graph
         let input = a.values[node.inputs[0]];
         let len = rows * node.output.len();
         match node.op.expect("only x has no op") {
-            Op::Layer { .. } => ops::record_layer_forward(rec, node.layer.as_ref().expect("a layer node's layout"), rows, input as usize, a.values[i] as usize),
+            Op::Layer { .. } | Op::Heads { .. } => ops::record_layer_forward(rec, node.layer.as_ref().expect("a layer node's layout"), rows, input as usize, a.values[i] as usize),
             Op::Silu {} => elementwise(rec, Kernel::SiluForward, len, input, 0, a.values[i], false),
             Op::Add {} => elementwise(rec, Kernel::Add, len, input, a.values[node.inputs[1]], a.values[i], false),
             Op::Gaussian {} => {
@@ -531,7 +531,7 @@ fn build_plan(rec: &mut Records, g: &GraphLayout, schedule: &Schedule, a: &Graph
         let dy = a.grads[i];
         let mut add_later = Vec::new();
         match node.op.expect("only x has no op") {
-            Op::Layer { .. } => {
+            Op::Layer { .. } | Op::Heads { .. } => {
                 let l = node.layer.as_ref().expect("a layer node's layout");
                 if l.activation() != Activation::Identity {
                     let op = ElementwiseOp { len: len as u32, a_off: a.values[i], b_off: 0, y_off: dy, accumulate: 0, activation: l.activation().code() };

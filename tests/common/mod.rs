@@ -878,3 +878,29 @@ pub async fn graph_passes_agree(log: impl Fn(&str)) {
     assert!(refused.contains("takes 5 codes"), "{refused}");
     log(&format!("the GPU's graph passes (evaluation {:.3} nats, bound {ia:.3}, samples, reconstructions): match the CPU path's", ea.nelbo));
 }
+
+/// The MLP preset trained as a graph (`Graph::from_config`, by the graph trainers) and as the
+/// layer stack it is (`Backend`) on `device`: the same initial weights, and 6 steps with the same
+/// batches, noise and updates give the same losses and weights.
+pub async fn preset_trains_as_a_graph(log: impl Fn(&str), device: Device) {
+    use webvae::backend::GraphBackend;
+    use webvae::model::{Config, Graph};
+    use webvae::training::Schedule;
+    let (train, test) = small_mnist(208);
+    let config = Config { batch_size: 32, ..Config::preset("mlp").unwrap() };
+    let schedule = Schedule { batch_size: 32, learning_rate: config.learning_rate, final_learning_rate: config.learning_rate, total_steps: 0, kl_warmup_steps: 0, seed: config.seed };
+    let mut stack = Backend::new(&device, config.clone(), &train, &test).unwrap_or_else(|e| panic!("{e}"));
+    let mut graph = GraphBackend::new(&device, &Graph::from_config(&config).unwrap(), schedule, &train, &test).unwrap_or_else(|e| panic!("{e}"));
+    let initial = stack.parameters().await.unwrap();
+    assert_eq!(graph.parameters().await.unwrap(), initial, "initial weights");
+    for step in 0..6 {
+        stack.train(1).unwrap();
+        graph.train(1).unwrap();
+        let (a, b) = (stack.metrics().await.unwrap(), graph.metrics().await.unwrap());
+        let what = format!("the MLP preset as a graph on the {}, step {step}", device.kind());
+        assert_close(&format!("{what}: loss, reconstruction, KL"), &f32s(&[b.loss, b.reconstruction, b.kl[0]]), &f32s(&[a.loss, a.reconstruction, a.kl]), 1e-4, 1e-3);
+    }
+    let layout = stack.layout().tensors.clone();
+    let worst = assert_tensors_agree(&format!("the MLP preset as a graph on the {}, after 6 steps", device.kind()), &layout, &graph.parameters().await.unwrap(), &stack.parameters().await.unwrap(), &initial);
+    log(&format!("the MLP preset trained as a graph on the {}: 6 steps match the layer stack's (largest weight difference {worst:.2} of its tensor's tolerance)", device.kind()));
+}
