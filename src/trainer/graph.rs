@@ -8,7 +8,8 @@
 //! later one is added to it (SiLU's and the add's kernels add in place; a layer's or a group's
 //! goes through scratch and `add_into`). A slot holds the gradient w.r.t. the node's output; a
 //! layer with a fused activation turns it into its pre-activation's with `activation_backward`
-//! before its own kernels run.
+//! before its own kernels run. A gradient's slot lives only from its first arrival to its
+//! node's backward, and slots whose lives do not overlap share memory (`gradient_slots`).
 
 use crate::data::{epoch_permutation, Dataset};
 use crate::gpu::Gpu;
@@ -81,29 +82,80 @@ struct GraphActs {
     len: usize,
 }
 
+/// Hands out ranges of acts, each on a 16-byte boundary (the vec4 products read them so).
+#[derive(Default)]
+struct Arena {
+    len: usize,
+}
+
+impl Arena {
+    fn take(&mut self, n: usize) -> u32 {
+        let at = self.len;
+        self.len = (self.len + n).next_multiple_of(4);
+        at as u32
+    }
+}
+
+/// Places the gradients of a training step so that those whose lives do not overlap share
+/// memory. The backward pass meets a node's readers last first, so a node's gradient lives from
+/// the backward of its last reader (for the output, from the loss, before any) to its own
+/// backward, and is dead after it: at each node, the slots of the gradients that first arrive
+/// there are taken (from freed ones where one is large enough) before the node's own is freed,
+/// as the node reads its own while writing its inputs'. Returns each node's slot (x: NONE; a
+/// view: its source's).
+fn gradient_slots(g: &GraphLayout, rows: usize, arena: &mut Arena) -> Vec<u32> {
+    let n = g.nodes.len();
+    let mut arrives = vec![0usize; n];
+    for (reader, node) in g.nodes.iter().enumerate() {
+        for &j in &node.inputs {
+            arrives[source(g, j)] = arrives[source(g, j)].max(reader);
+        }
+    }
+    arrives[source(g, g.output)] = n;
+    let size = |i: usize| (rows * g.nodes[i].output.len()).next_multiple_of(4);
+    let (mut slots, mut free): (Vec<u32>, Vec<(u32, usize)>) = (vec![NONE; n], Vec::new());
+    for t in (1..=n).rev() {
+        for i in (1..n).filter(|&i| arrives[i] == t && source(g, i) == i) {
+            // The smallest freed range that holds it, the rest freed again.
+            let fits = free.iter().enumerate().filter(|(_, f)| f.1 >= size(i)).min_by_key(|(_, f)| f.1).map(|(k, _)| k);
+            slots[i] = match fits {
+                Some(k) => {
+                    let (at, len) = free.swap_remove(k);
+                    if len > size(i) {
+                        free.push((at + size(i) as u32, len - size(i)));
+                    }
+                    at
+                }
+                None => arena.take(size(i)),
+            };
+        }
+        if t < n && slots[t] != NONE {
+            free.push((slots[t], size(t)));
+        }
+    }
+    (0..n).map(|i| if i == 0 { NONE } else { slots[source(g, i)] }).collect()
+}
+
 impl GraphActs {
     fn new(g: &GraphLayout, pass: &Pass, rows: usize, shape: KernelShape) -> GraphActs {
-        let mut len = 0;
-        let mut take = |n: usize| {
-            let at = len;
-            len = (len + n).next_multiple_of(4);
-            at as u32
-        };
+        let mut arena = Arena::default();
         let needed = g.needed(&(0..g.groups.len()).map(|group| pass.draw(group)).collect::<Vec<_>>());
         let backward = *pass == Pass::Train;
-        let (mut values, mut grads) = (vec![NONE; g.nodes.len()], vec![NONE; g.nodes.len()]);
+        let mut values = vec![NONE; g.nodes.len()];
         for (i, node) in g.nodes.iter().enumerate() {
-            if !needed[i] {
-                continue;
-            }
-            let (s, size) = (source(g, i), rows * node.output.len());
-            values[i] = if s == i { take(size) } else { values[s] };
-            if s == i && i != 0 && (backward || i == g.output) {
-                grads[i] = take(size);
-            } else if s != i {
-                grads[i] = grads[s];
+            let s = source(g, i);
+            if needed[i] {
+                values[i] = if s == i { arena.take(rows * node.output.len()) } else { values[s] };
             }
         }
+        // Without a backward, only the output has a gradient (the loss writes it).
+        let grads = if backward {
+            gradient_slots(g, rows, &mut arena)
+        } else {
+            let out = arena.take(rows * g.nodes[g.output].output.len());
+            (0..g.nodes.len()).map(|i| if source(g, i) == source(g, g.output) { out } else { NONE }).collect()
+        };
+        let mut take = |n: usize| arena.take(n);
         let eps = g.groups.iter().map(|&i| take(rows * g.nodes[i].output.len())).collect();
         let kl = take(g.groups.len() * rows);
         let recon = take(rows);
@@ -112,7 +164,7 @@ impl GraphActs {
         let linear = g.nodes.iter().filter_map(|n| n.layer.as_ref()).filter(|l| matches!(l.layer, Layer::Linear { .. }));
         let dyt = take(rows * linear.map(|l| l.output.len()).max().unwrap_or(0));
         let parts = (shape == KernelShape::Hardware).then(|| (take(PARTS_CAPACITY as usize), PARTS_CAPACITY));
-        GraphActs { values, grads, eps, kl, recon, fan, dyt, parts, len }
+        GraphActs { values, grads, eps, kl, recon, fan, dyt, parts, len: arena.len }
     }
 }
 
@@ -391,9 +443,9 @@ impl GraphTrainer {
     }
 }
 
-/// Bytes of the acts buffer one training step of `g` at `batch` takes (values and gradients of
-/// every node, noise, KL, scratch): what must fit one storage binding (WebGPU's default limit
-/// is 128 MiB).
+/// Bytes of the acts buffer one training step of `g` at `batch` takes (values of every node,
+/// gradients where they live, noise, KL, scratch): what must fit one storage binding
+/// (WebGPU's default limit is 128 MiB).
 pub fn step_memory(g: &GraphLayout, batch: usize, shape: KernelShape) -> usize {
     GraphActs::new(g, &Pass::Train, batch, shape).len * 4
 }
