@@ -250,6 +250,11 @@ impl GraphBackend {
         either_graph!(self, t => t.reconstruct(x).await)
     }
 
+    /// q(z1 | x) of the top group: what the page's latent views show.
+    pub async fn encode(&mut self, x: &[f32]) -> Result<Encoding, TrainError> {
+        either_graph!(self, t => t.encode(x).await)
+    }
+
     /// `rows` rows decoded with each group's z got as `draws` says: see
     /// `trainer::graph::GraphTrainer::decode_drawn`.
     pub async fn decode_drawn(&mut self, x: Option<&[f32]>, rows: usize, draws: &[Draw], seed: u32) -> Result<Decoded, TrainError> {

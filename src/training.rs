@@ -190,6 +190,19 @@ pub struct Decoded {
     pub z: Vec<Vec<f32>>,
 }
 
+/// The top group's posterior, q(z1 | x) = N(mu, exp(logvar)), from its prior's parameters
+/// (None: N(0, I)) and the encoder's shift, each [rows, 2n] (means, then log-variances): what
+/// the page's latent views show of a graph model (`encode`).
+pub(crate) fn top_posterior(prior: Option<&[f32]>, delta: &[f32], n: usize) -> crate::latent::Encoding {
+    let (mut mu, mut logvar) = (Vec::with_capacity(delta.len() / 2), Vec::with_capacity(delta.len() / 2));
+    for (r, row) in delta.chunks(2 * n).enumerate() {
+        let p = |j: usize| prior.map_or(0.0, |p| p[r * 2 * n + j]);
+        mu.extend((0..n).map(|j| p(j) + row[j]));
+        logvar.extend((0..n).map(|j| p(n + j) + row[n + j]));
+    }
+    crate::latent::Encoding::Gaussian { mu, logvar }
+}
+
 /// Rows of `width` values in `x`, or an error saying what was expected.
 pub(crate) fn rows_of(x: &[f32], width: usize) -> Result<usize, TrainError> {
     if x.is_empty() || !x.len().is_multiple_of(width) {

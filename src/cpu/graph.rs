@@ -291,6 +291,16 @@ impl GraphTrainer {
         Ok(self.decode_drawn(Some(x), rows, &vec![Draw::Sample(Mode::PosteriorMean); self.layout.groups.len()], 0).await?.images)
     }
 
+    /// q(z1 | x) of the top group for images x [n, pixels]: its mean and log-variance [n, Z1].
+    pub async fn encode(&mut self, x: &[f32]) -> Result<crate::latent::Encoding, TrainError> {
+        let rows = crate::training::rows_of(x, self.train.pixels_per_image())?;
+        let top = &self.layout.nodes[self.layout.groups[0]];
+        let draws = vec![Draw::Sample(Mode::PosteriorMean); self.layout.groups.len()];
+        let pass = super::in_pool(|| forward_drawn(&self.layout, &self.params, Some(x), rows, &draws, 0, crate::rng::PRIOR_RNG_STEP));
+        let prior = (top.inputs.len() == 2).then(|| &pass.values[top.inputs[0]][..]);
+        Ok(crate::training::top_posterior(prior, &pass.values[*top.inputs.last().unwrap()], top.output.len()))
+    }
+
     /// `rows` rows decoded with each group's z got as `draws` says (top group first; `x`
     /// [rows, pixels] for posterior draws), noise from `seed`: the images and each group's z.
     pub async fn decode_drawn(&mut self, x: Option<&[f32]>, rows: usize, draws: &[Draw], seed: u32) -> Result<Decoded, TrainError> {

@@ -19,7 +19,7 @@ use crate::ops::elementwise::ElementwiseOp;
 use crate::ops::gaussian::{GaussianOp, Mode};
 use crate::ops::{self, data::GatherOp, loss::{LossOp, Statistic}, optim::OptimOp};
 use crate::rng::{EVAL_RNG_STEP, IWAE_RNG_STEP, PRIOR_RNG_STEP};
-use crate::training::{check_draws, check_graph_and_data, rows_of, Decoded, GraphEvaluation, GraphMetrics, Schedule, TrainError, IWAE_ROWS};
+use crate::training::{check_draws, check_graph_and_data, rows_of, top_posterior, Decoded, GraphEvaluation, GraphMetrics, Schedule, TrainError, IWAE_ROWS, PASS_ROWS};
 
 use super::{device_data, Engine, STEP_SLOTS};
 
@@ -377,6 +377,27 @@ impl GraphTrainer {
     pub async fn reconstruct(&mut self, x: &[f32]) -> Result<Vec<f32>, TrainError> {
         let rows = rows_of(x, self.pixels)?;
         Ok(self.decode_drawn(Some(x), rows, &vec![Draw::Sample(Mode::PosteriorMean); self.layout.groups.len()], 0).await?.images)
+    }
+
+    /// q(z1 | x) of the top group for images x [n, pixels]: its mean and log-variance [n, Z1]
+    /// (a posterior-mean pass in chunks of `PASS_ROWS`, which draw no noise).
+    pub async fn encode(&mut self, x: &[f32]) -> Result<crate::latent::Encoding, TrainError> {
+        rows_of(x, self.pixels)?;
+        let top = self.layout.nodes[self.layout.groups[0]].clone();
+        let pass = Pass::Decode { draws: vec![Some(Mode::PosteriorMean); self.layout.groups.len()], seed: 0 };
+        let (mut prior, mut delta) = (Vec::new(), Vec::new());
+        for chunk in x.chunks(PASS_ROWS * self.pixels) {
+            let rows = chunk.len() / self.pixels;
+            let plan = self.plan(pass.clone(), rows).clone();
+            self.engine.gpu.queue.write_buffer(&self.engine.buffers.acts, plan.acts.values[0] as u64 * 4, bytemuck::cast_slice(chunk));
+            self.engine.submit(&plan.dispatches, &[StepRecord { rng_step: PRIOR_RNG_STEP, ..Default::default() }]);
+            let read = |i: usize| self.engine.gpu.read_f32(&self.engine.buffers.acts, plan.acts.values[i] as usize, rows * 2 * top.output.len());
+            if top.inputs.len() == 2 {
+                prior.extend(read(top.inputs[0]).await?);
+            }
+            delta.extend(read(*top.inputs.last().unwrap()).await?);
+        }
+        Ok(top_posterior((top.inputs.len() == 2).then_some(&prior[..]), &delta, top.output.len()))
     }
 
     /// `rows` rows decoded with each group's z got as `draws` says (top group first; `x`

@@ -872,11 +872,18 @@ pub async fn graph_passes_agree(log: impl Fn(&str)) {
     }
     let moved = images[0].iter().zip(&images[1]).filter(|(p, q)| (*p - *q).abs() > 1e-3).count();
     assert!(moved > 0, "redrawing the lower group with other noise changed no pixel");
+    // The top group's posterior: its mean is the code the posterior-mean pass decoded.
+    let (code_a, code_b) = (a.encode(&x).await.unwrap(), b.encode(&x).await.unwrap());
+    let (webvae::latent::Encoding::Gaussian { mu: mu_a, logvar: lv_a }, webvae::latent::Encoding::Gaussian { mu: mu_b, logvar: lv_b }) = (&code_a, &code_b) else { panic!("a Gaussian top group") };
+    assert_close("the top group's posterior means", mu_a, mu_b, 1e-3, 1e-4);
+    assert_close("the top group's posterior log-variances", lv_a, lv_b, 1e-3, 1e-4);
+    assert_eq!(mu_b, &kept.z[0], "the posterior mean is not the code a posterior-mean pass decodes");
+    assert_eq!(mu_b.len(), rows * 3);
     let refused = b.decode_drawn(None, rows, &[Draw::Sample(Mode::PosteriorMean), Draw::Sample(Mode::Prior)], 0).await.unwrap_err().to_string();
     assert!(refused.contains("needs images"), "{refused}");
     let refused = a.decode_drawn(None, rows, &[Draw::Given(vec![0.0; 3]), Draw::Sample(Mode::Prior)], 0).await.unwrap_err().to_string();
     assert!(refused.contains("takes 5 codes"), "{refused}");
-    log(&format!("the GPU's graph passes (evaluation {:.3} nats, bound {ia:.3}, samples, reconstructions): match the CPU path's", ea.nelbo));
+    log(&format!("the GPU's graph passes (evaluation {:.3} nats, bound {ia:.3}, samples, reconstructions, each group kept or redrawn, the top group's posterior): match the CPU path's", ea.nelbo));
 }
 
 /// The MLP preset trained as a graph (`Graph::from_config`, by the graph trainers) and as the
