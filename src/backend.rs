@@ -268,4 +268,12 @@ impl GraphBackend {
     pub fn set_parameters(&mut self, params: &[f32]) -> Result<(), TrainError> {
         either_graph!(self, t => t.set_parameters(params))
     }
+
+    pub async fn optimizer_state(&self) -> Result<OptimizerState, TrainError> {
+        either_graph!(self, t => t.optimizer_state().await)
+    }
+
+    pub fn resume(&mut self, params: &[f32], state: &OptimizerState) -> Result<(), TrainError> {
+        either_graph!(self, t => t.resume(params, state))
+    }
 }

@@ -400,13 +400,7 @@ impl CpuTrainer {
 
     /// Replaces the parameters and Adam's state and continues from the state's step.
     pub fn resume(&mut self, params: &[f32], state: &OptimizerState) -> Result<(), TrainError> {
-        let len = self.layout.len;
-        if params.len() != len {
-            return Err(TrainError::Data(format!("expected {len} parameters, got {}", params.len())));
-        }
-        if state.m.len() != len || state.v.len() != len {
-            return Err(TrainError::Data(format!("expected Adam's moments for {len} parameters, got {} and {}", state.m.len(), state.v.len())));
-        }
+        crate::training::check_state(self.layout.len, params, state)?;
         self.params = params.to_vec();
         self.m = state.m.clone();
         self.v = state.v.clone();

@@ -16,7 +16,7 @@ use crate::model::{activation_before, initial_parameters, Activation, Config, Co
 use crate::ops::categorical::{CategoricalOp, Mode};
 use crate::ops::{self, data::GatherOp, latent::LatentOp, loss::{LossOp, Statistic}, optim::OptimOp};
 use crate::rng::{EVAL_RNG_STEP, IWAE_RNG_STEP};
-use crate::training::{check_model_and_data, Evaluation, Metrics, TrainError, IWAE_ROWS, PASS_ROWS};
+use crate::training::{check_model_and_data, check_state, Evaluation, Metrics, TrainError, IWAE_ROWS, PASS_ROWS};
 
 /// Steps whose records fit in the step ring: the most steps one submission can hold.
 pub const STEP_SLOTS: u32 = 256;
@@ -252,6 +252,23 @@ impl Engine {
     pub fn upload(&self, params: &[f32], moments: &[f32]) {
         self.gpu.queue.write_buffer(&self.buffers.params, 0, bytes_of_f32(params));
         self.gpu.queue.write_buffer(&self.buffers.moments, 0, bytes_of_f32(moments));
+    }
+
+    /// Adam's moments of `len` parameters, each padded to `adam_len` on the device, with the
+    /// trainer's `step`.
+    pub async fn optimizer_state(&self, len: usize, adam_len: usize, step: u32) -> Result<OptimizerState, GpuError> {
+        let moments = self.gpu.read_f32(&self.buffers.moments, 0, 2 * adam_len).await?;
+        Ok(OptimizerState { m: moments[..len].to_vec(), v: moments[adam_len..adam_len + len].to_vec(), step })
+    }
+
+    /// Writes the parameters and Adam's state (checked by `training::check_state`), its
+    /// moments padded to `adam_len`.
+    pub fn upload_state(&self, params: &[f32], state: &OptimizerState, adam_len: usize) {
+        let len = params.len();
+        let mut moments = vec![0f32; 2 * adam_len];
+        moments[..len].copy_from_slice(&state.m);
+        moments[adam_len..adam_len + len].copy_from_slice(&state.v);
+        self.upload(params, &moments);
     }
 }
 
@@ -617,22 +634,15 @@ impl Trainer {
     /// Adam's state: its moments and this trainer's step count, for a checkpoint that resumes
     /// exactly (`checkpoint::save_with_optimizer`, then `resume`).
     pub async fn optimizer_state(&self) -> Result<OptimizerState, TrainError> {
-        let (len, padded) = (self.layout.len, adam_len(&self.layout));
-        let moments = self.engine.gpu.read_f32(&self.engine.buffers.moments, 0, 2 * padded).await?;
-        Ok(OptimizerState { m: moments[..len].to_vec(), v: moments[padded..padded + len].to_vec(), step: self.step })
+        Ok(self.engine.optimizer_state(self.layout.len, adam_len(&self.layout), self.step).await?)
     }
 
     /// Replaces the parameters and Adam's state and continues from the state's step: the
     /// same batches, noise and updates follow as if training had never stopped.
     pub fn resume(&mut self, params: &[f32], state: &OptimizerState) -> Result<(), TrainError> {
-        let (len, padded) = (self.layout.len, adam_len(&self.layout));
-        if state.m.len() != len || state.v.len() != len {
-            return Err(TrainError::Data(format!("expected Adam's moments for {len} parameters, got {} and {}", state.m.len(), state.v.len())));
-        }
-        let mut moments = vec![0f32; 2 * padded];
-        moments[..len].copy_from_slice(&state.m);
-        moments[padded..padded + len].copy_from_slice(&state.v);
-        self.upload(params, &moments)?;
+        check_state(self.layout.len, params, state)?;
+        self.engine.upload_state(params, state, adam_len(&self.layout));
+        self.diverged = None;
         self.step = state.step;
         let order = epoch_permutation(self.train_count, self.config.seed, self.step / self.steps_per_epoch);
         self.engine.write_order(&order);

@@ -203,6 +203,17 @@ pub(crate) fn top_posterior(prior: Option<&[f32]>, delta: &[f32], n: usize) -> c
     crate::latent::Encoding::Gaussian { mu, logvar }
 }
 
+/// Refuses parameters and Adam's state that are not for `len` parameters.
+pub(crate) fn check_state(len: usize, params: &[f32], state: &crate::checkpoint::OptimizerState) -> Result<(), TrainError> {
+    if params.len() != len {
+        return Err(TrainError::Data(format!("expected {len} parameters, got {}", params.len())));
+    }
+    if state.m.len() != len || state.v.len() != len {
+        return Err(TrainError::Data(format!("expected Adam's moments for {len} parameters, got {} and {}", state.m.len(), state.v.len())));
+    }
+    Ok(())
+}
+
 /// Rows of `width` values in `x`, or an error saying what was expected.
 pub(crate) fn rows_of(x: &[f32], width: usize) -> Result<usize, TrainError> {
     if x.is_empty() || !x.len().is_multiple_of(width) {

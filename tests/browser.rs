@@ -71,3 +71,9 @@ async fn the_mlp_preset_trains_as_a_graph() {
     let gpu = common::gpu_or_fail(log).await;
     common::preset_trains_as_a_graph(log, webvae::backend::Device::Gpu(gpu)).await;
 }
+
+#[wasm_bindgen_test]
+async fn a_graph_model_resumes_exactly() {
+    let gpu = common::gpu_or_fail(log).await;
+    common::graph_resumes_exactly(log, webvae::backend::Device::Gpu(gpu)).await;
+}

@@ -57,3 +57,9 @@ fn the_mlp_preset_trains_as_a_graph() {
     let gpu = pollster::block_on(common::gpu_or_fail(log));
     pollster::block_on(common::preset_trains_as_a_graph(log, webvae::backend::Device::Gpu(gpu)));
 }
+
+#[test]
+fn a_graph_model_resumes_exactly() {
+    let gpu = pollster::block_on(common::gpu_or_fail(log));
+    pollster::block_on(common::graph_resumes_exactly(log, webvae::backend::Device::Gpu(gpu)));
+}

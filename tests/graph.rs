@@ -162,3 +162,8 @@ fn the_presets_are_graphs_with_their_own_tensors_and_math() {
 fn the_mlp_preset_trains_as_a_graph_on_the_cpu_path() {
     pollster::block_on(common::preset_trains_as_a_graph(|s| println!("{s}"), webvae::backend::Device::Cpu));
 }
+
+#[test]
+fn a_graph_model_resumes_exactly_on_the_cpu_path() {
+    pollster::block_on(common::graph_resumes_exactly(|s| println!("{s}"), webvae::backend::Device::Cpu));
+}

@@ -315,6 +315,21 @@ impl GraphTrainer {
         Ok(self.params.clone())
     }
 
+    /// Adam's state: its moments and this trainer's step count.
+    pub async fn optimizer_state(&self) -> Result<crate::checkpoint::OptimizerState, TrainError> {
+        Ok(crate::checkpoint::OptimizerState { m: self.m.clone(), v: self.v.clone(), step: self.step })
+    }
+
+    /// Replaces the parameters and Adam's state and continues from the state's step.
+    pub fn resume(&mut self, params: &[f32], state: &crate::checkpoint::OptimizerState) -> Result<(), TrainError> {
+        crate::training::check_state(self.layout.len, params, state)?;
+        self.params = params.to_vec();
+        self.m = state.m.clone();
+        self.v = state.v.clone();
+        self.step = state.step;
+        Ok(())
+    }
+
     /// Replaces the parameters (and restarts Adam's moments), e.g. from a checkpoint.
     pub fn set_parameters(&mut self, params: &[f32]) -> Result<(), TrainError> {
         if params.len() != self.layout.len {

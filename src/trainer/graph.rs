@@ -19,7 +19,8 @@ use crate::ops::elementwise::ElementwiseOp;
 use crate::ops::gaussian::{GaussianOp, Mode};
 use crate::ops::{self, data::GatherOp, loss::{LossOp, Statistic}, optim::OptimOp};
 use crate::rng::{EVAL_RNG_STEP, IWAE_RNG_STEP, PRIOR_RNG_STEP};
-use crate::training::{check_draws, check_graph_and_data, rows_of, top_posterior, Decoded, GraphEvaluation, GraphMetrics, Schedule, TrainError, IWAE_ROWS, PASS_ROWS};
+use crate::checkpoint::OptimizerState;
+use crate::training::{check_state, check_draws, check_graph_and_data, rows_of, top_posterior, Decoded, GraphEvaluation, GraphMetrics, Schedule, TrainError, IWAE_ROWS, PASS_ROWS};
 
 use super::{device_data, Engine, STEP_SLOTS};
 
@@ -443,6 +444,23 @@ impl GraphTrainer {
         }
         self.engine.upload(params, &vec![0f32; 2 * adam_len(&self.layout)]);
         self.diverged = None;
+        Ok(())
+    }
+
+    /// Adam's state: its moments and this trainer's step count, for a checkpoint that resumes
+    /// exactly.
+    pub async fn optimizer_state(&self) -> Result<OptimizerState, TrainError> {
+        Ok(self.engine.optimizer_state(self.layout.len, adam_len(&self.layout), self.step).await?)
+    }
+
+    /// Replaces the parameters and Adam's state and continues from the state's step: the same
+    /// batches, noise, schedule and updates follow as if training had never stopped.
+    pub fn resume(&mut self, params: &[f32], state: &OptimizerState) -> Result<(), TrainError> {
+        check_state(self.layout.len, params, state)?;
+        self.engine.upload_state(params, state, adam_len(&self.layout));
+        self.diverged = None;
+        self.step = state.step;
+        self.engine.write_order(&epoch_permutation(self.train_count, self.schedule.seed, self.step / self.steps_per_epoch));
         Ok(())
     }
 

@@ -911,3 +911,31 @@ pub async fn preset_trains_as_a_graph(log: impl Fn(&str), device: Device) {
     let worst = assert_tensors_agree(&format!("the MLP preset as a graph on the {}, after 6 steps", device.kind()), &layout, &graph.parameters().await.unwrap(), &stack.parameters().await.unwrap(), &initial);
     log(&format!("the MLP preset trained as a graph on the {}: 6 steps match the layer stack's (largest weight difference {worst:.2} of its tensor's tolerance)", device.kind()));
 }
+
+/// A graph model saved with Adam's state mid-training resumes exactly on `device`: a fresh
+/// trainer given the weights and the state after 8 steps (in the second epoch) takes the next 6
+/// (across an epoch's end, the learning rate decaying) to the same bits as the trainer that
+/// never stopped.
+pub async fn graph_resumes_exactly(log: impl Fn(&str), device: Device) {
+    use webvae::backend::GraphBackend;
+    use webvae::training::Schedule;
+    let (train, test) = tiny_mnist(96);
+    let schedule = Schedule { batch_size: 16, learning_rate: 3e-3, final_learning_rate: 1e-3, total_steps: 20, kl_warmup_steps: 8, seed: 3 };
+    let new = || GraphBackend::new(&device, &small_hierarchy(), schedule.clone(), &train, &test).unwrap_or_else(|e| panic!("{e}"));
+    let (mut straight, mut resumed) = (new(), new());
+    straight.train(8).unwrap();
+    straight.metrics().await.unwrap();
+    let (params, state) = (straight.parameters().await.unwrap(), straight.optimizer_state().await.unwrap());
+    assert_eq!(state.step, 8);
+    resumed.resume(&params, &state).unwrap();
+    straight.train(6).unwrap();
+    resumed.train(6).unwrap();
+    let (a, b) = (straight.metrics().await.unwrap(), resumed.metrics().await.unwrap());
+    assert_eq!((a.loss, a.reconstruction, &a.kl), (b.loss, b.reconstruction, &b.kl), "the resumed steps' losses differ on the {}", device.kind());
+    let (pa, pb) = (straight.parameters().await.unwrap(), resumed.parameters().await.unwrap());
+    let differ = pa.iter().zip(&pb).filter(|(x, y)| x != y).count();
+    assert_eq!(differ, 0, "{differ} weights differ after resuming on the {}", device.kind());
+    let refused = resumed.resume(&params[1..], &state).unwrap_err().to_string();
+    assert!(refused.contains("parameters"), "{refused}");
+    log(&format!("a graph model resumed from its weights and Adam's state after 8 steps trains 6 more to the same bits on the {}", device.kind()));
+}
