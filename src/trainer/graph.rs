@@ -371,13 +371,13 @@ impl GraphTrainer {
     /// the same as the CPU path's (`cpu::graph::GraphTrainer::sample`).
     pub async fn sample(&mut self, n: usize, seed: u32, mean: bool) -> Result<Vec<f32>, TrainError> {
         let mode = if mean { Mode::PriorMean } else { Mode::Prior };
-        Ok(self.decode_drawn(None, n, &vec![Draw::Sample(mode); self.layout.groups.len()], seed).await?.images)
+        Ok(self.decode(None, n, &vec![Draw::Sample(mode); self.layout.groups.len()], seed, false).await?.images)
     }
 
     /// Reconstructions of images x [n, pixels]: decoded at each group's posterior mean.
     pub async fn reconstruct(&mut self, x: &[f32]) -> Result<Vec<f32>, TrainError> {
         let rows = rows_of(x, self.pixels)?;
-        Ok(self.decode_drawn(Some(x), rows, &vec![Draw::Sample(Mode::PosteriorMean); self.layout.groups.len()], 0).await?.images)
+        Ok(self.decode(Some(x), rows, &vec![Draw::Sample(Mode::PosteriorMean); self.layout.groups.len()], 0, false).await?.images)
     }
 
     /// q(z1 | x) of the top group for images x [n, pixels]: its mean and log-variance [n, Z1]
@@ -407,6 +407,12 @@ impl GraphTrainer {
     /// passes in chunks would repeat the first one's draws): a request too large for one GPU
     /// buffer is refused.
     pub async fn decode_drawn(&mut self, x: Option<&[f32]>, rows: usize, draws: &[Draw], seed: u32) -> Result<Decoded, TrainError> {
+        self.decode(x, rows, draws, seed, true).await
+    }
+
+    /// `decode_drawn`, reading the groups' codes back only with `codes` (samples and
+    /// reconstructions need the images alone: one readback instead of one per group more).
+    async fn decode(&mut self, x: Option<&[f32]>, rows: usize, draws: &[Draw], seed: u32, codes: bool) -> Result<Decoded, TrainError> {
         check_draws(&self.layout, x, rows, draws, self.pixels)?;
         let pass = Pass::Decode { draws: draws.iter().map(Draw::mode).collect(), seed };
         if GraphActs::new(&self.layout, &pass, rows, self.engine.kernels.shape).len > self.engine.max_acts() {
@@ -426,7 +432,7 @@ impl GraphTrainer {
         let read = |i: usize, len: usize| self.engine.gpu.read_f32(&self.engine.buffers.acts, plan.acts.values[i] as usize, rows * len);
         let out = read(self.layout.output, self.pixels).await?;
         let mut z = Vec::with_capacity(draws.len());
-        for &i in &self.layout.groups {
+        for &i in self.layout.groups.iter().filter(|_| codes) {
             z.push(read(i, self.layout.nodes[i].output.len()).await?);
         }
         Ok(Decoded { images: ops::loss::images(Likelihood::Bernoulli, &out, self.pixels, Statistic::Mean), z })
