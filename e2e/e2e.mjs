@@ -381,6 +381,88 @@ try {
     assert(/^Model 784 → linear 400/.test(await page.textContent("#model-summary")), await page.textContent("#model-summary"));
   });
 
+  await check("the hierarchy of latents trains, charts each group's KL, varies a digit keeping either group, and round-trips its weights", async () => {
+    const field = (name) => `#settings [name="${name}"]`;
+    await page.selectOption(field("kind"), "hvae");
+    assert(await page.isVisible(field("kl_warmup_steps")), "no KL warm-up field for the hierarchy");
+    for (const name of ["latent", "likelihood", "beta", "hidden"]) assert(await page.isHidden(field(name)), `the hierarchy shows the ${name} field`);
+    assert(await page.inputValue(field("learning_rate")) === "0.002", `learning rate ${await page.inputValue(field("learning_rate"))}, not the hierarchy's 0.002`);
+    await page.fill(field("kl_warmup_steps"), "-1");
+    await page.click("#apply");
+    assert(/kl_warmup_steps|invalid value/.test(await page.textContent("#settings-error")), `no error for a negative warm-up: "${await page.textContent("#settings-error")}"`);
+    await page.fill(field("kl_warmup_steps"), "20");
+    await blankViews();
+    await page.click("#apply");
+    await idle();
+    const summary = await page.textContent("#model-summary");
+    console.log(`     ${summary}`);
+    assert(/1x28x28 → graph of \d+ nodes → z1 20 → z2 8x7x7 → 1x28x28/.test(summary), summary);
+    assert(/1,190,601 parameters/.test(summary), summary);
+    assert(await page.isVisible("#variations"), "no variations view for the hierarchy");
+    assert(/KL z1.*KL z2/.test(await page.textContent("#legend-groups")), `legend: ${await page.textContent("#legend-groups")}`);
+    // (Not the scatter yet: the posterior's heads start at zero, so every digit sits at one point.)
+    for (const id of ["samples", "recon", "variations", "strip"]) assert(await drawn(id), `${id} is blank before training`);
+    // Drawn on WebGPU; trained on the CPU path, the faster device for this model here (a step
+    // takes about 15 s on SwiftShader): the model moves there as a user would move it.
+    const onDevice = (kind) => page.waitForFunction((kind) => window.vae.training.device.kind() === kind, kind);
+    await page.click("#switch-device");
+    await onDevice("cpu");
+    await idle();
+    const before = await pixels("samples");
+    await trainTo(3, 600000);
+    const after = await pixels("samples");
+    const changed = diff(before, after);
+    console.log(`     ${await page.textContent("#step")} steps on the ${await page.evaluate(() => window.vae.training.device.kind())}; loss ${await page.textContent("#loss")}; samples moved ${changed.toFixed(1)} levels`);
+    assert(changed > 1, `the hierarchy's samples did not change (${changed.toFixed(2)} levels)`);
+    assert(await drawn("scatter"), "the scatter of the top group's codes is blank");
+    assert(/KL z1 [\d.]+ \+ KL z2 [\d.]+/.test(await page.textContent("#loss")), `the loss line has no KL per group: ${await page.textContent("#loss")}`);
+    const point = await page.evaluate(() => window.vae.chart.train.at(-1));
+    assert(point.klGroups?.length === 2 && Math.abs(point.klGroups[0] + point.klGroups[1] - point.kl) < 1e-3 * Math.max(1, point.kl),
+      `the chart's last point has no KL per group adding up to the KL: ${JSON.stringify(point)}`);
+    // Six test digits, each followed by eight variations: the digit itself in the first column,
+    // the variations differing from each other, and keeping the other group giving others.
+    const keepTop = await pixels("variations");
+    const cell = (levels, row, col) => Array.from({ length: 28 }, (_, y) => levels.slice((row * 28 + y) * 252 + col * 28, (row * 28 + y) * 252 + col * 28 + 28)).flat();
+    const spread = diff(cell(keepTop, 0, 1), cell(keepTop, 0, 2));
+    assert(spread > 0.1, `two variations of a digit keeping the top group are the same (${spread.toFixed(3)} levels apart)`);
+    await page.check('input[name="keep"][value="lower"]');
+    await page.waitForFunction(() => document.getElementById("variations").dataset.keep === "lower");
+    await idle();
+    const keepLower = await pixels("variations");
+    assert(diff(cell(keepTop, 0, 0), cell(keepLower, 0, 0)) === 0, "the first column is not the test digit in both views");
+    const other = diff(keepTop, keepLower);
+    assert(other > 0.1, `keeping the lower group draws what keeping the top group drew (${other.toFixed(3)} levels apart)`);
+    await page.click("#new-variations");
+    await page.waitForFunction(() => window.vae.view.variationSeed === 2);
+    await idle();
+    const again = diff(keepLower, await pixels("variations"));
+    console.log(`     variations: two of a digit ${spread.toFixed(1)} levels apart, keep top vs keep lower ${other.toFixed(1)}, drawn again ${again.toFixed(1)}`);
+    assert(again > 0.1, `Draw again drew the same variations (${again.toFixed(3)} levels apart)`);
+    const { file, read } = await saveWeights("hvae.safetensors");
+    assert(JSON.stringify(read.tensors["encoder.stem.weight"].shape) === "[32,1,4,4]", "the stem is not [out, in, k, k]");
+    assert(JSON.stringify(read.tensors["q1.weight"].shape) === "[40,256]", "the top group's posterior head is not [2 x 20, 256]");
+    assert(JSON.parse(read.metadata.graph).schedule.kl_warmup_steps === 20, `graph metadata: ${read.metadata.graph?.slice(0, 200)}`);
+    await page.selectOption(field("kind"), "mlp");
+    await page.click("#apply");
+    await idle();
+    await loadWeights(file);
+    assert(/Loaded hvae.safetensors/.test(await message()), await message());
+    const restored = diff(await pixels("samples"), after);
+    assert(restored < 0.01, `the loaded hierarchy draws different samples (${restored.toFixed(3)} levels)`);
+    assert(await page.inputValue(field("kind")) === "hvae" && await page.inputValue(field("kl_warmup_steps")) === "20", "the settings do not show the loaded hierarchy");
+    assert(await page.isVisible("#variations"), "no variations view for the loaded hierarchy");
+    // Back to the MLP for the checks that follow.
+    await page.selectOption(field("kind"), "mlp");
+    assert(await page.inputValue(field("learning_rate")) === "0.001", `learning rate ${await page.inputValue(field("learning_rate"))} after leaving the hierarchy`);
+    await page.click("#apply");
+    await idle();
+    assert(await page.isHidden("#variations-section"), "the MLP shows the hierarchy's variations");
+    assert(/^Model 784 → linear 400/.test(await page.textContent("#model-summary")), await page.textContent("#model-summary"));
+    await page.click("#switch-device");
+    await onDevice("gpu");
+    await idle();
+  });
+
   await check("the learned-variance decoder trains, shows its per-pixel σ and round-trips its weights", async () => {
     const likelihood = '#settings [name="likelihood"]';
     await page.selectOption(likelihood, "gaussian_var");

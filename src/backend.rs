@@ -8,7 +8,8 @@ use crate::cpu::CpuTrainer;
 use crate::data::Dataset;
 use crate::gpu::Gpu;
 use crate::latent::Encoding;
-use crate::model::{Config, Draw, Graph, GraphLayout, Layout};
+use crate::model::{Config, Draw, Graph, GraphLayout, Keep, Layout};
+use crate::ops::gaussian::Mode;
 use crate::trainer::Trainer;
 use crate::training::{Decoded, Evaluation, GraphEvaluation, GraphMetrics, Metrics, Schedule, TrainError};
 use crate::{cpu, trainer};
@@ -72,10 +73,7 @@ impl Backend {
     pub fn step_summary(&mut self) -> String {
         match self {
             Backend::Gpu(t) => format!("{} GPU dispatches per step", t.dispatches_per_step()),
-            Backend::Cpu(_) => match rayon::current_num_threads() {
-                1 => "each step on one CPU thread".to_string(),
-                n => format!("each step on {n} CPU threads"),
-            },
+            Backend::Cpu(_) => cpu_summary(),
         }
     }
 
@@ -209,6 +207,22 @@ impl GraphBackend {
         }
     }
 
+    /// How a step runs, as `Backend::step_summary` says it.
+    pub fn step_summary(&mut self) -> String {
+        match self {
+            GraphBackend::Gpu(t) => format!("{} GPU dispatches per step", t.dispatches_per_step()),
+            GraphBackend::Cpu(_) => cpu_summary(),
+        }
+    }
+
+    /// Makes ready what training needs (on the GPU, the step's pipelines), as `Backend::prepare`.
+    pub async fn prepare(&mut self) -> Result<(), TrainError> {
+        match self {
+            GraphBackend::Gpu(t) => t.prepare().await,
+            GraphBackend::Cpu(_) => Ok(()),
+        }
+    }
+
     pub fn layout(&self) -> &GraphLayout {
         either_graph!(self, t => t.layout())
     }
@@ -261,6 +275,49 @@ impl GraphBackend {
         either_graph!(self, t => t.decode_drawn(x, rows, draws, seed).await)
     }
 
+    /// Images decoded from top-group codes z [n, Z1] (the page's latent views act on the top
+    /// group), every lower group at its conditional prior's mean: deterministic, so that an
+    /// interpolation or a traversal changes only what the top code changes.
+    pub async fn decode_top(&mut self, z: &[f32]) -> Result<Vec<f32>, TrainError> {
+        let g = self.layout();
+        let latent = g.nodes[g.groups[0]].output.len();
+        if z.is_empty() || !z.len().is_multiple_of(latent) {
+            return Err(TrainError::Data(format!("expected codes of {latent} values for the top group, got {} values", z.len())));
+        }
+        let mut draws = vec![Draw::Given(z.to_vec())];
+        draws.resize(g.groups.len(), Draw::Sample(Mode::PriorMean));
+        Ok(self.decode_drawn(None, z.len() / latent, &draws, 0).await?.images)
+    }
+
+    /// `n` variations of each image x [rows, pixels] (rows after rows: [rows * n]) with one part
+    /// of its code kept and the rest drawn afresh from `seed`: `Keep::Top`, the top group at its
+    /// posterior mean and every lower group drawn from its conditional prior (the same digit,
+    /// its details redrawn); `Keep::Lower`, every lower group at its posterior mean and the top
+    /// group drawn from N(0, I). Gives the images and each group's z.
+    pub async fn variations(&mut self, x: &[f32], n: usize, keep: Keep, seed: u32) -> Result<Decoded, TrainError> {
+        let g = self.layout();
+        let (groups, pixels) = (g.groups.len(), g.nodes[0].output.len());
+        let rows = crate::training::rows_of(x, pixels)?;
+        if n == 0 || groups < 2 {
+            return Err(TrainError::Data(format!("variations need at least one per image and two groups of latents (the model has {groups})")));
+        }
+        let repeat = |v: &[f32], len: usize| -> Vec<f32> { v.chunks(len).flat_map(|row| std::iter::repeat_n(row, n).flatten().copied()).collect() };
+        let (x, draws) = match keep {
+            Keep::Top => {
+                let mut draws = vec![Draw::Sample(Mode::PosteriorMean)];
+                draws.resize(groups, Draw::Sample(Mode::Prior));
+                (Some(repeat(x, pixels)), draws)
+            }
+            Keep::Lower => {
+                let codes = self.decode_drawn(Some(x), rows, &vec![Draw::Sample(Mode::PosteriorMean); groups], 0).await?.z;
+                let g = self.layout();
+                let lower = codes.iter().zip(&g.groups).skip(1).map(|(z, &i)| Draw::Given(repeat(z, g.nodes[i].output.len())));
+                (None, std::iter::once(Draw::Sample(Mode::Prior)).chain(lower).collect())
+            }
+        };
+        self.decode_drawn(x.as_deref(), rows * n, &draws, seed).await
+    }
+
     pub async fn parameters(&self) -> Result<Vec<f32>, TrainError> {
         either_graph!(self, t => t.parameters().await)
     }
@@ -275,5 +332,12 @@ impl GraphBackend {
 
     pub fn resume(&mut self, params: &[f32], state: &OptimizerState) -> Result<(), TrainError> {
         either_graph!(self, t => t.resume(params, state))
+    }
+}
+
+fn cpu_summary() -> String {
+    match rayon::current_num_threads() {
+        1 => "each step on one CPU thread".to_string(),
+        n => format!("each step on {n} CPU threads"),
     }
 }

@@ -17,6 +17,11 @@
 //! unknown). Nothing is allocated in proportion to what the header claims until the claim has
 //! been checked against the bytes present, so loading a file costs about its own size.
 //!
+//! A graph model (`model::GraphConfig`, e.g. the `hvae` preset) is saved the same way, its
+//! tensors named after the graph's nodes (`encoder.stem.weight`, `z1`'s heads `q1.weight`, ...:
+//! the PyTorch module in the README) and its `GraphConfig` (input, graph, schedule) in the
+//! `graph` metadata entry instead of `config`; `load_model` reads either kind.
+//!
 //! A file may also carry Adam's state, so that training resumes exactly where it stopped: the
 //! moments as `optimizer.exp_avg.<name>` and `optimizer.exp_avg_sq.<name>` (PyTorch's names for
 //! them) and the trainer's own step count as the `optimizer_step` metadata. Such a file is no
@@ -27,7 +32,7 @@ use std::fmt;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
-use crate::model::{Config, Layout};
+use crate::model::{Config, GraphConfig, GraphLayout, Layout, ModelConfig, Tensor};
 
 /// Headers larger than this are refused before parsing (ours are about 100 bytes per tensor).
 const MAX_HEADER: u64 = 1 << 20;
@@ -60,11 +65,12 @@ fn mismatch(why: impl Into<String>) -> CheckpointError {
     CheckpointError::Mismatch(why.into())
 }
 
-/// What a checkpoint holds: the configuration, the flat parameters in `Layout::new(&config)`
-/// order, the training step they were saved at, and Adam's state if it was saved.
+/// What a checkpoint holds: the configuration (`Config` for `load`, which reads layer stacks;
+/// `ModelConfig` for `load_model`, which reads graph models too), the flat parameters in its
+/// layout's order, the training step they were saved at, and Adam's state if it was saved.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Checkpoint {
-    pub config: Config,
+pub struct Checkpoint<C = Config> {
+    pub config: C,
     pub parameters: Vec<f32>,
     pub step: u32,
     pub optimizer: Option<OptimizerState>,
@@ -90,37 +96,56 @@ pub fn save(config: &Config, layout: &Layout, parameters: &[f32], step: u32) -> 
 
 /// `save`, and Adam's state too if given: a file that resumes training exactly.
 pub fn save_with_optimizer(config: &Config, layout: &Layout, parameters: &[f32], step: u32, optimizer: Option<&OptimizerState>) -> Vec<u8> {
-    assert_eq!(parameters.len(), layout.len, "parameters do not match the layout");
+    let described = [("config", serde_json::to_string(config).expect("a Config serialises")), ("layers", config.summary())];
+    write(&described, &layout.tensors, layout.len, parameters, step, optimizer)
+}
+
+/// A graph model's parameters (flat, in `layout` order: `config.validate()`'s), with its
+/// `GraphConfig` as the `graph` metadata, `step`, and Adam's state if given.
+pub fn save_graph(config: &GraphConfig, layout: &GraphLayout, parameters: &[f32], step: u32, optimizer: Option<&OptimizerState>) -> Vec<u8> {
+    let described = [("graph", serde_json::to_string(config).expect("a GraphConfig serialises")), ("layers", config.summary())];
+    write(&described, &layout.tensors, layout.len, parameters, step, optimizer)
+}
+
+fn write(described: &[(&str, String)], tensors: &[Tensor], len: usize, parameters: &[f32], step: u32, optimizer: Option<&OptimizerState>) -> Vec<u8> {
+    assert_eq!(parameters.len(), len, "parameters do not match the layout");
     let mut buffers = vec![(String::new(), parameters)];
     if let Some(o) = optimizer {
-        assert!(o.m.len() == layout.len && o.v.len() == layout.len, "Adam's moments do not match the layout");
+        assert!(o.m.len() == len && o.v.len() == len, "Adam's moments do not match the layout");
         buffers.extend([(EXP_AVG.to_string(), &o.m[..]), (EXP_AVG_SQ.to_string(), &o.v[..])]);
     }
     let bytes: Vec<(String, Vec<u8>)> = buffers.into_iter().map(|(prefix, v)| (prefix, v.iter().flat_map(|p| p.to_le_bytes()).collect())).collect();
-    let tensors: Vec<(String, TensorView)> = bytes
+    let views: Vec<(String, TensorView)> = bytes
         .iter()
         .flat_map(|(prefix, bytes)| {
-            layout.tensors.iter().map(move |t| {
+            tensors.iter().map(move |t| {
                 let data = &bytes[t.offset * 4..(t.offset + t.len()) * 4];
                 (format!("{prefix}{}", t.name), TensorView::new(Dtype::F32, t.shape.clone(), data).expect("a tensor's bytes match its shape"))
             })
         })
         .collect();
-    let mut metadata = HashMap::from([
-        ("format".to_string(), FORMAT.to_string()),
-        ("config".to_string(), serde_json::to_string(config).expect("a Config serialises")),
-        ("layers".to_string(), config.summary()),
-        ("step".to_string(), step.to_string()),
-    ]);
+    let mut metadata = HashMap::from([("format".to_string(), FORMAT.to_string()), ("step".to_string(), step.to_string())]);
+    metadata.extend(described.iter().map(|(k, v)| (k.to_string(), v.clone())));
     if let Some(o) = optimizer {
         metadata.insert("optimizer_step".to_string(), o.step.to_string());
     }
-    safetensors::serialize(tensors, Some(metadata)).expect("F32 tensors with matching shapes serialise")
+    safetensors::serialize(views, Some(metadata)).expect("F32 tensors with matching shapes serialise")
 }
 
-/// Parses and checks a checkpoint written by `save` (or by any tool, given the same names,
-/// shapes, F32 dtype and our `config` metadata).
+/// Parses and checks a layer stack's checkpoint written by `save` (or by any tool, given the
+/// same names, shapes, F32 dtype and our `config` metadata); a graph model's is refused
+/// (`load_model` reads both).
 pub fn load(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
+    let c = load_model(bytes)?;
+    match c.config {
+        ModelConfig::Stack(config) => Ok(Checkpoint { config, parameters: c.parameters, step: c.step, optimizer: c.optimizer }),
+        ModelConfig::Graph(_) => Err(mismatch("it holds a graph model (its metadata has \"graph\", not \"config\")")),
+    }
+}
+
+/// Parses and checks a checkpoint of either kind of model: a layer stack's (`config` metadata,
+/// `save`) or a graph's (`graph` metadata, `save_graph`).
+pub fn load_model(bytes: &[u8]) -> Result<Checkpoint<ModelConfig>, CheckpointError> {
     if bytes.len() < 8 {
         return Err(malformed(format!("the file has {} bytes, fewer than the 8-byte header length", bytes.len())));
     }
@@ -137,12 +162,30 @@ pub fn load(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
 
     let metadata = header.metadata().as_ref();
     let meta = |key: &str| metadata.and_then(|m| m.get(key));
-    let config_json = meta("config").ok_or_else(|| mismatch("its metadata has no \"config\" entry (it was not saved by this page)"))?;
-    unique_config_keys(config_json)?;
-    let config = Config::from_json(config_json).map_err(|e| mismatch(format!("its configuration does not parse ({e})")))?;
-    // Saved before layers existed: the same tensors under their old names.
-    let legacy = serde_json::from_str::<serde_json::Value>(config_json).is_ok_and(|v| v.get("hidden").is_some());
-    config.validate().map_err(|e| mismatch(format!("its configuration is invalid ({e})")))?;
+    // The layout's few entries cost nothing; its tensors are compared with the file's before
+    // any parameter is read, and the file's tensors cover its data exactly (checked above), so
+    // the allocation below is the size of the file's data.
+    let (config, tensors, names, len) = match (meta("config"), meta("graph")) {
+        (Some(_), Some(_)) => return Err(mismatch("its metadata has both \"config\" and \"graph\" entries: it describes two models")),
+        (None, None) => return Err(mismatch("its metadata has no \"config\" or \"graph\" entry (it was not saved by this page)")),
+        (Some(config_json), None) => {
+            unique_config_keys(config_json)?;
+            let config = Config::from_json(config_json).map_err(|e| mismatch(format!("its configuration does not parse ({e})")))?;
+            // Saved before layers existed: the same tensors under their old names.
+            let legacy = serde_json::from_str::<serde_json::Value>(config_json).is_ok_and(|v| v.get("hidden").is_some());
+            config.validate().map_err(|e| mismatch(format!("its configuration is invalid ({e})")))?;
+            let layout = Layout::new(&config);
+            let names: Vec<String> = if legacy { layout.legacy_names() } else { layout.tensors.iter().map(|t| t.name.clone()).collect() };
+            (ModelConfig::Stack(config), layout.tensors, names, layout.len)
+        }
+        (None, Some(graph_json)) => {
+            unique_config_keys(graph_json)?;
+            let config: GraphConfig = serde_json::from_str(graph_json).map_err(|e| mismatch(format!("its graph does not parse ({e})")))?;
+            let layout = config.validate().map_err(|e| mismatch(format!("its graph is invalid ({e})")))?;
+            let names = layout.tensors.iter().map(|t| t.name.clone()).collect();
+            (ModelConfig::Graph(config), layout.tensors, names, layout.len)
+        }
+    };
     let whole = |key: &str, s: &str| -> Result<u32, CheckpointError> {
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(malformed(format!("its {key} \"{s}\" is not a whole number")));
@@ -152,22 +195,17 @@ pub fn load(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
     let step = meta("step").map_or(Ok(0), |s| whole("step", s))?;
     let optimizer_step = meta("optimizer_step").map(|s| whole("optimizer_step", s)).transpose()?;
 
-    // The layout's few entries cost nothing; its tensors are compared with the file's before
-    // any parameter is read, and the file's tensors cover its data exactly (checked above), so
-    // the allocation below is the size of the file's data.
-    let layout = Layout::new(&config);
-    let names: Vec<String> = if legacy { layout.legacy_names() } else { layout.tensors.iter().map(|t| t.name.clone()).collect() };
     // The parameters, then (with optimizer_step) Adam's two moments under their prefixes.
     let prefixes: &[&str] = if optimizer_step.is_some() { &["", EXP_AVG, EXP_AVG_SQ] } else { &[""] };
     let found = header.tensors().len();
-    let expected = prefixes.len() * layout.tensors.len();
+    let expected = prefixes.len() * tensors.len();
     if found != expected {
         let with = if optimizer_step.is_some() { " with Adam's state" } else { "" };
         return Err(mismatch(format!("it holds {found} tensors but its configuration{with} needs {expected}")));
     }
     let mut ranges = Vec::with_capacity(expected);
     for prefix in prefixes {
-        for (t, name) in layout.tensors.iter().zip(&names) {
+        for (t, name) in tensors.iter().zip(&names) {
             let name = format!("{prefix}{name}");
             let info = header.info(&name).ok_or_else(|| mismatch(format!("tensor {name} is missing")))?;
             if info.dtype != Dtype::F32 {
@@ -179,9 +217,9 @@ pub fn load(bytes: &[u8]) -> Result<Checkpoint, CheckpointError> {
             ranges.push((name, t.range(), info.data_offsets.0..info.data_offsets.1));
         }
     }
-    let mut buffers = vec![vec![0f32; layout.len]; prefixes.len()];
+    let mut buffers = vec![vec![0f32; len]; prefixes.len()];
     for (i, (name, target, range)) in ranges.into_iter().enumerate() {
-        let target = &mut buffers[i / layout.tensors.len()][target];
+        let target = &mut buffers[i / tensors.len()][target];
         for (p, b) in target.iter_mut().zip(data[range].chunks_exact(4)) {
             *p = f32::from_le_bytes(b.try_into().unwrap());
         }

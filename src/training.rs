@@ -76,8 +76,9 @@ pub struct Evaluation {
 }
 
 /// How a graph model trains: Adam on minibatches with a cosine learning-rate decay and a linear
-/// KL warm-up (NVAE's), both over steps.
-#[derive(Clone, Debug, PartialEq)]
+/// KL warm-up (NVAE's), both over steps. As JSON (in `GraphConfig`) every field is required.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Schedule {
     pub batch_size: usize,
     pub learning_rate: f32,

@@ -6,13 +6,13 @@ use std::cell::Cell;
 use futures_util::lock::Mutex;
 use wasm_bindgen::prelude::*;
 
-use crate::backend::{Backend, Device};
+use crate::backend::{Backend, Device, GraphBackend};
 use crate::checkpoint::{self, CheckpointError};
 use crate::data::{self, DataError, Dataset};
 use crate::gpu::{Gpu, GpuError};
 use crate::kernels::KernelShape;
 use crate::latent::{self, Encoding};
-use crate::model::Config;
+use crate::model::{Config, ConfigError, GraphConfig, Keep, LatentType, Likelihood, ModelConfig};
 use crate::training::TrainError;
 
 #[wasm_bindgen(start)]
@@ -63,24 +63,60 @@ fn set(obj: &js_sys::Object, key: &str, value: impl Into<JsValue>) {
     let _ = js_sys::Reflect::set(obj, &key.into(), &value.into());
 }
 
-/// A `Config` from a plain object with any of its fields (the rest take the reference values),
-/// or with an `architecture` and the `image` size instead of the layers (see
-/// `Config::from_partial_json`), validated: errors name the field; unknown fields are refused.
-fn config_from_js(config: JsValue) -> Result<Config, JsValue> {
-    let config = if config.is_undefined() || config.is_null() {
-        Config::default()
-    } else {
-        let partial: serde_json::Value = serde_wasm_bindgen::from_value(config).map_err(|e| error("config", e.to_string(), None))?;
-        Config::from_partial_json(partial).map_err(|e| error("config", e.to_string(), Some(e.field)))?
-    };
-    config.validate().map_err(|e| error("config", e.to_string(), Some(e.field)))?;
-    Ok(config)
+/// A model's configuration from a plain object: with `architecture: { kind: "hvae" }`, the
+/// hierarchy of latents and any of its schedule's fields (`GraphConfig::from_partial_json`);
+/// otherwise a layer stack's `Config` with any of its fields (the rest take the reference
+/// values), or with an `architecture` and the `image` size instead of the layers (see
+/// `Config::from_partial_json`). Validated: errors name the field; unknown fields are refused.
+fn config_from_js(config: JsValue) -> Result<ModelConfig, JsValue> {
+    let config_error = |e: ConfigError| error("config", e.to_string(), Some(e.field));
+    if config.is_undefined() || config.is_null() {
+        return Ok(ModelConfig::Stack(Config::default()));
+    }
+    let partial: serde_json::Value = serde_wasm_bindgen::from_value(config).map_err(|e| error("config", e.to_string(), None))?;
+    let kind = partial.get("architecture").and_then(|a| a.get("kind")).and_then(|k| k.as_str());
+    if let (Some("hvae"), serde_json::Value::Object(mut fields)) = (kind, partial.clone()) {
+        fields.remove("architecture");
+        return GraphConfig::from_partial_json(fields).map(ModelConfig::Graph).map_err(config_error);
+    }
+    let config = Config::from_partial_json(partial).map_err(config_error)?;
+    config.validate().map_err(config_error)?;
+    Ok(ModelConfig::Stack(config))
 }
 
-fn config_to_js(config: &Config) -> Result<JsValue, JsValue> {
+fn to_js<T: serde::Serialize>(value: &T) -> Result<JsValue, JsValue> {
     // Plain objects rather than Maps, so the page can read fields directly.
     let serializer = serde_wasm_bindgen::Serializer::json_compatible();
-    serde::Serialize::serialize(config, &serializer).map_err(|e| error("config", e.to_string(), None))
+    value.serialize(&serializer).map_err(|e| error("config", e.to_string(), None))
+}
+
+/// The configuration as the page's settings read it: a layer stack's `Config`, with its
+/// `architecture` when its layers are an instance of one (the page's settings show it, and a
+/// new image size rebuilds it); a graph's schedule fields, with what the views read of every
+/// model (`likelihood`, `latent_type`, `latent`: the top group's size) and `architecture:
+/// { kind: "hvae" }` when the graph is that preset.
+fn config_to_js(config: &ModelConfig) -> Result<JsValue, JsValue> {
+    let obj = match config {
+        ModelConfig::Stack(c) => {
+            let obj = to_js(c)?;
+            if let Some(arch) = c.architecture() {
+                set(obj.unchecked_ref(), "architecture", to_js(&arch)?);
+            }
+            obj
+        }
+        ModelConfig::Graph(g) => {
+            let obj = to_js(&g.schedule)?;
+            let layout = g.validate().map_err(|e| error("config", e.to_string(), Some(e.field)))?;
+            set(obj.unchecked_ref(), "latent", layout.nodes[layout.groups[0]].output.len());
+            set(obj.unchecked_ref(), "likelihood", to_js(&Likelihood::Bernoulli)?);
+            set(obj.unchecked_ref(), "latent_type", to_js(&LatentType::Gaussian {})?);
+            if let Some(kind) = g.preset() {
+                set(obj.unchecked_ref(), "architecture", to_js(&serde_json::json!({ "kind": kind }))?);
+            }
+            obj
+        }
+    };
+    Ok(obj)
 }
 
 /// The configuration with defaults filled in, or `{ kind: "config", field, message }`.
@@ -227,7 +263,7 @@ impl WebData {
 /// with kind "checkpoint" saying what is wrong.
 #[wasm_bindgen(js_name = checkpointInfo)]
 pub fn checkpoint_info(bytes: &[u8]) -> Result<JsValue, JsValue> {
-    let c = checkpoint::load(bytes).map_err(checkpoint_error_to_js)?;
+    let c = checkpoint::load_model(bytes).map_err(checkpoint_error_to_js)?;
     let obj = js_sys::Object::new();
     set(&obj, "config", config_to_js(&c.config)?);
     set(&obj, "step", c.step);
@@ -235,8 +271,19 @@ pub fn checkpoint_info(bytes: &[u8]) -> Result<JsValue, JsValue> {
     Ok(obj.into())
 }
 
-/// A VAE training on the page's GPU or in WebAssembly on the CPU (`backend::Backend`): the
-/// page calls the same methods either way.
+/// What a `WebTrainer` trains: a layer stack (`Backend`) or a graph (`GraphBackend`), on
+/// either device.
+#[allow(clippy::large_enum_variant)] // one per page
+enum Model {
+    Stack(Backend),
+    Graph(GraphBackend, GraphConfig),
+}
+
+/// A VAE training on the page's GPU or in WebAssembly on the CPU (`backend::Backend`, or
+/// `backend::GraphBackend` for a graph such as `hvae`): the page calls the same methods either
+/// way. Of a graph, the page's latent views see the top group: `encode` gives its posterior,
+/// `decode` decodes its codes (every lower group at its conditional prior's mean), and
+/// `variations` redraws one part of a digit's code.
 ///
 /// Any call may come at any moment, also while another is in flight (a user presses Train
 /// while the first samples are being decoded): no call can find the object borrowed. Every
@@ -247,83 +294,132 @@ pub fn checkpoint_info(bytes: &[u8]) -> Result<JsValue, JsValue> {
 /// keeps their order).
 #[wasm_bindgen]
 pub struct WebTrainer {
-    trainer: Mutex<Backend>,
-    config: Config,
+    trainer: Mutex<Model>,
+    config: ModelConfig,
     parameters: usize,
     steps_per_epoch: u32,
     step_summary: String,
     kind: &'static str,
+    /// Values per code (the top group's, for a graph).
+    code_length: usize,
+    /// Each group's name and shape, top first ("z1 20"); empty for a layer stack.
+    groups: Vec<String>,
     /// The trainer's step after the last call that trained or loaded weights.
     step: Cell<u32>,
 }
 
 impl WebTrainer {
-    fn wrap(mut trainer: Backend) -> WebTrainer {
-        WebTrainer {
-            config: trainer.config().clone(),
-            parameters: trainer.layout().len,
-            steps_per_epoch: trainer.steps_per_epoch(),
-            step_summary: trainer.step_summary(),
-            kind: trainer.kind(),
-            step: Cell::new(trainer.step()),
-            trainer: Mutex::new(trainer),
+    fn new_model(device: &Device, config: &ModelConfig, data: &WebData) -> Result<Model, JsValue> {
+        match config {
+            ModelConfig::Stack(c) => Backend::new(device, c.clone(), &data.train, &data.test).map(Model::Stack),
+            ModelConfig::Graph(g) => GraphBackend::new(device, &g.graph, g.schedule.clone(), &data.train, &data.test).map(|t| Model::Graph(t, g.clone())),
+        }
+        .map_err(train_error_to_js)
+    }
+
+    fn wrap(model: Model) -> WebTrainer {
+        let (config, parameters, steps_per_epoch, step_summary, kind, code_length, groups, step, model) = match model {
+            Model::Stack(mut t) => {
+                let c = t.config().clone();
+                (ModelConfig::Stack(c.clone()), t.layout().len, t.steps_per_epoch(), t.step_summary(), t.kind(), c.code_len(), vec![], t.step(), Model::Stack(t))
+            }
+            Model::Graph(mut t, g) => {
+                let layout = t.layout();
+                let groups: Vec<String> = layout.groups.iter().map(|&i| format!("{} {}", layout.nodes[i].name, layout.nodes[i].output)).collect();
+                let (len, code_length) = (layout.len, layout.nodes[layout.groups[0]].output.len());
+                (ModelConfig::Graph(g.clone()), len, t.steps_per_epoch(), t.step_summary(), t.kind(), code_length, groups, t.step(), Model::Graph(t, g))
+            }
+        };
+        WebTrainer { trainer: Mutex::new(model), config, parameters, steps_per_epoch, step_summary, kind, code_length, groups, step: Cell::new(step) }
+    }
+
+    fn stack(&self) -> Option<&Config> {
+        match &self.config {
+            ModelConfig::Stack(c) => Some(c),
+            ModelConfig::Graph(_) => None,
         }
     }
 }
 
+/// The Bernoulli standard deviation sqrt(p (1 - p)) of each pixel probability: a graph's
+/// decoder is Bernoulli.
+fn bernoulli_std(p: Vec<f32>) -> Vec<f32> {
+    p.into_iter().map(|p| (p * (1.0 - p)).max(0.0).sqrt()).collect()
+}
+
+fn kl_groups(kl: &[f64]) -> js_sys::Array {
+    kl.iter().map(|&k| JsValue::from(k)).collect()
+}
+
 #[wasm_bindgen]
 impl WebTrainer {
-    /// A freshly initialised model; `config` is an object with any of `Config`'s fields.
+    /// A freshly initialised model; `config` is an object with any of `Config`'s fields, or
+    /// `architecture: { kind: "hvae" }` and any of the hierarchy's schedule fields.
     #[wasm_bindgen(constructor)]
     pub fn new(device: &WebDevice, config: JsValue, data: &WebData) -> Result<WebTrainer, JsValue> {
         let config = config_from_js(config)?;
-        let trainer = Backend::new(&device.device, config, &data.train, &data.test).map_err(train_error_to_js)?;
-        Ok(WebTrainer::wrap(trainer))
+        Ok(WebTrainer::wrap(WebTrainer::new_model(&device.device, &config, data)?))
     }
 
-    /// A model with the configuration and weights of a `.safetensors` checkpoint. With Adam's
-    /// state in the file, training resumes exactly (`step()` continues from the file's);
-    /// otherwise Adam starts afresh at step 0. Nothing is created unless the whole file checks out.
+    /// A model with the configuration and weights of a `.safetensors` checkpoint (a layer
+    /// stack's or a graph's). With Adam's state in the file, training resumes exactly (`step()`
+    /// continues from the file's); otherwise Adam starts afresh at step 0. Nothing is created
+    /// unless the whole file checks out.
     #[wasm_bindgen(js_name = fromCheckpoint)]
     pub fn from_checkpoint(device: &WebDevice, bytes: &[u8], data: &WebData) -> Result<WebTrainer, JsValue> {
-        let c = checkpoint::load(bytes).map_err(checkpoint_error_to_js)?;
-        let mut trainer = Backend::new(&device.device, c.config, &data.train, &data.test).map_err(train_error_to_js)?;
-        match &c.optimizer {
-            Some(state) => trainer.resume(&c.parameters, state),
-            None => trainer.set_parameters(&c.parameters),
+        let c = checkpoint::load_model(bytes).map_err(checkpoint_error_to_js)?;
+        let mut model = WebTrainer::new_model(&device.device, &c.config, data)?;
+        match (&mut model, &c.optimizer) {
+            (Model::Stack(t), Some(state)) => t.resume(&c.parameters, state),
+            (Model::Stack(t), None) => t.set_parameters(&c.parameters),
+            (Model::Graph(t, _), Some(state)) => t.resume(&c.parameters, state),
+            (Model::Graph(t, _), None) => t.set_parameters(&c.parameters),
         }
         .map_err(train_error_to_js)?;
-        Ok(WebTrainer::wrap(trainer))
+        Ok(WebTrainer::wrap(model))
     }
 
     /// The weights and configuration as a `.safetensors` file, recording `step` (the steps
     /// behind these weights, counting those before they were loaded); with `optimizer`, Adam's
     /// state too, so that the file resumes training exactly.
     pub async fn save(&self, step: u32, optimizer: bool) -> Result<Vec<u8>, JsValue> {
-        let trainer = self.trainer.lock().await;
-        let params = trainer.parameters().await.map_err(train_error_to_js)?;
-        let state = if optimizer { Some(trainer.optimizer_state().await.map_err(train_error_to_js)?) } else { None };
-        Ok(checkpoint::save_with_optimizer(&self.config, trainer.layout(), &params, step, state.as_ref()))
+        let model = self.trainer.lock().await;
+        Ok(match &*model {
+            Model::Stack(t) => {
+                let params = t.parameters().await.map_err(train_error_to_js)?;
+                let state = if optimizer { Some(t.optimizer_state().await.map_err(train_error_to_js)?) } else { None };
+                checkpoint::save_with_optimizer(t.config(), t.layout(), &params, step, state.as_ref())
+            }
+            Model::Graph(t, g) => {
+                let params = t.parameters().await.map_err(train_error_to_js)?;
+                let state = if optimizer { Some(t.optimizer_state().await.map_err(train_error_to_js)?) } else { None };
+                checkpoint::save_graph(g, t.layout(), &params, step, state.as_ref())
+            }
+        })
     }
 
-    /// The configuration in use, as a plain object; with an `architecture` too when its layers
-    /// are an instance of one (the page's settings show it, and a new image size rebuilds it).
+    /// The configuration in use, as a plain object (see `config_to_js`).
     pub fn config(&self) -> Result<JsValue, JsValue> {
-        let obj = config_to_js(&self.config)?;
-        if let Some(arch) = self.config.architecture() {
-            let serializer = serde_wasm_bindgen::Serializer::json_compatible();
-            set(obj.unchecked_ref(), "architecture", serde::Serialize::serialize(&arch, &serializer).map_err(|e| error("config", e.to_string(), None))?);
-        }
-        Ok(obj)
+        config_to_js(&self.config)
     }
 
+    /// Latent dimensions (categorical variables; of a graph, the top group's dimensions).
     pub fn latent(&self) -> usize {
-        self.config.latent
+        self.stack().map_or(self.code_length, |c| c.latent)
     }
 
-    /// The layers, input to output, e.g. "1x28x28 → conv2d 32 k4 s2 p1 relu → ... → z20 → ...".
+    /// Each group of latents' name and shape, top first (e.g. "z1 20", "z2 8x7x7"); none for a
+    /// layer stack, whose one group is its code.
+    pub fn groups(&self) -> Vec<String> {
+        self.groups.clone()
+    }
+
+    /// The model in a line, e.g. "1x28x28 → conv2d 32 k4 s2 p1 relu → ... → z20 → ...".
     pub fn summary(&self) -> String {
-        self.config.summary()
+        match &self.config {
+            ModelConfig::Stack(c) => c.summary(),
+            ModelConfig::Graph(g) => g.summary(),
+        }
     }
 
     /// Trainable parameters.
@@ -333,20 +429,38 @@ impl WebTrainer {
 
     /// Takes `n` training steps (on the GPU: submits them and waits for them to finish) and
     /// returns their metrics, `{ steps, loss, reconstruction, kl, totalSteps, epoch }`, averaged
-    /// over the steps since the last call.
+    /// over the steps since the last call; a graph's also `klGroups`, each group's KL, top first
+    /// (`kl` is their sum).
     pub async fn train(&self, n: u32) -> Result<JsValue, JsValue> {
-        let mut trainer = self.trainer.lock().await;
-        let trained = trainer.train(n);
-        self.step.set(trainer.step());
-        trained.map_err(train_error_to_js)?;
-        let m = trainer.metrics().await.map_err(train_error_to_js)?;
+        let mut model = self.trainer.lock().await;
         let obj = js_sys::Object::new();
-        set(&obj, "steps", m.steps);
-        set(&obj, "loss", m.loss);
-        set(&obj, "reconstruction", m.reconstruction);
-        set(&obj, "kl", m.kl);
-        set(&obj, "totalSteps", m.total_steps);
-        set(&obj, "epoch", m.epoch);
+        match &mut *model {
+            Model::Stack(t) => {
+                let trained = t.train(n);
+                self.step.set(t.step());
+                trained.map_err(train_error_to_js)?;
+                let m = t.metrics().await.map_err(train_error_to_js)?;
+                set(&obj, "steps", m.steps);
+                set(&obj, "loss", m.loss);
+                set(&obj, "reconstruction", m.reconstruction);
+                set(&obj, "kl", m.kl);
+                set(&obj, "totalSteps", m.total_steps);
+                set(&obj, "epoch", m.epoch);
+            }
+            Model::Graph(t, _) => {
+                let trained = t.train(n);
+                self.step.set(t.step());
+                trained.map_err(train_error_to_js)?;
+                let m = t.metrics().await.map_err(train_error_to_js)?;
+                set(&obj, "steps", m.steps);
+                set(&obj, "loss", m.loss);
+                set(&obj, "reconstruction", m.reconstruction);
+                set(&obj, "kl", m.kl.iter().sum::<f64>());
+                set(&obj, "klGroups", kl_groups(&m.kl));
+                set(&obj, "totalSteps", t.step());
+                set(&obj, "epoch", t.step() / self.steps_per_epoch);
+            }
+        }
         Ok(obj.into())
     }
 
@@ -379,30 +493,55 @@ impl WebTrainer {
     /// Makes ready what training needs and resolves when it is (on the GPU, compiles the
     /// training step's pipelines, which a browser otherwise does before the first step runs).
     pub async fn prepare(&self) -> Result<(), JsValue> {
-        self.trainer.lock().await.prepare().await.map_err(train_error_to_js)
+        match &mut *self.trainer.lock().await {
+            Model::Stack(t) => t.prepare().await,
+            Model::Graph(t, _) => t.prepare().await,
+        }
+        .map_err(train_error_to_js)
     }
 
-    /// The test set's `{ nelbo, reconstruction, kl }` in nats per digit.
+    /// The test set's `{ nelbo, reconstruction, kl }` in nats per digit; a graph's also
+    /// `klGroups` (`kl` is their sum).
     pub async fn evaluate(&self) -> Result<JsValue, JsValue> {
-        let e = self.trainer.lock().await.evaluate().await.map_err(train_error_to_js)?;
         let obj = js_sys::Object::new();
-        set(&obj, "nelbo", e.nelbo);
-        set(&obj, "reconstruction", e.reconstruction);
-        set(&obj, "kl", e.kl);
+        match &mut *self.trainer.lock().await {
+            Model::Stack(t) => {
+                let e = t.evaluate().await.map_err(train_error_to_js)?;
+                set(&obj, "nelbo", e.nelbo);
+                set(&obj, "reconstruction", e.reconstruction);
+                set(&obj, "kl", e.kl);
+            }
+            Model::Graph(t, _) => {
+                let e = t.evaluate().await.map_err(train_error_to_js)?;
+                set(&obj, "nelbo", e.nelbo);
+                set(&obj, "reconstruction", e.reconstruction);
+                set(&obj, "kl", e.kl.iter().sum::<f64>());
+                set(&obj, "klGroups", kl_groups(&e.kl));
+            }
+        }
         Ok(obj.into())
     }
 
     /// The importance-weighted estimate of -log p(x) on the test set with `k` samples.
     #[wasm_bindgen(js_name = importanceWeightedNll)]
     pub async fn importance_weighted_nll(&self, k: usize) -> Result<f64, JsValue> {
-        self.trainer.lock().await.importance_weighted_nll(k).await.map_err(train_error_to_js)
+        match &mut *self.trainer.lock().await {
+            Model::Stack(t) => t.importance_weighted_nll(k).await,
+            Model::Graph(t, _) => t.importance_weighted_nll(k).await,
+        }
+        .map_err(train_error_to_js)
     }
 
     /// q(z|x) for images x [n * pixels]: `{ code, mu, logvar }` (Gaussian latents, each
-    /// [n * latent]) or `{ code, probabilities }` (categorical, [n * latent * classes]); `code`
-    /// is what `reconstruct` decodes (mu, or the class probabilities).
+    /// [n * latent]; of a graph, the top group's) or `{ code, probabilities }` (categorical,
+    /// [n * latent * classes]); `code` is what `reconstruct` decodes (mu, or the class
+    /// probabilities).
     pub async fn encode(&self, x: Vec<f32>) -> Result<JsValue, JsValue> {
-        let encoding = self.trainer.lock().await.encode(&x).await.map_err(train_error_to_js)?;
+        let encoding = match &mut *self.trainer.lock().await {
+            Model::Stack(t) => t.encode(&x).await,
+            Model::Graph(t, _) => t.encode(&x).await,
+        }
+        .map_err(train_error_to_js)?;
         let obj = js_sys::Object::new();
         set(&obj, "code", js_sys::Float32Array::from(encoding.code()));
         match &encoding {
@@ -415,44 +554,81 @@ impl WebTrainer {
         Ok(obj.into())
     }
 
-    /// Values per code z (latent, or latent x classes).
+    /// Values per code z (latent, or latent x classes; of a graph, the top group's).
     #[wasm_bindgen(js_name = codeLength)]
     pub fn code_length(&self) -> usize {
-        self.config.code_len()
+        self.code_length
     }
 
     /// Classes per categorical variable; 0 for Gaussian latents.
     pub fn classes(&self) -> usize {
-        self.config.latent_type.classes().unwrap_or(0)
+        self.stack().and_then(|c| c.latent_type.classes()).unwrap_or(0)
     }
 
     /// `n` codes from the prior [n * codeLength]: z ~ N(0, I), or a uniformly random class per
     /// variable (one-hot); the same seed gives the same codes.
     #[wasm_bindgen(js_name = priorCodes)]
     pub fn prior_codes(&self, n: usize, seed: u32) -> Vec<f32> {
-        latent::model_prior_codes(&self.config, n, seed)
+        match self.stack() {
+            Some(c) => latent::model_prior_codes(c, n, seed),
+            None => latent::prior_codes(n, self.code_length, seed),
+        }
     }
 
-    /// Images [n * pixels] in [0, 1] decoded from codes z [n * latent].
+    /// Images [n * pixels] in [0, 1] decoded from codes z [n * codeLength] (of a graph, top-group
+    /// codes, every lower group at its conditional prior's mean).
     pub async fn decode(&self, z: Vec<f32>) -> Result<Vec<f32>, JsValue> {
-        self.trainer.lock().await.decode(&z).await.map_err(train_error_to_js)
+        match &mut *self.trainer.lock().await {
+            Model::Stack(t) => t.decode(&z).await,
+            Model::Graph(t, _) => t.decode_top(&z).await,
+        }
+        .map_err(train_error_to_js)
     }
 
-    /// Reconstructions (decoded at z = mu) of images x [n * pixels].
+    /// Reconstructions (decoded at z = mu; of a graph, every group at its posterior mean) of
+    /// images x [n * pixels].
     pub async fn reconstruct(&self, x: Vec<f32>) -> Result<Vec<f32>, JsValue> {
-        self.trainer.lock().await.reconstruct(&x).await.map_err(train_error_to_js)
+        match &mut *self.trainer.lock().await {
+            Model::Stack(t) => t.reconstruct(&x).await,
+            Model::Graph(t, _) => t.reconstruct(&x).await,
+        }
+        .map_err(train_error_to_js)
     }
 
-    /// The per-pixel standard deviations of p(x|z) [n * pixels] for codes z [n * latent].
+    /// The per-pixel standard deviations of p(x|z) [n * pixels] for codes z [n * codeLength].
     #[wasm_bindgen(js_name = decodeStd)]
     pub async fn decode_std(&self, z: Vec<f32>) -> Result<Vec<f32>, JsValue> {
-        self.trainer.lock().await.decode_std(&z).await.map_err(train_error_to_js)
+        match &mut *self.trainer.lock().await {
+            Model::Stack(t) => t.decode_std(&z).await,
+            Model::Graph(t, _) => t.decode_top(&z).await.map(bernoulli_std),
+        }
+        .map_err(train_error_to_js)
     }
 
     /// The per-pixel standard deviations of the reconstructions of images x [n * pixels].
     #[wasm_bindgen(js_name = reconstructStd)]
     pub async fn reconstruct_std(&self, x: Vec<f32>) -> Result<Vec<f32>, JsValue> {
-        self.trainer.lock().await.reconstruct_std(&x).await.map_err(train_error_to_js)
+        match &mut *self.trainer.lock().await {
+            Model::Stack(t) => t.reconstruct_std(&x).await,
+            Model::Graph(t, _) => t.reconstruct(&x).await.map(bernoulli_std),
+        }
+        .map_err(train_error_to_js)
+    }
+
+    /// A hierarchy's `n` variations of each image x [rows * pixels], rows after rows ([rows * n
+    /// * pixels]): `keep` "top" keeps the top group at its posterior mean and redraws the lower
+    /// ones from their conditional priors; "lower" keeps the lower groups and redraws the top
+    /// one (`GraphBackend::variations`); the same seed gives the same images.
+    pub async fn variations(&self, x: Vec<f32>, n: usize, keep: String, seed: u32) -> Result<Vec<f32>, JsValue> {
+        let keep = match keep.as_str() {
+            "top" => Keep::Top,
+            "lower" => Keep::Lower,
+            other => return Err(error("data", format!("keep \"{other}\": say top or lower"), None)),
+        };
+        match &mut *self.trainer.lock().await {
+            Model::Stack(_) => Err(error("data", "only a hierarchy of latents has groups to keep and redraw".into(), None)),
+            Model::Graph(t, _) => Ok(t.variations(&x, n, keep, seed).await.map_err(train_error_to_js)?.images),
+        }
     }
 }
 

@@ -285,7 +285,7 @@ fn mismatched_files_name_the_problem() {
     let no_config = with_header(&good, |h| {
         h["__metadata__"].as_object_mut().unwrap().remove("config");
     });
-    assert!(mismatch(&no_config).contains("no \"config\""));
+    assert!(mismatch(&no_config).contains("no \"config\" or \"graph\" entry"));
     let other_latent = with_header(&good, |h| {
         let c = Config { latent: 4, ..config.clone() };
         h["__metadata__"]["config"] = serde_json::to_string(&c).unwrap().into();
@@ -544,5 +544,79 @@ fn a_checkpoint_computes_in_pytorchs_formulas_what_it_computes_here() {
         close("decoded means", &mean, &read("mean"));
         close("decoded standard deviations", &std, &read("std"));
         println!("{preset}: codes and decoded images agree with PyTorch's formulas in numpy");
+    }
+}
+
+/// A graph model's file (`save_graph`): its `GraphConfig` (input, graph, schedule) in the `graph`
+/// metadata, tensors named after its nodes as the README's PyTorch module names them, Adam's
+/// state beside them; `load_model` gives it all back, `load` (layer stacks only) refuses it, and
+/// a corrupt graph entry gets an error that says what is wrong.
+#[test]
+fn a_graph_model_round_trips_and_its_errors_name_the_problem() {
+    use webvae::checkpoint::{load_model, save_graph, Checkpoint, OptimizerState};
+    use webvae::model::{GraphConfig, ModelConfig};
+    let mut config = GraphConfig::hvae();
+    config.schedule.kl_warmup_steps = 77;
+    let layout = config.validate().unwrap();
+    let params: Vec<f32> = (0..layout.len).map(|i| (i as f32 * 0.37).sin()).collect();
+    let state = OptimizerState { m: params.iter().map(|p| p * 0.1).collect(), v: params.iter().map(|p| p * p).collect(), step: 17 };
+    let bytes = save_graph(&config, &layout, &params, 40, Some(&state));
+    let loaded = load_model(&bytes).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded, Checkpoint { config: ModelConfig::Graph(config.clone()), parameters: params.clone(), step: 40, optimizer: Some(state) });
+    let (h, _) = header(&bytes);
+    for (name, shape) in [("encoder.stem.weight", vec![32, 1, 4, 4]), ("q1.weight", vec![40, 256]), ("decoder.out.weight", vec![32, 1, 4, 4]), ("optimizer.exp_avg.p2.bias", vec![16])] {
+        assert_eq!(h[name]["shape"], serde_json::json!(shape), "tensor {name}");
+    }
+    assert!(h["__metadata__"]["layers"].as_str().unwrap().contains("z2 8x7x7"), "{}", h["__metadata__"]["layers"]);
+    // A layer stack's file reads as one through load_model too; load refuses a graph's.
+    let (stack, stack_layout, stack_params) = small();
+    assert_eq!(load_model(&save(&stack, &stack_layout, &stack_params, 3)).unwrap().config, ModelConfig::Stack(stack.clone()));
+    assert!(mismatch(&bytes).contains("graph model"), "{}", mismatch(&bytes));
+    let model_mismatch = |bytes: &[u8]| match load_model(bytes) {
+        Err(CheckpointError::Mismatch(why)) => why,
+        other => panic!("expected a mismatch error, got {other:?}"),
+    };
+    let edited = |edit: &dyn Fn(&mut serde_json::Value)| {
+        with_header(&bytes, |h| {
+            let mut g: serde_json::Value = serde_json::from_str(h["__metadata__"]["graph"].as_str().unwrap()).unwrap();
+            edit(&mut g);
+            h["__metadata__"]["graph"] = serde_json::to_string(&g).unwrap().into();
+        })
+    };
+    let unknown = edited(&|g| g["schedule"]["warmup"] = 3.into());
+    assert!(model_mismatch(&unknown).contains("unknown field `warmup`"), "{}", model_mismatch(&unknown));
+    let dangling = edited(&|g| g["graph"]["nodes"][1]["inputs"] = serde_json::json!(["encoder.nowhere"]));
+    assert!(model_mismatch(&dangling).contains("encoder.nowhere"), "{}", model_mismatch(&dangling));
+    let wider = edited(&|g| g["graph"]["nodes"][0]["op"]["layer"]["out"] = 16.into());
+    assert!(model_mismatch(&wider).contains("graph is invalid") || model_mismatch(&wider).contains("shape"), "{}", model_mismatch(&wider));
+    let zero_batch = edited(&|g| g["schedule"]["batch_size"] = 0.into());
+    assert!(model_mismatch(&zero_batch).contains("batch_size"), "{}", model_mismatch(&zero_batch));
+    let both = with_header(&bytes, |h| h["__metadata__"]["config"] = serde_json::to_string(&stack).unwrap().into());
+    assert!(model_mismatch(&both).contains("both"), "{}", model_mismatch(&both));
+    let twice = with_header_text(&bytes, |t| t.replacen("\\\"kl_warmup_steps\\\":77", "\\\"kl_warmup_steps\\\":77,\\\"kl_warmup_steps\\\":5", 1));
+    assert!(model_mismatch(&twice).contains("more than once"), "{}", model_mismatch(&twice));
+}
+
+/// The page's form of the hierarchy's settings (`GraphConfig::from_partial_json`): defaults
+/// filled in, what every model says of its latents accepted when it is the hierarchy's own,
+/// everything else refused with the field named.
+#[test]
+fn the_hierarchys_settings_are_checked_field_by_field() {
+    use webvae::model::GraphConfig;
+    let parse = |v: serde_json::Value| GraphConfig::from_partial_json(v.as_object().unwrap().clone());
+    let c = parse(serde_json::json!({ "image": [28, 28], "batch_size": 64, "kl_warmup_steps": 10, "latent": 20, "likelihood": { "kind": "bernoulli" } })).unwrap();
+    assert_eq!((c.schedule.batch_size, c.schedule.kl_warmup_steps, c.schedule.learning_rate), (64, 10, GraphConfig::hvae().schedule.learning_rate));
+    assert_eq!(c.preset(), Some("hvae"));
+    for (partial, field, says) in [
+        (serde_json::json!({ "image": [14, 14] }), "architecture", "28x28"),
+        (serde_json::json!({ "beta": 2 }), "config", "unknown field \"beta\""),
+        (serde_json::json!({ "latent": 8 }), "latent", "20"),
+        (serde_json::json!({ "likelihood": { "kind": "gaussian", "sigma": 0.1 } }), "likelihood", "Bernoulli"),
+        (serde_json::json!({ "batch_size": 0 }), "batch_size", "1..=4096"),
+        (serde_json::json!({ "learning_rate": -1 }), "learning_rate", "(0, 1]"),
+        (serde_json::json!({ "kl_warmup_steps": -5 }), "config", "invalid value"),
+    ] {
+        let e = parse(partial.clone()).unwrap_err();
+        assert!(e.field == field && e.message.contains(says), "{partial}: {e:?}");
     }
 }

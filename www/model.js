@@ -5,7 +5,7 @@
 import { $, act, failsSafely, imageShape, messageOf, onFailure, remote, training, view } from "./page.js";
 import { alertUser, clearAlert, discardSession, forgetSession, readSession, resumed, showDevice, showStatus } from "./panels/device.js";
 import { chart, describeChart, restoreChart, saying, showProgress, updateControls, pauseWish } from "./panels/progress.js";
-import { describeSamples, refreshRecon, refreshSamples } from "./panels/samples.js";
+import { describeSamples, refreshRecon, refreshSamples, refreshVariations } from "./panels/samples.js";
 import { describeInterpolation, refreshInterpolation } from "./panels/interpolation.js";
 import { describeTraversal, refreshLatent } from "./panels/latent.js";
 import { readSettings, showFieldError, writeSettings } from "./panels/settings.js";
@@ -45,8 +45,9 @@ export function showModel() {
   view.codes = null;
   view.latent = { variables: trainer.latent(), classes: trainer.classes() };
   const { variables, classes } = view.latent;
-  describeSamples(variables, classes);
-  describeChart(classes);
+  const groups = trainer.groups();
+  describeSamples(variables, classes, groups);
+  describeChart(classes, groups);
   describeInterpolation(classes);
   describeTraversal(classes);
   chart.clear();
@@ -144,5 +145,6 @@ export async function refreshAll() {
 export async function refreshLight() {
   await refreshSamples();
   await refreshRecon();
+  await refreshVariations();
   await refreshInterpolation();
 }

@@ -13,6 +13,7 @@ export const training = new Training();
 // What the panels show beyond the model: their own choices and what they computed from it.
 export const view = {
   sampleSeed: 1,
+  variationSeed: 1,
   galleryStart: 0,
   slot: "a",
   picks: { a: null, b: null }, // { x: Float32Array(784), label }

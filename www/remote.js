@@ -188,6 +188,8 @@ export class RemoteTrainer extends Handle {
   latent() { return this.facts.latent; }
   classes() { return this.facts.classes; }
   codeLength() { return this.facts.codeLength; }
+  // A hierarchy's groups of latents, top first ("z1 20"); none for a layer stack.
+  groups() { return this.facts.groups; }
   summary() { return this.facts.summary; }
   parameters() { return this.facts.parameters; }
   stepsPerEpoch() { return this.facts.stepsPerEpoch; }
@@ -214,5 +216,6 @@ export class RemoteTrainer extends Handle {
   reconstruct(x) { return this.#call("reconstruct", x); }
   decodeStd(z) { return this.#call("decodeStd", z); }
   reconstructStd(x) { return this.#call("reconstructStd", x); }
+  variations(x, n, keep, seed) { return this.#call("variations", x, n, keep, seed); }
   prepare() { return this.#call("prepare"); }
 }

@@ -84,6 +84,8 @@ const SERIES = [
   { key: "reconstruction", colour: "#2a9d8f", label: "reconstruction" },
   { key: "kl", colour: "#e76f51", label: "KL" },
 ];
+// A hierarchy's KL per group (`klGroups`, top first), dashed.
+export const GROUP_COLOURS = ["#9c4fd6", "#d4a017", "#5c6b73", "#c2185b"];
 
 // The loss chart: training series against epochs, test -ELBO as dots; hovering shows the
 // nearest point's values in `tip`.
@@ -93,13 +95,15 @@ export class LossChart {
     this.tip = tip;
     // What the training loss and the test dots are called in the tip (e.g. relaxed / discrete).
     this.labels = { loss: "loss", test: "test −ELBO" };
+    // A hierarchy's groups of latents, top first: their KLs are drawn too.
+    this.groups = [];
     this.clear();
     canvas.addEventListener("pointermove", (e) => this.hover(e));
     canvas.addEventListener("pointerleave", () => { tip.hidden = true; });
   }
 
   clear() {
-    this.train = []; // { epoch, loss, reconstruction, kl }
+    this.train = []; // { epoch, loss, reconstruction, kl, klGroups? }
     this.test = []; // { epoch, nelbo }
     this.draw();
   }
@@ -123,7 +127,7 @@ export class LossChart {
     const pad = { l: 44, r: 10, t: 10, b: 28 };
     const xmax = Math.max(1, ...this.train.map((p) => p.epoch), ...this.test.map((p) => p.epoch));
     // Skip the first few points when scaling: the untrained loss would flatten the rest.
-    const values = this.train.slice(Math.min(3, this.train.length - 1)).flatMap((p) => [p.loss, p.reconstruction, p.kl])
+    const values = this.train.slice(Math.min(3, this.train.length - 1)).flatMap((p) => [p.loss, p.reconstruction, p.kl, ...(p.klGroups ?? [])])
       .concat(this.test.map((p) => p.nelbo)).filter(Number.isFinite);
     // The y axis spans round ticks from 0 (or below it: a density on continuous pixels can
     // be negative) to above the data; the x axis ends at the last epoch.
@@ -166,6 +170,15 @@ export class LossChart {
       this.train.forEach((p, i) => (i ? ctx.lineTo : ctx.moveTo).call(ctx, f.x(p.epoch), f.y(p[s.key])));
       ctx.stroke();
     }
+    ctx.setLineDash([4, 3]);
+    this.groups.forEach((_, g) => {
+      const points = this.train.filter((p) => p.klGroups && Number.isFinite(p.klGroups[g]));
+      ctx.strokeStyle = GROUP_COLOURS[g % GROUP_COLOURS.length];
+      ctx.beginPath();
+      points.forEach((p, i) => (i ? ctx.lineTo : ctx.moveTo).call(ctx, f.x(p.epoch), f.y(p.klGroups[g])));
+      ctx.stroke();
+    });
+    ctx.setLineDash([]);
     ctx.fillStyle = "#111";
     for (const p of this.test) {
       ctx.beginPath();
@@ -183,6 +196,7 @@ export class LossChart {
     const near = (ps) => ps.reduce((best, p) => (Math.abs(p.epoch - epoch) < Math.abs(best.epoch - epoch) ? p : best), ps[0]);
     const p = near(this.train);
     let text = `epoch ${p.epoch.toFixed(2)}: ${this.labels.loss} ${p.loss.toFixed(1)}, reconstruction ${p.reconstruction.toFixed(1)}, KL ${p.kl.toFixed(1)}`;
+    if (p.klGroups) text += ` (${this.groups.map((g, i) => `${g} ${p.klGroups[i]?.toFixed(1)}`).join(", ")})`;
     if (this.test.length) {
       const t = near(this.test);
       text += `; ${this.labels.test} ${t.nelbo.toFixed(1)} at epoch ${t.epoch.toFixed(0)}`;

@@ -27,7 +27,7 @@ const deviceFacts = (d) => ({
 });
 
 const trainerFacts = (t) => ({
-  config: t.config(), latent: t.latent(), classes: t.classes(), codeLength: t.codeLength(), summary: t.summary(),
+  config: t.config(), latent: t.latent(), classes: t.classes(), codeLength: t.codeLength(), groups: t.groups(), summary: t.summary(),
   parameters: t.parameters(), stepsPerEpoch: t.stepsPerEpoch(), stepSummary: t.stepSummary(),
   backend: t.backend(), step: t.step(),
 });
@@ -42,7 +42,7 @@ const get = (handle) => {
 // pixels or codes are Float32Arrays, transferred rather than copied; `train` also says the
 // trainer's step.
 const TRAINER_METHODS = new Set(["save", "train", "evaluate", "importanceWeightedNll", "encode", "priorCodes", "decode",
-  "reconstruct", "decodeStd", "reconstructStd", "prepare"]);
+  "reconstruct", "decodeStd", "reconstructStd", "variations", "prepare"]);
 
 // The session's records (see app.js), written here: IndexedDB clones a value on the thread that
 // writes it, and a checkpoint with Adam's state is megabytes.

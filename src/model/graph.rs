@@ -325,3 +325,12 @@ impl Draw {
         }
     }
 }
+
+/// What a variation of a datapoint keeps (`backend::GraphBackend::variations`): the top group
+/// (the lower ones redrawn from their conditional priors), or the lower groups (the top one
+/// redrawn from N(0, I)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    Top,
+    Lower,
+}

@@ -1,13 +1,14 @@
 //! The model's configuration (an encoder and a decoder, each a list of layers, around the latent
 //! heads), its shapes inferred and checked layer by layer, its parameter layout (one flat buffer
 //! plus an offset table, PyTorch names) and its initialisation; and a model as a graph of named
-//! nodes (`Graph`: the hierarchy of latents, which the CPU path trains so far); one file per
+//! nodes (`Graph`: the hierarchy of latents; `GraphConfig` with its schedule); one file per
 //! concept.
 
 mod activation;
 mod architecture;
 mod config;
 mod graph;
+mod graph_config;
 mod latent_type;
 mod layer;
 mod layout;
@@ -17,7 +18,8 @@ mod shape;
 pub use activation::Activation;
 pub use architecture::Architecture;
 pub use config::{Config, ConfigError};
-pub use graph::{Draw, Graph, GraphLayout, Node, Op, Placed};
+pub use graph::{Draw, Graph, GraphLayout, Keep, Node, Op, Placed};
+pub use graph_config::{GraphConfig, ModelConfig};
 pub use latent_type::LatentType;
 pub use layer::Layer;
 pub use layout::{activation_before, initial_graph_parameters, initial_parameters, LayerLayout, Layout, Tensor};

@@ -269,6 +269,17 @@ impl GraphTrainer {
         self.steps_per_epoch
     }
 
+    /// Builds the pipelines of the training step and the test-set evaluation and waits until
+    /// the device has them, as `Trainer::prepare` does.
+    pub async fn prepare(&mut self) -> Result<(), TrainError> {
+        let b = self.schedule.batch_size;
+        for pass in [Pass::Train, Pass::Evaluate] {
+            let kernels: Vec<_> = self.plan(pass, b).dispatches.iter().map(|d| d.kernel).collect();
+            self.engine.kernels.prepare(kernels);
+        }
+        Ok(self.engine.gpu.finish().await?)
+    }
+
     /// Dispatches in one training step.
     pub fn dispatches_per_step(&mut self) -> usize {
         self.plan(Pass::Train, self.schedule.batch_size).dispatches.len()

@@ -883,7 +883,28 @@ pub async fn graph_passes_agree(log: impl Fn(&str)) {
     assert!(refused.contains("needs images"), "{refused}");
     let refused = a.decode_drawn(None, rows, &[Draw::Given(vec![0.0; 3]), Draw::Sample(Mode::Prior)], 0).await.unwrap_err().to_string();
     assert!(refused.contains("takes 5 codes"), "{refused}");
-    log(&format!("the GPU's graph passes (evaluation {:.3} nats, bound {ia:.3}, samples, reconstructions, each group kept or redrawn, the top group's posterior): match the CPU path's", ea.nelbo));
+    // The page's calls: each digit's variations (rows after rows), one part of its code kept at
+    // x's posterior mean and the rest redrawn; and top-group codes decoded, the lower group at
+    // its prior mean.
+    use webvae::model::Keep;
+    for (keep, kept_group, redrawn) in [(Keep::Top, 0, 1), (Keep::Lower, 1, 0)] {
+        let (va, vb) = (a.variations(&x, 3, keep, 4).await.unwrap(), b.variations(&x, 3, keep, 4).await.unwrap());
+        assert_close(&format!("variations keeping {keep:?}"), &va.images, &vb.images, 1e-3, 1e-4);
+        assert_eq!(vb.images.len(), x.len() * 3);
+        let (n, m) = (kept.z[kept_group].len() / rows, kept.z[redrawn].len() / rows);
+        for (r, v) in (0..rows).flat_map(|r| (0..3).map(move |v| (r, v))) {
+            let at = (r * 3 + v) * n;
+            assert_close(&format!("keeping {keep:?}: digit {r}'s variation {v}'s kept code"), &vb.z[kept_group][at..at + n], &kept.z[kept_group][r * n..(r + 1) * n], 1e-5, 1e-6);
+        }
+        let (first, second) = (&vb.z[redrawn][..m], &vb.z[redrawn][m..2 * m]);
+        assert!(first.iter().zip(second).any(|(p, q)| (p - q).abs() > 1e-3), "keeping {keep:?}: a digit's two variations drew the same code");
+    }
+    let refused = b.variations(&x, 0, Keep::Top, 1).await.unwrap_err().to_string();
+    assert!(refused.contains("at least one"), "{refused}");
+    let top = &kept.z[0];
+    assert_close("top-group codes decoded", &a.decode_top(top).await.unwrap(), &b.decode_top(top).await.unwrap(), 1e-3, 1e-4);
+    assert_eq!(b.decode_top(top).await.unwrap(), images[3], "decode_top is not the top group's code decoded with the lower one at its prior mean");
+    log(&format!("the GPU's graph passes (evaluation {:.3} nats, bound {ia:.3}, samples, reconstructions, each group kept or redrawn, variations, the top group's posterior): match the CPU path's", ea.nelbo));
 }
 
 /// The MLP preset trained as a graph (`Graph::from_config`, by the graph trainers) and as the

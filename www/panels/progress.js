@@ -2,7 +2,7 @@
 // doing meanwhile, and the training loop, which makes training follow the user's wish and
 // redraws the views as it goes; the first Train on a GPU device chooses the faster device.
 import { $, act, fail, training } from "../page.js";
-import { LossChart } from "../views.js";
+import { GROUP_COLOURS, LossChart } from "../views.js";
 import { persist, showDevice, showStatus } from "./device.js";
 import { refreshAll, refreshLight, resetModel, showModel } from "../model.js";
 import { refreshSamples } from "./samples.js";
@@ -58,7 +58,7 @@ async function chooseDevice() {
     let step = firstStep;
     for (const { m, steps } of metrics) {
       step += steps;
-      chart.addTrain({ epoch: step / training.trainer.stepsPerEpoch(), loss: m.loss, reconstruction: m.reconstruction, kl: m.kl });
+      chart.addTrain({ epoch: step / training.trainer.stepsPerEpoch(), ...chartPoint(m) });
     }
     showProgress(metrics.at(-1).m);
   } finally {
@@ -132,7 +132,7 @@ async function trainLoop(run) {
     // for a model replaced meanwhile rejects instead).
     const { m, steps, ms } = await training.trainSteps();
     const epoch = training.totalEpochs();
-    chart.addTrain({ epoch, loss: m.loss, reconstruction: m.reconstruction, kl: m.kl });
+    chart.addTrain({ epoch, ...chartPoint(m) });
     showProgress(m, (steps * batch) / (ms / 1000));
     const now = performance.now();
     if (training.reachedNewEpoch()) {
@@ -153,6 +153,9 @@ async function trainLoop(run) {
   }
 }
 
+// A training submission's metrics as the chart keeps them (a hierarchy's KL per group too).
+const chartPoint = (m) => ({ loss: m.loss, reconstruction: m.reconstruction, kl: m.kl, ...(m.klGroups ? { klGroups: [...m.klGroups] } : {}) });
+
 export function showProgress(m, rate) {
   const t = training.trainer;
   if (!t) return;
@@ -160,7 +163,10 @@ export function showProgress(m, rate) {
   $("step").textContent = String(training.totalSteps());
   const s = Math.floor(training.trainedMs / 1000);
   $("elapsed").textContent = `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
-  if (m) $("loss").textContent = `${m.loss.toFixed(1)} (rec. ${m.reconstruction.toFixed(1)} + KL ${m.kl.toFixed(1)})`;
+  const kl = (m) => m.klGroups && chart.groups.length
+    ? chart.groups.map((g, i) => `KL ${g} ${m.klGroups[i].toFixed(1)}`).join(" + ")
+    : `KL ${m.kl.toFixed(1)}`;
+  if (m) $("loss").textContent = `${m.loss.toFixed(1)} (rec. ${m.reconstruction.toFixed(1)} + ${kl(m)})`;
   else $("loss").textContent = $("test-nelbo").textContent = "–";
   const n = training.stepsPerSubmit;
   $("rate").textContent = rate ? `${Math.round(rate)} (${n} ${n === 1 ? "step" : "steps"}/submit)` : "–";
@@ -174,19 +180,30 @@ export function updateControls() {
   train.disabled = !!training.broken;
   showPreparing();
   // A diverged model keeps its last good weights: they can still be saved and explored.
-  for (const id of ["reset", "save", "switch-device", "new-samples", "more-digits", "apply", "data-files", "bundled", "load"]) {
+  for (const id of ["reset", "save", "switch-device", "new-samples", "new-variations", "more-digits", "apply", "data-files", "bundled", "load"]) {
     $(id).disabled = !ready || training.broken === "lost";
   }
   updateDrawing();
 }
 
-// What the chart's two figures are, for a model with categorical latents (`classes` > 0) or
-// Gaussian ones.
-export function describeChart(classes) {
+// What the chart's figures are, for a model with categorical latents (`classes` > 0), Gaussian
+// ones, or a hierarchy (`groups`, top first: each group's KL is a dashed line of its own).
+export function describeChart(classes, groups) {
+  chart.groups = groups.map((g) => g.split(" ")[0]);
   $("chart-caption").textContent = classes
     ? "Training loss (relaxed: decoding Gumbel-softmax samples at the current τ) split into reconstruction " +
       "and KL; dots: the test set's discrete −ELBO (decoding one-hot samples) each epoch."
-    : "Training loss split into reconstruction and KL; dots: test-set −ELBO each epoch.";
+    : groups.length
+      ? "Training loss (its KL weighted during the warm-up) split into reconstruction and KL, the KL also per group " +
+        "(dashed); dots: test-set −ELBO each epoch."
+      : "Training loss split into reconstruction and KL; dots: test-set −ELBO each epoch.";
+  $("legend-groups").hidden = groups.length === 0;
+  $("legend-groups").replaceChildren(...groups.map((g, i) => {
+    const item = document.createElement("span");
+    item.innerHTML = `<span class="swatch dashed" style="--c:${GROUP_COLOURS[i % GROUP_COLOURS.length]}"></span>`;
+    item.append(`KL ${g}`);
+    return item;
+  }));
   chart.labels = classes ? { loss: "loss (relaxed)", test: "test −ELBO (discrete)" } : { loss: "loss", test: "test −ELBO" };
   $("legend-loss").textContent = chart.labels.loss;
   $("legend-test").textContent = chart.labels.test;
