@@ -49,7 +49,8 @@ test-e2e:
 # variance per pixel; mlp-categorical or conv-categorical, 20 x 10 categorical latents), 10 epochs
 # on the bundled digits,
 # natively (DEVICE=cpu: on the CPU path); last line: test_nelbo <nats>. MODEL=hvae DEVICE=cpu:
-# the hierarchy of latents (the CPU path only, so far), 50 epochs at batch 64, about 25 minutes.
+# the hierarchy of latents, 50 epochs at batch 64, about 26 minutes (on lavapipe, without
+# DEVICE=cpu, about 9 hours; EPOCHS=1 BATCH=128 gives the first epoch, to compare).
 MODEL ?= mlp
 quality:
 	XDG_RUNTIME_DIR="$${XDG_RUNTIME_DIR:-$$(mktemp -d)}" MODEL=$(MODEL) DEVICE=$(DEVICE) cargo run --release --example quality

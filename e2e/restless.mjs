@@ -46,9 +46,10 @@ const SETTINGS = {
   batch_size: ["32", "64", "128"],
   learning_rate: ["0.001", "0.0005"],
   beta: ["1", "0.5"],
+  kl_warmup_steps: ["0", "20", "150"],
 };
 const CHOICES = {
-  kind: ["mlp", "mlp", "mlp", "conv"],
+  kind: ["mlp", "mlp", "mlp", "conv", "hvae", "hvae"],
   likelihood: ["bernoulli", "gaussian", "gaussian_var"],
   latent_kind: ["gaussian", "gaussian", "categorical"],
 };
@@ -102,12 +103,18 @@ const ACTIONS_LIST = [
   [1, "clear drawing", (page) => click(page, "#clear-pad")],
   [1, "σ of samples", (page) => click(page, "#samples-std")],
   [1, "σ of reconstructions", (page) => click(page, "#recon-std")],
-  [4, "change a setting", async (page, rng) => {
+  [2, "keep a group", (page, rng) => click(page, `input[name="keep"][value="${rng.pick(["top", "lower"])}"]`)],
+  [2, "draw variations again", (page) => click(page, "#new-variations")],
+  [4, "change a setting", async (page, rng, files, device) => {
     if (rng.next() < 0.4) {
       const [field, values] = rng.pick(Object.entries(CHOICES));
       const select = page.locator(`#settings [name="${field}"]`);
       if (!(await select.isVisible())) return false;
-      await select.selectOption(rng.pick(values), { force: true, timeout: 10000 });
+      // The hierarchy only where there is no GPU: a step of it takes about 15 s on SwiftShader,
+      // and six schedules share two cores.
+      const value = rng.pick(values);
+      if (value === "hvae" && device !== "cpu") return false;
+      await select.selectOption(value, { force: true, timeout: 10000 });
       if (field === "kind") { // small convolutions, so that a step stays short on a software GPU
         const channels = page.locator('#settings [name="channels"]');
         if (await channels.isVisible()) {
@@ -159,6 +166,12 @@ async function restless(browser, url, device, seed, isolated) {
     const alert = document.getElementById("alert");
     return alert && !alert.hidden ? document.getElementById("alert-message").textContent : "";
   });
+  // The kinds of model the page had after some action: what the schedule reached.
+  const kinds = new Set();
+  const noteKind = async () => {
+    const kind = await page.evaluate(() => window.vae?.training.trainer?.config().architecture?.kind ?? null).catch(() => null);
+    if (kind) kinds.add(kind);
+  };
   const log = [];
   const t0 = Date.now();
   try {
@@ -172,13 +185,14 @@ async function restless(browser, url, device, seed, isolated) {
       // A control that stays hidden or disabled for the 10 s a step waits (the settings form
       // rewritten under the user's hand by a model that was just replaced, say) is one a person
       // could not use then either; a page that stops responding fails the final check.
-      const acted = await act(page, rng, files).catch((err) => {
+      const acted = await act(page, rng, files, device).catch((err) => {
         if (err instanceof errors.TimeoutError) return false;
         throw err;
       });
       if (acted) done += 1;
       log.push(`${((Date.now() - t0) / 1000).toFixed(1)}s ${name}${acted ? "" : " (not possible now)"}`);
       const alert = await alerts();
+      await noteKind();
       if (/Something went wrong|diverged|stopped/.test(alert)) throw new Error(`after "${name}" the page says: ${alert}`);
       if (problems.length) throw new Error(`after "${name}": ${problems.join(" | ")}`);
     }
@@ -196,7 +210,8 @@ async function restless(browser, url, device, seed, isolated) {
     const alert = await alerts();
     if (alert) throw new Error(`the page says: ${alert}`);
     if (problems.length) throw new Error(problems.join(" | "));
-    return `${done} of ${ACTIONS} actions possible when tried, ${files.saved.length} files saved; ` +
+    await noteKind();
+    return `${done} of ${ACTIONS} actions possible when tried, ${files.saved.length} files saved, models ${[...kinds].join(", ")}; ` +
       `then trained from step ${from} to ${to}; ${((Date.now() - t0) / 1000).toFixed(0)} s`;
   } catch (err) {
     console.log(`     seed ${seed} on ${device}, its last actions:\n${log.slice(-15).map((l) => `       ${l}`).join("\n")}`);
