@@ -59,6 +59,19 @@ fn sampling_runs_the_top_down_path_alone() {
     assert!(pass.values[g.output].iter().all(|v| v.is_finite()));
 }
 
+/// `encode` runs the bottom-up path to the top group's heads and nothing else: no group is
+/// drawn and no decoder layer runs.
+#[test]
+fn encoding_runs_the_bottom_up_path_alone() {
+    let g = Graph::hvae().layout(Shape::Image { channels: 1, height: 28, width: 28 }).unwrap();
+    let needed = g.needed_to_encode();
+    for (p, &n) in g.nodes.iter().zip(&needed) {
+        let bottom_up = p.name == "x" || p.name.starts_with("encoder.") || p.name == "q1";
+        // The encoder's 7x7 features feed z2's posterior too, but not through anything above them.
+        assert_eq!(n, bottom_up, "{}: needed {n} to encode", p.name);
+    }
+}
+
 #[test]
 fn hvae_preset_has_its_shapes_and_names() {
     let g = Graph::hvae().layout(Shape::Image { channels: 1, height: 28, width: 28 }).unwrap();

@@ -40,7 +40,12 @@ pub fn forward(g: &GraphLayout, params: &[f32], x: Option<&[f32]>, rows: usize, 
 /// only if a posterior draw needs it.
 pub fn forward_drawn(g: &GraphLayout, params: &[f32], x: Option<&[f32]>, rows: usize, draws: &[Draw], seed: u32, step: u32) -> Pass {
     let modes: Vec<Option<Mode>> = draws.iter().map(Draw::mode).collect();
-    let needed = g.needed(&modes);
+    forward_nodes(g, params, x, rows, draws, seed, step, &g.needed(&modes))
+}
+
+/// `forward_drawn`, computing the nodes marked `needed` alone.
+#[allow(clippy::too_many_arguments)]
+fn forward_nodes(g: &GraphLayout, params: &[f32], x: Option<&[f32]>, rows: usize, draws: &[Draw], seed: u32, step: u32, needed: &[bool]) -> Pass {
     let mut values: Vec<Vec<f32>> = vec![Vec::new(); g.nodes.len()];
     let (mut eps, mut kl) = (vec![Vec::new(); g.groups.len()], vec![Vec::new(); g.groups.len()]);
     if needed[0] {
@@ -295,8 +300,10 @@ impl GraphTrainer {
     pub async fn encode(&mut self, x: &[f32]) -> Result<crate::latent::Encoding, TrainError> {
         let rows = crate::training::rows_of(x, self.train.pixels_per_image())?;
         let top = &self.layout.nodes[self.layout.groups[0]];
+        // The bottom-up path alone: nothing below the top group's heads is run.
         let draws = vec![Draw::Sample(Mode::PosteriorMean); self.layout.groups.len()];
-        let pass = super::in_pool(|| forward_drawn(&self.layout, &self.params, Some(x), rows, &draws, 0, crate::rng::PRIOR_RNG_STEP));
+        let needed = self.layout.needed_to_encode();
+        let pass = super::in_pool(|| forward_nodes(&self.layout, &self.params, Some(x), rows, &draws, 0, crate::rng::PRIOR_RNG_STEP, &needed));
         let prior = (top.inputs.len() == 2).then(|| &pass.values[top.inputs[0]][..]);
         Ok(crate::training::top_posterior(prior, &pass.values[*top.inputs.last().unwrap()], top.output.len()))
     }

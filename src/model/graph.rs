@@ -284,9 +284,22 @@ impl GraphLayout {
     /// encoder's shift; from the prior, its prior only (sampling skips the encoder); given, it
     /// reads nothing (the layers above it are not run unless another group needs them).
     pub fn needed(&self, draws: &[Option<Mode>]) -> Vec<bool> {
+        self.needed_for(&[self.output], draws)
+    }
+
+    /// What the top group's posterior needs: its inputs (its prior's and the encoder's shift)
+    /// and what they read, up the bottom-up path, and no further (`encode`).
+    pub fn needed_to_encode(&self) -> Vec<bool> {
+        self.needed_for(&self.nodes[self.groups[0]].inputs, &vec![Some(Mode::PosteriorMean); self.groups.len()])
+    }
+
+    /// `needed`, to reach the nodes `roots` rather than the output.
+    pub fn needed_for(&self, roots: &[usize], draws: &[Option<Mode>]) -> Vec<bool> {
         assert_eq!(draws.len(), self.groups.len(), "one draw per group");
         let mut needed = vec![false; self.nodes.len()];
-        needed[self.output] = true;
+        for &root in roots {
+            needed[root] = true;
+        }
         for i in (0..self.nodes.len()).rev() {
             if !needed[i] {
                 continue;

@@ -36,6 +36,8 @@ enum Pass {
     /// Forward to the output, each group's z drawn in its mode (top group first) with the noise
     /// of `seed`, or given (None: uploaded, as x is if a posterior draw reads it).
     Decode { draws: Vec<Option<Mode>>, seed: u32 },
+    /// Forward to the top group's inputs alone (the bottom-up path), for its posterior.
+    Encode,
 }
 
 impl Pass {
@@ -43,12 +45,21 @@ impl Pass {
     fn draw(&self, group: usize) -> Option<Mode> {
         match self {
             Pass::Decode { draws, .. } => draws[group],
+            Pass::Encode => Some(Mode::PosteriorMean),
             _ => Some(Mode::Posterior),
         }
     }
 
     fn gathers(&self) -> bool {
-        !matches!(self, Pass::Decode { .. })
+        !matches!(self, Pass::Decode { .. } | Pass::Encode)
+    }
+
+    /// The nodes the pass computes.
+    fn needed(&self, g: &GraphLayout) -> Vec<bool> {
+        match self {
+            Pass::Encode => g.needed_to_encode(),
+            _ => g.needed(&(0..g.groups.len()).map(|group| self.draw(group)).collect::<Vec<_>>()),
+        }
     }
 }
 
@@ -140,7 +151,7 @@ fn gradient_slots(g: &GraphLayout, rows: usize, arena: &mut Arena) -> Vec<u32> {
 impl GraphActs {
     fn new(g: &GraphLayout, pass: &Pass, rows: usize, shape: KernelShape) -> GraphActs {
         let mut arena = Arena::default();
-        let needed = g.needed(&(0..g.groups.len()).map(|group| pass.draw(group)).collect::<Vec<_>>());
+        let needed = pass.needed(g);
         let backward = *pass == Pass::Train;
         let mut values = vec![NONE; g.nodes.len()];
         for (i, node) in g.nodes.iter().enumerate() {
@@ -392,11 +403,11 @@ impl GraphTrainer {
     }
 
     /// q(z1 | x) of the top group for images x [n, pixels]: its mean and log-variance [n, Z1]
-    /// (a posterior-mean pass in chunks of `PASS_ROWS`, which draw no noise).
+    /// (the bottom-up path alone, in chunks of `PASS_ROWS`).
     pub async fn encode(&mut self, x: &[f32]) -> Result<crate::latent::Encoding, TrainError> {
         rows_of(x, self.pixels)?;
         let top = self.layout.nodes[self.layout.groups[0]].clone();
-        let pass = Pass::Decode { draws: vec![Some(Mode::PosteriorMean); self.layout.groups.len()], seed: 0 };
+        let pass = Pass::Encode;
         let (mut prior, mut delta) = (Vec::new(), Vec::new());
         for chunk in x.chunks(PASS_ROWS * self.pixels) {
             let rows = chunk.len() / self.pixels;
