@@ -400,6 +400,9 @@ try {
     assert(/1,190,601 parameters/.test(summary), summary);
     assert(await page.isVisible("#variations"), "no variations view for the hierarchy");
     assert(/KL z1.*KL z2/.test(await page.textContent("#legend-groups")), `legend: ${await page.textContent("#legend-groups")}`);
+    for (const id of ["interp-caption", "traversal-caption"]) {
+      assert(/the top group's, z1; each is decoded with z2/.test(await page.textContent(`#${id}`)), `${id}: ${await page.textContent(`#${id}`)}`);
+    }
     // (Not the scatter yet: the posterior's heads start at zero, so every digit sits at one point.)
     for (const id of ["samples", "recon", "variations", "strip"]) assert(await drawn(id), `${id} is blank before training`);
     // Drawn on WebGPU; trained on the CPU path, the faster device for this model here (a step

@@ -48,8 +48,8 @@ export function showModel() {
   const groups = trainer.groups();
   describeSamples(variables, classes, groups);
   describeChart(classes, groups);
-  describeInterpolation(classes);
-  describeTraversal(classes);
+  describeInterpolation(classes, groups);
+  describeTraversal(classes, groups);
   chart.clear();
   clearAlert();
   writeSettings(trainer.config());

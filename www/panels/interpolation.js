@@ -20,13 +20,20 @@ export function showWaiting(text) {
 }
 
 // How codes are joined, for a model with categorical latents (`classes` > 0) or Gaussian ones.
-export function describeInterpolation(classes) {
-  $("interp-caption").textContent = classes
+export function describeInterpolation(classes, groups = []) {
+  $("interp-caption").textContent = (classes
     ? "Pick two digits: click one below, or draw one. Their class probabilities are mixed along a " +
       "straight path whose points are decoded."
     : "Pick two digits: click one below, or draw one. Their codes μ(x) are joined by a path whose " +
-      "points are decoded.";
+      "points are decoded.") + hierarchyNote(groups);
   $("spherical-choice").hidden = !!classes;
+}
+
+// Of a hierarchy, the latent views act on the top group's code.
+export function hierarchyNote(groups) {
+  if (groups.length < 2) return "";
+  const [top, ...lower] = groups.map((g) => g.split(" ")[0]);
+  return ` A code here is the top group's, ${top}; each is decoded with ${lower.join(", ")} at its prior's mean given ${top}.`;
 }
 
 // New data: the first two test digits are picked, and the gallery starts over.

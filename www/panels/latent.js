@@ -3,17 +3,19 @@
 // with the decoded manifold when a Gaussian latent space is 2-D.
 import { $, draw, failsSafely, imagePixels, training, view, wasm } from "../page.js";
 import { drawScatter, LABEL_COLOURS } from "../views.js";
+import { hierarchyNote } from "./interpolation.js";
 
 const TRAVERSAL_STEPS = 9;
 const MAP_POINTS = 2000; // test codes in the scatter
 
 // What a traversal row is, for a model with categorical latents (`classes` > 0) or Gaussian ones.
-export function describeTraversal(classes) {
-  $("traversal-caption").textContent = classes
+export function describeTraversal(classes, groups = []) {
+  $("traversal-caption").textContent = (classes
     ? `Digit A's code with one variable switched to each of its ${classes} classes per row, the ` +
       "most-used variables (largest average KL) first. Variables the model does not use change nothing."
     : "Digit A's code with one dimension swept across the prior's range (5% to 95%) per row, the " +
-      "most-used dimensions (largest average KL) first. Dimensions the model does not use change nothing.";
+      "most-used dimensions (largest average KL) first. Dimensions the model does not use change nothing.") +
+    hierarchyNote(groups);
 }
 
 // Average KL per dimension (or variable) and the scatter of test codes; the manifold when a
