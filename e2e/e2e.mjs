@@ -340,6 +340,28 @@ try {
     assert((await page.locator("#traversal .trow").count()) === 2, "expected one traversal row per dimension");
   });
 
+  await check("a setting typed wrong while the page starts, then Train: the reference model is made and trains", async () => {
+    // Found by the restless user: the first model was made from the form as it was, and a
+    // half-typed setting left the page with no model at all ("The bundled digits could not be
+    // loaded: latent: must be 1..=64, got 0"), Train pressed meaning nothing.
+    const context = await browser.newContext({ viewport: { width: 1100, height: 800 } });
+    const p = await context.newPage();
+    const errors = watch(p);
+    try {
+      await p.goto(`${url}?device=cpu`, { waitUntil: "commit" });
+      await p.locator('#settings [name="latent"]').fill("0", { timeout: 10000 });
+      await p.click("#train");
+      await p.waitForFunction(() => Number(document.getElementById("step").textContent) >= 3, null, { timeout: 120000 });
+      const summary = await p.textContent("#model-summary");
+      assert(/^Model 784 → linear 400 relu → z20/.test(summary), summary);
+      assert(await p.inputValue('#settings [name="latent"]') === "20", `the form shows latent ${await p.inputValue('#settings [name="latent"]')}, not what trains`);
+      assert(/Training on the bundled/.test(await p.textContent("#data-summary")), await p.textContent("#data-summary"));
+      assert(errors.length === 0, errors.join(" | "));
+    } finally {
+      await context.close();
+    }
+  });
+
   await check("the convolutional preset trains, draws every view and round-trips its weights", async () => {
     await page.selectOption('#settings [name="kind"]', "conv");
     assert(await page.isVisible('#settings [name="channels"]'), "no channel field for the conv architecture");

@@ -199,7 +199,15 @@ async function restless(browser, url, device, seed, isolated) {
     // Then Train (unless the last click already asked for it), and training must go on.
     if ((await page.textContent("#train")) !== "Pause") await page.click("#train", { timeout: 60000 });
     await page.waitForFunction(() => window.vae && window.vae.training.trainer && !window.vae.training.changing(),
-      null, { timeout: 300000 });
+      null, { timeout: 300000 }).catch(async () => {
+      const state = await page.evaluate(() => {
+        const t = window.vae?.training;
+        return t && { trainer: !!t.trainer, changing: t.changing(), busy: t.busy(), wanted: t.wanted, running: t.running,
+          broken: t.broken, choice: t.choice, device: t.device?.kind(), work: document.getElementById("work-note").textContent,
+          status: document.getElementById("gpu-status").textContent };
+      }).catch((err) => `unreadable: ${err.message}`);
+      throw new Error(`a change of the model did not end in 300 s (models ${[...kinds].join(", ")}): ${JSON.stringify(state)}`);
+    });
     const from = Number(await page.textContent("#step"));
     await page.waitForFunction((from) => Number(document.getElementById("step").textContent) >= from + 3,
       from, { timeout: 300000 }).catch(async () => {

@@ -74,10 +74,12 @@ fn config_from_js(config: JsValue) -> Result<ModelConfig, JsValue> {
         return Ok(ModelConfig::Stack(Config::default()));
     }
     let partial: serde_json::Value = serde_wasm_bindgen::from_value(config).map_err(|e| error("config", e.to_string(), None))?;
-    let kind = partial.get("architecture").and_then(|a| a.get("kind")).and_then(|k| k.as_str());
-    if let (Some("hvae"), serde_json::Value::Object(mut fields)) = (kind, partial.clone()) {
-        fields.remove("architecture");
-        return GraphConfig::from_partial_json(fields).map(ModelConfig::Graph).map_err(config_error);
+    if let serde_json::Value::Object(fields) = &partial {
+        if fields.get("architecture").and_then(|a| a.get("kind")).and_then(|k| k.as_str()) == Some("hvae") {
+            let mut fields = fields.clone();
+            fields.remove("architecture");
+            return GraphConfig::from_partial_json(fields).map(ModelConfig::Graph).map_err(config_error);
+        }
     }
     let config = Config::from_partial_json(partial).map_err(config_error)?;
     config.validate().map_err(config_error)?;
@@ -279,6 +281,16 @@ enum Model {
     Graph(GraphBackend, GraphConfig),
 }
 
+/// `$call` on the trainer of either kind of model, as `$t`: for the methods both have.
+macro_rules! on_model {
+    ($model:expr, $t:ident => $call:expr) => {
+        match $model {
+            Model::Stack($t) => $call,
+            Model::Graph($t, _) => $call,
+        }
+    };
+}
+
 /// A VAE training on the page's GPU or in WebAssembly on the CPU (`backend::Backend`, or
 /// `backend::GraphBackend` for a graph such as `hvae`): the page calls the same methods either
 /// way. Of a graph, the page's latent views see the top group: `encode` gives its posterior,
@@ -317,20 +329,26 @@ impl WebTrainer {
         .map_err(train_error_to_js)
     }
 
-    fn wrap(model: Model) -> WebTrainer {
-        let (config, parameters, steps_per_epoch, step_summary, kind, code_length, groups, step, model) = match model {
-            Model::Stack(mut t) => {
-                let c = t.config().clone();
-                (ModelConfig::Stack(c.clone()), t.layout().len, t.steps_per_epoch(), t.step_summary(), t.kind(), c.code_len(), vec![], t.step(), Model::Stack(t))
-            }
-            Model::Graph(mut t, g) => {
-                let layout = t.layout();
-                let groups: Vec<String> = layout.groups.iter().map(|&i| format!("{} {}", layout.nodes[i].name, layout.nodes[i].output)).collect();
-                let (len, code_length) = (layout.len, layout.nodes[layout.groups[0]].output.len());
-                (ModelConfig::Graph(g.clone()), len, t.steps_per_epoch(), t.step_summary(), t.kind(), code_length, groups, t.step(), Model::Graph(t, g))
+    fn wrap(mut model: Model) -> WebTrainer {
+        let (config, code_length, groups) = match &model {
+            Model::Stack(t) => (ModelConfig::Stack(t.config().clone()), t.config().code_len(), vec![]),
+            Model::Graph(t, g) => {
+                let l = t.layout();
+                let groups = l.groups.iter().map(|&i| format!("{} {}", l.nodes[i].name, l.nodes[i].output)).collect();
+                (ModelConfig::Graph(g.clone()), l.nodes[l.groups[0]].output.len(), groups)
             }
         };
-        WebTrainer { trainer: Mutex::new(model), config, parameters, steps_per_epoch, step_summary, kind, code_length, groups, step: Cell::new(step) }
+        WebTrainer {
+            config,
+            code_length,
+            groups,
+            parameters: on_model!(&model, t => t.layout().len),
+            steps_per_epoch: on_model!(&model, t => t.steps_per_epoch()),
+            step_summary: on_model!(&mut model, t => t.step_summary()),
+            kind: on_model!(&model, t => t.kind()),
+            step: Cell::new(on_model!(&model, t => t.step())),
+            trainer: Mutex::new(model),
+        }
     }
 
     fn stack(&self) -> Option<&Config> {
@@ -369,11 +387,9 @@ impl WebTrainer {
     pub fn from_checkpoint(device: &WebDevice, bytes: &[u8], data: &WebData) -> Result<WebTrainer, JsValue> {
         let c = checkpoint::load_model(bytes).map_err(checkpoint_error_to_js)?;
         let mut model = WebTrainer::new_model(&device.device, &c.config, data)?;
-        match (&mut model, &c.optimizer) {
-            (Model::Stack(t), Some(state)) => t.resume(&c.parameters, state),
-            (Model::Stack(t), None) => t.set_parameters(&c.parameters),
-            (Model::Graph(t, _), Some(state)) => t.resume(&c.parameters, state),
-            (Model::Graph(t, _), None) => t.set_parameters(&c.parameters),
+        match &c.optimizer {
+            Some(state) => on_model!(&mut model, t => t.resume(&c.parameters, state)),
+            None => on_model!(&mut model, t => t.set_parameters(&c.parameters)),
         }
         .map_err(train_error_to_js)?;
         Ok(WebTrainer::wrap(model))
@@ -384,17 +400,11 @@ impl WebTrainer {
     /// state too, so that the file resumes training exactly.
     pub async fn save(&self, step: u32, optimizer: bool) -> Result<Vec<u8>, JsValue> {
         let model = self.trainer.lock().await;
+        let params = on_model!(&*model, t => t.parameters().await).map_err(train_error_to_js)?;
+        let state = if optimizer { Some(on_model!(&*model, t => t.optimizer_state().await).map_err(train_error_to_js)?) } else { None };
         Ok(match &*model {
-            Model::Stack(t) => {
-                let params = t.parameters().await.map_err(train_error_to_js)?;
-                let state = if optimizer { Some(t.optimizer_state().await.map_err(train_error_to_js)?) } else { None };
-                checkpoint::save_with_optimizer(t.config(), t.layout(), &params, step, state.as_ref())
-            }
-            Model::Graph(t, g) => {
-                let params = t.parameters().await.map_err(train_error_to_js)?;
-                let state = if optimizer { Some(t.optimizer_state().await.map_err(train_error_to_js)?) } else { None };
-                checkpoint::save_graph(g, t.layout(), &params, step, state.as_ref())
-            }
+            Model::Stack(t) => checkpoint::save_with_optimizer(t.config(), t.layout(), &params, step, state.as_ref()),
+            Model::Graph(t, g) => checkpoint::save_graph(g, t.layout(), &params, step, state.as_ref()),
         })
     }
 
@@ -493,11 +503,7 @@ impl WebTrainer {
     /// Makes ready what training needs and resolves when it is (on the GPU, compiles the
     /// training step's pipelines, which a browser otherwise does before the first step runs).
     pub async fn prepare(&self) -> Result<(), JsValue> {
-        match &mut *self.trainer.lock().await {
-            Model::Stack(t) => t.prepare().await,
-            Model::Graph(t, _) => t.prepare().await,
-        }
-        .map_err(train_error_to_js)
+        on_model!(&mut *self.trainer.lock().await, t => t.prepare().await).map_err(train_error_to_js)
     }
 
     /// The test set's `{ nelbo, reconstruction, kl }` in nats per digit; a graph's also
@@ -525,11 +531,7 @@ impl WebTrainer {
     /// The importance-weighted estimate of -log p(x) on the test set with `k` samples.
     #[wasm_bindgen(js_name = importanceWeightedNll)]
     pub async fn importance_weighted_nll(&self, k: usize) -> Result<f64, JsValue> {
-        match &mut *self.trainer.lock().await {
-            Model::Stack(t) => t.importance_weighted_nll(k).await,
-            Model::Graph(t, _) => t.importance_weighted_nll(k).await,
-        }
-        .map_err(train_error_to_js)
+        on_model!(&mut *self.trainer.lock().await, t => t.importance_weighted_nll(k).await).map_err(train_error_to_js)
     }
 
     /// q(z|x) for images x [n * pixels]: `{ code, mu, logvar }` (Gaussian latents, each
@@ -537,11 +539,7 @@ impl WebTrainer {
     /// [n * latent * classes]); `code` is what `reconstruct` decodes (mu, or the class
     /// probabilities).
     pub async fn encode(&self, x: Vec<f32>) -> Result<JsValue, JsValue> {
-        let encoding = match &mut *self.trainer.lock().await {
-            Model::Stack(t) => t.encode(&x).await,
-            Model::Graph(t, _) => t.encode(&x).await,
-        }
-        .map_err(train_error_to_js)?;
+        let encoding = on_model!(&mut *self.trainer.lock().await, t => t.encode(&x).await).map_err(train_error_to_js)?;
         let obj = js_sys::Object::new();
         set(&obj, "code", js_sys::Float32Array::from(encoding.code()));
         match &encoding {
@@ -588,11 +586,7 @@ impl WebTrainer {
     /// Reconstructions (decoded at z = mu; of a graph, every group at its posterior mean) of
     /// images x [n * pixels].
     pub async fn reconstruct(&self, x: Vec<f32>) -> Result<Vec<f32>, JsValue> {
-        match &mut *self.trainer.lock().await {
-            Model::Stack(t) => t.reconstruct(&x).await,
-            Model::Graph(t, _) => t.reconstruct(&x).await,
-        }
-        .map_err(train_error_to_js)
+        on_model!(&mut *self.trainer.lock().await, t => t.reconstruct(&x).await).map_err(train_error_to_js)
     }
 
     /// The per-pixel standard deviations of p(x|z) [n * pixels] for codes z [n * codeLength].

@@ -8,7 +8,7 @@ import { chart, describeChart, restoreChart, saying, showProgress, updateControl
 import { describeSamples, refreshRecon, refreshSamples, refreshVariations } from "./panels/samples.js";
 import { describeInterpolation, refreshInterpolation } from "./panels/interpolation.js";
 import { describeTraversal, refreshLatent } from "./panels/latent.js";
-import { readSettings, showFieldError, writeSettings } from "./panels/settings.js";
+import { readSettings, settingsOrReference, showFieldError, writeSettings } from "./panels/settings.js";
 import { BUNDLED, BUNDLED_NAME, fetchBundled, installData } from "./panels/data.js";
 
 // Says what went wrong where the user will look; stops training when it cannot go on.
@@ -104,7 +104,7 @@ export async function restart() {
   try {
     const snapshot = training.snapshot, step = training.snapshotStep;
     const trainer = snapshot ? await remote.fromCheckpoint(training.device, snapshot, training.data)
-      : await remote.trainer(training.device, readSettings().config, training.data);
+      : await remote.trainer(training.device, settingsOrReference(), training.data);
     replaceTrainer(trainer, { step, snapshot });
     if (snapshot) $("data-message").textContent = `Restarted from the weights of step ${step}.`;
   } catch (err) {

@@ -5,7 +5,7 @@ import { replaceTrainer } from "../model.js";
 import { forgetSession, persist } from "./device.js";
 import { pauseWish } from "./progress.js";
 import { pickFirstDigits } from "./interpolation.js";
-import { readSettings } from "./settings.js";
+import { settingsOrReference } from "./settings.js";
 
 export const BUNDLED = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
   "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"];
@@ -27,7 +27,7 @@ export async function useBundled() {
 // Replaces the dataset (made from `source`, see training.dataSource) and starts a fresh model on
 // it; on any error both stay as they were.
 async function setData(data, name, source) {
-  const config = configFor(training.trainer ? training.trainer.config() : readSettings().config, data);
+  const config = configFor(training.trainer ? training.trainer.config() : settingsOrReference(), data);
   let trainer;
   try {
     trainer = await remote.trainer(training.device, config, data);

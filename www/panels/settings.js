@@ -76,6 +76,15 @@ export function readSettings() {
   return validated(config, problems);
 }
 
+// What a model made without a click on Apply starts with (the first model, a restart with no
+// weights kept): the form's settings if they are valid, or else the reference model, whose
+// settings then replace what the form held (a setting typed half-way while the page starts
+// must not leave it without a model).
+export function settingsOrReference() {
+  const parsed = readSettings();
+  return parsed.ok ? parsed.config : { architecture: { kind: "mlp", hidden: [400], activation: "relu" }, image: imageShape() };
+}
+
 // `{ ok, config }` after the Rust API's check, every problem shown next to its field.
 function validated(config, problems) {
   if (problems.length === 0 && wasm) {
