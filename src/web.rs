@@ -365,8 +365,23 @@ fn bernoulli_std(p: Vec<f32>) -> Vec<f32> {
     p.into_iter().map(|p| (p * (1.0 - p)).max(0.0).sqrt()).collect()
 }
 
-fn kl_groups(kl: &[f64]) -> js_sys::Array {
-    kl.iter().map(|&k| JsValue::from(k)).collect()
+/// A loss's KL as the page reads it: a layer stack's total, or a graph's per group (top first),
+/// given as `klGroups` beside their sum, `kl`.
+enum Kl {
+    Total(f64),
+    Groups(Vec<f64>),
+}
+
+impl Kl {
+    fn set_on(&self, obj: &js_sys::Object) {
+        match self {
+            Kl::Total(kl) => set(obj, "kl", *kl),
+            Kl::Groups(kl) => {
+                set(obj, "kl", kl.iter().sum::<f64>());
+                set(obj, "klGroups", kl.iter().map(|&k| JsValue::from(k)).collect::<js_sys::Array>());
+            }
+        }
+    }
 }
 
 #[wasm_bindgen]
@@ -443,34 +458,22 @@ impl WebTrainer {
     /// (`kl` is their sum).
     pub async fn train(&self, n: u32) -> Result<JsValue, JsValue> {
         let mut model = self.trainer.lock().await;
-        let obj = js_sys::Object::new();
-        match &mut *model {
-            Model::Stack(t) => {
-                let trained = t.train(n);
-                self.step.set(t.step());
-                trained.map_err(train_error_to_js)?;
-                let m = t.metrics().await.map_err(train_error_to_js)?;
-                set(&obj, "steps", m.steps);
-                set(&obj, "loss", m.loss);
-                set(&obj, "reconstruction", m.reconstruction);
-                set(&obj, "kl", m.kl);
-                set(&obj, "totalSteps", m.total_steps);
-                set(&obj, "epoch", m.epoch);
-            }
-            Model::Graph(t, _) => {
-                let trained = t.train(n);
-                self.step.set(t.step());
-                trained.map_err(train_error_to_js)?;
-                let m = t.metrics().await.map_err(train_error_to_js)?;
-                set(&obj, "steps", m.steps);
-                set(&obj, "loss", m.loss);
-                set(&obj, "reconstruction", m.reconstruction);
-                set(&obj, "kl", m.kl.iter().sum::<f64>());
-                set(&obj, "klGroups", kl_groups(&m.kl));
-                set(&obj, "totalSteps", t.step());
-                set(&obj, "epoch", t.step() / self.steps_per_epoch);
-            }
+        let trained = on_model!(&mut *model, t => t.train(n));
+        let step = on_model!(&*model, t => t.step());
+        self.step.set(step);
+        trained.map_err(train_error_to_js)?;
+        let (steps, loss, reconstruction, kl) = match &mut *model {
+            Model::Stack(t) => t.metrics().await.map(|m| (m.steps, m.loss, m.reconstruction, Kl::Total(m.kl))),
+            Model::Graph(t, _) => t.metrics().await.map(|m| (m.steps, m.loss, m.reconstruction, Kl::Groups(m.kl))),
         }
+        .map_err(train_error_to_js)?;
+        let obj = js_sys::Object::new();
+        set(&obj, "steps", steps);
+        set(&obj, "loss", loss);
+        set(&obj, "reconstruction", reconstruction);
+        kl.set_on(&obj);
+        set(&obj, "totalSteps", step);
+        set(&obj, "epoch", step / self.steps_per_epoch);
         Ok(obj.into())
     }
 
@@ -509,22 +512,15 @@ impl WebTrainer {
     /// The test set's `{ nelbo, reconstruction, kl }` in nats per digit; a graph's also
     /// `klGroups` (`kl` is their sum).
     pub async fn evaluate(&self) -> Result<JsValue, JsValue> {
-        let obj = js_sys::Object::new();
-        match &mut *self.trainer.lock().await {
-            Model::Stack(t) => {
-                let e = t.evaluate().await.map_err(train_error_to_js)?;
-                set(&obj, "nelbo", e.nelbo);
-                set(&obj, "reconstruction", e.reconstruction);
-                set(&obj, "kl", e.kl);
-            }
-            Model::Graph(t, _) => {
-                let e = t.evaluate().await.map_err(train_error_to_js)?;
-                set(&obj, "nelbo", e.nelbo);
-                set(&obj, "reconstruction", e.reconstruction);
-                set(&obj, "kl", e.kl.iter().sum::<f64>());
-                set(&obj, "klGroups", kl_groups(&e.kl));
-            }
+        let (nelbo, reconstruction, kl) = match &mut *self.trainer.lock().await {
+            Model::Stack(t) => t.evaluate().await.map(|e| (e.nelbo, e.reconstruction, Kl::Total(e.kl))),
+            Model::Graph(t, _) => t.evaluate().await.map(|e| (e.nelbo, e.reconstruction, Kl::Groups(e.kl))),
         }
+        .map_err(train_error_to_js)?;
+        let obj = js_sys::Object::new();
+        set(&obj, "nelbo", nelbo);
+        set(&obj, "reconstruction", reconstruction);
+        kl.set_on(&obj);
         Ok(obj.into())
     }
 
